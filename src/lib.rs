@@ -1,0 +1,3 @@
+//! vmr: buy Jumdata vehicle maintenance reports, checkpoint every call, flatten to typed tables.
+
+pub mod api;
