@@ -1,0 +1,3 @@
+//! One file per subcommand: parse options, call the library, return the exit code.
+
+pub mod sandbox;
