@@ -1,33 +1,69 @@
-//! Command-line entry: parses the subcommand and hands it to `cmd::*`, mapping errors to exit codes.
+//! Command-line entry: parses the subcommand and hands it to `cmd::*`, mapping errors to exit
+//! codes (design.md: 0 done, 75 work remains, 2 usage/input, 3 refused, 1 anything else).
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+use crate::app;
 use crate::cmd;
+use crate::config::{Options, Settings};
 
 #[derive(Parser, Debug)]
-#[command(name = "vmr", version, about = "Vehicle maintenance reports: buy, checkpoint, flatten")]
+#[command(
+    name = "vmr",
+    version,
+    about = "Vehicle maintenance reports: buy, checkpoint and flatten Jumdata reports",
+    long_about = "Buys one maintenance-history report per vehicle from the Jumdata API, checkpoints every call, and writes typed Parquet and CSV tables.\n\nCredentials come from VMR_APP_ID and VMR_APP_SECRET (or --app-secret-file); --sandbox runs against the built-in simulator instead."
+)]
 pub struct Cli {
+    #[command(flatten)]
+    pub options: Options,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Ingest, submit, poll until done or --max-wait, then export.
+    Run(cmd::run::Args),
+    /// Validate the CSV and record new VINs in the checkpoint; calls nothing.
+    Ingest(cmd::ingest::Args),
+    /// Ingest, then call generate for every VIN without a report.
+    Submit(cmd::submit::Args),
+    /// Call get for each pending requestId that is due.
+    Poll(cmd::poll::Args),
+    /// Counts per state, billed calls, what is due when.
+    Status(cmd::status::Args),
     /// Serve the simulated vendor API on a local address.
     Sandbox(cmd::sandbox::Args),
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Sandbox(args) => cmd::sandbox::run(args),
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { app::exit::USAGE } else { 0 });
+        }
     };
+    let result = Settings::resolve(&cli.options)
+        .map_err(|e| anyhow::Error::new(app::Failure::new(app::exit::USAGE, format!("{e:#}"))))
+        .and_then(|settings| {
+            app::init_logging(settings.log_format);
+            match cli.command {
+                Command::Run(a) => cmd::run::run(a, &settings),
+                Command::Ingest(a) => cmd::ingest::run(a, &settings),
+                Command::Submit(a) => cmd::submit::run(a, &settings),
+                Command::Poll(a) => cmd::poll::run(a, &settings),
+                Command::Status(a) => cmd::status::run(a, &settings),
+                Command::Sandbox(a) => cmd::sandbox::run(a),
+            }
+        });
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("vmr: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(app::exit_code_of(&e))
         }
     }
 }

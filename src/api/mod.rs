@@ -1,9 +1,14 @@
 //! The vendor API: the only code that knows Jumdata's wire format.
 //!
-//! `sign` authenticates calls, `model` parses REPORT bodies leniently, `envelope` parses the
-//! `{code, msg, taskNo, data}` wrapper and classifies every result into an [`Outcome`] that tells
+//! `sign` authenticates calls, `model` parses REPORT bodies leniently, `outcome` parses the
+//! `{code, msg, taskNo, data}` envelope and classifies every result into an [`Outcome`] that tells
 //! the caller what to do, and `client` makes the signed HTTP calls.
 
+pub mod client;
+pub mod model;
+pub mod outcome;
 pub mod sign;
 
+pub use client::{Client, ClientOptions, Exchange, now_ms};
+pub use outcome::{Answer, Delivery, Endpoint, Outcome, classify, report_json};
 pub use sign::{Credentials, Secret, sign};

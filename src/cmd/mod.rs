@@ -1,3 +1,8 @@
 //! One file per subcommand: parse options, call the library, return the exit code.
 
+pub mod ingest;
+pub mod poll;
+pub mod run;
 pub mod sandbox;
+pub mod status;
+pub mod submit;

@@ -1,0 +1,196 @@
+//! The HTTP client: one signed POST per vendor call, and nothing else.
+//!
+//! Built once per run (reqwest with rustls, pooled for the run's concurrency, honouring
+//! `HTTPS_PROXY`/`NO_PROXY`), it sends the common parameters and the endpoint's own as an
+//! `application/x-www-form-urlencoded` body, and returns the raw answer together with its
+//! classification. It never retries: the retry policy lives with the engine, which also decides
+//! what an unknown-outcome call means for billing.
+
+use std::time::Duration;
+
+use super::outcome::{Answer, Delivery, Endpoint, Outcome, classify, excerpt};
+use super::sign::Credentials;
+
+/// Options for building the client.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub base_url: String,
+    pub connect_timeout: Duration,
+    /// Whole-call timeout (connect, send, wait, read).
+    pub timeout: Duration,
+    /// Idle connections kept per host; the run's concurrency.
+    pub pool_size: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            base_url: "https://api.jumdata.com".into(),
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(30),
+            pool_size: 16,
+        }
+    }
+}
+
+/// One finished exchange: what was sent, what came back, and what it means.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub endpoint: Endpoint,
+    pub started_at_ms: i64,
+    pub ended_at_ms: i64,
+    pub http_status: Option<u16>,
+    /// The body exactly as received (empty when no answer came).
+    pub body: Vec<u8>,
+    pub answer: Answer,
+    pub outcome: Outcome,
+}
+
+impl Exchange {
+    pub fn billed(&self) -> bool {
+        self.answer.billed()
+    }
+}
+
+/// The vendor client.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: String,
+    creds: Credentials,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Client {
+    pub fn new(opts: &ClientOptions, creds: Credentials) -> Result<Client, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("vmr/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(opts.connect_timeout)
+            .timeout(opts.timeout)
+            .pool_max_idle_per_host(opts.pool_size.max(1))
+            .build()?;
+        Ok(Client {
+            http,
+            base_url: opts.base_url.trim_end_matches('/').to_owned(),
+            creds,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `generate`: buy a report for one VIN.
+    pub async fn generate(&self, vin: &str, license_img_url: &str) -> Exchange {
+        self.call(
+            Endpoint::Generate,
+            &[("vin", vin), ("licenseImgUrl", license_img_url)],
+        )
+        .await
+    }
+
+    /// `get`: fetch the report behind a requestId.
+    pub async fn get(&self, request_id: &str) -> Exchange {
+        self.call(Endpoint::Get, &[("requestId", request_id)]).await
+    }
+
+    async fn call(&self, endpoint: Endpoint, params: &[(&str, &str)]) -> Exchange {
+        let started_at_ms = now_ms();
+        let ts = started_at_ms.to_string();
+        let sign = self.creds.sign(started_at_ms);
+        let mut form: Vec<(&str, &str)> = vec![
+            ("appId", &self.creds.app_id),
+            ("timestamp", &ts),
+            ("sign", &sign),
+        ];
+        form.extend_from_slice(params);
+        let url = format!("{}{}", self.base_url, endpoint.path());
+        let result = self.send(&url, &form).await;
+        let ended_at_ms = now_ms();
+        match result {
+            Ok((status, body)) => {
+                let (outcome, answer) = classify(endpoint, status, &body);
+                Exchange {
+                    endpoint,
+                    started_at_ms,
+                    ended_at_ms,
+                    http_status: Some(status),
+                    body,
+                    answer,
+                    outcome,
+                }
+            }
+            Err((status, e)) => Exchange {
+                endpoint,
+                started_at_ms,
+                ended_at_ms,
+                http_status: status,
+                body: Vec::new(),
+                answer: Answer::default(),
+                outcome: Outcome::Transient {
+                    http_status: status,
+                    code: None,
+                    detail: describe(&e),
+                    delivery: if e.is_connect() {
+                        Delivery::NotSent
+                    } else {
+                        Delivery::Unknown
+                    },
+                },
+            },
+        }
+    }
+
+    async fn send(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+    ) -> Result<(u16, Vec<u8>), (Option<u16>, reqwest::Error)> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let resp = self
+            .http
+            .post(url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| (None, e.without_url()))?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| (Some(status), e.without_url()))?;
+        Ok((status, bytes.to_vec()))
+    }
+}
+
+/// A transport error in one line, without the URL (which is fine) or any request body (which
+/// holds the sign).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the answer was cut off"
+    } else {
+        "transport error"
+    };
+    let mut detail = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        src = s.source();
+    }
+    format!("{kind} ({})", excerpt(detail.as_bytes()))
+}

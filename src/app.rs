@@ -1,0 +1,195 @@
+//! What every command shares: logging, the runtime, the checkpoint, the client, the exit code.
+//!
+//! Commands in `cmd/` stay thin by calling these: [`init_logging`] once, [`open_checkpoint`] for
+//! the one writable checkpoint of the state directory, [`connect`] for the vendor client (or the
+//! in-process sandbox with `--sandbox`), and [`Failure`] to end with a specific exit code.
+
+use anyhow::{Context, Result};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::api::{Client, ClientOptions};
+use crate::checkpoint::{self, Checkpoint, Recovery};
+use crate::config::{LogFormat, Settings};
+use crate::engine::{Engine, EngineOptions, Limiter, RetryPolicy, Stop};
+use crate::sandbox::{Sandbox, SandboxConfig};
+
+/// Exit codes (design.md).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const OTHER: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const REFUSED: u8 = 3;
+    pub const WORK_REMAINS: u8 = 75;
+}
+
+/// An error that ends the process with a chosen exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The exit code for an error that reached the top.
+pub fn exit_code_of(e: &anyhow::Error) -> u8 {
+    if let Some(f) = e.downcast_ref::<Failure>() {
+        return f.code;
+    }
+    if e.downcast_ref::<crate::input::InputError>().is_some() {
+        return exit::USAGE;
+    }
+    if let Some(crate::ingest::IngestError::Input(_)) = e.downcast_ref::<crate::ingest::IngestError>() {
+        return exit::USAGE;
+    }
+    exit::OTHER
+}
+
+/// Logs go to stderr, as text or one JSON object per line. `RUST_LOG` refines the level.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// A multi-threaded runtime for the network commands.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Opens the state directory's checkpoint for writing, and tells the user about VINs found in
+/// flight from a process that died.
+pub fn open_checkpoint(settings: &Settings) -> Result<(Checkpoint, Recovery)> {
+    let (ckpt, rec) = Checkpoint::open(&settings.state)?;
+    if !rec.uncertain.is_empty() {
+        tracing::warn!(
+            count = rec.uncertain.len(),
+            "VINs were in flight when the last process died and are now uncertain (the vendor may have billed them); `vmr status` lists them, --resubmit-uncertain sends them again"
+        );
+    }
+    Ok((ckpt, rec))
+}
+
+/// The vendor client, and the in-process sandbox it talks to when `--sandbox` is set.
+pub async fn connect(settings: &Settings) -> Result<(Client, Option<Sandbox>)> {
+    let opts = |base_url: String| ClientOptions {
+        base_url,
+        connect_timeout: settings.timeout.min(Duration::from_secs(10)),
+        timeout: settings.timeout,
+        pool_size: settings.concurrency,
+    };
+    if settings.sandbox {
+        let cfg = SandboxConfig::default();
+        let creds = crate::api::Credentials::new(cfg.app_id.clone(), cfg.app_secret.clone());
+        let sb = Sandbox::start(cfg, "127.0.0.1:0".parse().expect("a socket address"))
+            .await
+            .context("cannot start the in-process sandbox")?;
+        tracing::info!(base_url = %sb.base_url(), "sandbox started in-process");
+        let client = Client::new(&opts(sb.base_url()), creds)?;
+        Ok((client, Some(sb)))
+    } else {
+        let creds = settings.credentials()?;
+        let client = Client::new(&opts(settings.base_url.clone()), creds)?;
+        Ok((client, None))
+    }
+}
+
+/// Builds the engine for a run.
+pub fn engine(
+    settings: &Settings,
+    client: Client,
+    ckpt: Checkpoint,
+    resubmit_uncertain: bool,
+) -> Arc<Engine> {
+    Arc::new(Engine {
+        client,
+        ckpt,
+        limiter: Limiter::new(settings.rate, settings.burst),
+        opts: EngineOptions {
+            concurrency: settings.concurrency,
+            retry: RetryPolicy::new(settings.max_attempts),
+            poll_interval: settings.poll_interval,
+            poll_timeout: settings.poll_timeout,
+            max_billed: settings.max_billed,
+            resubmit_uncertain,
+        },
+        stop: Arc::new(Stop::default()),
+        counters: Default::default(),
+    })
+}
+
+/// The exit code once the network work is over: the stop reason's, else 0 when every VIN is
+/// final, else 75.
+pub fn finish_code(engine: &Engine) -> Result<u8> {
+    if let Some(r) = engine.stop.reason() {
+        return Ok(r.exit_code());
+    }
+    let reader = engine.ckpt.reader()?;
+    let counts = checkpoint::state_counts(&reader)?;
+    let open: i64 = ["queued", "submitting", "uncertain", "pending"]
+        .iter()
+        .map(|s| counts.get(*s).copied().unwrap_or(0))
+        .sum();
+    Ok(if open == 0 { exit::OK } else { exit::WORK_REMAINS })
+}
+
+/// The one summary every network run ends with.
+pub fn summary(engine: &Engine, started: Instant) -> Result<String> {
+    let reader = engine.ckpt.reader()?;
+    let counts = checkpoint::state_counts(&reader)?;
+    let c = &engine.counters;
+    let mut s = String::from("VINs:");
+    for (k, v) in counts.iter().filter(|(_, v)| **v > 0) {
+        s.push_str(&format!(" {k} {v},"));
+    }
+    s.pop();
+    s.push_str(&format!(
+        "\nthis run: {} calls, {} billed, {} with unknown outcome, {:.1}s",
+        c.calls.load(Ordering::Relaxed),
+        c.billed.load(Ordering::Relaxed),
+        c.unknown.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64()
+    ));
+    if let Some(r) = engine.stop.reason() {
+        s.push_str(&format!("\nstopped: {}", describe_stop(&r)));
+    }
+    Ok(s)
+}
+
+/// One line naming the stop, the vendor's words and what to do.
+pub fn describe_stop(r: &crate::engine::StopReason) -> String {
+    use crate::engine::StopReason::*;
+    match r {
+        Vendor { code, message } => format!(
+            "the vendor answered {code} ({message}): {}. No further calls were sent; queued VINs stay queued",
+            crate::api::outcome::code_advice(*code)
+        ),
+        Budget { billed } => format!(
+            "--max-billed reached ({billed} calls billed in this run); run again to continue"
+        ),
+        Signal(sig) => format!(
+            "signal {} received; in-flight calls were recorded; run again to continue",
+            if *sig == 2 { "SIGINT" } else { "SIGTERM" }
+        ),
+    }
+}

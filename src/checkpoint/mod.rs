@@ -1,0 +1,596 @@
+//! The checkpoint: one SQLite file per state directory, the only source of truth for a batch.
+//!
+//! It holds every VIN's state, every vendor call's outcome and the raw body of every report
+//! bought, byte for byte, so any stage can be killed at any instant and started again, and export
+//! can always be redone offline. Writes go through one writer thread with group commit
+//! (`writer`); every state change goes through the state machine (`state`). One process at a
+//! time holds a state directory, by an advisory lock on `<state>/lock`.
+
+pub mod state;
+mod writer;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+pub use state::{IllegalTransition, State};
+pub use writer::Writer;
+
+/// The schema this build writes. Bump it with a new entry in `MIGRATIONS`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Forward migrations: entry `i` takes a checkpoint from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE batches (
+    id TEXT PRIMARY KEY,
+    input_file TEXT NOT NULL,
+    first_seen_at INTEGER NOT NULL,
+    rows_read INTEGER NOT NULL DEFAULT 0,
+    accepted INTEGER NOT NULL DEFAULT 0,
+    duplicates INTEGER NOT NULL DEFAULT 0,
+    rejected INTEGER NOT NULL DEFAULT 0,
+    check_digit_warnings INTEGER NOT NULL DEFAULT 0,
+    complete INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE vins (
+    id INTEGER PRIMARY KEY,
+    vin TEXT NOT NULL,
+    license_img_url TEXT,
+    state TEXT NOT NULL,
+    code INTEGER,
+    message TEXT,
+    request_id TEXT,
+    task_no TEXT,
+    submit_attempts INTEGER NOT NULL DEFAULT 0,
+    poll_attempts INTEGER NOT NULL DEFAULT 0,
+    billed_calls INTEGER NOT NULL DEFAULT 0,
+    unknown_calls INTEGER NOT NULL DEFAULT 0,
+    next_poll_at INTEGER,
+    poll_interval_ms INTEGER,
+    first_seen_at INTEGER NOT NULL,
+    submitted_at INTEGER,
+    completed_at INTEGER,
+    input_file TEXT,
+    input_line INTEGER,
+    batch_id TEXT,
+    check_digit_ok INTEGER
+);
+CREATE UNIQUE INDEX vins_vin ON vins (vin) WHERE state <> 'rejected';
+CREATE UNIQUE INDEX vins_rejected_row ON vins (batch_id, input_line) WHERE state = 'rejected';
+CREATE INDEX vins_state ON vins (state, next_poll_at);
+CREATE TABLE calls (
+    id INTEGER PRIMARY KEY,
+    vin_id INTEGER NOT NULL,
+    endpoint TEXT NOT NULL,
+    request_id TEXT,
+    http_status INTEGER,
+    code INTEGER,
+    msg TEXT,
+    task_no TEXT,
+    billed INTEGER NOT NULL,
+    delivery TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER NOT NULL,
+    error TEXT
+);
+CREATE INDEX calls_vin ON calls (vin_id);
+CREATE TABLE reports (
+    vin_id INTEGER PRIMARY KEY,
+    vin TEXT NOT NULL,
+    request_id TEXT,
+    task_no TEXT,
+    endpoint TEXT NOT NULL,
+    fetched_at INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    command TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    exit_code INTEGER,
+    outcome TEXT
+);
+"#];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "state directory {dir} is in use by another vmr (pid {pid}); wait for it to finish or use another --state"
+    )]
+    Locked { dir: PathBuf, pid: String },
+    #[error("state directory {dir}: {source}")]
+    Io {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "checkpoint {path} has schema version {found}, newer than this vmr understands ({SCHEMA_VERSION}); upgrade vmr (the checkpoint was not changed)"
+    )]
+    TooNew { path: PathBuf, found: i64 },
+    #[error("no checkpoint at {0}; run `vmr ingest` or `vmr run` first")]
+    Missing(PathBuf),
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    #[error("VIN id {0} is not in the checkpoint")]
+    UnknownVin(i64),
+    #[error("checkpoint commit failed: {0}")]
+    Commit(String),
+    #[error("the checkpoint writer stopped")]
+    WriterGone,
+}
+
+/// The path of the database inside a state directory.
+pub fn db_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("checkpoint.sqlite")
+}
+
+/// The held lock on a state directory; released when dropped (and by the kernel if the process
+/// dies, so a dead holder never blocks).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    pub fn acquire(dir: &Path) -> Result<DirLock, CheckpointError> {
+        let io = |source| CheckpointError::Io {
+            dir: dir.to_owned(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("lock"))
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(CheckpointError::Locked {
+                    dir: dir.to_owned(),
+                    pid: if pid.is_empty() { "unknown".into() } else { pid.into() },
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        write!(file, "{}", std::process::id()).map_err(io)?;
+        file.flush().map_err(io)?;
+        Ok(DirLock { _file: file })
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), CheckpointError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(CheckpointError::TooNew {
+            path: path.to_owned(),
+            found: version,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// A checkpoint opened for writing: holds the directory lock and the writer thread.
+#[derive(Clone)]
+pub struct Checkpoint {
+    path: PathBuf,
+    writer: Writer,
+    _lock: std::sync::Arc<DirLock>,
+}
+
+/// What opening found and repaired.
+#[derive(Debug, Default, Clone)]
+pub struct Recovery {
+    /// VINs that were `submitting` when the last process died, now `uncertain`.
+    pub uncertain: Vec<String>,
+}
+
+impl Checkpoint {
+    /// Opens (creating if needed) the checkpoint in `state_dir`, takes the lock, migrates the
+    /// schema, and turns every `submitting` VIN into `uncertain`.
+    pub fn open(state_dir: &Path) -> Result<(Checkpoint, Recovery), CheckpointError> {
+        let lock = DirLock::acquire(state_dir)?;
+        let path = db_path(state_dir);
+        let open_err = |source| CheckpointError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(open_err)?;
+        configure(&conn).map_err(open_err)?;
+        migrate(&mut conn, &path)?;
+        let uncertain = {
+            let tx = conn.transaction()?;
+            let vins: Vec<String> = {
+                let mut st = tx.prepare("SELECT vin FROM vins WHERE state = 'submitting'")?;
+                st.query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?
+            };
+            tx.execute(
+                "UPDATE vins SET state = 'uncertain', message = 'the process stopped while generate was in flight; the vendor may have billed it' WHERE state = 'submitting'",
+                [],
+            )?;
+            tx.commit()?;
+            vins
+        };
+        Ok((
+            Checkpoint {
+                path,
+                writer: Writer::start(conn),
+                _lock: std::sync::Arc::new(lock),
+            },
+            Recovery { uncertain },
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// A new read connection (WAL readers do not block the writer).
+    pub fn reader(&self) -> Result<Connection, CheckpointError> {
+        open_reader(&self.path)
+    }
+
+    /// Applies one update durably (group-committed).
+    pub async fn apply(&self, update: Update) -> Result<(), CheckpointError> {
+        self.writer.write(move |conn| apply_update(conn, &update)).await
+    }
+
+    /// Records the start of a run and returns its id.
+    pub fn begin_run(&self, command: &str) -> Result<i64, CheckpointError> {
+        let command = command.to_owned();
+        self.writer.write_blocking(move |c| {
+            c.execute(
+                "INSERT INTO runs (command, started_at) VALUES (?1, ?2)",
+                params![command, crate::api::now_ms()],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// Records how a run ended.
+    pub fn end_run(&self, id: i64, exit_code: i32, outcome: &str) -> Result<(), CheckpointError> {
+        let outcome = outcome.to_owned();
+        self.writer.write_blocking(move |c| {
+            c.execute(
+                "UPDATE runs SET ended_at = ?1, exit_code = ?2, outcome = ?3 WHERE id = ?4",
+                params![crate::api::now_ms(), exit_code, outcome, id],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+/// Opens a read-only connection to an existing checkpoint.
+pub fn open_reader(path: &Path) -> Result<Connection, CheckpointError> {
+    if !path.exists() {
+        return Err(CheckpointError::Missing(path.to_owned()));
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| CheckpointError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(CheckpointError::TooNew {
+            path: path.to_owned(),
+            found: version,
+        });
+    }
+    Ok(conn)
+}
+
+/// One vendor call, as the call log records it.
+#[derive(Debug, Clone)]
+pub struct CallLog {
+    pub endpoint: &'static str,
+    pub request_id: Option<String>,
+    pub http_status: Option<u16>,
+    pub code: Option<i64>,
+    pub msg: Option<String>,
+    pub task_no: Option<String>,
+    pub billed: bool,
+    /// "answered", "unknown" (sent, no usable answer) or "not_sent".
+    pub delivery: &'static str,
+    pub started_at: i64,
+    pub ended_at: i64,
+    pub error: Option<String>,
+}
+
+/// A report bought, stored byte for byte.
+#[derive(Debug, Clone)]
+pub struct ReportRow {
+    pub request_id: Option<String>,
+    pub task_no: Option<String>,
+    pub endpoint: &'static str,
+    pub fetched_at: i64,
+    pub body: Vec<u8>,
+}
+
+/// One change to one VIN, applied in one transaction: an optional call-log row, an optional
+/// state change (checked by the state machine), field updates, and an optional report.
+#[derive(Debug, Clone, Default)]
+pub struct Update {
+    pub vin_id: i64,
+    pub to: Option<State>,
+    pub call: Option<CallLog>,
+    /// Sets the VIN's last code (with `message`) when `Some`.
+    pub code: Option<Option<i64>>,
+    pub message: Option<String>,
+    pub request_id: Option<String>,
+    pub task_no: Option<String>,
+    /// `Some(None)` clears the next poll time.
+    pub next_poll_at: Option<Option<i64>>,
+    pub poll_interval_ms: Option<i64>,
+    pub report: Option<ReportRow>,
+}
+
+fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
+    let (vin, current): (String, String) = conn
+        .prepare_cached("SELECT vin, state FROM vins WHERE id = ?1")?
+        .query_row([u.vin_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or(CheckpointError::UnknownVin(u.vin_id))?;
+    let current: State = current
+        .parse()
+        .map_err(|e: String| CheckpointError::Commit(e))?;
+    let now = crate::api::now_ms();
+    if let Some(to) = u.to {
+        current.check(to, &vin)?;
+        conn.prepare_cached(
+            "UPDATE vins SET state = ?2,
+                submitted_at = CASE WHEN ?2 = 'submitting' THEN coalesce(submitted_at, ?3) ELSE submitted_at END,
+                completed_at = CASE WHEN ?4 THEN ?3 ELSE completed_at END
+             WHERE id = ?1",
+        )?
+        .execute(params![u.vin_id, to.as_str(), now, to.is_final()])?;
+    }
+    if let Some(call) = &u.call {
+        conn.prepare_cached(
+            "INSERT INTO calls (vin_id, endpoint, request_id, http_status, code, msg, task_no, billed, delivery, started_at, ended_at, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?
+        .execute(params![
+            u.vin_id,
+            call.endpoint,
+            call.request_id,
+            call.http_status,
+            call.code,
+            call.msg,
+            call.task_no,
+            call.billed,
+            call.delivery,
+            call.started_at,
+            call.ended_at,
+            call.error
+        ])?;
+        let sent = call.delivery != "not_sent";
+        let is_generate = call.endpoint == "generate";
+        conn.prepare_cached(
+            "UPDATE vins SET
+                submit_attempts = submit_attempts + ?2,
+                poll_attempts = poll_attempts + ?3,
+                billed_calls = billed_calls + ?4,
+                unknown_calls = unknown_calls + ?5
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            u.vin_id,
+            (sent && is_generate) as i64,
+            (sent && !is_generate) as i64,
+            call.billed as i64,
+            (call.delivery == "unknown") as i64
+        ])?;
+    }
+    if let Some(code) = u.code {
+        conn.prepare_cached("UPDATE vins SET code = ?2, message = ?3 WHERE id = ?1")?
+            .execute(params![u.vin_id, code, u.message])?;
+    } else if let Some(m) = &u.message {
+        conn.prepare_cached("UPDATE vins SET message = ?2 WHERE id = ?1")?
+            .execute(params![u.vin_id, m])?;
+    }
+    if let Some(rid) = &u.request_id {
+        conn.prepare_cached("UPDATE vins SET request_id = ?2 WHERE id = ?1")?
+            .execute(params![u.vin_id, rid])?;
+    }
+    if let Some(t) = &u.task_no {
+        conn.prepare_cached("UPDATE vins SET task_no = ?2 WHERE id = ?1")?
+            .execute(params![u.vin_id, t])?;
+    }
+    if let Some(next) = u.next_poll_at {
+        conn.prepare_cached("UPDATE vins SET next_poll_at = ?2 WHERE id = ?1")?
+            .execute(params![u.vin_id, next])?;
+    }
+    if let Some(iv) = u.poll_interval_ms {
+        conn.prepare_cached("UPDATE vins SET poll_interval_ms = ?2 WHERE id = ?1")?
+            .execute(params![u.vin_id, iv])?;
+    }
+    if let Some(r) = &u.report {
+        conn.prepare_cached(
+            "INSERT INTO reports (vin_id, vin, request_id, task_no, endpoint, fetched_at, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            u.vin_id,
+            vin,
+            r.request_id,
+            r.task_no,
+            r.endpoint,
+            r.fetched_at,
+            r.body
+        ])?;
+    }
+    Ok(())
+}
+
+/// A VIN to send to generate.
+#[derive(Debug, Clone)]
+pub struct SubmitTodo {
+    pub vin_id: i64,
+    pub vin: String,
+    pub license_img_url: String,
+    pub state: State,
+}
+
+/// A VIN to poll with get.
+#[derive(Debug, Clone)]
+pub struct PollTodo {
+    pub vin_id: i64,
+    pub vin: String,
+    pub request_id: String,
+    pub submitted_at: i64,
+    pub poll_interval_ms: Option<i64>,
+}
+
+/// Up to `limit` VINs in `states` with id greater than `after_id`, in id order (paged so that a
+/// million queued VINs never sit in memory at once).
+pub fn submit_page(
+    conn: &Connection,
+    states: &[State],
+    after_id: i64,
+    limit: usize,
+) -> Result<Vec<SubmitTodo>, CheckpointError> {
+    let list = states
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!(
+        "SELECT id, vin, coalesce(license_img_url, ''), state FROM vins
+         WHERE state IN ({list}) AND id > ?1 ORDER BY id LIMIT ?2"
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let rows = st.query_map(params![after_id, limit as i64], |r| {
+        let state: String = r.get(3)?;
+        Ok(SubmitTodo {
+            vin_id: r.get(0)?,
+            vin: r.get(1)?,
+            license_img_url: r.get(2)?,
+            state: state.parse().unwrap_or(State::Queued),
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Up to `limit` pending VINs due at `now` with id greater than `after_id`, in id order.
+pub fn due_polls(
+    conn: &Connection,
+    now: i64,
+    after_id: i64,
+    limit: usize,
+) -> Result<Vec<PollTodo>, CheckpointError> {
+    let mut st = conn.prepare_cached(
+        "SELECT id, vin, coalesce(request_id, ''), coalesce(submitted_at, first_seen_at), poll_interval_ms
+         FROM vins WHERE state = 'pending' AND coalesce(next_poll_at, 0) <= ?1 AND id > ?2
+         ORDER BY id LIMIT ?3",
+    )?;
+    let rows = st.query_map(params![now, after_id, limit as i64], |r| {
+        Ok(PollTodo {
+            vin_id: r.get(0)?,
+            vin: r.get(1)?,
+            request_id: r.get(2)?,
+            submitted_at: r.get(3)?,
+            poll_interval_ms: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// When the next pending VIN is due, if any is pending.
+pub fn next_poll_due(conn: &Connection) -> Result<Option<i64>, CheckpointError> {
+    Ok(conn
+        .prepare_cached("SELECT min(coalesce(next_poll_at, 0)) FROM vins WHERE state = 'pending'")?
+        .query_row([], |r| r.get::<_, Option<i64>>(0))?)
+}
+
+/// Number of VINs per state (every state present, zero included).
+pub fn state_counts(conn: &Connection) -> Result<BTreeMap<String, i64>, CheckpointError> {
+    let mut out: BTreeMap<String, i64> = state::ALL
+        .iter()
+        .map(|s| (s.as_str().to_owned(), 0))
+        .collect();
+    let mut st = conn.prepare_cached("SELECT state, count(*) FROM vins GROUP BY state")?;
+    for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (s, n) = row?;
+        out.insert(s, n);
+    }
+    Ok(out)
+}
+
+/// Calls made and billed, per endpoint.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CallCounts {
+    pub calls: i64,
+    pub billed: i64,
+    /// Sent, but no usable answer came back: may have been billed.
+    pub unknown_outcome: i64,
+    pub not_sent: i64,
+}
+
+pub fn call_counts(conn: &Connection) -> Result<BTreeMap<String, CallCounts>, CheckpointError> {
+    let mut out = BTreeMap::new();
+    for ep in ["generate", "get"] {
+        out.insert(ep.to_owned(), CallCounts::default());
+    }
+    let mut st = conn.prepare_cached(
+        "SELECT endpoint, count(*), sum(billed), sum(delivery = 'unknown'), sum(delivery = 'not_sent')
+         FROM calls GROUP BY endpoint",
+    )?;
+    for row in st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            CallCounts {
+                calls: r.get(1)?,
+                billed: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                unknown_outcome: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+                not_sent: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
+            },
+        ))
+    })? {
+        let (ep, c) = row?;
+        out.insert(ep, c);
+    }
+    Ok(out)
+}

@@ -1,0 +1,161 @@
+//! The life of one VIN, as design.md draws it, in one type with one transition function.
+//!
+//! Every state change in the checkpoint goes through [`State::check`], so an illegal move (a
+//! `done` VIN polled again, a `rejected` row sent) is an error and never a silent write.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum State {
+    /// Read from the input, not yet sent.
+    Queued,
+    /// A generate call is (or was) in flight; written before the request leaves.
+    Submitting,
+    /// Found `submitting` at start-up: the process died mid-call, the vendor may have billed it.
+    Uncertain,
+    /// Generate succeeded; the report is to be fetched with get.
+    Pending,
+    /// The report is stored.
+    Done,
+    /// The vendor refused the VIN (400, 702, 703, 999) or retries ran out.
+    Failed,
+    /// The report was not ready before the poll deadline.
+    Expired,
+    /// Bad input: never sent, never billed.
+    Rejected,
+}
+
+pub const ALL: [State; 8] = [
+    State::Queued,
+    State::Submitting,
+    State::Uncertain,
+    State::Pending,
+    State::Done,
+    State::Failed,
+    State::Expired,
+    State::Rejected,
+];
+
+/// An attempted move the state machine does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("illegal state change for VIN {vin}: {from} -> {to}")]
+pub struct IllegalTransition {
+    pub vin: String,
+    pub from: State,
+    pub to: State,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Submitting => "submitting",
+            State::Uncertain => "uncertain",
+            State::Pending => "pending",
+            State::Done => "done",
+            State::Failed => "failed",
+            State::Expired => "expired",
+            State::Rejected => "rejected",
+        }
+    }
+
+    /// No further work will happen for a VIN in a final state.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            State::Done | State::Failed | State::Expired | State::Rejected
+        )
+    }
+
+    /// Whether `self -> to` is a legal move.
+    pub fn can_go(self, to: State) -> bool {
+        use State::*;
+        matches!(
+            (self, to),
+            (Queued, Submitting)
+                | (Uncertain, Submitting)
+                // Refused before billing (601–604, shutdown before sending): back in the queue.
+                | (Submitting, Queued)
+                | (Submitting, Pending)
+                | (Submitting, Done)
+                | (Submitting, Failed)
+                | (Submitting, Uncertain)
+                | (Pending, Done)
+                | (Pending, Failed)
+                | (Pending, Expired)
+        )
+    }
+
+    /// Checks a move for `vin`.
+    pub fn check(self, to: State, vin: &str) -> Result<(), IllegalTransition> {
+        if self.can_go(to) {
+            Ok(())
+        } else {
+            Err(IllegalTransition {
+                vin: vin.to_owned(),
+                from: self,
+                to,
+            })
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for State {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ALL.into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown VIN state {s:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::State::*;
+    use super::*;
+
+    #[test]
+    fn legal_and_illegal_transitions() {
+        let legal = [
+            (Queued, Submitting),
+            (Uncertain, Submitting),
+            (Submitting, Queued),
+            (Submitting, Pending),
+            (Submitting, Done),
+            (Submitting, Failed),
+            (Submitting, Uncertain),
+            (Pending, Done),
+            (Pending, Failed),
+            (Pending, Expired),
+        ];
+        for from in ALL {
+            for to in ALL {
+                let want = legal.contains(&(from, to));
+                assert_eq!(from.can_go(to), want, "{from} -> {to}");
+                assert_eq!(from.check(to, "V").is_ok(), want);
+            }
+        }
+    }
+
+    #[test]
+    fn final_states_have_no_way_out() {
+        for s in ALL.into_iter().filter(|s| s.is_final()) {
+            assert!(ALL.iter().all(|&to| !s.can_go(to)), "{s}");
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for s in ALL {
+            assert_eq!(s.as_str().parse::<State>(), Ok(s));
+        }
+        assert!("nope".parse::<State>().is_err());
+    }
+}

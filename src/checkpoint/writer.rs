@@ -1,0 +1,121 @@
+//! The single writer: one thread owns the write connection and commits in groups.
+//!
+//! Callers hand it closures; it runs every closure waiting in its queue inside one transaction
+//! (each under its own savepoint, so one failing closure does not undo the others), commits once
+//! with a full fsync, and only then answers each caller. So when a write returns, it is on disk,
+//! and a thousand concurrent callers share a handful of fsyncs instead of paying one each.
+
+use rusqlite::Connection;
+use std::sync::mpsc;
+use std::thread;
+
+use super::CheckpointError;
+
+type Reply = Box<dyn FnOnce(Option<String>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+/// Most closures folded into one transaction; bounds commit latency under a flood.
+const MAX_GROUP: usize = 4096;
+
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`.
+    pub fn start(conn: Connection) -> Writer {
+        let (tx, rx) = mpsc::channel::<Job>();
+        thread::Builder::new()
+            .name("checkpoint-writer".into())
+            .spawn(move || run(conn, rx))
+            .expect("spawn the checkpoint writer thread");
+        Writer { tx }
+    }
+
+    fn submit<R, F>(&self, f: F) -> tokio::sync::oneshot::Receiver<Result<R, CheckpointError>>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, CheckpointError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |conn: &Connection| -> Reply {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit_error: Option<String>| {
+                let result = match commit_error {
+                    Some(e) => Err(CheckpointError::Commit(e)),
+                    None => result,
+                };
+                let _ = tx.send(result);
+            })
+        });
+        // If the writer thread is gone the receiver reports it below.
+        let _ = self.tx.send(job);
+        rx
+    }
+
+    /// Runs `f` in the next group commit and waits until it is durable.
+    pub async fn write<R, F>(&self, f: F) -> Result<R, CheckpointError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, CheckpointError> + Send + 'static,
+    {
+        self.submit(f)
+            .await
+            .map_err(|_| CheckpointError::WriterGone)?
+    }
+
+    /// The same as [`Writer::write`], for code outside the async runtime.
+    pub fn write_blocking<R, F>(&self, f: F) -> Result<R, CheckpointError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, CheckpointError> + Send + 'static,
+    {
+        self.submit(f)
+            .blocking_recv()
+            .map_err(|_| CheckpointError::WriterGone)?
+    }
+}
+
+fn in_savepoint<R>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<R, CheckpointError>,
+) -> Result<R, CheckpointError> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
+        Ok(r) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(r)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
+}
+
+fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Dropping the jobs drops their reply channels: every caller sees the writer fail.
+            tracing::error!("checkpoint: cannot begin a transaction: {e}");
+            drop(jobs);
+            continue;
+        }
+        let replies: Vec<Reply> = jobs.into_iter().map(|job| job(&conn)).collect();
+        let commit_error = conn.execute_batch("COMMIT").err().map(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            e.to_string()
+        });
+        for reply in replies {
+            reply(commit_error.clone());
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! `vmr ingest --input FILE`: validate the CSV and record new VINs; calls nothing, costs nothing.
+
+use anyhow::Result;
+use std::path::PathBuf;
+
+use crate::app::{self, exit};
+use crate::config::Settings;
+use crate::ingest;
+use crate::pipeline::input_options;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The input CSV (VIN and licence image URL columns).
+    #[arg(long, short)]
+    pub input: PathBuf,
+}
+
+pub fn run(args: Args, settings: &Settings) -> Result<u8> {
+    let (ckpt, _) = app::open_checkpoint(settings)?;
+    let run_id = ckpt.begin_run("ingest")?;
+    let summary = ingest::ingest(&ckpt, &args.input, &input_options(settings))?;
+    print!("{}", summary.render());
+    ckpt.end_run(run_id, exit::OK as i32, "ingested")?;
+    Ok(exit::OK)
+}

@@ -1,0 +1,27 @@
+//! `vmr status`: counts per state, billed calls, uncertain VINs, rejected rows, next poll.
+
+use anyhow::Result;
+
+use crate::app::exit;
+use crate::checkpoint;
+use crate::config::Settings;
+use crate::status;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args, settings: &Settings) -> Result<u8> {
+    let path = checkpoint::db_path(&settings.state);
+    let conn = checkpoint::open_reader(&path)?;
+    let st = status::read(&conn, &path.display().to_string())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+    } else {
+        print!("{}", st.render());
+    }
+    Ok(exit::OK)
+}

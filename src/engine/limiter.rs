@@ -1,0 +1,61 @@
+//! The rate limiter shared by generate and get.
+//!
+//! One governor GCRA limiter per run: `rate` calls per second with `burst` extra; under GCRA a
+//! one-second window can admit up to rate + burst calls, which is the documented bound. A rate
+//! of 0 means unlimited (for the sandbox).
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
+
+pub struct Limiter {
+    inner: Option<DefaultDirectRateLimiter>,
+}
+
+impl Limiter {
+    pub fn new(rate: u32, burst: u32) -> Limiter {
+        let inner = NonZeroU32::new(rate).map(|r| {
+            let burst = NonZeroU32::new(burst.max(1)).expect("burst is at least 1");
+            RateLimiter::direct(Quota::per_second(r).allow_burst(burst))
+        });
+        Limiter { inner }
+    }
+
+    /// Waits until one more call may leave.
+    pub async fn acquire(&self) {
+        if let Some(l) = &self.inner {
+            l.until_ready().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn zero_rate_is_unlimited() {
+        let l = Limiter::new(0, 1);
+        let t = Instant::now();
+        for _ in 0..10_000 {
+            l.acquire().await;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn burst_then_steady_rate() {
+        // 5 in the burst pass at once; the 6th waits about 1/rate.
+        let l = Limiter::new(20, 5);
+        let t = Instant::now();
+        for _ in 0..5 {
+            l.acquire().await;
+        }
+        let after_burst = t.elapsed();
+        for _ in 0..4 {
+            l.acquire().await;
+        }
+        assert!(after_burst < Duration::from_millis(40), "{after_burst:?}");
+        assert!(t.elapsed() >= Duration::from_millis(150), "{:?}", t.elapsed());
+    }
+}
