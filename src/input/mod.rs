@@ -421,6 +421,11 @@ impl InputReader {
     /// Problems of the row as a whole, checked before its fields mean anything.
     fn record_problem(&self, line: u64) -> Option<String> {
         let record = &self.record;
+        if record.as_slice().contains(&b'\n') {
+            if let Some(problem) = self.unclosed_quote(line) {
+                return Some(problem);
+            }
+        }
         if record.len() != self.headers.len() {
             return Some(format!(
                 "row has {} fields, header has {}",
@@ -446,9 +451,6 @@ impl InputReader {
                 ));
             }
         }
-        if record.as_slice().contains(&b'\n') {
-            return self.unclosed_quote(line);
-        }
         None
     }
 
@@ -458,7 +460,8 @@ impl InputReader {
     /// swallowed line that reads like a row with a valid VIN.
     fn unclosed_quote(&self, line: u64) -> Option<String> {
         let record = &self.record;
-        let last = line + record.as_slice().iter().filter(|b| **b == b'\n').count() as u64;
+        let breaks = record.as_slice().trim_ascii_end().iter();
+        let last = line + breaks.filter(|b| **b == b'\n').count() as u64;
         for (index, field) in record.iter().enumerate() {
             if !field.contains(&b'\n') {
                 continue;
