@@ -67,7 +67,11 @@ fn every_rejection_reason_with_its_line() {
     let bad_check = format!("{}0{}", &C[..8], &C[9..]);
     let want = vec![
         row(2, A, "ok"),
-        row(3, "LSVAB1234", r#"VIN "LSVAB1234" has 9 characters, needs 17"#),
+        row(
+            3,
+            "LSVAB1234",
+            r#"VIN "LSVAB1234" has 9 characters, needs 17"#,
+        ),
         row(
             4,
             "LSVAB12O4E2100001",
@@ -116,7 +120,11 @@ fn gbk_file_with_chinese_headers_is_detected_and_decoded() {
         vec![
             row(2, A, "ok"),
             row(3, B, "ok"),
-            row(4, "LSVAB1234", r#"VIN "LSVAB1234" has 9 characters, needs 17"#),
+            row(
+                4,
+                "LSVAB1234",
+                r#"VIN "LSVAB1234" has 9 characters, needs 17"#
+            ),
         ]
     );
 }
@@ -266,6 +274,11 @@ fn file_level_errors_name_the_file_and_what_to_do() {
 #[test]
 fn unreadable_file_is_a_file_level_error() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let err = InputReader::open(dir.path(), &InputOptions::default()).err();
+    assert!(
+        matches!(err, Some(InputError::Unreadable { .. })),
+        "{err:?}"
+    );
     let msg = open_err(dir.path(), &InputOptions::default());
     assert!(msg.contains("cannot be read"), "{msg}");
     assert!(!msg.contains('\n'));
@@ -277,7 +290,10 @@ fn binary_file_without_zip_header_is_not_csv() {
     file.write_all(b"vin,licenseImgUrl\n\x00\x01\x02\x03")
         .expect("write");
     let msg = open_err(file.path(), &InputOptions::default());
-    assert!(msg.contains("not a CSV file (it contains NUL bytes"), "{msg}");
+    assert!(
+        msg.contains("not a CSV file (it contains NUL bytes"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -333,10 +349,10 @@ fn large_utf8_file_with_a_character_on_the_sniffing_boundary() {
     assert_eq!(reader.fingerprint(), hex_prefix(text.as_bytes()));
     let rows: Vec<InputRow> = reader.collect();
     assert_eq!(rows.len() as u64, line - 2 + 1 + 1000);
-    assert!(
-        rows.iter()
-            .all(|r| r.verdict == Verdict::Accepted { check_digit_ok: true })
-    );
+    assert!(rows.iter().all(|r| r.verdict
+        == Verdict::Accepted {
+            check_digit_ok: true
+        }));
     assert_eq!(rows.last().map(|r| r.line), Some(line + 1000));
 }
 
@@ -361,7 +377,7 @@ fn gbk_after_the_sniffing_window_points_at_the_encoding_option() {
     assert_eq!(
         last.verdict,
         Verdict::Rejected {
-            reason: "row is not valid UTF-8 (byte 50 of its fields); if Excel saved the file in Chinese, pass --encoding gbk".into()
+            reason: "row is not valid UTF-8 (column \"owner\"); if Excel saved the file in Chinese, pass --encoding gbk".into()
         }
     );
 }
@@ -405,7 +421,12 @@ fn million_rows_read_quickly() {
         writeln!(out, "vin,licenseImgUrl").expect("write");
         for i in 0..1_000_000u32 {
             let vin = format!("LSVAG2180E2{i:06}");
-            let vin = format!("{}{}{}", &vin[..8], check_digit(&vin).expect("valid"), &vin[9..]);
+            let vin = format!(
+                "{}{}{}",
+                &vin[..8],
+                check_digit(&vin).expect("valid"),
+                &vin[9..]
+            );
             writeln!(
                 out,
                 "{vin},https://img.example-fleet.cn/license/2024/06/{i:08x}.jpg"
@@ -423,7 +444,11 @@ fn million_rows_read_quickly() {
 }
 
 fn vin_char() -> impl Strategy<Value = char> {
-    prop::sample::select("0123456789ABCDEFGHJKLMNPRSTUVWXYZ".chars().collect::<Vec<_>>())
+    prop::sample::select(
+        "0123456789ABCDEFGHJKLMNPRSTUVWXYZ"
+            .chars()
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn valid_vin() -> impl Strategy<Value = String> {
@@ -476,7 +501,11 @@ proptest! {
     }
 }
 
-const KNOWN_GOOD: [&str; 3] = ["1M8GDM9AXKP042788", "11111111111111111", "1HGCM82633A004352"];
+const KNOWN_GOOD: [&str; 3] = [
+    "1M8GDM9AXKP042788",
+    "11111111111111111",
+    "1HGCM82633A004352",
+];
 
 /// The transliteration table, written out independently of the library's.
 fn value(c: char) -> u32 {
@@ -502,7 +531,12 @@ fn known_good_vins_pass_and_altered_ones_fail() {
         assert!(check_digit_ok(vin), "{vin}");
         assert_eq!(check_digit(vin), vin.chars().nth(8));
     }
-    for vin in ["1M8GDM9A1KP042788", "11111111211111111", "1HGCM82633A004353", "2HGCM82633A004352"] {
+    for vin in [
+        "1M8GDM9A1KP042788",
+        "11111111211111111",
+        "1HGCM82633A004353",
+        "2HGCM82633A004352",
+    ] {
         assert!(!check_digit_ok(vin), "{vin}");
     }
     assert!(!check_digit_ok("1HGCM8263"));

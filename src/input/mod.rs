@@ -433,10 +433,14 @@ impl InputReader {
                 self.headers.len()
             ));
         }
-        if let Err(e) = std::str::from_utf8(record.as_slice()) {
+        if std::str::from_utf8(record.as_slice()).is_err() {
+            let column = record
+                .iter()
+                .position(|f| std::str::from_utf8(f).is_err())
+                .and_then(|i| self.headers.get(i))
+                .map_or(String::new(), |h| shown(h));
             return Some(format!(
-                "row is not valid UTF-8 (byte {} of its fields); if Excel saved the file in Chinese, pass --encoding gbk",
-                e.valid_up_to() + 1
+                "row is not valid UTF-8 (column {column}); if Excel saved the file in Chinese, pass --encoding gbk"
             ));
         }
         for index in [self.vin_index, self.image_index] {

@@ -95,7 +95,11 @@ mod tests {
 
     #[test]
     fn known_vins_have_correct_check_digits() {
-        for vin in ["1M8GDM9AXKP042788", "11111111111111111", "1HGCM82633A004352"] {
+        for vin in [
+            "1M8GDM9AXKP042788",
+            "11111111111111111",
+            "1HGCM82633A004352",
+        ] {
             assert!(check_digit_ok(vin), "{vin}");
         }
         assert_eq!(check_digit("1M8GDM9AXKP042788"), Some('X'));
