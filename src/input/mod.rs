@@ -421,10 +421,10 @@ impl InputReader {
     /// Problems of the row as a whole, checked before its fields mean anything.
     fn record_problem(&self, line: u64) -> Option<String> {
         let record = &self.record;
-        if record.as_slice().contains(&b'\n') {
-            if let Some(problem) = self.unclosed_quote(line) {
-                return Some(problem);
-            }
+        if record.as_slice().contains(&b'\n')
+            && let Some(problem) = self.unclosed_quote(line)
+        {
+            return Some(problem);
         }
         if record.len() != self.headers.len() {
             return Some(format!(
