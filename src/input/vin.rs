@@ -19,11 +19,14 @@ pub fn vin_problem(vin: &str) -> Option<String> {
     if vin.is_empty() {
         return Some("VIN is empty".to_string());
     }
-    let shown = super::shown(vin);
+    let shown = || super::shown(vin);
     let len = vin.chars().count();
     if len != 17 {
         let plural = if len == 1 { "" } else { "s" };
-        return Some(format!("VIN {shown} has {len} character{plural}, needs 17"));
+        return Some(format!(
+            "VIN {} has {len} character{plural}, needs 17",
+            shown()
+        ));
     }
     for (i, c) in vin.chars().enumerate() {
         let position = i + 1;
@@ -31,12 +34,14 @@ pub fn vin_problem(vin: &str) -> Option<String> {
             '0'..='9' | 'A'..='H' | 'J'..='N' | 'P' | 'R'..='Z' => {}
             'I' | 'O' | 'Q' => {
                 return Some(format!(
-                    "VIN {shown} contains '{c}' at position {position}; VINs never use I, O or Q"
+                    "VIN {} contains '{c}' at position {position}; VINs never use I, O or Q",
+                    shown()
                 ));
             }
             _ => {
                 return Some(format!(
-                    "VIN {shown} contains {} at position {position}; VINs use only digits and the letters A-Z",
+                    "VIN {} contains {} at position {position}; VINs use only digits and the letters A-Z",
+                    shown(),
                     super::shown_char(c)
                 ));
             }
