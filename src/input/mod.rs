@@ -577,18 +577,25 @@ fn url_problem(field: &str, url: &str) -> Option<String> {
     if url.is_empty() {
         return Some(format!("{field} is empty"));
     }
-    let shown = shown(url);
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    let shown = || shown(url);
+    let blank_or_control = if url.is_ascii() {
+        url.bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    } else {
+        url.chars().any(|c| c.is_whitespace() || c.is_control())
+    };
+    if blank_or_control {
         return Some(format!(
-            "{field} {shown} contains a space or control character"
+            "{field} {} contains a space or control character",
+            shown()
         ));
     }
     match url::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => match u.host_str() {
             Some(host) if !host.is_empty() => None,
-            _ => Some(format!("{field} {shown} has no host")),
+            _ => Some(format!("{field} {} has no host", shown())),
         },
-        _ => Some(format!("{field} {shown} is not an http(s) URL")),
+        _ => Some(format!("{field} {} is not an http(s) URL", shown())),
     }
 }
 

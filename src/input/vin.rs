@@ -16,6 +16,10 @@ pub fn normalize_vin(raw: &str) -> String {
 /// `None` when `vin` (already normalized) is 17 characters of the VIN alphabet: digits and the
 /// letters A-Z except I, O and Q. Otherwise one sentence saying what is wrong.
 pub fn vin_problem(vin: &str) -> Option<String> {
+    // Nearly every VIN is fine: settle those on bytes, without decoding characters.
+    if vin.len() == 17 && vin.bytes().all(is_vin_byte) {
+        return None;
+    }
     if vin.is_empty() {
         return Some("VIN is empty".to_string());
     }
@@ -50,6 +54,10 @@ pub fn vin_problem(vin: &str) -> Option<String> {
     None
 }
 
+fn is_vin_byte(b: u8) -> bool {
+    matches!(b, b'0'..=b'9' | b'A'..=b'H' | b'J'..=b'N' | b'P' | b'R'..=b'Z')
+}
+
 /// Numeric value of a VIN character in the check-digit sum (ISO 3779 Annex / 49 CFR 565.15).
 fn transliterate(c: char) -> Option<u32> {
     Some(match c {
@@ -77,8 +85,8 @@ pub fn check_digit(vin: &str) -> Option<char> {
         return None;
     }
     let mut sum = 0;
-    for (c, weight) in vin.chars().zip(WEIGHTS) {
-        sum += transliterate(c)? * weight;
+    for (b, weight) in vin.bytes().zip(WEIGHTS) {
+        sum += transliterate(char::from(b))? * weight;
     }
     match sum % 11 {
         10 => Some('X'),
