@@ -32,6 +32,10 @@ fn open_with(name: &str, opts: &InputOptions) -> InputReader {
     }
 }
 
+fn reader_for(path: &Path) -> InputReader {
+    InputReader::open(path, &InputOptions::default()).expect("opens")
+}
+
 fn open_err(path: &Path, opts: &InputOptions) -> String {
     match InputReader::open(path, opts) {
         Ok(_) => panic!("{} opened without error", path.display()),
@@ -385,15 +389,38 @@ fn gbk_after_the_sniffing_window_points_at_the_encoding_option() {
 #[test]
 fn sample_fleet_has_exactly_the_documented_bad_rows() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/fleet.csv");
-    let reader = InputReader::open(&path, &InputOptions::default()).expect("sample opens");
-    let rows: Vec<InputRow> = reader.collect();
+    let rows: Vec<InputRow> = reader_for(&path).collect();
     assert_eq!(rows.len(), 208);
     let rejected: Vec<u64> = rows
         .iter()
         .filter(|r| matches!(r.verdict, Verdict::Rejected { .. }))
         .map(|r| r.line)
         .collect();
-    assert_eq!(rejected, vec![25, 60, 98, 143]);
+    let reasons: Vec<(u64, String, String)> = summary(reader_for(&path))
+        .into_iter()
+        .filter(|(_, _, verdict)| verdict != "ok")
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![
+            row(
+                25,
+                "LSVAB1234",
+                r#"VIN "LSVAB1234" has 9 characters, needs 17"#
+            ),
+            row(
+                60,
+                "LFVJWV8O0NF767091",
+                r#"VIN "LFVJWV8O0NF767091" contains 'O' at position 8; VINs never use I, O or Q"#
+            ),
+            row(98, "LHGL0SC67P3945292", "licenseImgUrl is empty"),
+            row(
+                143,
+                "LVH1V3YS7NK568277",
+                r#"licenseImgUrl "ftp://img.example-fleet.cn/license/2024/06/scan-0141.jpg" is not an http(s) URL"#
+            ),
+        ]
+    );
     assert!(rows.iter().all(|r| {
         r.verdict
             != Verdict::Accepted {

@@ -488,6 +488,19 @@ impl InputReader {
     }
 }
 
+impl std::fmt::Debug for InputReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputReader")
+            .field("file_name", &self.file_name)
+            .field("fingerprint", &self.fingerprint)
+            .field("encoding", &self.encoding.name())
+            .field("vin_column", &self.vin_column())
+            .field("image_column", &self.image_column())
+            .field("line", &self.csv.position().line())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Iterator for InputReader {
     type Item = InputRow;
 
@@ -560,7 +573,7 @@ fn single_column_why(header: &str) -> String {
 
 /// A value quoted for a message: escaped so it stays on one line, and cut short when long.
 fn shown(value: &str) -> String {
-    const MAX_CHARS: usize = 40;
+    const MAX_CHARS: usize = 100;
     match value.char_indices().nth(MAX_CHARS) {
         None => format!("{value:?}"),
         Some((cut, _)) => format!("{:?}...", &value[..cut]),
@@ -630,8 +643,8 @@ mod tests {
 
     #[test]
     fn long_values_are_cut_in_messages() {
-        let long = "A".repeat(100);
-        assert_eq!(shown(&long), format!("{:?}...", "A".repeat(40)));
+        let long = "A".repeat(150);
+        assert_eq!(shown(&long), format!("{:?}...", "A".repeat(100)));
         assert_eq!(shown("a\nb"), r#""a\nb""#);
     }
 }
