@@ -559,3 +559,50 @@ fn known_good_vins_pass_and_altered_ones_fail() {
     assert!(!check_digit_ok("1HGCM8263"));
     assert_eq!(check_digit("1HGCM82633A00435O"), None);
 }
+
+#[test]
+fn windows_line_endings_keep_line_numbers() {
+    let text = format!(
+        "vin,licenseImgUrl,remark\r\n{A},https://img.example.cn/a.jpg,\"two\r\nlines\"\r\n\r\n{B},https://img.example.cn/b.jpg,x\r\nLSVAB1234,https://img.example.cn/c.jpg,y\r\n"
+    );
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(text.as_bytes()).expect("write");
+    assert_eq!(
+        summary(reader_for(file.path())),
+        vec![
+            row(2, A, "ok"),
+            row(5, B, "ok"),
+            row(
+                6,
+                "LSVAB1234",
+                r#"VIN "LSVAB1234" has 9 characters, needs 17"#
+            ),
+        ]
+    );
+}
+
+#[test]
+fn blank_lines_and_a_missing_final_newline_keep_line_numbers() {
+    for ending in ["\n", "\r\n"] {
+        for last in ["", ending] {
+            let text = [
+                "vin,licenseImgUrl".to_string(),
+                String::new(),
+                format!("{A},https://img.example.cn/a.jpg"),
+                String::new(),
+                String::new(),
+                format!("{B},https://img.example.cn/b.jpg"),
+                String::new(),
+                format!("{C},https://img.example.cn/c.jpg{last}"),
+            ]
+            .join(ending);
+            let mut file = tempfile::NamedTempFile::new().expect("temp file");
+            file.write_all(text.as_bytes()).expect("write");
+            let rows: Vec<InputRow> = reader_for(file.path()).collect();
+            let lines: Vec<u64> = rows.iter().map(|r| r.line).collect();
+            assert_eq!(lines, vec![3, 6, 8], "{text:?}");
+            assert_eq!(rows[2].license_img_url, "https://img.example.cn/c.jpg");
+            assert_eq!(rows[2].vin_raw, C);
+        }
+    }
+}

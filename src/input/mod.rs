@@ -16,6 +16,8 @@ pub use vin::{check_digit, check_digit_ok, normalize_vin, vin_problem};
 use std::fs::File;
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use encoding_rs::{Encoding, GB18030, UTF_8};
 use encoding_rs_io::DecodeReaderBytesBuilder;
@@ -133,6 +135,8 @@ pub struct InputReader {
     headers: Vec<String>,
     vin_index: usize,
     image_index: usize,
+    /// Set once the parser has asked for more input and found none; see `record_start_line`.
+    at_eof: Arc<AtomicBool>,
     read_error: Option<String>,
     finished: bool,
 }
@@ -231,10 +235,19 @@ impl InputReader {
                     .build(bytes),
             )
         };
+        let at_eof = Arc::new(AtomicBool::new(false));
+        let source = EofFlag {
+            inner: source,
+            at_eof: Arc::clone(&at_eof),
+        };
+        // Only '\n' ends a record, so that each record consumes exactly its own line breaks
+        // and the line count stays exact for CRLF files too (the '\r' left at the end of the
+        // last field is trimmed like any whitespace).
         let mut csv = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
-            .from_reader(source);
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_reader(Box::new(source) as Box<dyn Read + Send>);
 
         let mut record = csv::ByteRecord::new();
         match csv.read_byte_record(&mut record) {
@@ -315,6 +328,7 @@ impl InputReader {
             vin_index,
             image_index,
             record,
+            at_eof,
             read_error: None,
             finished: false,
         })
@@ -394,8 +408,10 @@ impl InputReader {
 
     fn judge_record(&self) -> InputRow {
         let record = &self.record;
-        let line = record.position().map_or(0, |p| p.line());
-        let vin_raw = String::from_utf8_lossy(record.get(self.vin_index).unwrap_or_default());
+        let line = self.record_start_line();
+        let vin_cell = record.get(self.vin_index).unwrap_or_default();
+        let vin_cell = vin_cell.strip_suffix(b"\r").unwrap_or(vin_cell);
+        let vin_raw = String::from_utf8_lossy(vin_cell);
         let url_raw = String::from_utf8_lossy(record.get(self.image_index).unwrap_or_default());
         let vin = normalize_vin(&vin_raw);
         let license_img_url = url_raw.trim().to_string();
@@ -416,6 +432,22 @@ impl InputReader {
             license_img_url,
             verdict,
         }
+    }
+
+    /// The line the current record starts on. The csv crate stamps a record with the position
+    /// where reading began, before any blank lines it skipped, so count back from where the
+    /// record ended instead: the line breaks inside its fields, plus its terminating '\n'
+    /// unless the file ended without one.
+    fn record_start_line(&self) -> u64 {
+        let end = self.csv.position().line();
+        let inside = self
+            .record
+            .as_slice()
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count() as u64;
+        let terminator = u64::from(!self.at_eof.load(Ordering::Relaxed));
+        end.saturating_sub(inside + terminator).max(1)
     }
 
     /// Problems of the row as a whole, checked before its fields mean anything.
@@ -485,6 +517,23 @@ impl InputReader {
             }
         }
         None
+    }
+}
+
+/// Passes reads through and notes when the input is exhausted, which tells whether the
+/// last record ended with a line break or with the end of the file.
+struct EofFlag<R> {
+    inner: R,
+    at_eof: Arc<AtomicBool>,
+}
+
+impl<R: Read> Read for EofFlag<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.at_eof.store(true, Ordering::Relaxed);
+        }
+        Ok(n)
     }
 }
 
