@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use crate::cmd;
 
 #[derive(Parser, Debug)]
-#[command(name = "vmr", version, about = "Vehicle maintenance reports: buy, checkpoint, flatten")]
+#[command(
+    name = "vmr",
+    version,
+    about = "Vehicle maintenance reports: buy, checkpoint, flatten"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

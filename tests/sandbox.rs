@@ -136,7 +136,9 @@ async fn read(r: reqwest::Response) -> (u16, Value) {
 }
 
 async fn start(cfg: SandboxConfig) -> (Sandbox, Client) {
-    let sb = Sandbox::start(cfg, any_port()).await.expect("sandbox starts");
+    let sb = Sandbox::start(cfg, any_port())
+        .await
+        .expect("sandbox starts");
     let c = Client::new(&sb);
     (sb, c)
 }
@@ -179,9 +181,15 @@ async fn bad_credentials_and_stale_timestamps_get_400() {
     let params = [("vin", "LSVAB123456789012"), ("licenseImgUrl", LICENSE)];
 
     let stale = now_ms() - 11 * 60 * 1000;
-    assert_eq!(c.post_at(GENERATE_PATH, stale, &params).await.1["code"], 400);
+    assert_eq!(
+        c.post_at(GENERATE_PATH, stale, &params).await.1["code"],
+        400
+    );
     let future = now_ms() + 11 * 60 * 1000;
-    assert_eq!(c.post_at(GENERATE_PATH, future, &params).await.1["code"], 400);
+    assert_eq!(
+        c.post_at(GENERATE_PATH, future, &params).await.1["code"],
+        400
+    );
 
     c.secret = "wrong-secret".into();
     let (status, body) = c.post(GENERATE_PATH, &params).await;
@@ -193,9 +201,20 @@ async fn bad_credentials_and_stale_timestamps_get_400() {
     assert_eq!(c.post(GENERATE_PATH, &params).await.1["code"], 400);
 
     c.app_id = DEFAULT_APP_ID.into();
-    assert_eq!(c.post(GENERATE_PATH, &[("vin", "LSVAB123456789012")]).await.1["code"], 400);
-    assert_eq!(c.post(GENERATE_PATH, &[("licenseImgUrl", LICENSE)]).await.1["code"], 400);
-    assert_eq!(c.post(GET_PATH, &[("requestId", "nope")]).await.1["code"], 400);
+    assert_eq!(
+        c.post(GENERATE_PATH, &[("vin", "LSVAB123456789012")])
+            .await
+            .1["code"],
+        400
+    );
+    assert_eq!(
+        c.post(GENERATE_PATH, &[("licenseImgUrl", LICENSE)]).await.1["code"],
+        400
+    );
+    assert_eq!(
+        c.post(GET_PATH, &[("requestId", "nope")]).await.1["code"],
+        400
+    );
     assert_eq!(sb.ledger().billed_total, 0);
 }
 
@@ -292,7 +311,10 @@ async fn balance_runs_out_into_603_and_can_be_topped_up() {
     };
     let (sb, c) = start(cfg).await;
     for i in 0..3 {
-        assert_eq!(c.generate(&format!("LSVAB12345678901{i}")).await.1["code"], 200);
+        assert_eq!(
+            c.generate(&format!("LSVAB12345678901{i}")).await.1["code"],
+            200
+        );
     }
     for i in 0..3 {
         let (_, body) = c.generate(&format!("LFVAB12345678901{i}")).await;
@@ -366,7 +388,10 @@ async fn every_call_faults_and_nothing_is_billed_at_fault_rate_1() {
     for i in 0..60 {
         let form = c.signed(
             now_ms(),
-            &[("vin", &format!("LSVAB{i:012}")), ("licenseImgUrl", LICENSE)],
+            &[
+                ("vin", &format!("LSVAB{i:012}")),
+                ("licenseImgUrl", LICENSE),
+            ],
         );
         let sent = http
             .post(format!("{}{GENERATE_PATH}", c.base))

@@ -94,6 +94,12 @@ mod tests {
         assert!(!b.try_bill(Endpoint::Get, "A"));
         assert!(b.exhausted());
         assert_eq!(b.ledger.billed_total, 2);
-        assert_eq!(b.ledger.per_vin["A"], VinLedger { generate: 1, get: 1 });
+        assert_eq!(
+            b.ledger.per_vin["A"],
+            VinLedger {
+                generate: 1,
+                get: 1
+            }
+        );
     }
 }

@@ -8,13 +8,13 @@
 //! or from the command line with `vmr sandbox`.
 
 pub mod fault;
-pub mod synth;
 pub mod ledger;
 mod server;
+pub mod synth;
 
-pub use synth::{Outcome, VinTruth, truth, truth_with_rate};
 pub use ledger::{Ledger, VinLedger};
 pub use server::{GENERATE_PATH, GET_PATH};
+pub use synth::{Outcome, VinTruth, truth, truth_with_rate};
 
 use crate::api::Secret;
 use anyhow::Context as _;
@@ -72,7 +72,6 @@ impl SandboxConfig {
     pub fn truth(&self, vin: &str) -> VinTruth {
         truth_with_rate(vin, self.seed, self.inline_rate)
     }
-
 }
 
 /// When a deferred report becomes ready for get.

@@ -5,17 +5,17 @@
 //! the vendor code in the JSON body; only an unknown path gets an HTTP 404. Billing happens in
 //! [`super::ledger::Books`], only for code-200 answers.
 
+use super::ReadyAfter;
 use super::SandboxConfig;
 use super::fault::Fault;
-use super::synth::{self, Outcome};
 use super::ledger::{Books, Endpoint, Ledger};
-use super::ReadyAfter;
+use super::synth::{self, Outcome};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -198,7 +198,10 @@ fn authenticate(cfg: &SandboxConfig, p: &Params) -> Result<(), &'static str> {
     if app_id != cfg.app_id {
         return Err("appId不存在");
     }
-    let ts: i64 = ts.trim().parse().map_err(|_| "参数错误:timestamp格式不正确")?;
+    let ts: i64 = ts
+        .trim()
+        .parse()
+        .map_err(|_| "参数错误:timestamp格式不正确")?;
     if (now_ms() - ts).abs() > MAX_SKEW_MS {
         return Err("请求已过期:timestamp与服务器时间相差超过10分钟");
     }
