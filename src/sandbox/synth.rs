@@ -435,25 +435,13 @@ fn visits(rng: &mut StdRng, rollback: Option<u64>) -> Vec<Visit> {
         }
         out.push(Visit { date: day, mileage });
     }
-    // A calendar cut short may have dropped the rollback visit: put it back at the end.
-    if has_rollback && out.len() <= rollback_at {
-        if let Some(prev) = out.last() {
-            let d = prev.date;
-            let m = prev.mileage;
-            if d < end {
-                out.push(Visit {
-                    date: d + Days::days(1),
-                    mileage: m - drop_km,
-                });
-            } else if let Some(p) = out.iter_mut().rev().nth(1) {
-                // No day left after the last visit: make the last visit the rollback.
-                let pm = p.mileage.max(drop_km + 1_000);
-                p.mileage = pm;
-                if let Some(l) = out.last_mut() {
-                    l.mileage = pm - drop_km;
-                }
-            }
-        }
+    // Visits that ran into the end of 2025 may have cut the rollback visit off: make the last
+    // visit the rollback instead. There are at least two visits, as the first is before 2021.
+    if has_rollback && out.len() <= rollback_at && out.len() >= 2 {
+        let i = out.len() - 2;
+        let before = out[i].mileage.max(drop_km + 1_000);
+        out[i].mileage = before;
+        out[i + 1].mileage = before - drop_km;
     }
     out
 }
