@@ -1,8 +1,99 @@
-//! `vmr sandbox`: serve the simulated vendor API.
+//! `vmr sandbox`: serve the simulated vendor API until Ctrl-C.
+//!
+//! Usage: `vmr sandbox [--listen 127.0.0.1:8080] [--seed N] [--latency 50ms] [--ready-after 2|2s]
+//! [--fault-rate 0.1] [--stall 60s] [--balance N] [--inline-rate 0.3] [--app-id ID]
+//! [--app-secret-file PATH]`. The secret comes from the file or `VMR_SANDBOX_APP_SECRET`, never
+//! from a flag; without either, the fixed sandbox credentials are used and printed.
+
+use crate::api::Secret;
+use crate::sandbox::{DEFAULT_APP_ID, DEFAULT_APP_SECRET, ReadyAfter, Sandbox, SandboxConfig};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Address to listen on (keep it on loopback unless others must reach it).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Seed for the synthetic reports, outcomes and rollbacks.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Delay before answering each vendor call, e.g. 50ms.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    latency: Duration,
+    /// When a deferred report is ready: a number of polls answered 701 (e.g. 2) or a duration
+    /// after generate (e.g. 2s).
+    #[arg(long, default_value = "1")]
+    ready_after: ReadyAfter,
+    /// Probability (0–1) that a vendor call gets an injected fault.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    fault_rate: f64,
+    /// How long a stall fault hangs before answering.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    stall: Duration,
+    /// Billable calls before every call answers 603 (unlimited if absent).
+    #[arg(long)]
+    balance: Option<u64>,
+    /// Share (0–1) of VINs whose report comes inline from generate.
+    #[arg(long, default_value_t = 0.3, value_parser = parse_rate)]
+    inline_rate: f64,
+    /// App id the sandbox accepts.
+    #[arg(long, default_value = DEFAULT_APP_ID)]
+    app_id: String,
+    /// File holding the app secret the sandbox accepts (else VMR_SANDBOX_APP_SECRET, else the
+    /// default sandbox secret).
+    #[arg(long)]
+    app_secret_file: Option<PathBuf>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<u8> {
-    anyhow::bail!("the sandbox is not built yet")
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a rate between 0 and 1")),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let from_env = std::env::var("VMR_SANDBOX_APP_SECRET").ok();
+    let secret = match (&args.app_secret_file, from_env) {
+        (Some(path), _) => {
+            let s = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the app secret file {}", path.display()))?;
+            Secret::new(s.trim_end_matches(['\r', '\n']))
+        }
+        (None, Some(s)) => Secret::new(s),
+        (None, None) => Secret::new(DEFAULT_APP_SECRET),
+    };
+    let cfg = SandboxConfig {
+        seed: args.seed,
+        latency: args.latency,
+        ready_after: args.ready_after,
+        fault_rate: args.fault_rate,
+        stall: args.stall,
+        balance: args.balance,
+        app_id: args.app_id,
+        app_secret: secret,
+        inline_rate: args.inline_rate,
+    };
+    let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let sandbox = Sandbox::start(cfg, args.listen).await?;
+        let cfg = sandbox.config();
+        println!("vmr sandbox listening on {}", sandbox.base_url());
+        println!("  app id:     {}", cfg.app_id);
+        if cfg.app_secret.expose() == DEFAULT_APP_SECRET {
+            println!("  app secret: {DEFAULT_APP_SECRET} (the default sandbox secret)");
+        } else {
+            println!("  app secret: the one you supplied (not printed)");
+        }
+        println!("  ledger:     {}/__sandbox/ledger", sandbox.base_url());
+        println!("Ctrl-C to stop.");
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot wait for Ctrl-C")?;
+        println!("vmr sandbox: stopped");
+        Ok(0)
+    })
 }

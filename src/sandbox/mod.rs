@@ -1,0 +1,239 @@
+//! The sandbox: a faithful simulator of the Jumdata vehicle-maintenance API.
+//!
+//! The vendor has discontinued the product, so the sandbox is how a new user sees vmr work and
+//! what every test and benchmark talks to. It serves both endpoints with the vendor's signing,
+//! result codes and untidy REPORTs ([`synth`]), injects the faults a real network shows ([`fault`]),
+//! and keeps a ledger of what it billed ([`ledger`]) so tests can prove nothing was bought twice.
+//! Start it in-process with [`Sandbox::start`] (or [`Sandbox::start_in_thread`] from sync code),
+//! or from the command line with `vmr sandbox`.
+
+pub mod fault;
+pub mod ledger;
+mod server;
+pub mod synth;
+
+pub use ledger::{Ledger, VinLedger};
+pub use server::{GENERATE_PATH, GET_PATH};
+pub use synth::{Outcome, VinTruth, truth, truth_with_rate};
+
+use crate::api::Secret;
+use anyhow::Context as _;
+use server::Shared;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The fixed sandbox account, printed at start so anyone can call it.
+pub const DEFAULT_APP_ID: &str = "vmr-sandbox";
+/// The fixed sandbox secret. Not a secret: the sandbox guards nothing.
+pub const DEFAULT_APP_SECRET: &str = "vmr-sandbox-secret";
+
+/// How the sandbox behaves.
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    /// Seeds every report, outcome and rollback.
+    pub seed: u64,
+    /// Added before answering each vendor call.
+    pub latency: Duration,
+    /// When a deferred report becomes ready.
+    pub ready_after: ReadyAfter,
+    /// Probability that a vendor call gets an injected fault.
+    pub fault_rate: f64,
+    /// How long a stall fault hangs before answering.
+    pub stall: Duration,
+    /// Billable calls before every call answers 603; `None` is unlimited.
+    pub balance: Option<u64>,
+    pub app_id: String,
+    pub app_secret: Secret,
+    /// Share of VINs whose report comes inline from generate.
+    pub inline_rate: f64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            seed: 0,
+            latency: Duration::ZERO,
+            ready_after: ReadyAfter::Polls(1),
+            fault_rate: 0.0,
+            stall: Duration::from_secs(60),
+            balance: None,
+            app_id: DEFAULT_APP_ID.to_owned(),
+            app_secret: Secret::new(DEFAULT_APP_SECRET),
+            inline_rate: synth::DEFAULT_INLINE_RATE,
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// What this sandbox does for `vin` (uses this config's seed and inline rate).
+    pub fn truth(&self, vin: &str) -> VinTruth {
+        truth_with_rate(vin, self.seed, self.inline_rate)
+    }
+}
+
+/// When a deferred report becomes ready for get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyAfter {
+    /// This long after its generate call.
+    Duration(Duration),
+    /// After this many gets answered 701.
+    Polls(u32),
+}
+
+impl FromStr for ReadyAfter {
+    type Err = anyhow::Error;
+
+    /// `3` is three polls; `500ms`, `2s`, `1m` are durations.
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let s = s.trim();
+        if let Ok(n) = s.parse::<u32>() {
+            return Ok(ReadyAfter::Polls(n));
+        }
+        humantime::parse_duration(s)
+            .map(ReadyAfter::Duration)
+            .with_context(|| {
+                format!("ready-after {s:?}: give a number of polls (e.g. 2) or a duration (e.g. 500ms, 2s)")
+            })
+    }
+}
+
+/// A running sandbox server. Dropping it stops the server.
+pub struct Sandbox {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sandbox {
+    /// Starts serving on `listen` (port 0 picks a free port) on the current tokio runtime.
+    pub async fn start(cfg: SandboxConfig, listen: SocketAddr) -> anyhow::Result<Sandbox> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("sandbox: cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(cfg));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = server::router(shared.clone());
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stopped.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!("sandbox server stopped: {e}");
+            }
+        });
+        Ok(Sandbox {
+            addr,
+            shared,
+            stop: Some(stop),
+            thread: None,
+        })
+    }
+
+    /// Starts serving on a background thread with its own runtime, for sync code (tests,
+    /// benchmarks, running the vmr binary as a child process against it).
+    pub fn start_in_thread(cfg: SandboxConfig, listen: SocketAddr) -> anyhow::Result<Sandbox> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("vmr-sandbox".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(anyhow::Error::new(e)));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match Sandbox::start(cfg, listen).await {
+                        Ok(sb) => {
+                            let _ = ready_tx.send(Ok((sb.addr, sb.shared.clone())));
+                            // Serve until the caller's handle is dropped.
+                            let _ = stopped.await;
+                            drop(sb);
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                });
+                // Stalled requests would hold a graceful shutdown: cancel them instead.
+                rt.shutdown_timeout(Duration::from_millis(500));
+            })
+            .context("sandbox: cannot start its thread")?;
+        let (addr, shared) = ready_rx
+            .recv()
+            .context("sandbox thread exited before it started serving")??;
+        Ok(Sandbox {
+            addr,
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://IP:PORT`, what a client takes as its base URL.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.shared.cfg
+    }
+
+    /// A snapshot of what was billed so far.
+    pub fn ledger(&self) -> Ledger {
+        self.shared.ledger()
+    }
+
+    /// Resets the remaining billable calls (`None`: unlimited), as a top-up would.
+    pub fn set_balance(&self, balance: Option<u64>) {
+        self.shared.set_balance(balance);
+    }
+
+    /// Stops the server (same as dropping it).
+    pub fn shutdown(self) {}
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_after_parses_polls_and_durations() {
+        assert_eq!("3".parse::<ReadyAfter>().ok(), Some(ReadyAfter::Polls(3)));
+        assert_eq!(
+            "500ms".parse::<ReadyAfter>().ok(),
+            Some(ReadyAfter::Duration(Duration::from_millis(500)))
+        );
+        assert_eq!(
+            "2s".parse::<ReadyAfter>().ok(),
+            Some(ReadyAfter::Duration(Duration::from_secs(2)))
+        );
+        assert!("soon".parse::<ReadyAfter>().is_err());
+    }
+}

@@ -1,0 +1,331 @@
+//! The HTTP side of the sandbox: the two vendor endpoints, the admin paths, and the 404.
+//!
+//! A vendor call goes through the same gates as at Jumdata, in order: latency, injected fault,
+//! parameters, appId/timestamp/sign, balance, then the endpoint itself. Answers use HTTP 200 with
+//! the vendor code in the JSON body; only an unknown path gets an HTTP 404. Billing happens in
+//! [`super::ledger::Books`], only for code-200 answers.
+
+use super::ReadyAfter;
+use super::SandboxConfig;
+use super::fault::Fault;
+use super::ledger::{Books, Endpoint, Ledger};
+use super::synth::{self, Outcome};
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+pub const GENERATE_PATH: &str = "/vehicle/maintenance-report/generate";
+pub const GET_PATH: &str = "/vehicle/maintenance-report/get";
+/// How far a call's timestamp may be from the server clock.
+const MAX_SKEW_MS: i64 = 10 * 60 * 1000;
+
+/// State shared by every request.
+pub(crate) struct Shared {
+    pub cfg: SandboxConfig,
+    books: Mutex<Books>,
+    tasks: Mutex<HashMap<String, Task>>,
+    task_seq: AtomicU64,
+}
+
+/// A report requested by generate, looked up by requestId on get.
+struct Task {
+    vin: String,
+    created: Instant,
+    /// Gets answered 701 so far.
+    polls: u32,
+}
+
+impl Shared {
+    pub fn new(cfg: SandboxConfig) -> Self {
+        Shared {
+            books: Mutex::new(Books::new(cfg.balance)),
+            cfg,
+            tasks: Mutex::new(HashMap::new()),
+            task_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// The books; a panic elsewhere while holding the lock leaves them usable.
+    fn books(&self) -> MutexGuard<'_, Books> {
+        self.books.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tasks(&self) -> MutexGuard<'_, HashMap<String, Task>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn ledger(&self) -> Ledger {
+        self.books().ledger.clone()
+    }
+
+    pub fn set_balance(&self, balance: Option<u64>) {
+        self.books().remaining = balance;
+    }
+
+    /// A 20-digit taskNo, unique per call: milliseconds since the epoch, then a call counter.
+    fn task_no(&self) -> String {
+        let n = self.task_seq.fetch_add(1, Ordering::Relaxed) % 10_000_000;
+        format!("{:013}{:07}", now_ms(), n)
+    }
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(GENERATE_PATH, get(generate).post(generate))
+        .route(GET_PATH, get(get_report).post(get_report))
+        .route("/__sandbox/ledger", get(ledger))
+        .route("/__sandbox/balance", post(balance))
+        .fallback(not_found)
+        .with_state(shared)
+}
+
+async fn generate(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    vendor_call(&s, Endpoint::Generate, &method, &uri, &headers, &body).await
+}
+
+async fn get_report(
+    State(s): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    vendor_call(&s, Endpoint::Get, &method, &uri, &headers, &body).await
+}
+
+async fn ledger(State(s): State<Arc<Shared>>) -> Json<Ledger> {
+    Json(s.ledger())
+}
+
+#[derive(Serialize, Deserialize)]
+struct Balance {
+    balance: Option<u64>,
+}
+
+async fn balance(State(s): State<Arc<Shared>>, Json(b): Json<Balance>) -> Json<Balance> {
+    s.set_balance(b.balance);
+    Json(b)
+}
+
+async fn not_found() -> Response {
+    let mut r = json_response(&json!({"msg": "接口地址不正确", "code": 404}));
+    *r.status_mut() = StatusCode::NOT_FOUND;
+    r
+}
+
+/// A vendor answer with a non-200 code: `{"msg": .., "code": ..}` over HTTP 200.
+pub(crate) fn vendor_error(code: u16, msg: &str) -> Response {
+    json_response(&json!({"msg": msg, "code": code}))
+}
+
+fn success(task_no: String, data: Value) -> Response {
+    json_response(&json!({"msg": "成功", "code": 200, "taskNo": task_no, "data": data}))
+}
+
+fn json_response(v: &Value) -> Response {
+    let body = serde_json::to_vec(v).expect("a serde_json::Value always serializes");
+    let mut r = Response::new(body.into());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json;charset=UTF-8"),
+    );
+    r
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn vendor_call(
+    s: &Shared,
+    endpoint: Endpoint,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    s.books().ledger.calls_total += 1;
+    if !s.cfg.latency.is_zero() {
+        tokio::time::sleep(s.cfg.latency).await;
+    }
+    if let Some(fault) = Fault::roll(s.cfg.fault_rate) {
+        s.books().ledger.faults += 1;
+        tracing::debug!(?fault, "sandbox: injecting fault");
+        return fault.respond(s.cfg.stall).await;
+    }
+    let params = match Params::parse(method, uri, headers, body) {
+        Ok(p) => p,
+        Err(msg) => return vendor_error(400, msg),
+    };
+    if let Err(msg) = authenticate(&s.cfg, &params) {
+        return vendor_error(400, msg);
+    }
+    if s.books().exhausted() {
+        return vendor_error(603, "余额不足请充值");
+    }
+    match endpoint {
+        Endpoint::Generate => generate_report(s, &params),
+        Endpoint::Get => fetch_report(s, &params),
+    }
+}
+
+/// Checks appId, timestamp and sign; the error is the vendor's message.
+fn authenticate(cfg: &SandboxConfig, p: &Params) -> Result<(), &'static str> {
+    let app_id = p.get("appId").ok_or("参数错误:appId不能为空")?;
+    let ts = p.get("timestamp").ok_or("参数错误:timestamp不能为空")?;
+    let sign = p.get("sign").ok_or("参数错误:sign不能为空")?;
+    if app_id != cfg.app_id {
+        return Err("appId不存在");
+    }
+    let ts: i64 = ts
+        .trim()
+        .parse()
+        .map_err(|_| "参数错误:timestamp格式不正确")?;
+    if (now_ms() - ts).abs() > MAX_SKEW_MS {
+        return Err("请求已过期:timestamp与服务器时间相差超过10分钟");
+    }
+    let expected = crate::api::sign(&cfg.app_id, cfg.app_secret.expose(), ts);
+    if !sign.trim().eq_ignore_ascii_case(&expected) {
+        return Err("签名错误");
+    }
+    Ok(())
+}
+
+fn generate_report(s: &Shared, p: &Params) -> Response {
+    let vin = match p.get("vin").map(str::trim) {
+        Some(v) if !v.is_empty() => v,
+        _ => return vendor_error(400, "参数错误:vin不能为空"),
+    };
+    if p.get("licenseImgUrl").is_none_or(|u| u.trim().is_empty()) {
+        return vendor_error(400, "参数错误:licenseImgUrl不能为空");
+    }
+    let truth = s.cfg.truth(vin);
+    if truth.outcome == Outcome::Unsupported703 {
+        return vendor_error(703, "暂不支持该品牌");
+    }
+    if !s.books().try_bill(Endpoint::Generate, vin) {
+        return vendor_error(603, "余额不足请充值");
+    }
+    let request_id: String = rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect();
+    s.tasks().insert(
+        request_id.clone(),
+        Task {
+            vin: vin.to_owned(),
+            created: Instant::now(),
+            polls: 0,
+        },
+    );
+    let mut data = Map::new();
+    data.insert("requestId".into(), Value::String(request_id));
+    if truth.outcome == Outcome::Inline {
+        data.insert("info".into(), synth::report(vin, s.cfg.seed));
+    } else if let Some(info) = synth::deferred_info(vin, s.cfg.seed) {
+        data.insert("info".into(), info);
+    }
+    success(s.task_no(), Value::Object(data))
+}
+
+fn fetch_report(s: &Shared, p: &Params) -> Response {
+    let request_id = match p.get("requestId").map(str::trim) {
+        Some(r) if !r.is_empty() => r,
+        _ => return vendor_error(400, "参数错误:requestId不能为空"),
+    };
+    let vin = {
+        let mut tasks = s.tasks();
+        let Some(task) = tasks.get_mut(request_id) else {
+            return vendor_error(400, "参数错误:requestId不存在");
+        };
+        let ready = match s.cfg.ready_after {
+            ReadyAfter::Polls(n) => task.polls >= n,
+            ReadyAfter::Duration(d) => task.created.elapsed() >= d,
+        };
+        let inline = s.cfg.truth(&task.vin).outcome == Outcome::Inline;
+        if !ready && !inline {
+            task.polls += 1;
+            return vendor_error(701, "报告还未生成,请稍后查询");
+        }
+        task.vin.clone()
+    };
+    if s.cfg.truth(&vin).outcome == Outcome::Fails702 {
+        return vendor_error(702, "查询失败");
+    }
+    if !s.books().try_bill(Endpoint::Get, &vin) {
+        return vendor_error(603, "余额不足请充值");
+    }
+    success(s.task_no(), synth::report(&vin, s.cfg.seed))
+}
+
+/// A call's parameters from the query string and, for POST, a form or JSON body (the body wins).
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<Params, &'static str> {
+        let mut pairs: Vec<(String, String)> = uri
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if *method == Method::POST && !body.is_empty() {
+            let json = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.trim_start().starts_with("application/json"));
+            if json {
+                let map: Map<String, Value> =
+                    serde_json::from_slice(body).map_err(|_| "参数错误:请求体不是合法的JSON")?;
+                for (k, v) in map {
+                    match v {
+                        Value::String(s) => pairs.push((k, s)),
+                        Value::Number(n) => pairs.push((k, n.to_string())),
+                        _ => {}
+                    }
+                }
+            } else {
+                pairs.extend(url::form_urlencoded::parse(body).into_owned());
+            }
+        }
+        Ok(Params(pairs))
+    }
+
+    /// The last value given for `key`.
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
