@@ -49,7 +49,9 @@ pub fn exit_code_of(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<crate::input::InputError>().is_some() {
         return exit::USAGE;
     }
-    if let Some(crate::ingest::IngestError::Input(_)) = e.downcast_ref::<crate::ingest::IngestError>() {
+    if let Some(crate::ingest::IngestError::Input(_) | crate::ingest::IngestError::Incomplete(_)) =
+        e.downcast_ref::<crate::ingest::IngestError>()
+    {
         return exit::USAGE;
     }
     exit::OTHER
@@ -150,7 +152,11 @@ pub fn finish_code(engine: &Engine) -> Result<u8> {
         .iter()
         .map(|s| counts.get(*s).copied().unwrap_or(0))
         .sum();
-    Ok(if open == 0 { exit::OK } else { exit::WORK_REMAINS })
+    Ok(if open == 0 {
+        exit::OK
+    } else {
+        exit::WORK_REMAINS
+    })
 }
 
 /// The one summary every network run ends with.

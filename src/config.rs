@@ -15,7 +15,8 @@ use crate::api::{Credentials, Secret};
 
 /// Parses `500ms`, `90s`, `30m`, `24h` and combinations (`1h30m`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration ({e}); write it like 500ms, 90s, 30m or 24h"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write it like 500ms, 90s, 30m or 24h"))
 }
 
 /// Output formats of `export` and `audit`.
@@ -33,7 +34,11 @@ pub fn parse_formats(s: &str) -> Result<Vec<Format>, String> {
             "parquet" => Format::Parquet,
             "csv" => Format::Csv,
             "jsonl" => Format::Jsonl,
-            other => return Err(format!("unknown format {other:?}; use parquet, csv or jsonl")),
+            other => {
+                return Err(format!(
+                    "unknown format {other:?}; use parquet, csv or jsonl"
+                ));
+            }
         };
         if !out.contains(&f) {
             out.push(f);
@@ -196,12 +201,22 @@ impl Settings {
         };
         let formats = match (&o.format, &file.format) {
             (Some(f), _) => f.clone(),
-            (None, Some(s)) => parse_formats(s).map_err(|e| anyhow::anyhow!("{}: format: {e}", path.display()))?,
+            (None, Some(s)) => {
+                parse_formats(s).map_err(|e| anyhow::anyhow!("{}: format: {e}", path.display()))?
+            }
             (None, None) => vec![Format::Parquet, Format::Csv],
         };
         let s = Settings {
-            state: o.state.clone().or(file.state).unwrap_or_else(|| "vmr-state".into()),
-            out: o.out.clone().or(file.out).unwrap_or_else(|| "vmr-out".into()),
+            state: o
+                .state
+                .clone()
+                .or(file.state)
+                .unwrap_or_else(|| "vmr-state".into()),
+            out: o
+                .out
+                .clone()
+                .or(file.out)
+                .unwrap_or_else(|| "vmr-out".into()),
             base_url: o
                 .base_url
                 .clone()
@@ -232,7 +247,10 @@ impl Settings {
             formats,
             csv_bom: o.csv_bom || file.csv_bom.unwrap_or(false),
             log_format: o.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
-            app_id: std::env::var("VMR_APP_ID").ok().filter(|s| !s.is_empty()).or(file.app_id),
+            app_id: std::env::var("VMR_APP_ID")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .or(file.app_id),
             app_secret_file: o.app_secret_file.clone().or(file.app_secret_file),
             vin_column: o.vin_column.clone().or(file.vin_column),
             image_column: o.image_column.clone().or(file.image_column),
@@ -255,9 +273,8 @@ impl Settings {
         )?;
         let secret = match &self.app_secret_file {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| {
-                    format!("cannot read the app secret file {}", p.display())
-                })?;
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read the app secret file {}", p.display()))?;
                 let t = text.trim();
                 if t.is_empty() {
                     bail!("the app secret file {} is empty", p.display());
@@ -299,7 +316,10 @@ mod tests {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
         assert!(parse_duration("soon").is_err());
-        assert_eq!(parse_formats("parquet, csv").unwrap(), vec![Format::Parquet, Format::Csv]);
+        assert_eq!(
+            parse_formats("parquet, csv").unwrap(),
+            vec![Format::Parquet, Format::Csv]
+        );
         assert!(parse_formats("xlsx").is_err());
     }
 
@@ -307,7 +327,11 @@ mod tests {
     fn flags_win_over_file_and_file_over_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("vmr.toml");
-        std::fs::write(&cfg, "rate = 3\nburst = 4\nmax-wait = \"5m\"\nformat = \"csv\"\n").unwrap();
+        std::fs::write(
+            &cfg,
+            "rate = 3\nburst = 4\nmax-wait = \"5m\"\nformat = \"csv\"\n",
+        )
+        .unwrap();
         let o = Options {
             config: Some(cfg.clone()),
             rate: Some(7),

@@ -25,6 +25,8 @@ pub enum IngestError {
     Input(#[from] InputError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error("{0}")]
+    Incomplete(String),
 }
 
 /// What one ingest did.
@@ -139,7 +141,11 @@ pub fn ingest(
     opts: &InputOptions,
 ) -> Result<IngestSummary, IngestError> {
     let mut reader = InputReader::open(path, opts)?;
-    let file = reader.file_name().to_owned();
+    // The `input_file` column holds the file's name; messages keep the path as given.
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| reader.file_name().to_owned());
     let batch = reader.fingerprint().to_owned();
     let mut s = IngestSummary {
         input_file: file.clone(),
@@ -177,20 +183,24 @@ pub fn ingest(
         }
         chunk.push(row);
         if chunk.len() >= CHUNK {
-            flush(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)), &mut s)?;
+            flush(
+                std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)),
+                &mut s,
+            )?;
         }
     }
     if !chunk.is_empty() {
         flush(chunk, &mut s)?;
     }
+    let complete = reader.read_error().is_none();
     let stats = s.clone();
     ckpt.writer().write_blocking(move |c| {
         c.execute(
             "INSERT INTO batches (id, input_file, first_seen_at, rows_read, accepted, duplicates, rejected, check_digit_warnings, complete)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (id) DO UPDATE SET rows_read = excluded.rows_read, accepted = excluded.accepted,
                 duplicates = excluded.duplicates, rejected = excluded.rejected,
-                check_digit_warnings = excluded.check_digit_warnings, complete = 1",
+                check_digit_warnings = excluded.check_digit_warnings, complete = excluded.complete",
             params![
                 stats.batch_id,
                 stats.input_file,
@@ -199,11 +209,18 @@ pub fn ingest(
                 (stats.queued + stats.already_ingested) as i64,
                 stats.duplicates as i64,
                 stats.rejected as i64,
-                stats.check_digit_warnings as i64
+                stats.check_digit_warnings as i64,
+                complete
             ],
         )?;
         Ok(())
     })?;
+    if let Some(e) = reader.read_error() {
+        return Err(IngestError::Incomplete(format!(
+            "{}: reading stopped partway ({e}); the rows before were recorded, run again once the file is readable",
+            s.input_file
+        )));
+    }
     Ok(s)
 }
 
@@ -224,7 +241,10 @@ impl IngestSummary {
             out.push_str(&format!("  rejected {n:>6} × {kind}\n"));
         }
         for (line, _vin, reason) in &self.rejected_rows {
-            out.push_str(&format!("  {} line {line}: {reason} (row rejected, not sent)\n", self.input_file));
+            out.push_str(&format!(
+                "  {} line {line}: {reason} (row rejected, not sent)\n",
+                self.input_file
+            ));
         }
         if self.rejected as usize > self.rejected_rows.len() {
             out.push_str(&format!(

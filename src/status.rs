@@ -154,7 +154,10 @@ impl Status {
             ));
         }
         if self.rejected_total > 0 {
-            o.push_str(&format!("{} rejected rows (never sent):\n", self.rejected_total));
+            o.push_str(&format!(
+                "{} rejected rows (never sent):\n",
+                self.rejected_total
+            ));
             for r in &self.rejected {
                 o.push_str(&format!(
                     "  {} line {}: {}\n",

@@ -707,7 +707,8 @@ impl Report {
             Shaped::Ok(map) => map
                 .iter()
                 .map(|(k, v)| {
-                    let part = serde_json::from_value::<OverviewPart>(v.clone()).unwrap_or_default();
+                    let part =
+                        serde_json::from_value::<OverviewPart>(v.clone()).unwrap_or_default();
                     (k.as_str(), part)
                 })
                 .collect(),
@@ -731,10 +732,7 @@ pub fn split_finding(raw: &str) -> (String, Option<String>) {
             let sep_len = raw[i..].chars().next().map(char::len_utf8).unwrap_or(1);
             let component = raw[..i].trim().to_owned();
             let finding = raw[i + sep_len..].trim();
-            (
-                component,
-                (!finding.is_empty()).then(|| finding.to_owned()),
-            )
+            (component, (!finding.is_empty()).then(|| finding.to_owned()))
         }
         None => (raw.trim().to_owned(), None),
     }
@@ -779,8 +777,14 @@ mod tests {
         }));
         assert_eq!(r.avg_mileage_year.get(), Some(2.5));
         assert_eq!(r.avg_upkeep_year.get(), Some(3.0));
-        assert_eq!(r.first_time_to_shop.get(), NaiveDate::from_ymd_opt(2015, 12, 13));
-        assert_eq!(r.last_time_to_shop.get(), NaiveDate::from_ymd_opt(2016, 5, 25));
+        assert_eq!(
+            r.first_time_to_shop.get(),
+            NaiveDate::from_ymd_opt(2015, 12, 13)
+        );
+        assert_eq!(
+            r.last_time_to_shop.get(),
+            NaiveDate::from_ymd_opt(2016, 5, 25)
+        );
         assert_eq!(r.updatetime.get(), NaiveDate::from_ymd_opt(2022, 1, 5));
         let recs: Vec<_> = r.result_content.iter().collect();
         assert_eq!(recs[0].1.total_money.get().as_deref(), Some("100.50"));
@@ -794,7 +798,11 @@ mod tests {
             "overview": "", "result_content": [1, {"mileage": "5"}, "x"], "brand_name": "大众"
         }));
         assert!(r.overview_parts().is_empty());
-        let recs: Vec<_> = r.result_content.iter().map(|(i, r)| (i, r.mileage.get())).collect();
+        let recs: Vec<_> = r
+            .result_content
+            .iter()
+            .map(|(i, r)| (i, r.mileage.get()))
+            .collect();
         assert_eq!(recs, vec![(1, Some(5))]);
         assert_eq!(r.brand_name.get().as_deref(), Some("大众"));
         let r = rep(json!({"result_content": null, "overview": {"engine": 3}}));
@@ -821,8 +829,14 @@ mod tests {
 
     #[test]
     fn findings_split_at_first_colon_of_either_width() {
-        assert_eq!(split_finding("前保:油漆"), ("前保".into(), Some("油漆".into())));
-        assert_eq!(split_finding("左前门：更换"), ("左前门".into(), Some("更换".into())));
+        assert_eq!(
+            split_finding("前保:油漆"),
+            ("前保".into(), Some("油漆".into()))
+        );
+        assert_eq!(
+            split_finding("左前门：更换"),
+            ("左前门".into(), Some("更换".into()))
+        );
         assert_eq!(split_finding("a:b:c"), ("a".into(), Some("b:c".into())));
         assert_eq!(split_finding("保险杠拆卸"), ("保险杠拆卸".into(), None));
         assert_eq!(split_finding("前保:"), ("前保".into(), None));

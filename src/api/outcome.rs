@@ -277,46 +277,112 @@ mod tests {
 
     #[test]
     fn every_code_on_the_vendor_page() {
-        assert!(matches!(get(r#"{"code":200,"msg":"成功","taskNo":"1","data":{"brand_name":"x"}}"#), Outcome::Report { .. }));
-        assert!(matches!(get(r#"{"code":400,"msg":"参数错误"}"#), Outcome::Fail { code: 400, .. }));
-        assert!(matches!(get(r#"{"code":404,"msg":"接口地址不正确"}"#), Outcome::Stop { code: 404, .. }));
-        assert!(matches!(get(r#"{"code":500,"msg":"系统维护"}"#), Outcome::Transient { code: Some(500), .. }));
+        assert!(matches!(
+            get(r#"{"code":200,"msg":"成功","taskNo":"1","data":{"brand_name":"x"}}"#),
+            Outcome::Report { .. }
+        ));
+        assert!(matches!(
+            get(r#"{"code":400,"msg":"参数错误"}"#),
+            Outcome::Fail { code: 400, .. }
+        ));
+        assert!(matches!(
+            get(r#"{"code":404,"msg":"接口地址不正确"}"#),
+            Outcome::Stop { code: 404, .. }
+        ));
+        assert!(matches!(
+            get(r#"{"code":500,"msg":"系统维护"}"#),
+            Outcome::Transient {
+                code: Some(500),
+                ..
+            }
+        ));
         for c in 601..=604 {
-            assert!(matches!(get(&format!(r#"{{"code":{c},"msg":"x"}}"#)), Outcome::Stop { code, .. } if code == c));
+            assert!(
+                matches!(get(&format!(r#"{{"code":{c},"msg":"x"}}"#)), Outcome::Stop { code, .. } if code == c)
+            );
         }
-        assert!(matches!(get(r#"{"code":999,"msg":"其他"}"#), Outcome::Fail { code: 999, .. }));
-        assert!(matches!(get(r#"{"code":701,"msg":"报告还未生成"}"#), Outcome::NotReady { .. }));
-        assert!(matches!(get(r#"{"code":702,"msg":"查询失败"}"#), Outcome::Fail { code: 702, .. }));
-        assert!(matches!(generate(r#"{"code":703,"msg":"暂不支持该品牌"}"#), Outcome::Fail { code: 703, .. }));
-        assert!(matches!(generate(r#"{"code":"603","msg":"余额不足请充值"}"#), Outcome::Stop { code: 603, .. }));
+        assert!(matches!(
+            get(r#"{"code":999,"msg":"其他"}"#),
+            Outcome::Fail { code: 999, .. }
+        ));
+        assert!(matches!(
+            get(r#"{"code":701,"msg":"报告还未生成"}"#),
+            Outcome::NotReady { .. }
+        ));
+        assert!(matches!(
+            get(r#"{"code":702,"msg":"查询失败"}"#),
+            Outcome::Fail { code: 702, .. }
+        ));
+        assert!(matches!(
+            generate(r#"{"code":703,"msg":"暂不支持该品牌"}"#),
+            Outcome::Fail { code: 703, .. }
+        ));
+        assert!(matches!(
+            generate(r#"{"code":"603","msg":"余额不足请充值"}"#),
+            Outcome::Stop { code: 603, .. }
+        ));
     }
 
     #[test]
     fn generate_inline_versus_deferred() {
-        let inline = r#"{"code":200,"taskNo":"9","data":{"requestId":"r1","info":{"brand_name":"大众"}}}"#;
-        assert_eq!(generate(inline), Outcome::Report { request_id: Some("r1".into()) });
+        let inline =
+            r#"{"code":200,"taskNo":"9","data":{"requestId":"r1","info":{"brand_name":"大众"}}}"#;
+        assert_eq!(
+            generate(inline),
+            Outcome::Report {
+                request_id: Some("r1".into())
+            }
+        );
         for body in [
             r#"{"code":200,"data":{"requestId":"r1"}}"#,
             r#"{"code":200,"data":{"requestId":"r1","info":{}}}"#,
             r#"{"code":200,"data":{"requestId":"r1","info":null}}"#,
             r#"{"code":"200","data":{"requestId":"r1","info":""}}"#,
         ] {
-            assert_eq!(generate(body), Outcome::Accepted { request_id: "r1".into() }, "{body}");
+            assert_eq!(
+                generate(body),
+                Outcome::Accepted {
+                    request_id: "r1".into()
+                },
+                "{body}"
+            );
         }
         let (o, a) = classify(Endpoint::Generate, 200, br#"{"code":200,"data":{}}"#);
         assert!(matches!(o, Outcome::BilledUnusable { .. }));
         assert!(a.billed());
-        let (o, a) = classify(Endpoint::Generate, 200, br#"{"code":701,"data":{"requestId":"r9"}}"#);
-        assert_eq!(o, Outcome::Accepted { request_id: "r9".into() });
+        let (o, a) = classify(
+            Endpoint::Generate,
+            200,
+            br#"{"code":701,"data":{"requestId":"r9"}}"#,
+        );
+        assert_eq!(
+            o,
+            Outcome::Accepted {
+                request_id: "r9".into()
+            }
+        );
         assert!(!a.billed());
     }
 
     #[test]
     fn broken_bodies_are_transient() {
         let (o, _) = classify(Endpoint::Get, 502, b"<html><body>Bad Gateway</body></html>");
-        assert!(matches!(o, Outcome::Transient { http_status: Some(502), delivery: Delivery::Answered, .. }));
+        assert!(matches!(
+            o,
+            Outcome::Transient {
+                http_status: Some(502),
+                delivery: Delivery::Answered,
+                ..
+            }
+        ));
         let (o, _) = classify(Endpoint::Get, 200, br#"{"code":200,"data":{"overv"#);
-        assert!(matches!(o, Outcome::Transient { delivery: Delivery::Unknown, .. }));
+        assert!(matches!(
+            o,
+            Outcome::Transient {
+                delivery: Delivery::Unknown,
+                ..
+            }
+        ));
         let (o, a) = classify(Endpoint::Get, 200, b"");
         assert!(matches!(o, Outcome::Transient { .. }));
         assert!(!a.billed());
@@ -327,9 +393,15 @@ mod tests {
     #[test]
     fn report_is_found_in_both_shapes() {
         let g = br#"{"code":200,"data":{"requestId":"r","info":{"a":1}}}"#;
-        assert_eq!(report_json(Endpoint::Generate, g).map(|r| r.get()), Some(r#"{"a":1}"#));
+        assert_eq!(
+            report_json(Endpoint::Generate, g).map(|r| r.get()),
+            Some(r#"{"a":1}"#)
+        );
         let p = br#"{"code":200,"data":{"a":2}}"#;
-        assert_eq!(report_json(Endpoint::Get, p).map(|r| r.get()), Some(r#"{"a":2}"#));
+        assert_eq!(
+            report_json(Endpoint::Get, p).map(|r| r.get()),
+            Some(r#"{"a":2}"#)
+        );
     }
 
     #[test]

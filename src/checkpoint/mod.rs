@@ -165,7 +165,11 @@ impl DirLock {
                 let pid = pid.trim();
                 return Err(CheckpointError::Locked {
                     dir: dir.to_owned(),
-                    pid: if pid.is_empty() { "unknown".into() } else { pid.into() },
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid.into()
+                    },
                 });
             }
             Err(fs::TryLockError::Error(e)) => return Err(io(e)),
@@ -235,8 +239,7 @@ impl Checkpoint {
             let tx = conn.transaction()?;
             let vins: Vec<String> = {
                 let mut st = tx.prepare("SELECT vin FROM vins WHERE state = 'submitting'")?;
-                st.query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?
+                st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
             };
             tx.execute(
                 "UPDATE vins SET state = 'uncertain', message = 'the process stopped while generate was in flight; the vendor may have billed it' WHERE state = 'submitting'",
@@ -270,7 +273,9 @@ impl Checkpoint {
 
     /// Applies one update durably (group-committed).
     pub async fn apply(&self, update: Update) -> Result<(), CheckpointError> {
-        self.writer.write(move |conn| apply_update(conn, &update)).await
+        self.writer
+            .write(move |conn| apply_update(conn, &update))
+            .await
     }
 
     /// Records the start of a run and returns its id.

@@ -56,6 +56,10 @@ mod tests {
             l.acquire().await;
         }
         assert!(after_burst < Duration::from_millis(40), "{after_burst:?}");
-        assert!(t.elapsed() >= Duration::from_millis(150), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

@@ -306,7 +306,9 @@ impl Engine {
                 .saturating_mul(2)
                 .clamp(base.max(1), cap.max(1));
             let state = match &ex.outcome {
-                Outcome::Report { .. } | Outcome::Accepted { .. } | Outcome::BilledUnusable { .. } => {
+                Outcome::Report { .. }
+                | Outcome::Accepted { .. }
+                | Outcome::BilledUnusable { .. } => {
                     // Every 200 from get carries the report (`data`); store the body whatever its
                     // shape, since it was paid for. Export reports a body it cannot read.
                     u.report = Some(ReportRow {
