@@ -56,7 +56,7 @@ pub fn main() -> ExitCode {
                 Command::Submit(a) => cmd::submit::run(a, &settings),
                 Command::Poll(a) => cmd::poll::run(a, &settings),
                 Command::Status(a) => cmd::status::run(a, &settings),
-                Command::Sandbox(a) => cmd::sandbox::run(a),
+                Command::Sandbox(a) => cmd::sandbox::run(a, settings.app_secret_file.as_deref()),
             }
         });
     match result {

@@ -134,13 +134,18 @@ fn write_chunk(
     Ok(res)
 }
 
-/// Reads `path` into the checkpoint. File-level problems fail before anything is written.
+/// Opens an input file and checks it as a whole (exists, is CSV, has the columns), before the
+/// checkpoint is touched: a file-level problem leaves the checkpoint as it was.
+pub fn open_input(path: &Path, opts: &InputOptions) -> Result<InputReader, IngestError> {
+    Ok(InputReader::open(path, opts)?)
+}
+
+/// Reads an opened input file into the checkpoint.
 pub fn ingest(
     ckpt: &Checkpoint,
     path: &Path,
-    opts: &InputOptions,
+    mut reader: InputReader,
 ) -> Result<IngestSummary, IngestError> {
-    let mut reader = InputReader::open(path, opts)?;
     // The `input_file` column holds the file's name; messages keep the path as given.
     let file = path
         .file_name()

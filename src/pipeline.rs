@@ -55,10 +55,14 @@ fn count_states(ckpt: &checkpoint::Checkpoint, states: &[&str]) -> Result<i64> {
 /// Runs `plan` and returns the exit code.
 pub fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
     let started = Instant::now();
+    let input = match &plan.input {
+        Some(path) => Some((path, ingest::open_input(path, &input_options(settings))?)),
+        None => None,
+    };
     let (ckpt, _recovery) = app::open_checkpoint(settings)?;
     let run_id = ckpt.begin_run(plan.command)?;
-    if let Some(path) = &plan.input {
-        let summary = ingest::ingest(&ckpt, path, &input_options(settings))?;
+    if let Some((path, reader)) = input {
+        let summary = ingest::ingest(&ckpt, path, reader)?;
         eprint!("{}", summary.render());
     }
     if plan.dry_run {

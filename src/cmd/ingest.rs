@@ -16,9 +16,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args, settings: &Settings) -> Result<u8> {
+    let reader = ingest::open_input(&args.input, &input_options(settings))?;
     let (ckpt, _) = app::open_checkpoint(settings)?;
     let run_id = ckpt.begin_run("ingest")?;
-    let summary = ingest::ingest(&ckpt, &args.input, &input_options(settings))?;
+    let summary = ingest::ingest(&ckpt, &args.input, reader)?;
     print!("{}", summary.render());
     ckpt.end_run(run_id, exit::OK as i32, "ingested")?;
     Ok(exit::OK)

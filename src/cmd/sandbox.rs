@@ -9,7 +9,7 @@ use crate::api::Secret;
 use crate::sandbox::{DEFAULT_APP_ID, DEFAULT_APP_SECRET, ReadyAfter, Sandbox, SandboxConfig};
 use anyhow::Context;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
@@ -42,10 +42,6 @@ pub struct Args {
     /// App id the sandbox accepts.
     #[arg(long, default_value = DEFAULT_APP_ID)]
     app_id: String,
-    /// File holding the app secret the sandbox accepts (else VMR_SANDBOX_APP_SECRET, else the
-    /// default sandbox secret).
-    #[arg(long)]
-    app_secret_file: Option<PathBuf>,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -55,9 +51,11 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<u8> {
+/// The secret the sandbox accepts comes from the global `--app-secret-file` (else
+/// `VMR_SANDBOX_APP_SECRET`, else the default sandbox secret).
+pub fn run(args: Args, app_secret_file: Option<&Path>) -> anyhow::Result<u8> {
     let from_env = std::env::var("VMR_SANDBOX_APP_SECRET").ok();
-    let secret = match (&args.app_secret_file, from_env) {
+    let secret = match (app_secret_file, from_env) {
         (Some(path), _) => {
             let s = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the app secret file {}", path.display()))?;

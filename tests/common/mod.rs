@@ -1,0 +1,86 @@
+//! Shared by the integration tests: VINs, input files, a sandbox on an ephemeral loopback port,
+//! the real `vmr` binary pointed at it, and readers of the checkpoint.
+#![allow(dead_code)]
+
+use assert_cmd::Command;
+use rusqlite::Connection;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use vmr::sandbox::{DEFAULT_APP_ID, DEFAULT_APP_SECRET, Sandbox, SandboxConfig};
+
+/// WMIs the sandbox supports (it answers 703 for LRW and LNB).
+pub const WMIS: [&str; 8] = ["LSV", "LFV", "LHG", "LBV", "LE4", "LGB", "LVS", "LFM"];
+
+/// `n` distinct valid VINs (correct check digit) spread over the supported makes.
+pub fn vins(n: usize, salt: u32) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let wmi = WMIS[i % WMIS.len()];
+            with_check_digit(&format!("{wmi}{salt:02}ABC0{i:08}"))
+        })
+        .collect()
+}
+
+/// `vin` with its check digit (position 9) set right.
+pub fn with_check_digit(vin: &str) -> String {
+    let mut chars: Vec<char> = vin.chars().collect();
+    chars[8] = vmr::input::check_digit(vin).expect("valid VIN alphabet");
+    chars.into_iter().collect()
+}
+
+/// Writes a `vin,licenseImgUrl` CSV.
+pub fn write_csv(path: &Path, vins: &[String]) {
+    let mut s = String::from("vin,licenseImgUrl\n");
+    for (i, v) in vins.iter().enumerate() {
+        s.push_str(&format!(
+            "{v},https://img.example-fleet.cn/license/{i}.jpg\n"
+        ));
+    }
+    std::fs::write(path, s).expect("write input CSV");
+}
+
+pub fn sandbox(cfg: SandboxConfig) -> Sandbox {
+    Sandbox::start_in_thread(cfg, "127.0.0.1:0".parse().expect("address")).expect("sandbox starts")
+}
+
+/// The `vmr` binary with credentials in the environment, pointed at `sb`, state and out in
+/// `dir`, fast settings for tests.
+pub fn vmr(dir: &Path, sb: &Sandbox) -> Command {
+    let mut c = Command::cargo_bin("vmr").expect("vmr binary");
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("VMR_APP_ID", DEFAULT_APP_ID)
+        .env("VMR_APP_SECRET", DEFAULT_APP_SECRET)
+        .current_dir(dir)
+        .args(["--base-url", &sb.base_url()])
+        .args(["--state", "state", "--out", "out"])
+        .args(["--rate", "0", "--concurrency", "16"])
+        .args(["--poll-interval", "20ms", "--timeout", "2s"]);
+    c
+}
+
+pub fn db(dir: &Path) -> Connection {
+    Connection::open(dir.join("state").join("checkpoint.sqlite")).expect("checkpoint opens")
+}
+
+/// VIN → (state, code).
+pub fn states(dir: &Path) -> BTreeMap<String, (String, Option<i64>)> {
+    let conn = db(dir);
+    let mut st = conn
+        .prepare("SELECT vin, state, code FROM vins WHERE state <> 'rejected'")
+        .expect("query");
+    st.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows read")
+}
+
+pub fn count(dir: &Path, sql: &str) -> i64 {
+    db(dir).query_row(sql, [], |r| r.get(0)).expect("count")
+}
+
+pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().expect("tempdir");
+    let p = d.path().to_owned();
+    (d, p)
+}

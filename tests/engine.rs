@@ -1,0 +1,280 @@
+//! The network engine end to end: the real `vmr` binary against the sandbox on a loopback
+//! port, checked against the sandbox's own ledger of what it billed.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use vmr::sandbox::{Ledger, Outcome, SandboxConfig};
+
+/// Every VIN ended as the sandbox's truth says, and nothing was bought twice.
+fn assert_complete_and_billed_once(
+    dir: &std::path::Path,
+    cfg: &SandboxConfig,
+    vins: &[String],
+    ledger: &Ledger,
+) {
+    let states = states(dir);
+    assert_eq!(states.len(), vins.len());
+    for v in vins {
+        let (state, code) = &states[v];
+        let truth = cfg.truth(v);
+        let want = match truth.outcome {
+            Outcome::Inline | Outcome::Deferred => ("done", Some(200)),
+            Outcome::Unsupported703 => ("failed", Some(703)),
+            Outcome::Fails702 => ("failed", Some(702)),
+        };
+        assert_eq!((state.as_str(), *code), want, "{v}: {truth:?}");
+        let billed = ledger.per_vin.get(v).cloned().unwrap_or_default();
+        match truth.outcome {
+            Outcome::Inline => assert_eq!((billed.generate, billed.get), (1, 0), "{v}"),
+            Outcome::Deferred => assert_eq!((billed.generate, billed.get), (1, 1), "{v}"),
+            Outcome::Fails702 => assert_eq!((billed.generate, billed.get), (1, 0), "{v}"),
+            Outcome::Unsupported703 => assert_eq!((billed.generate, billed.get), (0, 0), "{v}"),
+        }
+    }
+    let done = states.values().filter(|(s, _)| s == "done").count() as i64;
+    assert_eq!(count(dir, "SELECT count(*) FROM reports"), done);
+    // The checkpoint's count of billed calls agrees with the vendor's.
+    assert_eq!(
+        count(dir, "SELECT count(*) FROM calls WHERE billed = 1") as u64,
+        ledger.billed_total
+    );
+}
+
+#[test]
+fn clean_batch_every_vin_final_each_report_bought_once() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig::default();
+    let sb = sandbox(cfg.clone());
+    let mut vins = vins(2000, 1);
+    vins.push(with_check_digit("LRWAB000000000001")); // 703: unsupported make
+    write_csv(&dir.join("in.csv"), &vins);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    assert_complete_and_billed_once(&dir, &cfg, &vins, &sb.ledger());
+
+    // Running again buys nothing more.
+    let before = sb.ledger();
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    assert_eq!(sb.ledger().billed_total, before.billed_total);
+}
+
+#[test]
+fn faults_are_retried_and_nothing_is_bought_twice() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig {
+        fault_rate: 0.2,
+        stall: Duration::from_secs(3),
+        seed: 7,
+        ..SandboxConfig::default()
+    };
+    let sb = sandbox(cfg.clone());
+    let vins = vins(600, 2);
+    write_csv(&dir.join("in.csv"), &vins);
+    vmr(&dir, &sb)
+        .args([
+            "run",
+            "--input",
+            "in.csv",
+            "--timeout",
+            "1s",
+            "--max-attempts",
+            "10",
+        ])
+        .args(["--concurrency", "32"])
+        .assert()
+        .code(0);
+    let ledger = sb.ledger();
+    assert!(ledger.faults > 0, "the sandbox injected faults");
+    assert_complete_and_billed_once(&dir, &cfg, &vins, &ledger);
+    assert!(
+        count(
+            &dir,
+            "SELECT count(*) FROM calls WHERE billed = 0 AND code IS NULL"
+        ) > 0
+    );
+}
+
+#[test]
+fn balance_exhausted_stops_the_run_and_a_rerun_finishes_without_double_buying() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig {
+        balance: Some(300),
+        ..SandboxConfig::default()
+    };
+    let sb = sandbox(cfg.clone());
+    let vins = vins(1000, 3);
+    write_csv(&dir.join("in.csv"), &vins);
+    let out = vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(3);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("603"), "{stderr}");
+    assert!(stderr.contains("top up"), "{stderr}");
+    assert_eq!(sb.ledger().billed_total, 300);
+    // After the first 603 landed, only calls already in flight may have been sent.
+    let first_603: i64 = count(&dir, "SELECT min(ended_at) FROM calls WHERE code = 603");
+    let later = count(
+        &dir,
+        &format!("SELECT count(*) FROM calls WHERE started_at > {first_603}"),
+    );
+    assert!(later <= 16, "{later} calls started after the first 603");
+    // Unsent VINs stay queued.
+    assert!(count(&dir, "SELECT count(*) FROM vins WHERE state = 'queued'") > 0);
+
+    sb.set_balance(None);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    assert_complete_and_billed_once(&dir, &cfg, &vins, &sb.ledger());
+}
+
+#[test]
+fn max_billed_caps_spending_and_exits_75() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    let vins = vins(200, 4);
+    write_csv(&dir.join("in.csv"), &vins);
+    vmr(&dir, &sb)
+        .args(["submit", "--input", "in.csv", "--max-billed", "50"])
+        .assert()
+        .code(75);
+    assert_eq!(sb.ledger().billed_total, 50);
+}
+
+#[test]
+fn dry_run_sends_nothing() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    let vins = vins(30, 5);
+    write_csv(&dir.join("in.csv"), &vins);
+    let out = vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv", "--dry-run", "--rate", "10"])
+        .assert()
+        .code(0);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(stdout.contains("30 VINs"), "{stdout}");
+    assert_eq!(sb.ledger().calls_total, 0);
+}
+
+#[test]
+fn submit_then_poll_as_separate_cron_stages() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig::default();
+    let sb = sandbox(cfg.clone());
+    let vins = vins(100, 6);
+    write_csv(&dir.join("in.csv"), &vins);
+    // Deferred reports remain after submit: work remains.
+    vmr(&dir, &sb)
+        .args(["submit", "--input", "in.csv"])
+        .assert()
+        .code(75);
+    assert_eq!(sb.ledger().get_billed, 0);
+    // Each poll pass gets what is due; keep polling until everything is final.
+    let mut code = 75;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(50));
+        code = vmr(&dir, &sb)
+            .arg("poll")
+            .output()
+            .expect("poll runs")
+            .status
+            .code()
+            .unwrap_or(-1);
+        if code == 0 {
+            break;
+        }
+        assert_eq!(code, 75);
+    }
+    assert_eq!(code, 0);
+    assert_complete_and_billed_once(&dir, &cfg, &vins, &sb.ledger());
+}
+
+#[test]
+fn vendor_404_and_unreachable_address() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    write_csv(&dir.join("in.csv"), &vins(5, 7));
+    // A base URL whose paths do not exist answers 404: stop at once, exit 3.
+    let out = vmr(&dir, &sb)
+        .args([
+            "run",
+            "--input",
+            "in.csv",
+            "--base-url",
+            &format!("{}/wrong", sb.base_url()),
+        ])
+        .assert()
+        .code(3);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("404"), "{stderr}");
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM vins WHERE state = 'queued'"),
+        5
+    );
+}
+
+#[test]
+fn the_secret_and_signs_never_reach_logs_or_errors() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    write_csv(&dir.join("in.csv"), &vins(20, 8));
+    let wrong = "not-the-sandbox-secret-4711";
+    for format in ["text", "json"] {
+        let out = vmr(&dir, &sb)
+            .env("VMR_APP_SECRET", wrong)
+            .env("RUST_LOG", "debug")
+            .args(["run", "--input", "in.csv", "--log-format", format])
+            .output()
+            .expect("vmr runs");
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains(wrong), "secret leaked: {all}");
+        // No 64-hex-digit sign appears either.
+        assert!(
+            !all.split(|c: char| !c.is_ascii_hexdigit())
+                .any(|w| w.len() == 64),
+            "a sign leaked: {all}"
+        );
+    }
+    // The vendor rejected the sign (400): every VIN failed with its message, nothing billed.
+    let st = states(&dir);
+    assert!(
+        st.values().all(|(s, c)| s == "failed" && *c == Some(400)),
+        "{st:?}"
+    );
+    assert_eq!(sb.ledger().billed_total, 0);
+}
+
+#[test]
+fn status_reports_counts_and_billing_as_json() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    let vins = vins(50, 9);
+    write_csv(&dir.join("in.csv"), &vins);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    let out = vmr(&dir, &sb).args(["status", "--json"]).assert().code(0);
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.get_output().stdout).expect("JSON status");
+    assert_eq!(v["total_vins"], 50);
+    assert_eq!(v["billed_total"].as_u64(), Some(sb.ledger().billed_total));
+    let states: BTreeMap<String, i64> =
+        serde_json::from_value(v["states"].clone()).expect("states");
+    assert_eq!(states["done"] + states["failed"], 50);
+    assert_eq!(v["last_run"]["exit_code"], 0);
+}
