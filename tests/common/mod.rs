@@ -46,7 +46,12 @@ pub fn sandbox(cfg: SandboxConfig) -> Sandbox {
 /// The `vmr` binary with credentials in the environment, pointed at `sb`, state and out in
 /// `dir`, fast settings for tests.
 pub fn vmr(dir: &Path, sb: &Sandbox) -> Command {
-    let mut c = Command::cargo_bin("vmr").expect("vmr binary");
+    Command::from_std(vmr_std(dir, sb))
+}
+
+/// [`vmr`] as a plain `std::process::Command`, for children a test kills.
+pub fn vmr_std(dir: &Path, sb: &Sandbox) -> std::process::Command {
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmr"));
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("VMR_APP_ID", DEFAULT_APP_ID)

@@ -1,0 +1,208 @@
+//! Killing vmr at any instant: SIGKILL mid-run (the checkpoint must let the next run continue
+//! and tell which VINs may have been billed), SIGTERM (a clean stop), and SIGKILL during ingest.
+
+mod common;
+
+use common::*;
+use rand::Rng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+use vmr::sandbox::{Outcome, SandboxConfig};
+
+fn spawn(mut c: std::process::Command) -> Child {
+    c.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("vmr starts")
+}
+
+/// VINs the checkpoint says were in flight (or left uncertain by an earlier crash).
+fn in_flight(dir: &std::path::Path) -> BTreeSet<String> {
+    let conn = db(dir);
+    let mut st = conn
+        .prepare("SELECT vin FROM vins WHERE state IN ('submitting', 'uncertain')")
+        .expect("query");
+    st.query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows read")
+}
+
+#[test]
+fn sigkill_three_times_then_finish_buys_nothing_twice_but_the_uncertain() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig {
+        latency: Duration::from_millis(15),
+        seed: 11,
+        ..SandboxConfig::default()
+    };
+    let sb = sandbox(cfg.clone());
+    let vins = vins(2000, 21);
+    write_csv(&dir.join("in.csv"), &vins);
+    let mut rng = rand::rng();
+    let mut uncertain = BTreeSet::new();
+    for _ in 0..3 {
+        let mut child = spawn({
+            let mut c = vmr_std(&dir, &sb);
+            c.args(["run", "--input", "in.csv"]);
+            c
+        });
+        std::thread::sleep(Duration::from_millis(rng.random_range(300..2500)));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        let now = in_flight(&dir);
+        let new: BTreeSet<_> = now.difference(&uncertain).cloned().collect();
+        assert!(new.len() <= 16, "{} VINs in flight at one crash", new.len());
+        uncertain.extend(now);
+    }
+    // `status` lists the uncertain VINs once a process has opened the checkpoint again.
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(75);
+    let out = vmr(&dir, &sb).args(["status", "--json"]).assert().code(0);
+    let status: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("JSON");
+    let listed: BTreeSet<String> =
+        serde_json::from_value(status["uncertain"].clone()).expect("uncertain list");
+    assert_eq!(listed, uncertain);
+
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv", "--resubmit-uncertain"])
+        .assert()
+        .code(0);
+    let ledger = sb.ledger();
+    for (vin, billed) in &ledger.per_vin {
+        if billed.generate > 1 {
+            assert!(
+                uncertain.contains(vin),
+                "{vin} bought twice without being uncertain"
+            );
+        }
+    }
+    // A get in flight at a kill may be billed and lost; at most the in-flight calls per crash.
+    let double_gets = ledger.per_vin.values().filter(|b| b.get > 1).count();
+    assert!(double_gets <= 3 * 16, "{double_gets} reports fetched twice");
+    // The final checkpoint is complete and right.
+    let st = states(&dir);
+    let mut by_state: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in &vins {
+        let (s, code) = &st[v];
+        *by_state.entry(s.as_str()).or_default() += 1;
+        let want = match cfg.truth(v).outcome {
+            Outcome::Inline | Outcome::Deferred => ("done", Some(200)),
+            Outcome::Unsupported703 => ("failed", Some(703)),
+            Outcome::Fails702 => ("failed", Some(702)),
+        };
+        assert_eq!((s.as_str(), *code), want, "{v}");
+    }
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM reports") as usize,
+        by_state.get("done").copied().unwrap_or(0)
+    );
+}
+
+#[test]
+fn sigterm_stops_cleanly_with_143_and_a_rerun_finishes() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig {
+        latency: Duration::from_millis(20),
+        ..SandboxConfig::default()
+    };
+    let sb = sandbox(cfg.clone());
+    let vins = vins(1500, 22);
+    write_csv(&dir.join("in.csv"), &vins);
+    let mut child = spawn({
+        let mut c = vmr_std(&dir, &sb);
+        c.args(["run", "--input", "in.csv"]);
+        c
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    // SAFETY: sending a signal to our own child process.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = child.wait().expect("reaped");
+    assert_eq!(status.code(), Some(143));
+    // In-flight calls were let finish and recorded: nothing is left in flight.
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM vins WHERE state = 'submitting'"),
+        0
+    );
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM runs WHERE exit_code = 143"),
+        1,
+        "the run log records the stop"
+    );
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    let ledger = sb.ledger();
+    assert!(
+        ledger
+            .per_vin
+            .values()
+            .all(|b| b.generate <= 1 && b.get <= 1)
+    );
+    assert_eq!(states(&dir).len(), vins.len());
+}
+
+/// Every column of every VIN row but the time it was read.
+fn vin_rows(dir: &std::path::Path) -> Vec<Vec<String>> {
+    let conn = db(dir);
+    let mut st = conn
+        .prepare(
+            "SELECT id, vin, coalesce(license_img_url,''), state, coalesce(message,''), input_file,
+                    input_line, batch_id, coalesce(check_digit_ok, -1) FROM vins ORDER BY id",
+        )
+        .expect("query");
+    st.query_map([], |r| {
+        (0..9)
+            .map(|i| {
+                r.get::<_, rusqlite::types::Value>(i)
+                    .map(|v| format!("{v:?}"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .expect("rows")
+    .collect::<Result<_, _>>()
+    .expect("rows read")
+}
+
+#[test]
+fn sigkill_during_ingest_then_rerun_equals_one_clean_ingest() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    let mut all = vins(150_000, 23);
+    // Some bad rows and duplicates among them.
+    all[10] = "SHORTVIN".into();
+    all[70_000] = all[69_999].clone();
+    write_csv(&dir.join("in.csv"), &all);
+    let clean = dir.join("clean");
+    std::fs::create_dir_all(&clean).expect("mkdir");
+    std::fs::copy(dir.join("in.csv"), clean.join("in.csv")).expect("copy");
+    vmr(&clean, &sb)
+        .args(["ingest", "--input", "in.csv"])
+        .assert()
+        .code(0);
+
+    let mut rng = rand::rng();
+    for _ in 0..3 {
+        let mut child = spawn({
+            let mut c = vmr_std(&dir, &sb);
+            c.args(["ingest", "--input", "in.csv"]);
+            c
+        });
+        std::thread::sleep(Duration::from_millis(rng.random_range(50..1500)));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+    }
+    vmr(&dir, &sb)
+        .args(["ingest", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    let (a, b) = (vin_rows(&dir), vin_rows(&clean));
+    assert_eq!(a.len(), b.len());
+    assert!(a == b, "the resumed checkpoint differs from a clean ingest");
+    assert_eq!(sb.ledger().calls_total, 0, "ingest calls nothing");
+}
