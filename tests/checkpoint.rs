@@ -1,0 +1,222 @@
+//! The checkpoint and ingest as a user meets them: one process per state directory, duplicates
+//! bought once across batches, file errors that leave the checkpoint untouched, a checkpoint
+//! from a newer vmr refused, and status readable while another vmr works.
+
+mod common;
+
+use common::*;
+use vmr::checkpoint::{Checkpoint, State, Update};
+use vmr::sandbox::SandboxConfig;
+
+#[test]
+fn a_second_vmr_on_the_same_state_fails_fast_naming_the_holder() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    write_csv(&dir.join("in.csv"), &vins(10, 31));
+    let (held, _) = Checkpoint::open(&dir.join("state")).expect("open");
+    let out = vmr(&dir, &sb)
+        .args(["ingest", "--input", "in.csv"])
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        stderr.contains(&format!("pid {}", std::process::id())),
+        "{stderr}"
+    );
+    // status still reads (read-only, no lock).
+    vmr(&dir, &sb).arg("status").assert().code(0);
+    drop(held);
+    // Once released (or its holder dead), the state directory is free again.
+    vmr(&dir, &sb)
+        .args(["ingest", "--input", "in.csv"])
+        .assert()
+        .code(0);
+}
+
+#[test]
+fn a_vin_in_two_files_is_queued_once() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    let all = vins(30, 32);
+    write_csv(&dir.join("a.csv"), &all[..20]);
+    write_csv(&dir.join("b.csv"), &all[10..]);
+    vmr(&dir, &sb)
+        .args(["ingest", "--input", "a.csv"])
+        .assert()
+        .code(0);
+    let out = vmr(&dir, &sb)
+        .args(["ingest", "--input", "b.csv"])
+        .assert()
+        .code(0);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(stdout.contains("10 new VINs queued"), "{stdout}");
+    assert!(stdout.contains("10 duplicates"), "{stdout}");
+    assert_eq!(count(&dir, "SELECT count(*) FROM vins"), 30);
+    // The duplicate keeps its first origin.
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM vins WHERE input_file = 'a.csv'"),
+        20
+    );
+    // Re-ingesting the same file is recognised, not counted as duplicates.
+    let out = vmr(&dir, &sb)
+        .args(["ingest", "--input", "a.csv"])
+        .assert()
+        .code(0);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(
+        stdout.contains("0 new VINs queued, 20 already ingested, 0 duplicates"),
+        "{stdout}"
+    );
+    vmr(&dir, &sb)
+        .args(["run", "--input", "b.csv"])
+        .assert()
+        .code(0);
+    assert!(sb.ledger().per_vin.values().all(|b| b.generate == 1));
+}
+
+#[test]
+fn rejected_rows_are_recorded_with_line_and_reason_and_never_sent() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/fleet.csv"),
+        dir.join("fleet.csv"),
+    )
+    .expect("copy sample");
+    vmr(&dir, &sb)
+        .args(["run", "--input", "fleet.csv"])
+        .assert()
+        .code(0);
+    let conn = db(&dir);
+    let rows: Vec<(i64, String, String)> = conn
+        .prepare("SELECT input_line, vin, message FROM vins WHERE state = 'rejected' ORDER BY input_line")
+        .expect("query")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows read");
+    let lines: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(lines, vec![25, 60, 98, 143]);
+    assert_eq!(rows[0].1, "LSVAB1234");
+    assert!(
+        rows[0].2.contains("has 9 characters, needs 17"),
+        "{}",
+        rows[0].2
+    );
+    for (_, vin, _) in &rows {
+        assert!(!sb.ledger().per_vin.contains_key(vin));
+    }
+    let out = vmr(&dir, &sb).arg("status").assert().code(0);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(stdout.contains("fleet.csv line 60"), "{stdout}");
+}
+
+#[test]
+fn file_level_errors_exit_2_and_leave_the_checkpoint_untouched() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    let out = vmr(&dir, &sb)
+        .args(["ingest", "--input", "missing.csv"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("missing.csv"), "{stderr}");
+    assert!(!dir.join("state").exists(), "no checkpoint was created");
+    std::fs::write(dir.join("nocol.csv"), "plate,owner\nA1,x\n").expect("write");
+    vmr(&dir, &sb)
+        .args(["run", "--input", "nocol.csv"])
+        .assert()
+        .code(2);
+    assert!(!dir.join("state").exists());
+    assert_eq!(sb.ledger().calls_total, 0);
+}
+
+#[test]
+fn a_checkpoint_from_a_newer_vmr_is_refused_and_not_altered() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    write_csv(&dir.join("in.csv"), &vins(3, 33));
+    vmr(&dir, &sb)
+        .args(["ingest", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    db(&dir)
+        .pragma_update(None, "user_version", 99)
+        .expect("set version");
+    let before = std::fs::read(dir.join("state/checkpoint.sqlite")).expect("read");
+    for args in [vec!["ingest", "--input", "in.csv"], vec!["status"]] {
+        let out = vmr(&dir, &sb).args(&args).assert().failure();
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+        assert!(stderr.contains("newer than this vmr"), "{stderr}");
+    }
+    assert_eq!(
+        std::fs::read(dir.join("state/checkpoint.sqlite")).expect("read"),
+        before
+    );
+}
+
+#[test]
+fn illegal_transitions_are_refused_not_written() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    write_csv(&dir.join("in.csv"), &vins(1, 34));
+    vmr(&dir, &sb)
+        .args(["ingest", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    let (ckpt, _) = Checkpoint::open(&dir.join("state")).expect("open");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // queued -> done skips the purchase: refused.
+    let err = rt
+        .block_on(ckpt.apply(Update {
+            vin_id: 1,
+            to: Some(State::Done),
+            ..Update::default()
+        }))
+        .expect_err("illegal");
+    assert!(err.to_string().contains("queued -> done"), "{err}");
+    drop(ckpt);
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM vins WHERE state = 'queued'"),
+        1
+    );
+}
+
+#[test]
+fn many_concurrent_writers_share_commits() {
+    // Thousands of transitions from concurrent tasks complete and are all on disk.
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    write_csv(&dir.join("in.csv"), &vins(3000, 35));
+    vmr(&dir, &sb)
+        .args(["ingest", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    let (ckpt, _) = Checkpoint::open(&dir.join("state")).expect("open");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for id in 1..=3000i64 {
+            let c = ckpt.clone();
+            set.spawn(async move {
+                c.apply(Update {
+                    vin_id: id,
+                    to: Some(State::Submitting),
+                    ..Update::default()
+                })
+                .await
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.expect("task").expect("durable write");
+        }
+    });
+    drop(ckpt);
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM vins WHERE state = 'submitting'"),
+        3000
+    );
+    // Reopening turns them uncertain: they were "in flight" when this process let go.
+    let (_c, rec) = Checkpoint::open(&dir.join("state")).expect("reopen");
+    assert_eq!(rec.uncertain.len(), 3000);
+}
