@@ -76,10 +76,10 @@ pub struct Options {
     /// Run against the built-in sandbox, started in-process on an ephemeral port.
     #[arg(long, global = true)]
     pub sandbox: bool,
-    /// Calls per second, shared by generate and get; 0 = unlimited [default: 10].
+    /// Calls per second, shared by generate and get; 0 = unlimited [default: 10; 100 with --sandbox].
     #[arg(long, global = true, env = "VMR_RATE", value_name = "N")]
     pub rate: Option<u32>,
-    /// Calls allowed at once above the steady rate [default: 10].
+    /// Calls allowed at once above the steady rate [default: 10; 20 with --sandbox].
     #[arg(long, global = true, env = "VMR_BURST", value_name = "N")]
     pub burst: Option<u32>,
     /// Calls in flight at once [default: 16].
@@ -88,13 +88,13 @@ pub struct Options {
     /// Timeout of one call [default: 30s].
     #[arg(long, global = true, env = "VMR_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Option<Duration>,
-    /// Attempts per call on transient faults before the VIN fails [default: 5].
+    /// Attempts per call on transient faults before the VIN fails [default: 8].
     #[arg(long, global = true, env = "VMR_MAX_ATTEMPTS", value_name = "N")]
     pub max_attempts: Option<u32>,
     /// How long `run` keeps polling before it exports what it has [default: 30m].
     #[arg(long, global = true, env = "VMR_MAX_WAIT", value_parser = parse_duration, value_name = "DURATION")]
     pub max_wait: Option<Duration>,
-    /// First wait between polls of a pending report; doubles up to 16x [default: 30s].
+    /// First wait between polls of a pending report; doubles up to 16x [default: 30s; 1s with --sandbox].
     #[arg(long, global = true, env = "VMR_POLL_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
     pub poll_interval: Option<Duration>,
     /// A report not ready this long after submission expires [default: 24h].
@@ -206,6 +206,14 @@ impl Settings {
             }
             (None, None) => vec![Format::Parquet, Format::Csv],
         };
+        let sandbox = o.sandbox || file.sandbox.unwrap_or(false);
+        // The in-process sandbox answers at once; default to a pace that shows the whole flow in
+        // seconds. Explicit settings still win.
+        let (rate, burst, poll_interval) = if sandbox {
+            (100, 20, Duration::from_secs(1))
+        } else {
+            (10, 10, Duration::from_secs(30))
+        };
         let s = Settings {
             state: o
                 .state
@@ -222,15 +230,15 @@ impl Settings {
                 .clone()
                 .or(file.base_url)
                 .unwrap_or_else(|| "https://api.jumdata.com".into()),
-            sandbox: o.sandbox || file.sandbox.unwrap_or(false),
-            rate: o.rate.or(file.rate).unwrap_or(10),
-            burst: o.burst.or(file.burst).unwrap_or(10),
+            sandbox,
+            rate: o.rate.or(file.rate).unwrap_or(rate),
+            burst: o.burst.or(file.burst).unwrap_or(burst),
             concurrency: o.concurrency.or(file.concurrency).unwrap_or(16),
             timeout: o
                 .timeout
                 .or(file_duration(file.timeout, "timeout", &path)?)
                 .unwrap_or(Duration::from_secs(30)),
-            max_attempts: o.max_attempts.or(file.max_attempts).unwrap_or(5),
+            max_attempts: o.max_attempts.or(file.max_attempts).unwrap_or(8),
             max_wait: o
                 .max_wait
                 .or(file_duration(file.max_wait, "max-wait", &path)?)
@@ -238,7 +246,7 @@ impl Settings {
             poll_interval: o
                 .poll_interval
                 .or(file_duration(file.poll_interval, "poll-interval", &path)?)
-                .unwrap_or(Duration::from_secs(30)),
+                .unwrap_or(poll_interval),
             poll_timeout: o
                 .poll_timeout
                 .or(file_duration(file.poll_timeout, "poll-timeout", &path)?)
