@@ -55,11 +55,25 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-pub fn read(conn: &Connection, path: &str) -> Result<Status, CheckpointError> {
+/// Reads the status. `writer_running` tells whether a vmr holds the state directory: when none
+/// does, VINs still marked `submitting` were in flight when their process died, and are listed
+/// as uncertain (the next run records them so).
+pub fn read(
+    conn: &Connection,
+    path: &str,
+    writer_running: bool,
+) -> Result<Status, CheckpointError> {
     let states = checkpoint::state_counts(conn)?;
     let calls = checkpoint::call_counts(conn)?;
+    let uncertain_states = if writer_running {
+        "('uncertain')"
+    } else {
+        "('uncertain', 'submitting')"
+    };
     let uncertain: Vec<String> = conn
-        .prepare("SELECT vin FROM vins WHERE state = 'uncertain' ORDER BY id")?
+        .prepare(&format!(
+            "SELECT vin FROM vins WHERE state IN {uncertain_states} ORDER BY id"
+        ))?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let rejected: Vec<RejectedRow> = conn

@@ -182,6 +182,21 @@ impl DirLock {
     }
 }
 
+/// Whether a vmr process holds the state directory now. Checked with a shared lock taken and
+/// released at once, so a reader never blocks a writer for longer than that instant.
+pub fn writer_running(dir: &Path) -> bool {
+    let Ok(file) = File::open(dir.join("lock")) else {
+        return false;
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(_) => true,
+    }
+}
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -17,7 +17,8 @@ pub struct Args {
 pub fn run(args: Args, settings: &Settings) -> Result<u8> {
     let path = checkpoint::db_path(&settings.state);
     let conn = checkpoint::open_reader(&path)?;
-    let st = status::read(&conn, &path.display().to_string())?;
+    let running = checkpoint::writer_running(&settings.state);
+    let st = status::read(&conn, &path.display().to_string(), running)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {
