@@ -71,6 +71,16 @@ pub fn init_logging(format: LogFormat) {
     };
 }
 
+/// Tells the user something at the end of a stage: plain lines on stderr, or one JSON log object
+/// per report under `--log-format json` (so a log shipper never sees a stray text line).
+pub fn report(format: LogFormat, text: &str) {
+    let text = text.trim_end();
+    match format {
+        LogFormat::Text => eprintln!("{text}"),
+        LogFormat::Json => tracing::info!(report = text, "summary"),
+    }
+}
+
 /// A multi-threaded runtime for the network commands.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()

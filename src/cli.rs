@@ -46,9 +46,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { app::exit::USAGE } else { 0 });
         }
     };
+    let mut log_format = crate::config::LogFormat::Text;
     let result = Settings::resolve(&cli.options)
         .map_err(|e| anyhow::Error::new(app::Failure::new(app::exit::USAGE, format!("{e:#}"))))
         .and_then(|settings| {
+            log_format = settings.log_format;
             app::init_logging(settings.log_format);
             match cli.command {
                 Command::Run(a) => cmd::run::run(a, &settings),
@@ -62,7 +64,12 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("vmr: {e:#}");
+            match log_format {
+                crate::config::LogFormat::Json => {
+                    tracing::error!(error = %format!("{e:#}"), "vmr failed")
+                }
+                crate::config::LogFormat::Text => eprintln!("vmr: {e:#}"),
+            }
             ExitCode::from(app::exit_code_of(&e))
         }
     }

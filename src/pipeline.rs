@@ -63,7 +63,7 @@ pub fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
     let run_id = ckpt.begin_run(plan.command)?;
     if let Some((path, reader)) = input {
         let summary = ingest::ingest(&ckpt, path, reader)?;
-        eprint!("{}", summary.render());
+        app::report(settings.log_format, &summary.render());
     }
     if plan.dry_run {
         let mut states = vec!["queued"];
@@ -120,19 +120,20 @@ pub fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
         }
         watcher.abort();
         let code = app::finish_code(&engine)?;
-        eprintln!("{}", app::summary(&engine, started)?);
+        let mut text = app::summary(&engine, started)?;
         if let Some(r) = engine.stop.reason() {
-            eprintln!("vmr: {}", app::describe_stop(&r));
+            text.push_str(&format!("\nvmr: {}", app::describe_stop(&r)));
         } else if code == exit::WORK_REMAINS {
             let uncertain = count_states(&ckpt, &["uncertain"])?;
             let pending = count_states(&ckpt, &["pending"])?;
             if pending > 0 {
-                eprintln!("vmr: {pending} reports are not ready yet; run `vmr poll` (or `vmr run`) again later");
+                text.push_str(&format!("\nvmr: {pending} reports are not ready yet; run `vmr poll` (or `vmr run`) again later"));
             }
             if uncertain > 0 {
-                eprintln!("vmr: {uncertain} VINs are uncertain (see `vmr status`); resubmit them with --resubmit-uncertain once reconciled");
+                text.push_str(&format!("\nvmr: {uncertain} VINs are uncertain (see `vmr status`); resubmit them with --resubmit-uncertain once reconciled"));
             }
         }
+        app::report(settings.log_format, &text);
         anyhow::Ok(code)
     })?;
     let outcome = match code {

@@ -278,3 +278,25 @@ fn status_reports_counts_and_billing_as_json() {
     assert_eq!(states["done"] + states["failed"], 50);
     assert_eq!(v["last_run"]["exit_code"], 0);
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    write_csv(&dir.join("in.csv"), &vins(40, 10));
+    let out = vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv", "--log-format", "json"])
+        .assert()
+        .code(0);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v.get("level").is_some(), "{l}");
+    }
+    assert!(
+        stderr.contains("this run:"),
+        "the run summary is logged: {stderr}"
+    );
+}

@@ -124,7 +124,25 @@ impl Engine {
         }
     }
 
-    fn settle(&self, ex: &Exchange) {
+    fn settle(&self, ex: &Exchange, vin: &str) {
+        tracing::debug!(
+            vin,
+            endpoint = ex.endpoint.as_str(),
+            http_status = ex.http_status,
+            code = ex.answer.code,
+            msg = ex.answer.msg.as_deref(),
+            billed = ex.billed(),
+            elapsed_ms = ex.ended_at_ms - ex.started_at_ms,
+            "call"
+        );
+        if let Outcome::Transient { detail, .. } = &ex.outcome {
+            tracing::debug!(
+                vin,
+                endpoint = ex.endpoint.as_str(),
+                detail = detail.as_str(),
+                "transient fault, will retry"
+            );
+        }
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
         if ex.billed() {
             self.counters.billed.fetch_add(1, Ordering::SeqCst);
@@ -142,6 +160,11 @@ impl Engine {
             self.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
         }
         if let Outcome::Stop { code, message } = &ex.outcome {
+            tracing::error!(
+                code,
+                message = message.as_str(),
+                "the vendor refused the call; stopping the run"
+            );
             self.stop.set(StopReason::Vendor {
                 code: *code,
                 message: message.clone(),
@@ -196,7 +219,7 @@ impl Engine {
             first = false;
             attempts.start();
             let ex = self.client.generate(&todo.vin, &todo.license_img_url).await;
-            self.settle(&ex);
+            self.settle(&ex, &todo.vin);
             let log = call_log(&ex, None);
             let (code, message) = last_code_message(&ex);
             let mut u = Update {
@@ -290,7 +313,7 @@ impl Engine {
             }
             attempts.start();
             let ex = self.client.get(&todo.request_id).await;
-            self.settle(&ex);
+            self.settle(&ex, &todo.vin);
             let (code, message) = last_code_message(&ex);
             let mut u = Update {
                 vin_id: todo.vin_id,
