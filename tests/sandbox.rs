@@ -456,3 +456,70 @@ fn runs_in_its_own_thread_for_sync_callers() {
     sb.shutdown();
     assert!(std::net::TcpStream::connect(addr).is_err(), "stopped");
 }
+
+/// Kills the child process when the test ends, pass or fail.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn cli_serves_with_a_user_secret_and_never_prints_it() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_vmr"))
+            .args([
+                "sandbox",
+                "--listen",
+                "127.0.0.1:0",
+                "--app-id",
+                "fleet-team",
+            ])
+            .env("VMR_SANDBOX_APP_SECRET", "s3cret-value")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("vmr starts"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout is piped");
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .take(5)
+        .map(|l| l.expect("a line of output"))
+        .collect();
+    let banner = lines.join("\n");
+    assert!(!banner.contains("s3cret-value"), "{banner}");
+    assert!(banner.contains("fleet-team"), "{banner}");
+    let base = lines[0]
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .expect("the base URL is printed")
+        .to_owned();
+
+    let c = Client {
+        http: reqwest::Client::new(),
+        base,
+        app_id: "fleet-team".into(),
+        secret: "s3cret-value".into(),
+    };
+    assert_eq!(c.generate("LSVAB123456789012").await.1["code"], 200);
+    let default = Client {
+        app_id: "fleet-team".into(),
+        secret: DEFAULT_APP_SECRET.into(),
+        ..c
+    };
+    assert_eq!(default.generate("LSVAB123456789012").await.1["code"], 400);
+}
+
+#[test]
+fn cli_rejects_a_fault_rate_outside_0_to_1() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmr"))
+        .args(["sandbox", "--fault-rate", "1.5"])
+        .output()
+        .expect("vmr runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("between 0 and 1"));
+}

@@ -423,7 +423,7 @@ fn visits(rng: &mut StdRng, rollback: Option<u64>) -> Vec<Visit> {
                 // Out of calendar: stop here rather than repeat a date.
                 break;
             }
-            mileage += rng.random_range(300..12_000);
+            mileage += rng.random_range(300..9_000);
         }
         if i + 1 == rollback_at {
             // The reading the rollback undercuts must leave room for a drop to stay positive.
