@@ -3,6 +3,7 @@
 use anyhow::Result;
 use std::path::PathBuf;
 
+use crate::cmd::submit::SendArgs;
 use crate::config::Settings;
 use crate::pipeline::{self, Plan, PollMode};
 
@@ -11,12 +12,8 @@ pub struct Args {
     /// The input CSV (VIN and licence image URL columns).
     #[arg(long, short)]
     pub input: PathBuf,
-    /// Also send the VINs left uncertain by a crash (the vendor may already have billed them).
-    #[arg(long)]
-    pub resubmit_uncertain: bool,
-    /// Print what would be sent, send nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub send: SendArgs,
 }
 
 pub fn run(args: Args, settings: &Settings) -> Result<u8> {
@@ -28,8 +25,8 @@ pub fn run(args: Args, settings: &Settings) -> Result<u8> {
             submit: true,
             poll: PollMode::UntilDone,
             export: true,
-            resubmit_uncertain: args.resubmit_uncertain,
-            dry_run: args.dry_run,
+            resubmit_uncertain: args.send.resubmit_uncertain,
+            dry_run: args.send.dry_run,
         },
     )
 }

@@ -11,6 +11,13 @@ pub struct Args {
     /// The input CSV; without it, only VINs already queued in the checkpoint are sent.
     #[arg(long, short)]
     pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub send: SendArgs,
+}
+
+/// What `submit` and `run` share about sending.
+#[derive(clap::Args, Debug)]
+pub struct SendArgs {
     /// Also send the VINs left uncertain by a crash (the vendor may already have billed them).
     #[arg(long)]
     pub resubmit_uncertain: bool,
@@ -28,8 +35,8 @@ pub fn run(args: Args, settings: &Settings) -> Result<u8> {
             submit: true,
             poll: PollMode::Skip,
             export: false,
-            resubmit_uncertain: args.resubmit_uncertain,
-            dry_run: args.dry_run,
+            resubmit_uncertain: args.send.resubmit_uncertain,
+            dry_run: args.send.dry_run,
         },
     )
 }

@@ -460,22 +460,44 @@ fn reap(
 
 const PAGE: usize = 1000;
 
-/// Calls generate for every queued VIN (and uncertain ones when asked), `concurrency` at a time.
-pub async fn submit(engine: Arc<Engine>, progress: &Progress) -> Result<PassReport, EngineError> {
-    let reader = engine.ckpt.reader()?;
-    let mut states = vec![State::Queued];
-    if engine.opts.resubmit_uncertain {
-        states.push(State::Uncertain);
+/// One unit of network work for one VIN.
+enum Task {
+    Submit(SubmitTodo),
+    Poll(PollTodo),
+}
+
+impl Task {
+    fn vin_id(&self) -> i64 {
+        match self {
+            Task::Submit(t) => t.vin_id,
+            Task::Poll(t) => t.vin_id,
+        }
     }
+
+    async fn run(self, engine: Arc<Engine>) -> Result<State, CheckpointError> {
+        match self {
+            Task::Submit(t) => engine.submit_one(t).await,
+            Task::Poll(t) => engine.poll_one(t).await,
+        }
+    }
+}
+
+/// Runs the tasks that `page(after_id)` hands out, page by page in id order, `concurrency` at a
+/// time, until the pages run out or the run is stopped; then lets the running ones land.
+async fn run_paged(
+    engine: &Arc<Engine>,
+    progress: &Progress,
+    mut page: impl FnMut(i64) -> Result<Vec<Task>, CheckpointError>,
+) -> Result<PassReport, EngineError> {
     let sem = Arc::new(Semaphore::new(engine.opts.concurrency));
     let mut set = JoinSet::new();
     let mut report = PassReport::default();
     let mut after = 0i64;
     'pages: loop {
-        let page = checkpoint::submit_page(&reader, &states, after, PAGE)?;
-        let Some(last) = page.last() else { break };
-        after = last.vin_id;
-        for todo in page {
+        let tasks = page(after)?;
+        let Some(last) = tasks.last() else { break };
+        after = last.vin_id();
+        for task in tasks {
             let permit = tokio::select! {
                 p = sem.clone().acquire_owned() => p.expect("semaphore never closed"),
                 _ = engine.stop.wait() => break 'pages,
@@ -486,7 +508,7 @@ pub async fn submit(engine: Arc<Engine>, progress: &Progress) -> Result<PassRepo
             let e = engine.clone();
             set.spawn(async move {
                 let _permit = permit;
-                e.submit_one(todo).await
+                task.run(e).await
             });
             reap(&mut set, &mut report, progress)?;
         }
@@ -495,36 +517,33 @@ pub async fn submit(engine: Arc<Engine>, progress: &Progress) -> Result<PassRepo
     Ok(report)
 }
 
+/// Calls generate for every queued VIN (and uncertain ones when asked), `concurrency` at a time.
+pub async fn submit(engine: Arc<Engine>, progress: &Progress) -> Result<PassReport, EngineError> {
+    let reader = engine.ckpt.reader()?;
+    let mut states = vec![State::Queued];
+    if engine.opts.resubmit_uncertain {
+        states.push(State::Uncertain);
+    }
+    run_paged(&engine, progress, |after| {
+        Ok(checkpoint::submit_page(&reader, &states, after, PAGE)?
+            .into_iter()
+            .map(Task::Submit)
+            .collect())
+    })
+    .await
+}
+
 /// One pass over the pending VINs that are due now.
 pub async fn poll_due(engine: Arc<Engine>, progress: &Progress) -> Result<PassReport, EngineError> {
     let reader = engine.ckpt.reader()?;
-    let sem = Arc::new(Semaphore::new(engine.opts.concurrency));
-    let mut set = JoinSet::new();
-    let mut report = PassReport::default();
     let now = now_ms();
-    let mut after = 0i64;
-    'pages: loop {
-        let page = checkpoint::due_polls(&reader, now, after, PAGE)?;
-        let Some(last) = page.last() else { break };
-        after = last.vin_id;
-        for todo in page {
-            let permit = tokio::select! {
-                p = sem.clone().acquire_owned() => p.expect("semaphore never closed"),
-                _ = engine.stop.wait() => break 'pages,
-            };
-            if engine.stop.is_set() {
-                break 'pages;
-            }
-            let e = engine.clone();
-            set.spawn(async move {
-                let _permit = permit;
-                e.poll_one(todo).await
-            });
-            reap(&mut set, &mut report, progress)?;
-        }
-    }
-    drain(&mut set, &engine.stop, &mut report, progress).await?;
-    Ok(report)
+    run_paged(&engine, progress, |after| {
+        Ok(checkpoint::due_polls(&reader, now, after, PAGE)?
+            .into_iter()
+            .map(Task::Poll)
+            .collect())
+    })
+    .await
 }
 
 /// Polls until nothing is pending, the deadline passes, or the run is stopped.
