@@ -49,6 +49,11 @@ pub fn exit_code_of(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<crate::input::InputError>().is_some() {
         return exit::USAGE;
     }
+    if let Some(crate::checkpoint::CheckpointError::Missing(_)) =
+        e.downcast_ref::<crate::checkpoint::CheckpointError>()
+    {
+        return exit::USAGE;
+    }
     if let Some(crate::ingest::IngestError::Input(_) | crate::ingest::IngestError::Incomplete(_)) =
         e.downcast_ref::<crate::ingest::IngestError>()
     {
@@ -120,7 +125,9 @@ pub async fn connect(settings: &Settings) -> Result<(Client, Option<Sandbox>)> {
         let client = Client::new(&opts(sb.base_url()), creds)?;
         Ok((client, Some(sb)))
     } else {
-        let creds = settings.credentials()?;
+        let creds = settings
+            .credentials()
+            .map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))?;
         let client = Client::new(&opts(settings.base_url.clone()), creds)?;
         Ok((client, None))
     }

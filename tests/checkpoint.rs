@@ -220,3 +220,27 @@ fn many_concurrent_writers_share_commits() {
     let (_c, rec) = Checkpoint::open(&dir.join("state")).expect("reopen");
     assert_eq!(rec.uncertain.len(), 3000);
 }
+
+#[test]
+fn configuration_errors_exit_2_with_a_message_saying_what_to_do() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    write_csv(&dir.join("in.csv"), &vins(2, 36));
+    // No credentials: nothing is sent.
+    let out = vmr(&dir, &sb)
+        .env_remove("VMR_APP_SECRET")
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("VMR_APP_SECRET"), "{stderr}");
+    assert_eq!(sb.ledger().calls_total, 0);
+    // Status before any checkpoint exists.
+    let (_t2, empty) = tempdir();
+    vmr(&empty, &sb).arg("status").assert().code(2);
+    // A bad duration.
+    vmr(&dir, &sb)
+        .args(["poll", "--max-wait", "soon"])
+        .assert()
+        .code(2);
+}
