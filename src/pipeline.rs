@@ -61,8 +61,27 @@ pub fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
     };
     let (ckpt, _recovery) = app::open_checkpoint(settings)?;
     let run_id = ckpt.begin_run(plan.command)?;
+    let result = stages(settings, plan, &ckpt, input, started);
+    let (code, outcome) = match &result {
+        Ok(exit::OK) => (exit::OK, "complete".to_owned()),
+        Ok(exit::WORK_REMAINS) => (exit::WORK_REMAINS, "work remains".to_owned()),
+        Ok(c) => (*c, format!("stopped (exit {c})")),
+        Err(e) => (app::exit_code_of(e), format!("failed: {e:#}")),
+    };
+    ckpt.end_run(run_id, code as i32, &outcome)?;
+    result
+}
+
+/// The stages of `plan` on an open checkpoint.
+fn stages(
+    settings: &Settings,
+    plan: &Plan,
+    ckpt: &checkpoint::Checkpoint,
+    input: Option<(&PathBuf, crate::input::InputReader)>,
+    started: Instant,
+) -> Result<u8> {
     if let Some((path, reader)) = input {
-        let summary = ingest::ingest(&ckpt, path, reader)?;
+        let summary = ingest::ingest(ckpt, path, reader)?;
         app::report(settings.log_format, &summary.render());
     }
     if plan.dry_run {
@@ -70,8 +89,8 @@ pub fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
         if plan.resubmit_uncertain {
             states.push("uncertain");
         }
-        let n = count_states(&ckpt, &states)?;
-        let pending = count_states(&ckpt, &["pending"])?;
+        let n = count_states(ckpt, &states)?;
+        let pending = count_states(ckpt, &["pending"])?;
         let secs = if settings.rate == 0 {
             0.0
         } else {
@@ -82,11 +101,10 @@ pub fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
             settings.rate,
             humantime::format_duration(std::time::Duration::from_secs(secs.ceil() as u64))
         );
-        ckpt.end_run(run_id, 0, "dry run: nothing sent")?;
         return Ok(exit::OK);
     }
     let rt = app::runtime()?;
-    let code = rt.block_on(async {
+    rt.block_on(async {
         let (client, _sandbox) = app::connect(settings).await?;
         let engine = app::engine(settings, client, ckpt.clone(), plan.resubmit_uncertain);
         let watcher = {
@@ -98,13 +116,13 @@ pub fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
             if plan.resubmit_uncertain {
                 states.push("uncertain");
             }
-            let total = count_states(&ckpt, &states)?;
+            let total = count_states(ckpt, &states)?;
             let progress = Progress::new("submit", total as u64);
             engine::submit(engine.clone(), &progress).await?;
             progress.close();
         }
         if !engine.stop.is_set() && plan.poll != PollMode::Skip {
-            let total = count_states(&ckpt, &["pending"])?;
+            let total = count_states(ckpt, &["pending"])?;
             let progress = Progress::new("poll", total as u64);
             match plan.poll {
                 PollMode::Once => {
@@ -124,8 +142,8 @@ pub fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
         if let Some(r) = engine.stop.reason() {
             text.push_str(&format!("\nvmr: {}", app::describe_stop(&r)));
         } else if code == exit::WORK_REMAINS {
-            let uncertain = count_states(&ckpt, &["uncertain"])?;
-            let pending = count_states(&ckpt, &["pending"])?;
+            let uncertain = count_states(ckpt, &["uncertain"])?;
+            let pending = count_states(ckpt, &["pending"])?;
             if pending > 0 {
                 text.push_str(&format!("\nvmr: {pending} reports are not ready yet; run `vmr poll` (or `vmr run`) again later"));
             }
@@ -135,12 +153,5 @@ pub fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
         }
         app::report(settings.log_format, &text);
         anyhow::Ok(code)
-    })?;
-    let outcome = match code {
-        exit::OK => "complete".to_owned(),
-        exit::WORK_REMAINS => "work remains".to_owned(),
-        c => format!("stopped (exit {c})"),
-    };
-    ckpt.end_run(run_id, code as i32, &outcome)?;
-    Ok(code)
+    })
 }
