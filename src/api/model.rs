@@ -707,8 +707,8 @@ impl Report {
             Shaped::Ok(map) => map
                 .iter()
                 .map(|(k, v)| {
-                    let part =
-                        serde_json::from_value::<OverviewPart>(v.clone()).unwrap_or_default();
+                    // Deserializing from `&Value` borrows it: no clone of the part.
+                    let part = OverviewPart::deserialize(v).unwrap_or_default();
                     (k.as_str(), part)
                 })
                 .collect(),
