@@ -156,9 +156,12 @@ fn locate(row: &SourceReport) -> Result<&RawValue, String> {
             "the {} body's REPORT is not a JSON object",
             endpoint.as_str()
         )),
-        None if serde_json::from_slice::<serde::de::IgnoredAny>(&row.body).is_err() => Err(
-            format!("the body is not JSON: {}", crate::api::outcome::excerpt(&row.body)),
-        ),
+        None if serde_json::from_slice::<serde::de::IgnoredAny>(&row.body).is_err() => {
+            Err(format!(
+                "the body is not JSON: {}",
+                crate::api::outcome::excerpt(&row.body)
+            ))
+        }
         None => Err(format!(
             "the {} body has no REPORT ({})",
             endpoint.as_str(),
@@ -287,7 +290,11 @@ pub fn parse_amount(s: &str) -> Option<i128> {
     if int_part.is_empty() && frac_part.is_empty() {
         return None;
     }
-    if !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit()) {
+    if !int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let digits: Vec<u8> = int_part
@@ -520,11 +527,8 @@ impl Builders {
             "reports.first_visit_date",
             q,
         ));
-        p.last_visit_date.append_option(date(
-            &r.last_time_to_shop,
-            "reports.last_visit_date",
-            q,
-        ));
+        p.last_visit_date
+            .append_option(date(&r.last_time_to_shop, "reports.last_visit_date", q));
         p.first_visit_mileage_km.append_option(int(
             &r.first_mileage,
             "reports.first_visit_mileage_km",
@@ -535,11 +539,8 @@ impl Builders {
             "reports.last_visit_mileage_km",
             q,
         ));
-        p.total_mileage_km.append_option(int(
-            &r.total_mileage,
-            "reports.total_mileage_km",
-            q,
-        ));
+        p.total_mileage_km
+            .append_option(int(&r.total_mileage, "reports.total_mileage_km", q));
         p.avg_yearly_mileage_km.append_option(float(
             &r.avg_mileage_year,
             "reports.avg_yearly_mileage_km",
@@ -550,28 +551,16 @@ impl Builders {
             "reports.avg_yearly_services",
             q,
         ));
-        p.record_count.append_option(int(
-            &r.content_numbers,
-            "reports.record_count",
-            q,
-        ));
-        p.accident_status.append_option(int(
-            &r.is_accident,
-            "reports.accident_status",
-            q,
-        ));
+        p.record_count
+            .append_option(int(&r.content_numbers, "reports.record_count", q));
+        p.accident_status
+            .append_option(int(&r.is_accident, "reports.accident_status", q));
         p.accident_grade
             .append_option(text(&r.accident_grade, "reports.accident_grade", q));
-        p.accident_reason.append_option(text(
-            &r.is_accident_reason,
-            "reports.accident_reason",
-            q,
-        ));
-        p.report_updated_date.append_option(date(
-            &r.updatetime,
-            "reports.report_updated_date",
-            q,
-        ));
+        p.accident_reason
+            .append_option(text(&r.is_accident_reason, "reports.accident_reason", q));
+        p.report_updated_date
+            .append_option(date(&r.updatetime, "reports.report_updated_date", q));
         p.fetched_at.append_value(row.fetched_at);
 
         self.push_records(vin, rid, r, q);
@@ -602,8 +591,8 @@ impl Builders {
             c.seq.append_value(seq);
             c.visit_date
                 .append_option(date(&rec.date, "records.visit_date", q));
-            let maintained = int::<i64>(&rec.maintain_date, "records.maintained_at", q)
-                .and_then(|v| {
+            let maintained =
+                int::<i64>(&rec.maintain_date, "records.maintained_at", q).and_then(|v| {
                     let ms = maintained_ms(v);
                     if ms.is_none() {
                         q.coerced("records.maintained_at");
@@ -838,7 +827,10 @@ mod tests {
     #[test]
     fn dates_round_trip_through_date32() {
         let d = NaiveDate::from_ymd_opt(2016, 5, 25).expect("valid");
-        assert_eq!(date32(NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid")), 0);
+        assert_eq!(
+            date32(NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid")),
+            0
+        );
         assert_eq!(from_date32(date32(d)), Some(d));
     }
 }

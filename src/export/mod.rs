@@ -237,7 +237,10 @@ fn export_in(
         let (jsonl_tx, jsonl_handle) = if want.jsonl {
             let (s, file) = Staged::create(out, "reports.jsonl")?;
             let (tx, rx) = sync_channel::<(u64, Vec<u8>)>(4);
-            (Some(tx), Some(scope.spawn(move || drain_jsonl(s, file, rx))))
+            (
+                Some(tx),
+                Some(scope.spawn(move || drain_jsonl(s, file, rx))),
+            )
         } else {
             (None, None)
         };
@@ -334,7 +337,10 @@ fn export_in(
     })
 }
 
-fn drain(mut sink: TableSink, rx: Receiver<RecordBatch>) -> Result<(u64, Vec<Staged>), ExportError> {
+fn drain(
+    mut sink: TableSink,
+    rx: Receiver<RecordBatch>,
+) -> Result<(u64, Vec<Staged>), ExportError> {
     for batch in rx {
         sink.write(&batch)?;
     }
@@ -465,9 +471,17 @@ fn write_requests(
             message.append_option(text_col(r.get_ref(5)?));
             rid.append_option(text_col(r.get_ref(6)?));
             task.append_option(text_col(r.get_ref(7)?));
-            small(int_col(r.get_ref(8)?), "requests.submit_attempts", &mut subm);
+            small(
+                int_col(r.get_ref(8)?),
+                "requests.submit_attempts",
+                &mut subm,
+            );
             small(int_col(r.get_ref(9)?), "requests.poll_attempts", &mut poll);
-            small(int_col(r.get_ref(10)?), "requests.billed_calls", &mut billed);
+            small(
+                int_col(r.get_ref(10)?),
+                "requests.billed_calls",
+                &mut billed,
+            );
             first.append_option(int_col(r.get_ref(11)?));
             submitted.append_option(int_col(r.get_ref(12)?));
             completed.append_option(int_col(r.get_ref(13)?));

@@ -242,12 +242,7 @@ pub fn decimal_text(v: i128, scale: u32) -> String {
     if scale == 0 {
         format!("{sign}{a}")
     } else {
-        format!(
-            "{sign}{}.{:0width$}",
-            a / d,
-            a % d,
-            width = scale as usize
-        )
+        format!("{sign}{}.{:0width$}", a / d, a % d, width = scale as usize)
     }
 }
 
