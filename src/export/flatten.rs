@@ -26,7 +26,7 @@ use crate::api::model::{
     Date, Decimal, Field, Float, Int, Lenient, OverviewPart, Records, Report, Shaped, Text,
     split_finding,
 };
-use crate::api::outcome::report_json;
+use crate::api::outcome::{parse_report, report_json};
 
 /// One row of the checkpoint's `reports` table, as export reads it.
 #[derive(Debug, Clone)]
@@ -108,30 +108,39 @@ pub fn flatten(rows: &[SourceReport], want: Want) -> Result<Flat, ArrowError> {
     let mut bad = Vec::new();
     let mut jsonl = Vec::new();
     for row in rows {
-        let raw = match locate(row) {
-            Ok(raw) => raw,
-            Err(reason) => {
-                bad.push(BadBody {
-                    vin: row.vin.clone(),
-                    reason,
-                });
-                continue;
-            }
-        };
         if want.tables {
-            match serde_json::from_str::<Report>(raw.get()) {
-                Ok(report) => b.push(row, &report, &mut quality),
-                Err(e) => {
+            match parse(row) {
+                Ok(Some(report)) => b.push(row, &report, &mut quality),
+                Ok(None) => {
                     bad.push(BadBody {
                         vin: row.vin.clone(),
-                        reason: format!("the REPORT is not a readable object: {e}"),
+                        reason: locate(row).err().unwrap_or_else(|| "no REPORT".into()),
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    let reason = match locate(row) {
+                        Err(reason) => reason,
+                        Ok(_) => format!("the REPORT is not a readable object: {e}"),
+                    };
+                    bad.push(BadBody {
+                        vin: row.vin.clone(),
+                        reason,
                     });
                     continue;
                 }
             }
         }
         if want.jsonl {
-            push_jsonl(&mut jsonl, row, raw);
+            match locate(row) {
+                Ok(raw) => push_jsonl(&mut jsonl, row, raw),
+                Err(reason) if !want.tables => bad.push(BadBody {
+                    vin: row.vin.clone(),
+                    reason,
+                }),
+                // Already listed by the table pass.
+                Err(_) => {}
+            }
         }
     }
     let batches = if want.tables { b.finish()? } else { Vec::new() };
@@ -143,13 +152,23 @@ pub fn flatten(rows: &[SourceReport], want: Want) -> Result<Flat, ArrowError> {
     })
 }
 
+/// Parses the REPORT of a stored body in one pass.
+fn parse(row: &SourceReport) -> Result<Option<Report>, String> {
+    let endpoint = endpoint_of(row)?;
+    parse_report::<Report>(endpoint, &row.body).map_err(|e| e.to_string())
+}
+
+fn endpoint_of(row: &SourceReport) -> Result<Endpoint, String> {
+    match row.endpoint.as_str() {
+        "generate" => Ok(Endpoint::Generate),
+        "get" => Ok(Endpoint::Get),
+        other => Err(format!("unknown endpoint {other:?} in the checkpoint")),
+    }
+}
+
 /// Finds the REPORT in a stored body, or says why there is none.
 fn locate(row: &SourceReport) -> Result<&RawValue, String> {
-    let endpoint = match row.endpoint.as_str() {
-        "generate" => Endpoint::Generate,
-        "get" => Endpoint::Get,
-        other => return Err(format!("unknown endpoint {other:?} in the checkpoint")),
-    };
+    let endpoint = endpoint_of(row)?;
     match report_json(endpoint, &row.body) {
         Some(raw) if raw.get().trim_start().starts_with('{') => Ok(raw),
         Some(_) => Err(format!(
