@@ -423,7 +423,8 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for ShapedVisitor<T> {
 }
 
 fn shape<T: DeserializeOwned>(v: Value) -> Shaped<T> {
-    match serde_json::from_value::<T>(v.clone()) {
+    // Deserializing from `&Value` reads it in place instead of cloning it first.
+    match T::deserialize(&v) {
         Ok(t) => Shaped::Ok(t),
         Err(_) => Shaped::Malformed(v),
     }
