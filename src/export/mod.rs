@@ -139,7 +139,8 @@ struct Manifest<'a> {
     schema_version: u32,
     generated_at: String,
     formats: &'a [String],
-    row_counts: BTreeMap<&'a str, u64>,
+    /// In design.md's table order.
+    row_counts: serde_json::Map<String, serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     jsonl_lines: Option<u64>,
     data_quality: DataQuality<'a>,
@@ -302,7 +303,10 @@ fn export_in(
         schema_version: EXPORT_SCHEMA_VERSION,
         generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         formats: &formats,
-        row_counts: rows.iter().map(|(t, n)| (t.as_str(), *n)).collect(),
+        row_counts: rows
+            .iter()
+            .map(|(t, n)| (t.clone(), serde_json::Value::from(*n)))
+            .collect(),
         jsonl_lines,
         data_quality: DataQuality {
             coerced_to_null: &collected.quality.coerced_to_null,
