@@ -9,7 +9,7 @@ use arrow::datatypes::{
 };
 use chrono::{DateTime, NaiveDate, SecondsFormat};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::Compression;
+use parquet::basic::{Compression, LogicalType};
 use parquet::file::reader::FileReader;
 use parquet::file::serialized_reader::SerializedFileReader;
 use proptest::prelude::*;
@@ -666,6 +666,38 @@ fn parquet_is_zstd_with_statistics() {
         );
     }
     assert!(!out.join("records.csv").exists());
+
+    // The Parquet logical types BI tools read.
+    let schema = meta.file_metadata().schema_descr();
+    let logical = |name: &str| {
+        (0..schema.num_columns())
+            .map(|i| schema.column(i))
+            .find(|c| c.name() == name)
+            .and_then(|c| c.logical_type_ref().cloned())
+    };
+    assert_eq!(
+        logical("maintained_at"),
+        Some(LogicalType::Timestamp {
+            is_adjusted_to_u_t_c: true,
+            unit: parquet::basic::TimeUnit::MILLIS,
+        })
+    );
+    assert_eq!(
+        logical("total_amount"),
+        Some(LogicalType::Decimal {
+            scale: 2,
+            precision: 18
+        })
+    );
+    assert_eq!(
+        logical("type_code"),
+        Some(LogicalType::Integer {
+            bit_width: 8,
+            is_signed: true
+        })
+    );
+    assert_eq!(logical("visit_date"), Some(LogicalType::Date));
+    assert_eq!(logical("content"), Some(LogicalType::String));
 }
 
 #[test]
