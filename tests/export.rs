@@ -876,6 +876,29 @@ fn export_command_works_beside_a_running_vmr() {
     assert!(out.join("manifest.json").exists());
 }
 
+/// Needs python3 with polars (`pip install polars`), so it runs on request:
+/// `cargo test --test export -- --ignored`.
+#[test]
+#[ignore = "needs python3 with polars"]
+fn parquet_opens_in_polars_with_the_intended_dtypes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = golden(dir.path());
+    let out = dir.path().join("out");
+    run_export(&db, &opts(&out, &[Format::Parquet]));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/polars/check_dtypes.py");
+    let o = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&out)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 // ---- property: any JSON value in any REPORT field converts or becomes null ----------------
 
 fn any_json() -> impl Strategy<Value = Value> {
