@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
@@ -496,21 +497,21 @@ fn write_requests(
             return Ok(());
         }
         let cols: Vec<arrow::array::ArrayRef> = vec![
-            std::sync::Arc::new(vin.finish()),
-            std::sync::Arc::new(url.finish()),
-            std::sync::Arc::new(status.finish()),
-            std::sync::Arc::new(code.finish()),
-            std::sync::Arc::new(message.finish()),
-            std::sync::Arc::new(rid.finish()),
-            std::sync::Arc::new(task.finish()),
-            std::sync::Arc::new(subm.finish()),
-            std::sync::Arc::new(poll.finish()),
-            std::sync::Arc::new(billed.finish()),
-            std::sync::Arc::new(first.finish()),
-            std::sync::Arc::new(submitted.finish()),
-            std::sync::Arc::new(completed.finish()),
-            std::sync::Arc::new(file.finish()),
-            std::sync::Arc::new(line.finish()),
+            Arc::new(vin.finish()),
+            Arc::new(url.finish()),
+            Arc::new(status.finish()),
+            Arc::new(code.finish()),
+            Arc::new(message.finish()),
+            Arc::new(rid.finish()),
+            Arc::new(task.finish()),
+            Arc::new(subm.finish()),
+            Arc::new(poll.finish()),
+            Arc::new(billed.finish()),
+            Arc::new(first.finish()),
+            Arc::new(submitted.finish()),
+            Arc::new(completed.finish()),
+            Arc::new(file.finish()),
+            Arc::new(line.finish()),
         ];
         sink.write(&RecordBatch::try_new(schema::requests(), cols)?)?;
         if count < n {
