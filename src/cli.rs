@@ -34,6 +34,8 @@ pub enum Command {
     Poll(cmd::poll::Args),
     /// Counts per state, billed calls, what is due when.
     Status(cmd::status::Args),
+    /// Write the tables (Parquet, CSV, raw JSON lines) from the checkpoint; calls nothing.
+    Export(cmd::export::Args),
     /// Serve the simulated vendor API on a local address.
     Sandbox(cmd::sandbox::Args),
 }
@@ -58,6 +60,7 @@ pub fn main() -> ExitCode {
                 Command::Submit(a) => cmd::submit::run(a, &settings),
                 Command::Poll(a) => cmd::poll::run(a, &settings),
                 Command::Status(a) => cmd::status::run(a, &settings),
+                Command::Export(a) => cmd::export::run(a, &settings),
                 Command::Sandbox(a) => cmd::sandbox::run(a, settings.app_secret_file.as_deref()),
             }
         });

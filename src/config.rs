@@ -27,7 +27,12 @@ pub enum Format {
     Jsonl,
 }
 
-pub fn parse_formats(s: &str) -> Result<Vec<Format>, String> {
+/// A list of formats as one option value. A named alias, because clap's derive reads a literal
+/// `Option<Vec<T>>` as "the option repeats, each value a T", which does not match
+/// [`parse_formats`] returning the whole list (it panicked at the first `--format`).
+pub type FormatList = Vec<Format>;
+
+pub fn parse_formats(s: &str) -> Result<FormatList, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let f = match part.to_ascii_lowercase().as_str() {
@@ -105,7 +110,7 @@ pub struct Options {
     pub max_billed: Option<u64>,
     /// Output formats, comma-separated: parquet, csv, jsonl [default: parquet,csv].
     #[arg(long, global = true, env = "VMR_FORMAT", value_parser = parse_formats, value_name = "LIST")]
-    pub format: Option<Vec<Format>>,
+    pub format: Option<FormatList>,
     /// Start CSV outputs with a UTF-8 byte-order mark (for Excel on Windows).
     #[arg(long, global = true)]
     pub csv_bom: bool,

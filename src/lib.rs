@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod engine;
+pub mod export;
 pub mod ingest;
 pub mod input;
 pub mod pipeline;

@@ -12,6 +12,7 @@ use crate::app::{self, exit};
 use crate::checkpoint;
 use crate::config::Settings;
 use crate::engine::{self, progress::Progress};
+use crate::export::ExportOptions;
 use crate::ingest;
 use crate::input::InputOptions;
 
@@ -104,7 +105,7 @@ fn stages(
         return Ok(exit::OK);
     }
     let rt = app::runtime()?;
-    rt.block_on(async {
+    let code = rt.block_on(async {
         let (client, _sandbox) = app::connect(settings).await?;
         let engine = app::engine(settings, client, ckpt.clone(), plan.resubmit_uncertain);
         let watcher = {
@@ -153,5 +154,13 @@ fn stages(
         }
         app::report(settings.log_format, &text);
         anyhow::Ok(code)
-    })
+    })?;
+    // Export what the checkpoint holds (also after a vendor refusal), unless a signal asked to
+    // stop: the tables can be redone from the checkpoint by `vmr export` at any time.
+    if plan.export && !matches!(code, 130 | 143) {
+        let summary =
+            crate::export::export(&ckpt.reader()?, &ExportOptions::from_settings(settings))?;
+        app::report(settings.log_format, &summary.render());
+    }
+    Ok(code)
 }

@@ -423,7 +423,8 @@ impl<'de, T: DeserializeOwned> Visitor<'de> for ShapedVisitor<T> {
 }
 
 fn shape<T: DeserializeOwned>(v: Value) -> Shaped<T> {
-    match serde_json::from_value::<T>(v.clone()) {
+    // Deserializing from `&Value` reads it in place instead of cloning it first.
+    match T::deserialize(&v) {
         Ok(t) => Shaped::Ok(t),
         Err(_) => Shaped::Malformed(v),
     }
@@ -447,7 +448,7 @@ impl<T: Serialize> Serialize for Shaped<T> {
 
 /// One part of the body overview (appearance, engine, airbag, frame, or any other the vendor
 /// sends).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct OverviewPart {
     #[serde(default, skip_serializing_if = "skip_field")]
     pub is_exception: Field<Int>,
@@ -478,7 +479,7 @@ impl OverviewPart {
 }
 
 /// One maintenance record (an element of `result_content`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Record {
     #[serde(default, skip_serializing_if = "skip_field")]
     pub date: Field<Date>,
@@ -653,7 +654,7 @@ impl Serialize for Records {
 }
 
 /// One maintenance-history report (the vendor's REPORT object).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Report {
     /// Overview parts in the vendor's order, keyed by part name.
     #[serde(default, skip_serializing_if = "Shaped::is_absent")]
@@ -694,6 +695,106 @@ pub struct Report {
     pub extra: Map<String, Value>,
 }
 
+/// An object key, borrowed from the input when it has no escapes (the usual case), so matching
+/// keys allocates nothing.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// `Deserialize` for a struct of lenient fields plus an `extra` map that keeps unknown keys.
+///
+/// Written out instead of `#[serde(flatten)]`, which buffers every object (a whole report, with
+/// all its records) into an intermediate tree before converting it: export parses every report
+/// bought, and this is most of its time. Later duplicates of a key win, as in `serde_json::Map`.
+macro_rules! lenient_object {
+    ($ty:ident, $what:literal, { $($key:literal => $field:ident),* $(,)? }) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
+                        let mut out = $ty::default();
+                        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                            match key.as_ref() {
+                                $($key => out.$field = map.next_value()?,)*
+                                _ => {
+                                    let v: Value = map.next_value()?;
+                                    out.extra.insert(key.into_owned(), v);
+                                }
+                            }
+                        }
+                        Ok(out)
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+    };
+}
+
+lenient_object!(OverviewPart, "an overview part", {
+    "is_exception" => is_exception,
+    "label" => label,
+    "exceptions" => exceptions,
+});
+
+lenient_object!(Record, "a maintenance record", {
+    "date" => date,
+    "mainTainDate" => maintain_date,
+    "materal" => materal,
+    "remark" => remark,
+    "type" => type_label,
+    "content" => content,
+    "mileage" => mileage,
+    "type_code" => type_code,
+    "payType" => pay_type,
+    "totalMoney" => total_money,
+});
+
+lenient_object!(Report, "a REPORT object", {
+    "overview" => overview,
+    "first_time_to_shop" => first_time_to_shop,
+    "last_time_to_shop" => last_time_to_shop,
+    "content_numbers" => content_numbers,
+    "brand_pic" => brand_pic,
+    "brand_name" => brand_name,
+    "vinNO" => vin_no,
+    "avg_upkeep_year" => avg_upkeep_year,
+    "avg_mileage_year" => avg_mileage_year,
+    "total_mileage" => total_mileage,
+    "first_mileage" => first_mileage,
+    "last_mileage" => last_mileage,
+    "accident_grade" => accident_grade,
+    "is_accident" => is_accident,
+    "is_accident_reason" => is_accident_reason,
+    "updatetime" => updatetime,
+    "result_content" => result_content,
+});
+
 impl Report {
     /// The overview parts in the vendor's order. A part whose value is not an object still
     /// yields a row (with nothing known about it), so no part the vendor named is dropped.
@@ -702,8 +803,8 @@ impl Report {
             Shaped::Ok(map) => map
                 .iter()
                 .map(|(k, v)| {
-                    let part =
-                        serde_json::from_value::<OverviewPart>(v.clone()).unwrap_or_default();
+                    // Deserializing from `&Value` borrows it: no clone of the part.
+                    let part = OverviewPart::deserialize(v).unwrap_or_default();
                     (k.as_str(), part)
                 })
                 .collect(),

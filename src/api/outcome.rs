@@ -252,6 +252,44 @@ pub fn report_json(endpoint: Endpoint, body: &[u8]) -> Option<&RawValue> {
     }
 }
 
+#[derive(Deserialize)]
+struct GetBody<T> {
+    #[serde(default = "none")]
+    data: Option<T>,
+}
+
+#[derive(Deserialize)]
+struct GenerateBody<T> {
+    #[serde(default = "none")]
+    data: Option<GenerateInfo<T>>,
+}
+
+#[derive(Deserialize)]
+struct GenerateInfo<T> {
+    #[serde(default = "none")]
+    info: Option<T>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+/// The REPORT inside a stored body parsed straight into `T`, in one pass over the body (what
+/// [`report_json`] finds, without scanning the body twice). `Ok(None)` when the body has no
+/// `data` (get) or `data.info` (generate); an error when the body is not JSON or the REPORT
+/// does not parse as `T`.
+pub fn parse_report<'a, T: Deserialize<'a>>(
+    endpoint: Endpoint,
+    body: &'a [u8],
+) -> Result<Option<T>, serde_json::Error> {
+    match endpoint {
+        Endpoint::Get => Ok(serde_json::from_slice::<GetBody<T>>(body)?.data),
+        Endpoint::Generate => Ok(serde_json::from_slice::<GenerateBody<T>>(body)?
+            .data
+            .and_then(|d| d.info)),
+    }
+}
+
 /// What the vendor page says a code means, for messages that tell the user what to do.
 pub fn code_advice(code: i64) -> &'static str {
     match code {

@@ -1,0 +1,855 @@
+//! Flatten: stored report bodies → Arrow record batches for `reports`, `records`, `overview`
+//! and `exceptions`.
+//!
+//! This is the CPU-bound heart of export, run in parallel over slices of a chunk. It reads the
+//! REPORT through the API model (the one place that knows the wire format) and converts each
+//! field to its column type. Every conversion is total: a value that does not fit becomes null
+//! and is counted per `table.column`, and a body that holds no REPORT at all yields no rows and
+//! is listed as a bad body. Nothing here may panic on any input.
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int8Builder,
+    Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
+use arrow::datatypes::DataType;
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use chrono::{DateTime, Datelike, NaiveDate};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+
+use super::schema;
+use crate::api::Endpoint;
+use crate::api::model::{
+    Date, Decimal, Field, Float, Int, Lenient, OverviewPart, Records, Report, Shaped, Text,
+    split_finding,
+};
+use crate::api::outcome::{parse_report, report_json};
+
+/// One row of the checkpoint's `reports` table, as export reads it.
+#[derive(Debug, Clone)]
+pub struct SourceReport {
+    /// The normalized VIN.
+    pub vin: String,
+    pub request_id: Option<String>,
+    pub task_no: Option<String>,
+    /// `generate` or `get`: where the REPORT sits in the body.
+    pub endpoint: String,
+    /// Milliseconds since the epoch, UTC.
+    pub fetched_at: i64,
+    /// The raw HTTP response body, byte for byte.
+    pub body: Vec<u8>,
+}
+
+/// A body that holds no usable REPORT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BadBody {
+    pub vin: String,
+    pub reason: String,
+}
+
+/// Data-quality counters: values coerced to null per `table.column`, and containers of the
+/// wrong shape (an `overview` that is not an object, a `result_content` that is not an array,
+/// an element of it that is not a record, an `exceptions` list that is not a list).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Quality {
+    pub coerced_to_null: BTreeMap<&'static str, u64>,
+    pub unusable_containers: BTreeMap<&'static str, u64>,
+}
+
+impl Quality {
+    pub(crate) fn coerced(&mut self, column: &'static str) {
+        *self.coerced_to_null.entry(column).or_default() += 1;
+    }
+
+    fn unusable(&mut self, what: &'static str) {
+        *self.unusable_containers.entry(what).or_default() += 1;
+    }
+
+    pub fn merge(&mut self, other: &Quality) {
+        for (k, v) in &other.coerced_to_null {
+            *self.coerced_to_null.entry(k).or_default() += v;
+        }
+        for (k, v) in &other.unusable_containers {
+            *self.unusable_containers.entry(k).or_default() += v;
+        }
+    }
+
+    pub fn coerced_total(&self) -> u64 {
+        self.coerced_to_null.values().sum()
+    }
+}
+
+/// What one slice of reports flattens to.
+#[derive(Debug)]
+pub struct Flat {
+    /// `reports`, `records`, `overview`, `exceptions`, in that order; empty when tables were not
+    /// asked for.
+    pub batches: Vec<RecordBatch>,
+    pub quality: Quality,
+    pub bad: Vec<BadBody>,
+    /// Lines of `reports.jsonl`, when asked for.
+    pub jsonl: Vec<u8>,
+}
+
+/// What to produce.
+#[derive(Debug, Clone, Copy)]
+pub struct Want {
+    pub tables: bool,
+    pub jsonl: bool,
+}
+
+/// Flattens `rows` into one batch per table.
+pub fn flatten(rows: &[SourceReport], want: Want) -> Result<Flat, ArrowError> {
+    let mut b = Builders::with_capacity(rows.len());
+    let mut quality = Quality::default();
+    let mut bad = Vec::new();
+    let mut jsonl = Vec::new();
+    for row in rows {
+        if want.tables {
+            match parse(row) {
+                Ok(Some(report)) => b.push(row, &report, &mut quality),
+                Ok(None) => {
+                    bad.push(BadBody {
+                        vin: row.vin.clone(),
+                        reason: locate(row).err().unwrap_or_else(|| "no REPORT".into()),
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    let reason = match locate(row) {
+                        Err(reason) => reason,
+                        Ok(_) => format!("the REPORT is not a readable object: {e}"),
+                    };
+                    bad.push(BadBody {
+                        vin: row.vin.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+            }
+        }
+        if want.jsonl {
+            match locate(row) {
+                Ok(raw) => push_jsonl(&mut jsonl, row, raw),
+                Err(reason) if !want.tables => bad.push(BadBody {
+                    vin: row.vin.clone(),
+                    reason,
+                }),
+                // Already listed by the table pass.
+                Err(_) => {}
+            }
+        }
+    }
+    let batches = if want.tables { b.finish()? } else { Vec::new() };
+    Ok(Flat {
+        batches,
+        quality,
+        bad,
+        jsonl,
+    })
+}
+
+/// Parses the REPORT of a stored body in one pass.
+fn parse(row: &SourceReport) -> Result<Option<Report>, String> {
+    let endpoint = endpoint_of(row)?;
+    parse_report::<Report>(endpoint, &row.body).map_err(|e| e.to_string())
+}
+
+fn endpoint_of(row: &SourceReport) -> Result<Endpoint, String> {
+    match row.endpoint.as_str() {
+        "generate" => Ok(Endpoint::Generate),
+        "get" => Ok(Endpoint::Get),
+        other => Err(format!("unknown endpoint {other:?} in the checkpoint")),
+    }
+}
+
+/// Finds the REPORT in a stored body, or says why there is none.
+fn locate(row: &SourceReport) -> Result<&RawValue, String> {
+    let endpoint = endpoint_of(row)?;
+    match report_json(endpoint, &row.body) {
+        Some(raw) if raw.get().trim_start().starts_with('{') => Ok(raw),
+        Some(_) => Err(format!(
+            "the {} body's REPORT is not a JSON object",
+            endpoint.as_str()
+        )),
+        None if serde_json::from_slice::<serde::de::IgnoredAny>(&row.body).is_err() => {
+            Err(format!(
+                "the body is not JSON: {}",
+                crate::api::outcome::excerpt(&row.body)
+            ))
+        }
+        None => Err(format!(
+            "the {} body has no REPORT ({})",
+            endpoint.as_str(),
+            match endpoint {
+                Endpoint::Generate => "no data.info object",
+                Endpoint::Get => "no data object",
+            }
+        )),
+    }
+}
+
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    vin: &'a str,
+    request_id: Option<&'a str>,
+    body: &'a RawValue,
+}
+
+/// One `reports.jsonl` line: the REPORT exactly as bought. JSON allows raw line breaks only as
+/// whitespace between tokens (never inside strings), so blanking them keeps the value intact
+/// while keeping one report per line.
+fn push_jsonl(out: &mut Vec<u8>, row: &SourceReport, raw: &RawValue) {
+    let start = out.len();
+    let line = JsonLine {
+        vin: &row.vin,
+        request_id: row.request_id.as_deref(),
+        body: raw,
+    };
+    if serde_json::to_writer(&mut *out, &line).is_err() {
+        out.truncate(start);
+        return;
+    }
+    for b in &mut out[start..] {
+        if *b == b'\n' || *b == b'\r' {
+            *b = b' ';
+        }
+    }
+    out.push(b'\n');
+}
+
+// ---- conversions -------------------------------------------------------------------------
+
+fn text<'a>(f: &'a Field<Text>, col: &'static str, q: &mut Quality) -> Option<&'a str> {
+    if f.is_invalid() {
+        q.coerced(col);
+    }
+    f.as_ref().map(String::as_str)
+}
+
+/// A whole number that must fit `T` (Int8, Int32, Int64 columns).
+fn int<T: TryFrom<i64>>(f: &Field<Int>, col: &'static str, q: &mut Quality) -> Option<T> {
+    match &f.value {
+        Lenient::Value(v) => {
+            let t = T::try_from(*v).ok();
+            if t.is_none() {
+                q.coerced(col);
+            }
+            t
+        }
+        Lenient::Invalid(_) => {
+            q.coerced(col);
+            None
+        }
+        Lenient::Missing => None,
+    }
+}
+
+fn float(f: &Field<Float>, col: &'static str, q: &mut Quality) -> Option<f64> {
+    if f.is_invalid() {
+        q.coerced(col);
+    }
+    f.get()
+}
+
+const EPOCH_DAYS_FROM_CE: i32 = 719_163;
+
+/// Days since 1970-01-01 (Arrow Date32).
+pub fn date32(d: NaiveDate) -> i32 {
+    d.num_days_from_ce() - EPOCH_DAYS_FROM_CE
+}
+
+/// The date of a Date32 value.
+pub fn from_date32(days: i32) -> Option<NaiveDate> {
+    NaiveDate::from_num_days_from_ce_opt(days.checked_add(EPOCH_DAYS_FROM_CE)?)
+}
+
+fn date(f: &Field<Date>, col: &'static str, q: &mut Quality) -> Option<i32> {
+    if f.is_invalid() {
+        q.coerced(col);
+    }
+    f.as_ref().map(|d| date32(*d))
+}
+
+/// `mainTainDate` (Unix seconds, or milliseconds when larger than 1e11) as milliseconds, within
+/// years 1–9999 so every reader can show it.
+pub fn maintained_ms(v: i64) -> Option<i64> {
+    let ms = if v.unsigned_abs() > 100_000_000_000 {
+        v
+    } else {
+        v.checked_mul(1000)?
+    };
+    let t = DateTime::from_timestamp_millis(ms)?;
+    (1..=9999).contains(&t.year()).then_some(ms)
+}
+
+/// The largest magnitude of DECIMAL(18,2), in hundredths.
+const AMOUNT_MAX: i128 = 999_999_999_999_999_999;
+
+/// Parses a decimal amount (`100`, `-3.5`, `.5`, `1e3`) into hundredths, rounding half away
+/// from zero; `None` when it is not a number or does not fit DECIMAL(18,2).
+pub fn parse_amount(s: &str) -> Option<i128> {
+    let s = s.trim();
+    let (neg, rest) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (mantissa, exp) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], rest[i + 1..].parse::<i64>().ok()?),
+        None => (rest, 0),
+    };
+    let (int_part, frac_part) = match mantissa.find('.') {
+        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
+        None => (mantissa, ""),
+    };
+    if int_part.is_empty() && frac_part.is_empty() {
+        return None;
+    }
+    if !int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let digits: Vec<u8> = int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .map(|b| b - b'0')
+        .collect();
+    // value = digits × 10^(exp − frac len); hundredths = digits × 10^shift.
+    let shift = exp.checked_sub(frac_part.len() as i64)?.checked_add(2)?;
+    let (kept, next) = if shift >= 0 {
+        (digits.len(), None)
+    } else {
+        let dropped = usize::try_from(shift.unsigned_abs()).ok()?;
+        let kept = digits.len().saturating_sub(dropped);
+        let next = if dropped <= digits.len() {
+            digits.get(kept).copied()
+        } else {
+            None
+        };
+        (kept, next)
+    };
+    let mut units: i128 = 0;
+    for &d in &digits[..kept] {
+        units = units.checked_mul(10)?.checked_add(i128::from(d))?;
+        if units > AMOUNT_MAX {
+            return None;
+        }
+    }
+    if shift > 0 && units != 0 {
+        for _ in 0..shift {
+            units = units.checked_mul(10)?;
+            if units > AMOUNT_MAX {
+                return None;
+            }
+        }
+    }
+    if next.is_some_and(|d| d >= 5) {
+        units += 1;
+        if units > AMOUNT_MAX {
+            return None;
+        }
+    }
+    Some(if neg { -units } else { units })
+}
+
+fn amount(f: &Field<Decimal>, col: &'static str, q: &mut Quality) -> Option<i128> {
+    match &f.value {
+        Lenient::Value(s) => {
+            let v = parse_amount(s);
+            if v.is_none() {
+                q.coerced(col);
+            }
+            v
+        }
+        Lenient::Invalid(_) => {
+            q.coerced(col);
+            None
+        }
+        Lenient::Missing => None,
+    }
+}
+
+/// `type_name` from `type_code`.
+pub fn type_name(code: i8) -> Option<&'static str> {
+    match code {
+        1 => Some("maintenance"),
+        2 => Some("repair"),
+        3 => Some("inspection"),
+        4 => Some("other"),
+        _ => None,
+    }
+}
+
+// ---- builders ----------------------------------------------------------------------------
+
+fn ts_builder(cap: usize) -> TimestampMillisecondBuilder {
+    TimestampMillisecondBuilder::with_capacity(cap).with_timezone("UTC")
+}
+
+struct ReportCols {
+    vin: StringBuilder,
+    request_id: StringBuilder,
+    task_no: StringBuilder,
+    brand_name: StringBuilder,
+    brand_logo_url: StringBuilder,
+    vin_masked: StringBuilder,
+    first_visit_date: Date32Builder,
+    last_visit_date: Date32Builder,
+    first_visit_mileage_km: Int64Builder,
+    last_visit_mileage_km: Int64Builder,
+    total_mileage_km: Int64Builder,
+    avg_yearly_mileage_km: Float64Builder,
+    avg_yearly_services: Float64Builder,
+    record_count: Int32Builder,
+    accident_status: Int8Builder,
+    accident_grade: StringBuilder,
+    accident_reason: StringBuilder,
+    report_updated_date: Date32Builder,
+    fetched_at: TimestampMillisecondBuilder,
+}
+
+struct RecordCols {
+    vin: StringBuilder,
+    request_id: StringBuilder,
+    seq: Int32Builder,
+    visit_date: Date32Builder,
+    maintained_at: TimestampMillisecondBuilder,
+    type_code: Int8Builder,
+    type_name: StringBuilder,
+    type_label: StringBuilder,
+    content: StringBuilder,
+    materials: StringBuilder,
+    remark: StringBuilder,
+    mileage_km: Int64Builder,
+    pay_type: StringBuilder,
+    total_amount: Decimal128Builder,
+}
+
+struct OverviewCols {
+    vin: StringBuilder,
+    request_id: StringBuilder,
+    part: StringBuilder,
+    label: StringBuilder,
+    has_exception: BooleanBuilder,
+    exception_count: Int32Builder,
+}
+
+struct ExceptionCols {
+    vin: StringBuilder,
+    request_id: StringBuilder,
+    part: StringBuilder,
+    label: StringBuilder,
+    seq: Int32Builder,
+    raw: StringBuilder,
+    component: StringBuilder,
+    finding: StringBuilder,
+}
+
+struct Builders {
+    rep: ReportCols,
+    rec: RecordCols,
+    ov: OverviewCols,
+    ex: ExceptionCols,
+}
+
+fn arr<B: arrow::array::ArrayBuilder>(mut b: B) -> ArrayRef {
+    b.finish()
+}
+
+impl Builders {
+    fn with_capacity(n: usize) -> Builders {
+        let s = StringBuilder::new;
+        let recs = n * 16;
+        Builders {
+            rep: ReportCols {
+                vin: s(),
+                request_id: s(),
+                task_no: s(),
+                brand_name: s(),
+                brand_logo_url: s(),
+                vin_masked: s(),
+                first_visit_date: Date32Builder::with_capacity(n),
+                last_visit_date: Date32Builder::with_capacity(n),
+                first_visit_mileage_km: Int64Builder::with_capacity(n),
+                last_visit_mileage_km: Int64Builder::with_capacity(n),
+                total_mileage_km: Int64Builder::with_capacity(n),
+                avg_yearly_mileage_km: Float64Builder::with_capacity(n),
+                avg_yearly_services: Float64Builder::with_capacity(n),
+                record_count: Int32Builder::with_capacity(n),
+                accident_status: Int8Builder::with_capacity(n),
+                accident_grade: s(),
+                accident_reason: s(),
+                report_updated_date: Date32Builder::with_capacity(n),
+                fetched_at: ts_builder(n),
+            },
+            rec: RecordCols {
+                vin: s(),
+                request_id: s(),
+                seq: Int32Builder::with_capacity(recs),
+                visit_date: Date32Builder::with_capacity(recs),
+                maintained_at: ts_builder(recs),
+                type_code: Int8Builder::with_capacity(recs),
+                type_name: s(),
+                type_label: s(),
+                content: s(),
+                materials: s(),
+                remark: s(),
+                mileage_km: Int64Builder::with_capacity(recs),
+                pay_type: s(),
+                total_amount: Decimal128Builder::with_capacity(recs).with_data_type(
+                    DataType::Decimal128(schema::AMOUNT_PRECISION, schema::AMOUNT_SCALE),
+                ),
+            },
+            ov: OverviewCols {
+                vin: s(),
+                request_id: s(),
+                part: s(),
+                label: s(),
+                has_exception: BooleanBuilder::with_capacity(n * 5),
+                exception_count: Int32Builder::with_capacity(n * 5),
+            },
+            ex: ExceptionCols {
+                vin: s(),
+                request_id: s(),
+                part: s(),
+                label: s(),
+                seq: Int32Builder::new(),
+                raw: s(),
+                component: s(),
+                finding: s(),
+            },
+        }
+    }
+
+    fn push(&mut self, row: &SourceReport, r: &Report, q: &mut Quality) {
+        let vin = row.vin.as_str();
+        let rid = row.request_id.as_deref();
+        let p = &mut self.rep;
+        p.vin.append_value(vin);
+        p.request_id.append_option(rid);
+        p.task_no.append_option(row.task_no.as_deref());
+        p.brand_name
+            .append_option(text(&r.brand_name, "reports.brand_name", q));
+        p.brand_logo_url
+            .append_option(text(&r.brand_pic, "reports.brand_logo_url", q));
+        p.vin_masked
+            .append_option(text(&r.vin_no, "reports.vin_masked", q));
+        p.first_visit_date.append_option(date(
+            &r.first_time_to_shop,
+            "reports.first_visit_date",
+            q,
+        ));
+        p.last_visit_date
+            .append_option(date(&r.last_time_to_shop, "reports.last_visit_date", q));
+        p.first_visit_mileage_km.append_option(int(
+            &r.first_mileage,
+            "reports.first_visit_mileage_km",
+            q,
+        ));
+        p.last_visit_mileage_km.append_option(int(
+            &r.last_mileage,
+            "reports.last_visit_mileage_km",
+            q,
+        ));
+        p.total_mileage_km
+            .append_option(int(&r.total_mileage, "reports.total_mileage_km", q));
+        p.avg_yearly_mileage_km.append_option(float(
+            &r.avg_mileage_year,
+            "reports.avg_yearly_mileage_km",
+            q,
+        ));
+        p.avg_yearly_services.append_option(float(
+            &r.avg_upkeep_year,
+            "reports.avg_yearly_services",
+            q,
+        ));
+        p.record_count
+            .append_option(int(&r.content_numbers, "reports.record_count", q));
+        p.accident_status
+            .append_option(int(&r.is_accident, "reports.accident_status", q));
+        p.accident_grade
+            .append_option(text(&r.accident_grade, "reports.accident_grade", q));
+        p.accident_reason
+            .append_option(text(&r.is_accident_reason, "reports.accident_reason", q));
+        p.report_updated_date
+            .append_option(date(&r.updatetime, "reports.report_updated_date", q));
+        p.fetched_at.append_value(row.fetched_at);
+
+        self.push_records(vin, rid, r, q);
+        self.push_overview(vin, rid, r, q);
+    }
+
+    fn push_records(&mut self, vin: &str, rid: Option<&str>, r: &Report, q: &mut Quality) {
+        match &r.result_content {
+            Records::Absent => {}
+            Records::Malformed(Value::Null) => {}
+            Records::Malformed(Value::String(s)) if s.trim().is_empty() => {}
+            Records::Malformed(_) => q.unusable("reports.result_content"),
+            Records::List(list) => {
+                let records = r.result_content.iter().count();
+                for _ in records..list.len() {
+                    q.unusable("records.result_content[]");
+                }
+            }
+        }
+        let c = &mut self.rec;
+        for (seq, rec) in r.result_content.iter() {
+            let Ok(seq) = i32::try_from(seq) else {
+                q.coerced("records.seq");
+                continue;
+            };
+            c.vin.append_value(vin);
+            c.request_id.append_option(rid);
+            c.seq.append_value(seq);
+            c.visit_date
+                .append_option(date(&rec.date, "records.visit_date", q));
+            let maintained =
+                int::<i64>(&rec.maintain_date, "records.maintained_at", q).and_then(|v| {
+                    let ms = maintained_ms(v);
+                    if ms.is_none() {
+                        q.coerced("records.maintained_at");
+                    }
+                    ms
+                });
+            c.maintained_at.append_option(maintained);
+            let code = int::<i8>(&rec.type_code, "records.type_code", q);
+            c.type_code.append_option(code);
+            c.type_name.append_option(code.and_then(type_name));
+            c.type_label
+                .append_option(text(&rec.type_label, "records.type_label", q));
+            c.content
+                .append_option(text(&rec.content, "records.content", q));
+            c.materials
+                .append_option(text(&rec.materal, "records.materials", q));
+            c.remark
+                .append_option(text(&rec.remark, "records.remark", q));
+            c.mileage_km
+                .append_option(int(&rec.mileage, "records.mileage_km", q));
+            c.pay_type
+                .append_option(text(&rec.pay_type, "records.pay_type", q));
+            c.total_amount
+                .append_option(amount(&rec.total_money, "records.total_amount", q));
+        }
+    }
+
+    fn push_overview(&mut self, vin: &str, rid: Option<&str>, r: &Report, q: &mut Quality) {
+        let map = match &r.overview {
+            Shaped::Ok(map) => map,
+            Shaped::Absent | Shaped::Malformed(Value::Null) => return,
+            Shaped::Malformed(Value::String(s)) if s.trim().is_empty() => return,
+            Shaped::Malformed(_) => {
+                q.unusable("reports.overview");
+                return;
+            }
+        };
+        for (key, value) in map {
+            let o = &mut self.ov;
+            o.vin.append_value(vin);
+            o.request_id.append_option(rid);
+            o.part.append_value(key);
+            if value.is_null() {
+                o.label.append_null();
+                o.has_exception.append_null();
+                o.exception_count.append_null();
+                continue;
+            }
+            let part = match value {
+                Value::Object(_) => OverviewPart::deserialize(value).ok(),
+                _ => None,
+            };
+            let Some(part) = part else {
+                q.coerced("overview.label");
+                q.coerced("overview.has_exception");
+                q.coerced("overview.exception_count");
+                o.label.append_null();
+                o.has_exception.append_null();
+                o.exception_count.append_null();
+                continue;
+            };
+            let label = text(&part.label, "overview.label", q);
+            o.label.append_option(label);
+            let has = match &part.is_exception.value {
+                Lenient::Value(1) => Some(true),
+                Lenient::Value(0) => Some(false),
+                Lenient::Missing => None,
+                _ => {
+                    q.coerced("overview.has_exception");
+                    None
+                }
+            };
+            o.has_exception.append_option(has);
+            let list: &[Value] = match &part.exceptions {
+                Shaped::Ok(list) => list,
+                Shaped::Absent | Shaped::Malformed(Value::Null) => &[],
+                Shaped::Malformed(Value::String(s)) if s.trim().is_empty() => &[],
+                Shaped::Malformed(_) => {
+                    q.unusable("overview.exceptions");
+                    q.coerced("overview.exception_count");
+                    o.exception_count.append_null();
+                    continue;
+                }
+            };
+            let mut count: i32 = 0;
+            for (seq, item) in list.iter().enumerate() {
+                let raw = match item {
+                    Value::String(s) if s.trim().is_empty() => continue,
+                    Value::Null => continue,
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let Ok(seq) = i32::try_from(seq) else {
+                    q.coerced("exceptions.seq");
+                    continue;
+                };
+                count = count.saturating_add(1);
+                let (component, finding) = split_finding(&raw);
+                let e = &mut self.ex;
+                e.vin.append_value(vin);
+                e.request_id.append_option(rid);
+                e.part.append_value(key);
+                e.label.append_option(label);
+                e.seq.append_value(seq);
+                e.raw.append_value(&raw);
+                e.component
+                    .append_option((!component.is_empty()).then_some(component.as_str()));
+                e.finding.append_option(finding.as_deref());
+            }
+            self.ov.exception_count.append_value(count);
+        }
+    }
+
+    fn finish(self) -> Result<Vec<RecordBatch>, ArrowError> {
+        let Builders { rep, rec, ov, ex } = self;
+        let reports = RecordBatch::try_new(
+            schema::reports(),
+            vec![
+                arr(rep.vin),
+                arr(rep.request_id),
+                arr(rep.task_no),
+                arr(rep.brand_name),
+                arr(rep.brand_logo_url),
+                arr(rep.vin_masked),
+                arr(rep.first_visit_date),
+                arr(rep.last_visit_date),
+                arr(rep.first_visit_mileage_km),
+                arr(rep.last_visit_mileage_km),
+                arr(rep.total_mileage_km),
+                arr(rep.avg_yearly_mileage_km),
+                arr(rep.avg_yearly_services),
+                arr(rep.record_count),
+                arr(rep.accident_status),
+                arr(rep.accident_grade),
+                arr(rep.accident_reason),
+                arr(rep.report_updated_date),
+                arr(rep.fetched_at),
+            ],
+        )?;
+        let records = RecordBatch::try_new(
+            schema::records(),
+            vec![
+                arr(rec.vin),
+                arr(rec.request_id),
+                arr(rec.seq),
+                arr(rec.visit_date),
+                arr(rec.maintained_at),
+                arr(rec.type_code),
+                arr(rec.type_name),
+                arr(rec.type_label),
+                arr(rec.content),
+                arr(rec.materials),
+                arr(rec.remark),
+                arr(rec.mileage_km),
+                arr(rec.pay_type),
+                arr(rec.total_amount),
+            ],
+        )?;
+        let overview = RecordBatch::try_new(
+            schema::overview(),
+            vec![
+                arr(ov.vin),
+                arr(ov.request_id),
+                arr(ov.part),
+                arr(ov.label),
+                arr(ov.has_exception),
+                arr(ov.exception_count),
+            ],
+        )?;
+        let exceptions = RecordBatch::try_new(
+            schema::exceptions(),
+            vec![
+                arr(ex.vin),
+                arr(ex.request_id),
+                arr(ex.part),
+                arr(ex.label),
+                arr(ex.seq),
+                arr(ex.raw),
+                arr(ex.component),
+                arr(ex.finding),
+            ],
+        )?;
+        Ok(vec![reports, records, overview, exceptions])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_round_half_away_from_zero() {
+        for (s, want) in [
+            ("100", Some(10000)),
+            ("100.5", Some(10050)),
+            ("100.505", Some(10051)),
+            ("100.504", Some(10050)),
+            ("-0.005", Some(-1)),
+            ("-2.345", Some(-235)),
+            (".5", Some(50)),
+            ("5.", Some(500)),
+            ("+7", Some(700)),
+            ("1e3", Some(100000)),
+            ("1.2345E2", Some(12345)),
+            ("1e-5", Some(0)),
+            ("0.0000001", Some(0)),
+            ("9999999999999999.99", Some(999_999_999_999_999_999)),
+            ("9999999999999999.995", None),
+            ("10000000000000000", None),
+            ("1e40", None),
+            ("1e9999999999", None),
+            ("abc", None),
+            ("", None),
+            ("-", None),
+            (".", None),
+            ("1.2.3", None),
+            ("１２", None),
+        ] {
+            assert_eq!(parse_amount(s), want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn maintain_dates_in_seconds_or_milliseconds() {
+        assert_eq!(maintained_ms(1_464_105_610), Some(1_464_105_610_000));
+        assert_eq!(maintained_ms(1_464_105_610_123), Some(1_464_105_610_123));
+        assert_eq!(maintained_ms(i64::MAX), None);
+        assert_eq!(maintained_ms(i64::MIN), None);
+        assert_eq!(maintained_ms(-99_999_999_999), None);
+    }
+
+    #[test]
+    fn dates_round_trip_through_date32() {
+        let d = NaiveDate::from_ymd_opt(2016, 5, 25).expect("valid");
+        assert_eq!(
+            date32(NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid")),
+            0
+        );
+        assert_eq!(from_date32(date32(d)), Some(d));
+    }
+}

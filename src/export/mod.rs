@@ -1,0 +1,542 @@
+//! Export: the checkpoint → the five typed tables of design.md ("Output tables"), as Parquet
+//! and/or CSV, plus the raw reports as JSON lines and a `manifest.json`.
+//!
+//! Export only reads the checkpoint (in one read transaction, so it sees one consistent state
+//! even while another vmr writes). Reports are read in chunks ordered by VIN id, each chunk is
+//! flattened in parallel with rayon (`flatten`), and the batches go to one writer thread per
+//! table (`write`), so memory stays bounded however many reports there are. Files appear
+//! atomically, the manifest last.
+
+pub mod flatten;
+pub mod schema;
+pub mod write;
+
+use arrow::array::{Int32Builder, StringBuilder, TimestampMillisecondBuilder};
+use arrow::error::ArrowError;
+use arrow::record_batch::RecordBatch;
+use rayon::prelude::*;
+use rusqlite::Connection;
+use rusqlite::types::ValueRef;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::Instant;
+
+use crate::config::{Format, Settings};
+use flatten::{BadBody, Quality, SourceReport, Want};
+use write::{Staged, TableSink};
+
+pub use schema::EXPORT_SCHEMA_VERSION;
+
+/// Reports read from the checkpoint at a time.
+const CHUNK_ROWS: usize = 2_000;
+/// Reports per parallel flatten task.
+const SLICE_ROWS: usize = 100;
+/// Bad bodies listed by name in the manifest (all are counted).
+const LIST_BAD: usize = 100;
+
+/// Where and what to export.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub out: PathBuf,
+    pub formats: Vec<Format>,
+    pub csv_bom: bool,
+}
+
+impl ExportOptions {
+    pub fn from_settings(s: &Settings) -> ExportOptions {
+        ExportOptions {
+            out: s.out.clone(),
+            formats: s.formats.clone(),
+            csv_bom: s.csv_bom,
+        }
+    }
+
+    fn has(&self, f: Format) -> bool {
+        self.formats.contains(&f)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("reading the checkpoint: {0}")]
+    Checkpoint(#[from] rusqlite::Error),
+    #[error("{}: {source} (check that the output directory exists and is writable, and the disk is not full)", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing Parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("building Arrow arrays: {0}")]
+    Arrow(#[from] ArrowError),
+    #[error("writing CSV: {0}")]
+    Csv(#[from] csv::Error),
+    #[error("export failed: {0} (a bug in vmr; please report it)")]
+    Internal(String),
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportSummary {
+    pub out: PathBuf,
+    pub formats: Vec<String>,
+    /// Rows per table, in design.md's order.
+    pub rows: Vec<(String, u64)>,
+    /// Lines of `reports.jsonl`, when written.
+    pub jsonl_lines: Option<u64>,
+    pub quality: Quality,
+    pub bad_bodies: u64,
+    pub bad_body_list: Vec<BadBody>,
+    pub files: Vec<PathBuf>,
+    pub elapsed_ms: u64,
+}
+
+impl ExportSummary {
+    /// A few lines for people.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "exported to {} ({}) in {:.1}s\n",
+            self.out.display(),
+            self.formats.join(", "),
+            self.elapsed_ms as f64 / 1000.0
+        );
+        for (table, n) in &self.rows {
+            out.push_str(&format!("  {table:<11} {n:>10} rows\n"));
+        }
+        if let Some(n) = self.jsonl_lines {
+            out.push_str(&format!("  {:<11} {n:>10} lines\n", "reports.jsonl"));
+        }
+        let coerced = self.quality.coerced_total();
+        if coerced > 0 {
+            let cols: Vec<String> = self
+                .quality
+                .coerced_to_null
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            out.push_str(&format!(
+                "  {coerced} unreadable values written as null: {}\n",
+                cols.join(", ")
+            ));
+        }
+        if self.bad_bodies > 0 {
+            out.push_str(&format!(
+                "  {} stored bodies hold no readable report and were skipped (listed in manifest.json; the raw bodies stay in the checkpoint)\n",
+                self.bad_bodies
+            ));
+        }
+        out
+    }
+}
+
+#[derive(Serialize)]
+struct Manifest<'a> {
+    vmr_version: &'static str,
+    schema_version: u32,
+    generated_at: String,
+    formats: &'a [String],
+    /// In design.md's table order.
+    row_counts: serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jsonl_lines: Option<u64>,
+    data_quality: DataQuality<'a>,
+}
+
+#[derive(Serialize)]
+struct DataQuality<'a> {
+    coerced_to_null: &'a BTreeMap<&'static str, u64>,
+    unusable_containers: &'a BTreeMap<&'static str, u64>,
+    bad_bodies: u64,
+    bad_body_list: &'a [BadBody],
+}
+
+fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Parquet => "parquet",
+        Format::Csv => "csv",
+        Format::Jsonl => "jsonl",
+    }
+}
+
+/// Exports everything in the checkpoint behind `conn` to `opts.out`.
+pub fn export(conn: &Connection, opts: &ExportOptions) -> Result<ExportSummary, ExportError> {
+    let started = Instant::now();
+    fs::create_dir_all(&opts.out).map_err(|source| ExportError::Io {
+        path: opts.out.clone(),
+        source,
+    })?;
+    // One read transaction: requests and reports come from the same state of the checkpoint.
+    let own_tx = conn.is_autocommit();
+    if own_tx {
+        conn.execute_batch("BEGIN")?;
+    }
+    let result = export_in(conn, opts, started);
+    if own_tx {
+        let _ = conn.execute_batch("COMMIT");
+    }
+    result
+}
+
+/// The batches and data-quality counts flattened from the reports, as they come.
+struct Collected {
+    quality: Quality,
+    bad_bodies: u64,
+    bad_body_list: Vec<BadBody>,
+}
+
+fn export_in(
+    conn: &Connection,
+    opts: &ExportOptions,
+    started: Instant,
+) -> Result<ExportSummary, ExportError> {
+    let out = opts.out.as_path();
+    let props = opts.has(Format::Parquet).then(write::parquet_properties);
+    let csv = opts.has(Format::Csv).then_some(opts.csv_bom);
+    let want = Want {
+        tables: props.is_some() || csv.is_some(),
+        jsonl: opts.has(Format::Jsonl),
+    };
+    let mut staged: Vec<Staged> = Vec::new();
+    let mut rows: Vec<(String, u64)> = Vec::new();
+    let mut quality = Quality::default();
+
+    if want.tables {
+        let mut sink = TableSink::create(out, "requests", schema::requests(), props.as_ref(), csv)?;
+        write_requests(conn, &mut sink, &mut quality)?;
+        let (n, files) = sink.finish()?;
+        rows.push(("requests".into(), n));
+        staged.extend(files);
+    }
+
+    let mut collected = Collected {
+        quality,
+        bad_bodies: 0,
+        bad_body_list: Vec::new(),
+    };
+    let mut jsonl_lines = None;
+    std::thread::scope(|scope| -> Result<(), ExportError> {
+        let mut senders: Vec<SyncSender<RecordBatch>> = Vec::new();
+        let mut handles = Vec::new();
+        if want.tables {
+            for table in &schema::TABLES[1..] {
+                let sink = TableSink::create(
+                    out,
+                    table,
+                    schema::of(table).ok_or_else(|| ExportError::Internal(table.to_string()))?,
+                    props.as_ref(),
+                    csv,
+                )?;
+                let (tx, rx) = sync_channel::<RecordBatch>(4);
+                senders.push(tx);
+                handles.push((*table, scope.spawn(move || drain(sink, rx))));
+            }
+        }
+        let (jsonl_tx, jsonl_handle) = if want.jsonl {
+            let (s, file) = Staged::create(out, "reports.jsonl")?;
+            let (tx, rx) = sync_channel::<(u64, Vec<u8>)>(4);
+            (
+                Some(tx),
+                Some(scope.spawn(move || drain_jsonl(s, file, rx))),
+            )
+        } else {
+            (None, None)
+        };
+
+        let produced = produce(conn, want, &senders, jsonl_tx.as_ref(), &mut collected);
+        drop(senders);
+        drop(jsonl_tx);
+        let mut first_err = produced.err();
+        for (table, h) in handles {
+            match h.join() {
+                Ok(Ok((n, files))) => {
+                    rows.push((table.to_string(), n));
+                    staged.extend(files);
+                }
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(ExportError::Internal(format!(
+                        "the {table} writer stopped unexpectedly"
+                    )));
+                }
+            }
+        }
+        if let Some(h) = jsonl_handle {
+            match h.join() {
+                Ok(Ok((n, s))) => {
+                    jsonl_lines = Some(n);
+                    staged.push(s);
+                }
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(ExportError::Internal(
+                        "the jsonl writer stopped unexpectedly".into(),
+                    ));
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    })?;
+
+    // Every table is complete: move them into place, then the manifest that describes them.
+    let mut files = Vec::new();
+    for s in staged {
+        files.push(s.commit()?);
+    }
+    let formats: Vec<String> = opts
+        .formats
+        .iter()
+        .map(|f| format_name(*f).to_owned())
+        .collect();
+    let manifest = Manifest {
+        vmr_version: env!("CARGO_PKG_VERSION"),
+        schema_version: EXPORT_SCHEMA_VERSION,
+        generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        formats: &formats,
+        row_counts: rows
+            .iter()
+            .map(|(t, n)| (t.clone(), serde_json::Value::from(*n)))
+            .collect(),
+        jsonl_lines,
+        data_quality: DataQuality {
+            coerced_to_null: &collected.quality.coerced_to_null,
+            unusable_containers: &collected.quality.unusable_containers,
+            bad_bodies: collected.bad_bodies,
+            bad_body_list: &collected.bad_body_list,
+        },
+    };
+    let (s, mut file) = Staged::create(out, "manifest.json")?;
+    let text = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| ExportError::Internal(format!("manifest: {e}")))?;
+    file.write_all(&text)
+        .and_then(|_| file.write_all(b"\n"))
+        .map_err(|source| ExportError::Io {
+            path: out.join("manifest.json"),
+            source,
+        })?;
+    write::sync(&file, &out.join("manifest.json"))?;
+    files.push(s.commit()?);
+    write::sync_dir(out)?;
+
+    Ok(ExportSummary {
+        out: out.to_owned(),
+        formats,
+        rows,
+        jsonl_lines,
+        quality: collected.quality,
+        bad_bodies: collected.bad_bodies,
+        bad_body_list: collected.bad_body_list,
+        files,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+fn drain(
+    mut sink: TableSink,
+    rx: Receiver<RecordBatch>,
+) -> Result<(u64, Vec<Staged>), ExportError> {
+    for batch in rx {
+        sink.write(&batch)?;
+    }
+    sink.finish()
+}
+
+fn drain_jsonl(
+    staged: Staged,
+    file: fs::File,
+    rx: Receiver<(u64, Vec<u8>)>,
+) -> Result<(u64, Staged), ExportError> {
+    let path = staged.tmp_path().to_owned();
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut lines = 0;
+    let io = |source| ExportError::Io {
+        path: path.clone(),
+        source,
+    };
+    for (n, bytes) in rx {
+        w.write_all(&bytes).map_err(io)?;
+        lines += n;
+    }
+    let file = w.into_inner().map_err(|e| io(e.into_error()))?;
+    write::sync(&file, &path)?;
+    Ok((lines, staged))
+}
+
+/// Reads the reports chunk by chunk, flattens each in parallel, and hands the batches on.
+fn produce(
+    conn: &Connection,
+    want: Want,
+    senders: &[SyncSender<RecordBatch>],
+    jsonl: Option<&SyncSender<(u64, Vec<u8>)>>,
+    collected: &mut Collected,
+) -> Result<(), ExportError> {
+    let mut st = conn.prepare(
+        "SELECT r.vin_id, r.vin, coalesce(r.request_id, v.request_id), r.task_no, r.endpoint, r.fetched_at, r.body
+         FROM reports r LEFT JOIN vins v ON v.id = r.vin_id
+         WHERE r.vin_id > ?1 ORDER BY r.vin_id LIMIT ?2",
+    )?;
+    let stopped = || ExportError::Internal("a table writer stopped".into());
+    let mut after = i64::MIN;
+    loop {
+        let mut chunk: Vec<SourceReport> = Vec::with_capacity(CHUNK_ROWS);
+        let mut q = st.query(rusqlite::params![after, CHUNK_ROWS as i64])?;
+        while let Some(r) = q.next()? {
+            after = r.get(0)?;
+            let body = match r.get_ref(6)? {
+                ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
+                _ => Vec::new(),
+            };
+            chunk.push(SourceReport {
+                vin: r.get(1)?,
+                request_id: r.get(2)?,
+                task_no: r.get(3)?,
+                endpoint: r.get(4)?,
+                fetched_at: r.get(5)?,
+                body,
+            });
+        }
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let flats: Vec<Result<flatten::Flat, ArrowError>> = chunk
+            .par_chunks(SLICE_ROWS)
+            .map(|slice| flatten::flatten(slice, want))
+            .collect();
+        drop(chunk);
+        for flat in flats {
+            let flat = flat?;
+            collected.quality.merge(&flat.quality);
+            collected.bad_bodies += flat.bad.len() as u64;
+            for b in flat.bad {
+                if collected.bad_body_list.len() < LIST_BAD {
+                    collected.bad_body_list.push(b);
+                }
+            }
+            for (tx, batch) in senders.iter().zip(flat.batches) {
+                tx.send(batch).map_err(|_| stopped())?;
+            }
+            if let Some(tx) = jsonl {
+                let lines = flat.jsonl.iter().filter(|b| **b == b'\n').count() as u64;
+                tx.send((lines, flat.jsonl)).map_err(|_| stopped())?;
+            }
+        }
+    }
+}
+
+/// Writes `requests`: one row per VIN the checkpoint knows, rejected input rows included.
+fn write_requests(
+    conn: &Connection,
+    sink: &mut TableSink,
+    quality: &mut Quality,
+) -> Result<(), ExportError> {
+    let mut st = conn.prepare(
+        "SELECT id, vin, license_img_url, state, code, message, request_id, task_no,
+                submit_attempts, poll_attempts, billed_calls, first_seen_at, submitted_at,
+                completed_at, input_file, input_line
+         FROM vins WHERE id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let mut after = i64::MIN;
+    loop {
+        let n = 8192;
+        let s = StringBuilder::new;
+        let ts = || TimestampMillisecondBuilder::new().with_timezone("UTC");
+        let i32b = Int32Builder::new;
+        let (mut vin, mut url, mut status, mut code, mut message) = (s(), s(), s(), i32b(), s());
+        let (mut rid, mut task) = (s(), s());
+        let (mut subm, mut poll, mut billed) = (i32b(), i32b(), i32b());
+        let (mut first, mut submitted, mut completed) = (ts(), ts(), ts());
+        let (mut file, mut line) = (s(), i32b());
+        let mut count = 0;
+        let mut q = st.query(rusqlite::params![after, n as i64])?;
+        let mut small = |v: Option<i64>, col: &'static str, b: &mut Int32Builder| {
+            let x = v.and_then(|v| i32::try_from(v).ok());
+            if v.is_some() && x.is_none() {
+                quality.coerced(col);
+            }
+            b.append_option(x);
+        };
+        while let Some(r) = q.next()? {
+            count += 1;
+            after = r.get(0)?;
+            vin.append_option(text_col(r.get_ref(1)?));
+            url.append_option(text_col(r.get_ref(2)?));
+            status.append_option(text_col(r.get_ref(3)?));
+            small(int_col(r.get_ref(4)?), "requests.code", &mut code);
+            message.append_option(text_col(r.get_ref(5)?));
+            rid.append_option(text_col(r.get_ref(6)?));
+            task.append_option(text_col(r.get_ref(7)?));
+            small(
+                int_col(r.get_ref(8)?),
+                "requests.submit_attempts",
+                &mut subm,
+            );
+            small(int_col(r.get_ref(9)?), "requests.poll_attempts", &mut poll);
+            small(
+                int_col(r.get_ref(10)?),
+                "requests.billed_calls",
+                &mut billed,
+            );
+            first.append_option(int_col(r.get_ref(11)?));
+            submitted.append_option(int_col(r.get_ref(12)?));
+            completed.append_option(int_col(r.get_ref(13)?));
+            file.append_option(text_col(r.get_ref(14)?));
+            small(int_col(r.get_ref(15)?), "requests.input_line", &mut line);
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        let cols: Vec<arrow::array::ArrayRef> = vec![
+            Arc::new(vin.finish()),
+            Arc::new(url.finish()),
+            Arc::new(status.finish()),
+            Arc::new(code.finish()),
+            Arc::new(message.finish()),
+            Arc::new(rid.finish()),
+            Arc::new(task.finish()),
+            Arc::new(subm.finish()),
+            Arc::new(poll.finish()),
+            Arc::new(billed.finish()),
+            Arc::new(first.finish()),
+            Arc::new(submitted.finish()),
+            Arc::new(completed.finish()),
+            Arc::new(file.finish()),
+            Arc::new(line.finish()),
+        ];
+        sink.write(&RecordBatch::try_new(schema::requests(), cols)?)?;
+        if count < n {
+            return Ok(());
+        }
+    }
+}
+
+/// A text column, with `""` (and blanks) as null like every other text value.
+fn text_col(v: ValueRef<'_>) -> Option<String> {
+    let s = match v {
+        ValueRef::Text(b) => String::from_utf8_lossy(b).into_owned(),
+        ValueRef::Integer(i) => i.to_string(),
+        ValueRef::Real(f) => f.to_string(),
+        ValueRef::Blob(b) => String::from_utf8_lossy(b).into_owned(),
+        ValueRef::Null => return None,
+    };
+    (!s.trim().is_empty()).then_some(s)
+}
+
+/// An integer column; text that holds an integer is read too, anything else is null.
+fn int_col(v: ValueRef<'_>) -> Option<i64> {
+    match v {
+        ValueRef::Integer(i) => Some(i),
+        ValueRef::Text(b) => std::str::from_utf8(b).ok()?.trim().parse().ok(),
+        _ => None,
+    }
+}
