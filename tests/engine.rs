@@ -56,6 +56,18 @@ fn clean_batch_every_vin_final_each_report_bought_once() {
         .assert()
         .code(0);
     assert_complete_and_billed_once(&dir, &cfg, &vins, &sb.ledger());
+    // run ends with the export: every input VIN in requests, every report bought in reports.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("out/manifest.json")).expect("manifest written"),
+    )
+    .expect("manifest is JSON");
+    let done = count(&dir, "SELECT count(*) FROM vins WHERE state = 'done'");
+    assert_eq!(manifest["row_counts"]["requests"], vins.len(), "{manifest}");
+    assert_eq!(manifest["row_counts"]["reports"], done, "{manifest}");
+    for t in ["requests", "reports", "records", "overview", "exceptions"] {
+        assert!(dir.join(format!("out/{t}.parquet")).exists(), "{t}.parquet");
+        assert!(dir.join(format!("out/{t}.csv")).exists(), "{t}.csv");
+    }
 
     // Running again buys nothing more.
     let before = sb.ledger();
