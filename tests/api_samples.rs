@@ -14,7 +14,8 @@ fn sample(name: &str) -> Vec<u8> {
 
 #[test]
 fn each_sample_is_classified_as_the_vendor_page_says() {
-    let cases: [(&str, Endpoint, fn(&Outcome) -> bool); 6] = [
+    type Case = (&'static str, Endpoint, fn(&Outcome) -> bool);
+    let cases: [Case; 6] = [
         ("generate_inline.json", Endpoint::Generate, |o| {
             matches!(
                 o,
