@@ -158,45 +158,59 @@ pub fn ingest(
         ..IngestSummary::default()
     };
     let now = now_ms();
+    // One chunk is written while the next is read: the reader never waits for the disk unless
+    // it gets a whole chunk ahead.
+    let mut in_flight: Option<tokio::sync::oneshot::Receiver<_>> = None;
+    let settle =
+        |rx: Option<tokio::sync::oneshot::Receiver<Result<ChunkResult, CheckpointError>>>,
+         s: &mut IngestSummary|
+         -> Result<(), IngestError> {
+            if let Some(rx) = rx {
+                let r = rx
+                    .blocking_recv()
+                    .map_err(|_| CheckpointError::WriterGone)??;
+                s.queued += r.queued;
+                s.already_ingested += r.already;
+                s.duplicates += r.duplicates;
+            }
+            Ok(())
+        };
     let mut chunk: Vec<InputRow> = Vec::with_capacity(CHUNK);
-    let flush = |chunk: Vec<InputRow>, s: &mut IngestSummary| -> Result<(), IngestError> {
-        let (file, batch) = (file.clone(), batch.clone());
-        let r = ckpt
-            .writer()
-            .write_blocking(move |c| write_chunk(c, &chunk, &file, &batch, now))?;
-        s.queued += r.queued;
-        s.already_ingested += r.already;
-        s.duplicates += r.duplicates;
-        Ok(())
-    };
-    while let Some(row) = reader.next_row() {
-        s.rows_read += 1;
-        match &row.verdict {
-            Verdict::Accepted { check_digit_ok } => {
-                if !check_digit_ok {
-                    s.check_digit_warnings += 1;
+    loop {
+        let row = reader.next_row();
+        let end = row.is_none();
+        if let Some(row) = row {
+            s.rows_read += 1;
+            match &row.verdict {
+                Verdict::Accepted { check_digit_ok } => {
+                    if !check_digit_ok {
+                        s.check_digit_warnings += 1;
+                    }
+                }
+                Verdict::Rejected { reason } => {
+                    s.rejected += 1;
+                    *s.rejected_by_reason.entry(reason_kind(reason)).or_default() += 1;
+                    if s.rejected_rows.len() < LIST_REJECTED {
+                        s.rejected_rows
+                            .push((row.line, row.vin_raw.clone(), reason.clone()));
+                    }
                 }
             }
-            Verdict::Rejected { reason } => {
-                s.rejected += 1;
-                *s.rejected_by_reason.entry(reason_kind(reason)).or_default() += 1;
-                if s.rejected_rows.len() < LIST_REJECTED {
-                    s.rejected_rows
-                        .push((row.line, row.vin_raw.clone(), reason.clone()));
-                }
-            }
+            chunk.push(row);
         }
-        chunk.push(row);
-        if chunk.len() >= CHUNK {
-            flush(
-                std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)),
-                &mut s,
-            )?;
+        if chunk.len() >= CHUNK || (end && !chunk.is_empty()) {
+            let rows = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+            let (file, batch) = (file.clone(), batch.clone());
+            let rx = ckpt
+                .writer()
+                .submit(move |c| write_chunk(c, &rows, &file, &batch, now));
+            settle(in_flight.replace(rx), &mut s)?;
+        }
+        if end {
+            break;
         }
     }
-    if !chunk.is_empty() {
-        flush(chunk, &mut s)?;
-    }
+    settle(in_flight.take(), &mut s)?;
     let complete = reader.read_error().is_none();
     let stats = s.clone();
     ckpt.writer().write_blocking(move |c| {

@@ -33,7 +33,9 @@ impl Writer {
         Writer { tx }
     }
 
-    fn submit<R, F>(&self, f: F) -> tokio::sync::oneshot::Receiver<Result<R, CheckpointError>>
+    /// Queues `f` for the next group commit and returns at once; the receiver answers once the
+    /// group is durable.
+    pub fn submit<R, F>(&self, f: F) -> tokio::sync::oneshot::Receiver<Result<R, CheckpointError>>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, CheckpointError> + Send + 'static,
