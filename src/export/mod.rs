@@ -388,32 +388,21 @@ fn produce(
     )?;
     let stopped = || ExportError::Internal("a table writer stopped".into());
     let mut after = i64::MIN;
-    loop {
-        let mut chunk: Vec<SourceReport> = Vec::with_capacity(CHUNK_ROWS);
-        let mut q = st.query(rusqlite::params![after, CHUNK_ROWS as i64])?;
-        while let Some(r) = q.next()? {
-            after = r.get(0)?;
-            let body = match r.get_ref(6)? {
-                ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
-                _ => Vec::new(),
-            };
-            chunk.push(SourceReport {
-                vin: r.get(1)?,
-                request_id: r.get(2)?,
-                task_no: r.get(3)?,
-                endpoint: r.get(4)?,
-                fetched_at: r.get(5)?,
-                body,
+    let mut chunk = read_chunk(&mut st, &mut after)?;
+    while !chunk.is_empty() {
+        // Flatten this chunk on the pool while this thread reads the next one from SQLite.
+        let mut flats: Vec<Result<flatten::Flat, ArrowError>> = Vec::new();
+        let mut next = Ok(Vec::new());
+        rayon::in_place_scope(|s| {
+            let (flats, chunk) = (&mut flats, &chunk);
+            s.spawn(move |_| {
+                *flats = chunk
+                    .par_chunks(SLICE_ROWS)
+                    .map(|slice| flatten::flatten(slice, want))
+                    .collect();
             });
-        }
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        let flats: Vec<Result<flatten::Flat, ArrowError>> = chunk
-            .par_chunks(SLICE_ROWS)
-            .map(|slice| flatten::flatten(slice, want))
-            .collect();
-        drop(chunk);
+            next = read_chunk(&mut st, &mut after);
+        });
         for flat in flats {
             let flat = flat?;
             collected.quality.merge(&flat.quality);
@@ -431,7 +420,34 @@ fn produce(
                 tx.send((lines, flat.jsonl)).map_err(|_| stopped())?;
             }
         }
+        chunk = next?;
     }
+    Ok(())
+}
+
+/// The next `CHUNK_ROWS` reports after VIN id `after` (which it advances).
+fn read_chunk(
+    st: &mut rusqlite::Statement<'_>,
+    after: &mut i64,
+) -> Result<Vec<SourceReport>, ExportError> {
+    let mut chunk: Vec<SourceReport> = Vec::with_capacity(CHUNK_ROWS);
+    let mut q = st.query(rusqlite::params![*after, CHUNK_ROWS as i64])?;
+    while let Some(r) = q.next()? {
+        *after = r.get(0)?;
+        let body = match r.get_ref(6)? {
+            ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
+            _ => Vec::new(),
+        };
+        chunk.push(SourceReport {
+            vin: r.get(1)?,
+            request_id: r.get(2)?,
+            task_no: r.get(3)?,
+            endpoint: r.get(4)?,
+            fetched_at: r.get(5)?,
+            body,
+        });
+    }
+    Ok(chunk)
 }
 
 /// Writes `requests`: one row per VIN the checkpoint knows, rejected input rows included.
