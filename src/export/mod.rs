@@ -220,20 +220,28 @@ fn export_in(
     };
     let mut jsonl_lines = None;
     std::thread::scope(|scope| -> Result<(), ExportError> {
-        let mut senders: Vec<SyncSender<RecordBatch>> = Vec::new();
+        // One writer thread per table and format, so the big table's Parquet and CSV encode
+        // side by side; each gets every batch (an `Arc` clone).
+        let mut senders: Vec<Vec<SyncSender<RecordBatch>>> = Vec::new();
         let mut handles = Vec::new();
         if want.tables {
             for table in &schema::TABLES[1..] {
-                let sink = TableSink::create(
-                    out,
-                    table,
-                    schema::of(table).ok_or_else(|| ExportError::Internal(table.to_string()))?,
-                    props.as_ref(),
-                    csv,
-                )?;
-                let (tx, rx) = sync_channel::<RecordBatch>(4);
-                senders.push(tx);
-                handles.push((*table, scope.spawn(move || drain(sink, rx))));
+                let schema =
+                    schema::of(table).ok_or_else(|| ExportError::Internal(table.to_string()))?;
+                let mut txs = Vec::new();
+                let sinks = [
+                    props
+                        .as_ref()
+                        .map(|p| TableSink::create(out, table, schema.clone(), Some(p), None)),
+                    csv.map(|bom| TableSink::create(out, table, schema.clone(), None, Some(bom))),
+                ];
+                for sink in sinks.into_iter().flatten() {
+                    let sink = sink?;
+                    let (tx, rx) = sync_channel::<RecordBatch>(4);
+                    txs.push(tx);
+                    handles.push((*table, scope.spawn(move || drain(sink, rx))));
+                }
+                senders.push(txs);
             }
         }
         let (jsonl_tx, jsonl_handle) = if want.jsonl {
@@ -254,7 +262,10 @@ fn export_in(
         for (table, h) in handles {
             match h.join() {
                 Ok(Ok((n, files))) => {
-                    rows.push((table.to_string(), n));
+                    // Both formats of a table hold the same rows.
+                    if rows.last().is_none_or(|(t, _)| t != table) {
+                        rows.push((table.to_string(), n));
+                    }
                     staged.extend(files);
                 }
                 Ok(Err(e)) => {
@@ -377,7 +388,7 @@ fn drain_jsonl(
 fn produce(
     conn: &Connection,
     want: Want,
-    senders: &[SyncSender<RecordBatch>],
+    senders: &[Vec<SyncSender<RecordBatch>>],
     jsonl: Option<&SyncSender<(u64, Vec<u8>)>>,
     collected: &mut Collected,
 ) -> Result<(), ExportError> {
@@ -412,8 +423,10 @@ fn produce(
                     collected.bad_body_list.push(b);
                 }
             }
-            for (tx, batch) in senders.iter().zip(flat.batches) {
-                tx.send(batch).map_err(|_| stopped())?;
+            for (txs, batch) in senders.iter().zip(flat.batches) {
+                for tx in txs {
+                    tx.send(batch.clone()).map_err(|_| stopped())?;
+                }
             }
             if let Some(tx) = jsonl {
                 let lines = flat.jsonl.iter().filter(|b| **b == b'\n').count() as u64;
