@@ -33,7 +33,7 @@ MB=$(python3 -c "print(f'{$RAW_BYTES/1e6:.1f}')")
 echo "raw bodies: $REPORTS reports, $MB MB"
 
 # measure NAME CMD...: runs CMD under /usr/bin/time -v, prints wall, RSS, MB/s, reports/s.
-declare -A WALL RSS
+declare -A WALL RSS CPU
 measure() {
     local name=$1; shift
     sync
@@ -48,8 +48,10 @@ print(f"{h*3600 + mi*60 + s:.2f}")
 PY
 )
     rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f", $2/1024}' "$WORK/$name.time")
-    WALL[$name]=$wall; RSS[$name]=$rss
-    python3 -c "w=$wall; print(f'{\"$name\":<16} wall {w:7.2f}s  peak RSS {$rss:6d} MB  {$RAW_BYTES/1e6/w:7.1f} MB/s  {$REPORTS/w:9.0f} reports/s')"
+    # CPU seconds (user + system): steadier than wall time on a machine shared with others.
+    cpu=$(awk -F': ' '/User time|System time/ {s += $2} END {printf "%.2f", s}' "$WORK/$name.time")
+    WALL[$name]=$wall; RSS[$name]=$rss; CPU[$name]=$cpu
+    python3 -c "w=$wall; print(f'{\"$name\":<16} wall {w:7.2f}s  cpu {$cpu:7.2f}s  peak RSS {$rss:6d} MB  {$RAW_BYTES/1e6/w:7.1f} MB/s  {$REPORTS/w:9.0f} reports/s')"
 }
 
 echo "== runs"
@@ -70,6 +72,8 @@ dw, tw, pw = ${WALL[duckdb]}, ${WALL[export_tables]}, ${WALL[export_parquet]}
 floor = $FLOOR
 print(f"== summary ({$REPORTS} reports, $MB MB raw JSON, {$(nproc)} cores)")
 print(f"speed-up vs DuckDB ({$THREADS} threads): parquet+csv {dw/tw:.1f}x, parquet only {dw/pw:.1f}x   (target >= 5x)")
+dc, tc, pc = ${CPU[duckdb]}, ${CPU[export_tables]}, ${CPU[export_parquet]}
+print(f"same in CPU seconds: DuckDB {dc:.1f}s, parquet+csv {tc:.1f}s ({dc/tc:.1f}x), parquet only {pc:.1f}s ({dc/pc:.1f}x)")
 print(f"peak RSS: export parquet+csv ${RSS[export_tables]} MB, DuckDB ${RSS[duckdb]} MB   (target <= 250 MB)")
 print(f"vs serde_json::Value parse floor {floor:.2f}s: parquet+csv {tw/floor:.1f}x, parquet only {pw/floor:.1f}x   (target <= 2x)")
 PY

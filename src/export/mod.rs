@@ -220,20 +220,28 @@ fn export_in(
     };
     let mut jsonl_lines = None;
     std::thread::scope(|scope| -> Result<(), ExportError> {
-        let mut senders: Vec<SyncSender<RecordBatch>> = Vec::new();
+        // One writer thread per table and format, so the big table's Parquet and CSV encode
+        // side by side; each gets every batch (an `Arc` clone).
+        let mut senders: Vec<Vec<SyncSender<RecordBatch>>> = Vec::new();
         let mut handles = Vec::new();
         if want.tables {
             for table in &schema::TABLES[1..] {
-                let sink = TableSink::create(
-                    out,
-                    table,
-                    schema::of(table).ok_or_else(|| ExportError::Internal(table.to_string()))?,
-                    props.as_ref(),
-                    csv,
-                )?;
-                let (tx, rx) = sync_channel::<RecordBatch>(4);
-                senders.push(tx);
-                handles.push((*table, scope.spawn(move || drain(sink, rx))));
+                let schema =
+                    schema::of(table).ok_or_else(|| ExportError::Internal(table.to_string()))?;
+                let mut txs = Vec::new();
+                let sinks = [
+                    props
+                        .as_ref()
+                        .map(|p| TableSink::create(out, table, schema.clone(), Some(p), None)),
+                    csv.map(|bom| TableSink::create(out, table, schema.clone(), None, Some(bom))),
+                ];
+                for sink in sinks.into_iter().flatten() {
+                    let sink = sink?;
+                    let (tx, rx) = sync_channel::<RecordBatch>(4);
+                    txs.push(tx);
+                    handles.push((*table, scope.spawn(move || drain(sink, rx))));
+                }
+                senders.push(txs);
             }
         }
         let (jsonl_tx, jsonl_handle) = if want.jsonl {
@@ -254,7 +262,10 @@ fn export_in(
         for (table, h) in handles {
             match h.join() {
                 Ok(Ok((n, files))) => {
-                    rows.push((table.to_string(), n));
+                    // Both formats of a table hold the same rows.
+                    if rows.last().is_none_or(|(t, _)| t != table) {
+                        rows.push((table.to_string(), n));
+                    }
                     staged.extend(files);
                 }
                 Ok(Err(e)) => {
@@ -377,7 +388,7 @@ fn drain_jsonl(
 fn produce(
     conn: &Connection,
     want: Want,
-    senders: &[SyncSender<RecordBatch>],
+    senders: &[Vec<SyncSender<RecordBatch>>],
     jsonl: Option<&SyncSender<(u64, Vec<u8>)>>,
     collected: &mut Collected,
 ) -> Result<(), ExportError> {
@@ -388,32 +399,21 @@ fn produce(
     )?;
     let stopped = || ExportError::Internal("a table writer stopped".into());
     let mut after = i64::MIN;
-    loop {
-        let mut chunk: Vec<SourceReport> = Vec::with_capacity(CHUNK_ROWS);
-        let mut q = st.query(rusqlite::params![after, CHUNK_ROWS as i64])?;
-        while let Some(r) = q.next()? {
-            after = r.get(0)?;
-            let body = match r.get_ref(6)? {
-                ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
-                _ => Vec::new(),
-            };
-            chunk.push(SourceReport {
-                vin: r.get(1)?,
-                request_id: r.get(2)?,
-                task_no: r.get(3)?,
-                endpoint: r.get(4)?,
-                fetched_at: r.get(5)?,
-                body,
+    let mut chunk = read_chunk(&mut st, &mut after)?;
+    while !chunk.is_empty() {
+        // Flatten this chunk on the pool while this thread reads the next one from SQLite.
+        let mut flats: Vec<Result<flatten::Flat, ArrowError>> = Vec::new();
+        let mut next = Ok(Vec::new());
+        rayon::in_place_scope(|s| {
+            let (flats, chunk) = (&mut flats, &chunk);
+            s.spawn(move |_| {
+                *flats = chunk
+                    .par_chunks(SLICE_ROWS)
+                    .map(|slice| flatten::flatten(slice, want))
+                    .collect();
             });
-        }
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        let flats: Vec<Result<flatten::Flat, ArrowError>> = chunk
-            .par_chunks(SLICE_ROWS)
-            .map(|slice| flatten::flatten(slice, want))
-            .collect();
-        drop(chunk);
+            next = read_chunk(&mut st, &mut after);
+        });
         for flat in flats {
             let flat = flat?;
             collected.quality.merge(&flat.quality);
@@ -423,15 +423,44 @@ fn produce(
                     collected.bad_body_list.push(b);
                 }
             }
-            for (tx, batch) in senders.iter().zip(flat.batches) {
-                tx.send(batch).map_err(|_| stopped())?;
+            for (txs, batch) in senders.iter().zip(flat.batches) {
+                for tx in txs {
+                    tx.send(batch.clone()).map_err(|_| stopped())?;
+                }
             }
             if let Some(tx) = jsonl {
                 let lines = flat.jsonl.iter().filter(|b| **b == b'\n').count() as u64;
                 tx.send((lines, flat.jsonl)).map_err(|_| stopped())?;
             }
         }
+        chunk = next?;
     }
+    Ok(())
+}
+
+/// The next `CHUNK_ROWS` reports after VIN id `after` (which it advances).
+fn read_chunk(
+    st: &mut rusqlite::Statement<'_>,
+    after: &mut i64,
+) -> Result<Vec<SourceReport>, ExportError> {
+    let mut chunk: Vec<SourceReport> = Vec::with_capacity(CHUNK_ROWS);
+    let mut q = st.query(rusqlite::params![*after, CHUNK_ROWS as i64])?;
+    while let Some(r) = q.next()? {
+        *after = r.get(0)?;
+        let body = match r.get_ref(6)? {
+            ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
+            _ => Vec::new(),
+        };
+        chunk.push(SourceReport {
+            vin: r.get(1)?,
+            request_id: r.get(2)?,
+            task_no: r.get(3)?,
+            endpoint: r.get(4)?,
+            fetched_at: r.get(5)?,
+            body,
+        });
+    }
+    Ok(chunk)
 }
 
 /// Writes `requests`: one row per VIN the checkpoint knows, rejected input rows included.

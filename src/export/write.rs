@@ -10,7 +10,7 @@ use arrow::array::{
     Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use arrow::datatypes::SchemaRef;
-use chrono::{DateTime, SecondsFormat};
+use chrono::DateTime;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -230,7 +230,41 @@ fn view(a: &dyn Array) -> Option<Col<'_>> {
 
 /// A timestamp in RFC 3339, UTC, with a `Z` and milliseconds only when there are any.
 pub fn rfc3339_ms(ms: i64) -> Option<String> {
-    DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    let mut buf = Vec::with_capacity(24);
+    write_rfc3339_ms(&mut buf, ms).then(|| String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// Writes what [`rfc3339_ms`] returns, without going through chrono's format strings (export
+/// writes millions of these); `false` when the time is out of range.
+fn write_rfc3339_ms(buf: &mut Vec<u8>, ms: i64) -> bool {
+    use chrono::{Datelike, Timelike};
+    use std::io::Write as _;
+    let Some(t) = DateTime::from_timestamp_millis(ms) else {
+        return false;
+    };
+    let _ = write!(
+        buf,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let frac = ms.rem_euclid(1000);
+    if frac != 0 {
+        let _ = write!(buf, ".{frac:03}");
+    }
+    buf.push(b'Z');
+    true
+}
+
+/// Writes a date as `YYYY-MM-DD`.
+fn write_date(buf: &mut Vec<u8>, d: chrono::NaiveDate) {
+    use chrono::Datelike;
+    use std::io::Write as _;
+    let _ = write!(buf, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day());
 }
 
 /// A decimal in `scale` places, always written with exactly that many digits.
@@ -261,14 +295,16 @@ fn cell(col: &Col, i: usize, buf: &mut Vec<u8>) {
         Col::I64(a) if a.is_valid(i) => write!(buf, "{}", a.value(i)),
         Col::F64(a) if a.is_valid(i) => write!(buf, "{}", a.value(i)),
         Col::Bool(a) if a.is_valid(i) => write!(buf, "{}", a.value(i)),
-        Col::Date(a) if a.is_valid(i) => match from_date32(a.value(i)) {
-            Some(d) => write!(buf, "{}", d.format("%Y-%m-%d")),
-            None => Ok(()),
-        },
-        Col::Ts(a) if a.is_valid(i) => match rfc3339_ms(a.value(i)) {
-            Some(t) => write!(buf, "{t}"),
-            None => Ok(()),
-        },
+        Col::Date(a) if a.is_valid(i) => {
+            if let Some(d) = from_date32(a.value(i)) {
+                write_date(buf, d);
+            }
+            Ok(())
+        }
+        Col::Ts(a) if a.is_valid(i) => {
+            write_rfc3339_ms(buf, a.value(i));
+            Ok(())
+        }
         Col::Dec(a, scale) if a.is_valid(i) => write!(buf, "{}", decimal_text(a.value(i), *scale)),
         _ => Ok(()),
     };
@@ -315,5 +351,6 @@ mod tests {
             rfc3339_ms(1_714_550_400_123).as_deref(),
             Some("2024-05-01T08:00:00.123Z")
         );
+        assert_eq!(rfc3339_ms(-1).as_deref(), Some("1969-12-31T23:59:59.999Z"));
     }
 }
