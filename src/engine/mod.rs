@@ -156,9 +156,7 @@ impl Engine {
         ) {
             self.counters.unknown.fetch_add(1, Ordering::Relaxed);
         }
-        if self.opts.max_billed.is_some() {
-            self.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.unreserve();
         if let Outcome::Stop { code, message } = &ex.outcome {
             tracing::error!(
                 code,
@@ -173,17 +171,33 @@ impl Engine {
     }
 
     /// Waits for the limiter and the budget; `false` when the run is stopping.
+    /// Reserves the call against the budget, then waits for the limiter; `false` (with nothing
+    /// reserved) when the run is stopping. Called right before a request leaves, so the limiter
+    /// paces the wire itself, not some earlier step.
     async fn may_send(&self) -> bool {
+        if self.stop.is_set() || !self.reserve() {
+            return false;
+        }
         tokio::select! {
             _ = self.limiter.acquire() => {},
-            _ = self.stop.wait() => return false,
+            _ = self.stop.wait() => {},
         }
-        !self.stop.is_set() && self.reserve()
+        if self.stop.is_set() {
+            self.unreserve();
+            return false;
+        }
+        true
+    }
+
+    fn unreserve(&self) {
+        if self.opts.max_billed.is_some() {
+            self.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// Generate for one VIN, with retries, recording every call. Returns the final state.
     async fn submit_one(&self, todo: SubmitTodo) -> Result<State, CheckpointError> {
-        if !self.may_send().await {
+        if self.stop.is_set() {
             return Ok(todo.state);
         }
         // Durable before the request leaves: a crash from here on leaves the VIN `submitting`,
@@ -196,12 +210,12 @@ impl Engine {
             })
             .await?;
         let mut attempts = self.opts.retry.attempts();
-        let mut maybe_billed = false;
-        let mut first = true;
+        // A VIN resubmitted from `uncertain` may already have been billed by its lost call.
+        let mut maybe_billed = todo.state == State::Uncertain;
         loop {
-            if !first && !self.may_send().await {
-                // Stopped between attempts: back to the queue, or uncertain if an earlier attempt
-                // may have been billed.
+            if !self.may_send().await {
+                // Stopped before this attempt left: back to the queue, or uncertain if an
+                // earlier attempt may have been billed.
                 let to = if maybe_billed {
                     State::Uncertain
                 } else {
@@ -216,7 +230,6 @@ impl Engine {
                     .await?;
                 return Ok(to);
             }
-            first = false;
             attempts.start();
             let ex = self.client.generate(&todo.vin, &todo.license_img_url).await;
             self.settle(&ex, &todo.vin);
