@@ -189,6 +189,14 @@ impl Engine {
         true
     }
 
+    /// Waits `delay` before a retry, or less if the run is stopped meanwhile.
+    async fn back_off(&self, delay: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {},
+            _ = self.stop.wait() => {},
+        }
+    }
+
     fn unreserve(&self) {
         if self.opts.max_billed.is_some() {
             self.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -283,10 +291,7 @@ impl Engine {
                     match attempts.next_delay() {
                         Some(delay) => {
                             self.ckpt.apply(u).await?;
-                            tokio::select! {
-                                _ = tokio::time::sleep(delay) => {},
-                                _ = self.stop.wait() => {},
-                            }
+                            self.back_off(delay).await;
                             continue;
                         }
                         None => State::Failed,
@@ -370,10 +375,7 @@ impl Engine {
                 Outcome::Transient { .. } => match attempts.next_delay() {
                     Some(delay) => {
                         self.ckpt.apply(u).await?;
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {},
-                            _ = self.stop.wait() => {},
-                        }
+                        self.back_off(delay).await;
                         continue;
                     }
                     None => {
