@@ -7,7 +7,7 @@
 //! odometer rollback, records come slightly out of date order, some mileages are missing.
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int8Builder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int8Builder,
     Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
 };
 use parquet::arrow::ArrowWriter;

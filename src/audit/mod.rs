@@ -135,16 +135,14 @@ impl Audit {
     /// VINs flagged with an odometer rollback.
     pub fn rollback_vins(&self) -> Result<Vec<String>, AuditError> {
         let df = &self.vehicle_flags;
-        let vin = df.column("vin").and_then(|c| c.str().cloned()).ctx("vin")?;
+        let vin = df.column("vin").and_then(|c| c.str()).ctx("vin")?;
         let flag = df
             .column("odometer_rollback")
-            .and_then(|c| c.bool().cloned())
+            .and_then(|c| c.bool())
             .ctx("odometer_rollback")?;
-        Ok(vin
-            .into_iter()
-            .zip(flag.into_iter())
-            .filter(|(_, f)| f.unwrap_or(false))
-            .filter_map(|(v, _)| v.map(str::to_owned))
+        Ok((0..df.height())
+            .filter(|i| flag.get(*i).unwrap_or(false))
+            .filter_map(|i| vin.get(i).map(str::to_owned))
             .collect())
     }
 }

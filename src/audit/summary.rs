@@ -123,9 +123,9 @@ pub fn plan(vehicle_flags: &DataFrame, counts: RequestCounts) -> PolarsResult<La
         .with_columns([
             lit("total").alias("scope"),
             lit(Null {}).cast(DataType::String).alias("brand_name"),
-            lit(counts.vehicles).alias("vehicles"),
-            lit(counts.failed).alias("failed"),
-            lit(counts.expired).alias("expired"),
+            lit(counts.vehicles).cast(DataType::Int64).alias("vehicles"),
+            lit(counts.failed).cast(DataType::Int64).alias("failed"),
+            lit(counts.expired).cast(DataType::Int64).alias("expired"),
         ])
         .select(order());
     concat([brands, total], UnionArgs::default())
