@@ -74,6 +74,8 @@ fn fleet() -> &'static Fleet {
             .args(["run", "--input", "in.csv"])
             .assert()
             .success();
+        // `run` ends with an export once the pipeline has that stage; exporting again is harmless.
+        vmr(&dir, &sb).arg("export").assert().success();
         let out = vmr(&dir, &sb)
             .args(["audit", "--as-of", AS_OF])
             .assert()
