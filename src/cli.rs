@@ -36,6 +36,8 @@ pub enum Command {
     Status(cmd::status::Args),
     /// Write the tables (Parquet, CSV, raw JSON lines) from the checkpoint; calls nothing.
     Export(cmd::export::Args),
+    /// Risk flags per vehicle, a fleet summary and audit.html, from the exported tables.
+    Audit(cmd::audit::Args),
     /// Serve the simulated vendor API on a local address.
     Sandbox(cmd::sandbox::Args),
 }
@@ -61,6 +63,7 @@ pub fn main() -> ExitCode {
                 Command::Poll(a) => cmd::poll::run(a, &settings),
                 Command::Status(a) => cmd::status::run(a, &settings),
                 Command::Export(a) => cmd::export::run(a, &settings),
+                Command::Audit(a) => cmd::audit::run(a, &settings),
                 Command::Sandbox(a) => cmd::sandbox::run(a, settings.app_secret_file.as_deref()),
             }
         });

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod checkpoint;
 pub mod cli;
 pub mod cmd;

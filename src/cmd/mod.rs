@@ -1,5 +1,6 @@
 //! One file per subcommand: parse options, call the library, return the exit code.
 
+pub mod audit;
 pub mod export;
 pub mod ingest;
 pub mod poll;

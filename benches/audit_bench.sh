@@ -1,0 +1,23 @@
+#!/bin/sh
+# Benchmark of `vmr audit` over 1,000,000 maintenance records (target: <= 5 s, <= 1 GB peak RSS).
+#
+#   benches/audit_bench.sh [DIR]
+#
+# Writes synthetic export tables (40,000 vehicles x 25 records, the export schema, zstd Parquet)
+# with `examples/audit_tables.rs` into DIR (default: target/audit-bench), then runs the release
+# `vmr audit` on them under /usr/bin/time -v. Knobs: VEHICLES (40000), RECORDS (25 per vehicle),
+# FORMAT (parquet,csv).
+set -eu
+cd "$(dirname "$0")/.."
+DIR=${1:-target/audit-bench}
+VEHICLES=${VEHICLES:-40000}
+RECORDS=${RECORDS:-25}
+FORMAT=${FORMAT:-parquet,csv}
+TARGET=${CARGO_TARGET_DIR:-target}
+
+cargo build --release --bin vmr --example audit_tables
+"$TARGET/release/examples/audit_tables" "$DIR" "$VEHICLES" "$RECORDS"
+ls -l "$DIR"
+/usr/bin/time -v "$TARGET/release/vmr" audit --out "$DIR" --format "$FORMAT" --as-of 2026-01-01 \
+  2> "$DIR/time.txt"
+grep -E "Elapsed \(wall clock\)|Maximum resident set size|User time|System time" "$DIR/time.txt"

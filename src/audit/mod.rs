@@ -1,0 +1,276 @@
+//! Audit: "which of these vehicles are not what the book says?", answered from the exported
+//! tables.
+//!
+//! `vmr audit` scans `<out>/{requests,reports,records,overview}.parquet` with polars' lazy API,
+//! computes per-vehicle flags ([`flags`]), grades them ([`risk`]), summarises them per brand
+//! ([`summary`]) and writes `vehicle_flags` and `fleet_summary` beside the inputs (Parquet
+//! and/or CSV, like export) plus `audit.html` ([`html`]), each file atomically. It never reads
+//! the checkpoint or the raw JSON, so every flag can be reproduced with SQL on the tables.
+
+pub mod flags;
+pub mod html;
+pub mod risk;
+pub mod summary;
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::config::{Format, Settings};
+use crate::export::write::{Staged, sync, sync_dir};
+pub use flags::{FlagOptions, Tables};
+
+/// The tables audit reads, all written by `vmr export`.
+pub const INPUTS: [&str; 4] = ["requests", "reports", "records", "overview"];
+
+/// Default `--rollback-tolerance-km`: odometer readings typed at the workshop are often off by
+/// a few hundred km, a real rollback is thousands.
+pub const DEFAULT_ROLLBACK_TOLERANCE_KM: i64 = 1_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(
+        "{} not found: run `vmr export` first (with --format including parquet) so audit has the tables to read",
+        .0.display()
+    )]
+    MissingTable(PathBuf),
+    #[error("{context}: {source}")]
+    Polars {
+        context: String,
+        source: PolarsError,
+    },
+    #[error("writing {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Export(#[from] crate::export::ExportError),
+}
+
+trait Context<T> {
+    fn ctx(self, what: &str) -> Result<T, AuditError>;
+}
+
+impl<T> Context<T> for PolarsResult<T> {
+    fn ctx(self, what: &str) -> Result<T, AuditError> {
+        self.map_err(|source| AuditError::Polars {
+            context: what.to_owned(),
+            source,
+        })
+    }
+}
+
+/// Where to read and write, and the audit's parameters.
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    pub out: PathBuf,
+    pub formats: Vec<Format>,
+    pub csv_bom: bool,
+    pub as_of: NaiveDate,
+    pub rollback_tolerance_km: i64,
+}
+
+impl AuditOptions {
+    pub fn from_settings(s: &Settings, as_of: NaiveDate, rollback_tolerance_km: i64) -> Self {
+        AuditOptions {
+            out: s.out.clone(),
+            formats: s.formats.clone(),
+            csv_bom: s.csv_bom,
+            as_of,
+            rollback_tolerance_km,
+        }
+    }
+}
+
+fn days_since_epoch(d: NaiveDate) -> i32 {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("1970-01-01 is a date");
+    (d - epoch).num_days() as i32
+}
+
+impl Tables {
+    /// Lazy scans of the exported Parquet tables in `dir`.
+    pub fn scan(dir: &Path) -> Result<Tables, AuditError> {
+        let scan = |name: &str| -> Result<LazyFrame, AuditError> {
+            let path = dir.join(format!("{name}.parquet"));
+            if !path.is_file() {
+                return Err(AuditError::MissingTable(path));
+            }
+            let what = format!("reading {}", path.display());
+            let args = ScanArgsParquet {
+                glob: false,
+                ..ScanArgsParquet::default()
+            };
+            LazyFrame::scan_parquet(PlRefPath::try_from_path(&path).ctx(&what)?, args).ctx(&what)
+        };
+        Ok(Tables {
+            requests: scan("requests")?,
+            reports: scan("reports")?,
+            records: scan("records")?,
+            overview: scan("overview")?,
+        })
+    }
+}
+
+/// Everything the audit computed, for the HTML page and the console summary.
+pub struct Audit {
+    pub as_of: NaiveDate,
+    pub tolerance_km: i64,
+    pub vehicle_flags: DataFrame,
+    pub reasons: Vec<Vec<risk::Reason>>,
+    pub fleet_summary: DataFrame,
+    pub requests: summary::RequestCounts,
+}
+
+impl Audit {
+    pub fn count(&self, level: risk::RiskLevel) -> usize {
+        self.reasons
+            .iter()
+            .filter(|r| risk::level_of(r) == level)
+            .count()
+    }
+
+    /// VINs flagged with an odometer rollback.
+    pub fn rollback_vins(&self) -> Result<Vec<String>, AuditError> {
+        let df = &self.vehicle_flags;
+        let vin = df.column("vin").and_then(|c| c.str()).ctx("vin")?;
+        let flag = df
+            .column("odometer_rollback")
+            .and_then(|c| c.bool())
+            .ctx("odometer_rollback")?;
+        Ok((0..df.height())
+            .filter(|i| flag.get(*i).unwrap_or(false))
+            .filter_map(|i| vin.get(i).map(str::to_owned))
+            .collect())
+    }
+}
+
+/// Computes the audit from `tables` (no files written).
+pub fn compute(
+    tables: &Tables,
+    as_of: NaiveDate,
+    rollback_tolerance_km: i64,
+) -> Result<Audit, AuditError> {
+    let opts = FlagOptions {
+        rollback_tolerance_km,
+        as_of_days: days_since_epoch(as_of),
+    };
+    let plain = flags::plan(tables, opts)
+        .collect()
+        .ctx("computing vehicle_flags")?;
+    let (vehicle_flags, reasons) = flags::with_risk(plain).ctx("grading vehicle_flags")?;
+    let requests =
+        summary::request_counts(tables.requests.clone()).ctx("counting requests")?;
+    let fleet_summary = summary::plan(&vehicle_flags, requests)
+        .and_then(LazyFrame::collect)
+        .ctx("computing fleet_summary")?;
+    Ok(Audit {
+        as_of,
+        tolerance_km: rollback_tolerance_km,
+        vehicle_flags,
+        reasons,
+        fleet_summary,
+        requests,
+    })
+}
+
+/// What `vmr audit` wrote.
+pub struct AuditReport {
+    pub audit: Audit,
+    pub files: Vec<PathBuf>,
+}
+
+impl AuditReport {
+    pub fn render(&self) -> String {
+        use risk::RiskLevel::*;
+        let a = &self.audit;
+        let mut s = format!(
+            "audit as of {}: {} vehicles with a report; risk high {}, medium {}, low {}; {} odometer rollback(s) over {} km\n",
+            a.as_of,
+            a.vehicle_flags.height(),
+            a.count(High),
+            a.count(Medium),
+            a.count(Low),
+            a.rollback_vins().map(|v| v.len()).unwrap_or(0),
+            a.tolerance_km,
+        );
+        for f in &self.files {
+            s.push_str(&format!("  wrote {}\n", f.display()));
+        }
+        s
+    }
+}
+
+fn write_file(
+    dir: &Path,
+    name: &str,
+    staged: &mut Vec<Staged>,
+    body: impl FnOnce(&mut BufWriter<&File>) -> Result<(), AuditError>,
+) -> Result<(), AuditError> {
+    let (stage, file) = Staged::create(dir, name)?;
+    let path = stage.tmp_path().to_owned();
+    {
+        let mut w = BufWriter::new(&file);
+        body(&mut w)?;
+        w.flush().map_err(|source| AuditError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    sync(&file, &path)?;
+    staged.push(stage);
+    Ok(())
+}
+
+fn write_table(
+    o: &AuditOptions,
+    name: &str,
+    df: &mut DataFrame,
+    staged: &mut Vec<Staged>,
+) -> Result<(), AuditError> {
+    let what = format!("writing {name}");
+    if o.formats.contains(&Format::Parquet) {
+        write_file(&o.out, &format!("{name}.parquet"), staged, |w| {
+            ParquetWriter::new(w).finish(df).map(drop).ctx(&what)
+        })?;
+    }
+    if o.formats.contains(&Format::Csv) {
+        write_file(&o.out, &format!("{name}.csv"), staged, |w| {
+            CsvWriter::new(w)
+                .include_bom(o.csv_bom)
+                .include_header(true)
+                .finish(df)
+                .ctx(&what)
+        })?;
+    }
+    Ok(())
+}
+
+/// `vmr audit`: reads the tables in `o.out`, writes the audit beside them.
+pub fn run(o: &AuditOptions) -> Result<AuditReport, AuditError> {
+    let tables = Tables::scan(&o.out)?;
+    let mut audit = compute(&tables, o.as_of, o.rollback_tolerance_km)?;
+    let page = html::render(&audit).ctx("rendering audit.html")?;
+    let mut staged = Vec::new();
+    write_table(o, "vehicle_flags", &mut audit.vehicle_flags, &mut staged)?;
+    write_table(o, "fleet_summary", &mut audit.fleet_summary, &mut staged)?;
+    write_file(&o.out, "audit.html", &mut staged, |w| {
+        w.write_all(page.as_bytes())
+            .map_err(|source| AuditError::Io {
+                path: o.out.join("audit.html"),
+                source,
+            })
+    })?;
+    // Renamed only once every file is complete, so a failed audit leaves the last one whole.
+    let mut files = Vec::new();
+    for s in staged {
+        files.push(s.commit()?);
+    }
+    sync_dir(&o.out)?;
+    Ok(AuditReport { audit, files })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,557 @@
+//! Every flag on small hand-made tables, written as Parquet with the export schema so the audit
+//! reads exactly what `vmr export` produces.
+
+use ::arrow::array::{
+    ArrayRef, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int8Array, Int32Array,
+    Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use ::arrow::datatypes::{DataType as A, SchemaRef, TimeUnit};
+use chrono::NaiveDate;
+use ::parquet::arrow::ArrowWriter;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::*;
+use crate::export::flatten::date32;
+use crate::export::schema;
+
+#[derive(Clone, Copy, Debug)]
+enum Cell {
+    S(&'static str),
+    I(i64),
+    F(f64),
+    B(bool),
+    /// A date, `YYYY-MM-DD`.
+    D(&'static str),
+}
+use Cell::*;
+
+type Row = Vec<(&'static str, Cell)>;
+
+fn day(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("test date")
+}
+
+/// A batch with `schema`'s columns; columns a row does not name are null.
+fn batch(schema: SchemaRef, rows: &[Row]) -> RecordBatch {
+    let cols: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let cells: Vec<Option<Cell>> = rows
+                .iter()
+                .map(|r| r.iter().find(|(n, _)| n == f.name()).map(|(_, c)| *c))
+                .collect();
+            let int = |c: &Option<Cell>| match c {
+                Some(I(v)) => Some(*v),
+                None => None,
+                other => panic!("{}: {other:?} is not an integer", f.name()),
+            };
+            let arr: ArrayRef = match f.data_type() {
+                A::Utf8 => Arc::new(StringArray::from(
+                    cells
+                        .iter()
+                        .map(|c| match c {
+                            Some(S(s)) => Some(*s),
+                            None => None,
+                            other => panic!("{}: {other:?} is not text", f.name()),
+                        })
+                        .collect::<Vec<_>>(),
+                )),
+                A::Int8 => Arc::new(Int8Array::from(
+                    cells
+                        .iter()
+                        .map(|c| int(c).map(|v| v as i8))
+                        .collect::<Vec<_>>(),
+                )),
+                A::Int32 => Arc::new(Int32Array::from(
+                    cells
+                        .iter()
+                        .map(|c| int(c).map(|v| v as i32))
+                        .collect::<Vec<_>>(),
+                )),
+                A::Int64 => Arc::new(Int64Array::from(cells.iter().map(int).collect::<Vec<_>>())),
+                A::Timestamp(TimeUnit::Millisecond, _) => Arc::new(
+                    TimestampMillisecondArray::from(cells.iter().map(int).collect::<Vec<_>>())
+                        .with_timezone("UTC"),
+                ),
+                A::Float64 => Arc::new(Float64Array::from(
+                    cells
+                        .iter()
+                        .map(|c| match c {
+                            Some(F(v)) => Some(*v),
+                            None => None,
+                            other => panic!("{}: {other:?} is not a float", f.name()),
+                        })
+                        .collect::<Vec<_>>(),
+                )),
+                A::Boolean => Arc::new(BooleanArray::from(
+                    cells
+                        .iter()
+                        .map(|c| match c {
+                            Some(B(v)) => Some(*v),
+                            None => None,
+                            other => panic!("{}: {other:?} is not a bool", f.name()),
+                        })
+                        .collect::<Vec<_>>(),
+                )),
+                A::Date32 => Arc::new(Date32Array::from(
+                    cells
+                        .iter()
+                        .map(|c| match c {
+                            Some(D(s)) => Some(date32(day(s))),
+                            None => None,
+                            other => panic!("{}: {other:?} is not a date", f.name()),
+                        })
+                        .collect::<Vec<_>>(),
+                )),
+                A::Decimal128(p, s) => Arc::new(
+                    Decimal128Array::from(
+                        cells
+                            .iter()
+                            .map(|c| match c {
+                                Some(F(v)) => Some((v * 100.0).round() as i128),
+                                None => None,
+                                other => panic!("{}: {other:?} is not an amount", f.name()),
+                            })
+                            .collect::<Vec<_>>(),
+                    )
+                    .with_precision_and_scale(*p, *s)
+                    .expect("amount type"),
+                ),
+                other => panic!("no test builder for {other}"),
+            };
+            arr
+        })
+        .collect();
+    RecordBatch::try_new(schema, cols).expect("batch matches schema")
+}
+
+fn write(dir: &Path, table: &str, rows: &[Row]) {
+    let schema = schema::of(table).expect("an export table");
+    let file = std::fs::File::create(dir.join(format!("{table}.parquet"))).expect("create");
+    let mut w = ArrowWriter::try_new(file, schema.clone(), None).expect("writer");
+    w.write(&batch(schema, rows)).expect("write");
+    w.close().expect("close");
+}
+
+/// A small fleet: its reports (one row per vehicle), records, overview parts, requests.
+#[derive(Default)]
+struct Fleet {
+    reports: Vec<Row>,
+    records: Vec<Row>,
+    overview: Vec<Row>,
+    requests: Vec<Row>,
+}
+
+impl Fleet {
+    /// A vehicle with a clean report (no accident, grade A).
+    fn vehicle(&mut self, vin: &'static str, brand: &'static str) -> &mut Self {
+        self.report(
+            vin,
+            vec![
+                ("brand_name", S(brand)),
+                ("accident_status", I(0)),
+                ("accident_grade", S("A")),
+                ("total_mileage_km", I(50_000)),
+                ("avg_yearly_mileage_km", F(12_000.0)),
+            ],
+        )
+    }
+
+    fn report(&mut self, vin: &'static str, mut cols: Row) -> &mut Self {
+        cols.push(("vin", S(vin)));
+        self.reports.push(cols);
+        self.requests
+            .push(vec![("vin", S(vin)), ("status", S("done"))]);
+        self
+    }
+
+    /// Records `(visit_date, mileage)` in the given (file) order, `seq` = position.
+    fn visits(&mut self, vin: &'static str, visits: &[(Option<&'static str>, Option<i64>)]) -> &mut Self {
+        for (seq, (date, km)) in visits.iter().enumerate() {
+            let mut r: Row = vec![("vin", S(vin)), ("seq", I(seq as i64)), ("type_code", I(1))];
+            if let Some(d) = date {
+                r.push(("visit_date", D(d)));
+            }
+            if let Some(km) = km {
+                r.push(("mileage_km", I(*km)));
+            }
+            self.records.push(r);
+        }
+        self
+    }
+
+    fn part(&mut self, vin: &'static str, part: &'static str, exception: Option<bool>) -> &mut Self {
+        let mut r: Row = vec![("vin", S(vin)), ("part", S(part))];
+        if let Some(e) = exception {
+            r.push(("has_exception", B(e)));
+        }
+        self.overview.push(r);
+        self
+    }
+
+    fn request(&mut self, vin: &'static str, status: &'static str) -> &mut Self {
+        self.requests
+            .push(vec![("vin", S(vin)), ("status", S(status))]);
+        self
+    }
+
+    fn write(&self, dir: &Path) {
+        write(dir, "reports", &self.reports);
+        write(dir, "records", &self.records);
+        write(dir, "overview", &self.overview);
+        write(dir, "requests", &self.requests);
+    }
+
+    fn audit_with(&self, tolerance: i64) -> Flags {
+        let dir = tempfile::tempdir().expect("tempdir");
+        self.write(dir.path());
+        let tables = Tables::scan(dir.path()).expect("scan");
+        let audit = compute(&tables, day(AS_OF), tolerance).expect("audit");
+        Flags::of(audit)
+    }
+
+    fn audit(&self) -> Flags {
+        self.audit_with(DEFAULT_ROLLBACK_TOLERANCE_KM)
+    }
+}
+
+const AS_OF: &str = "2024-01-31";
+
+/// A cell as text: strings without quotes, null as `null`.
+fn text(c: &Column, i: usize) -> String {
+    match c.get(i).expect("row in range") {
+        AnyValue::Null => "null".to_owned(),
+        AnyValue::String(s) => s.to_owned(),
+        AnyValue::StringOwned(s) => s.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `vehicle_flags` as text cells by VIN and column, to assert on.
+struct Flags {
+    audit: Audit,
+    cells: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Flags {
+    fn of(audit: Audit) -> Flags {
+        let df = &audit.vehicle_flags;
+        let mut cells = BTreeMap::new();
+        for i in 0..df.height() {
+            let m: BTreeMap<String, String> = df
+                .columns()
+                .iter()
+                .map(|c| (c.name().to_string(), text(c, i)))
+                .collect();
+            cells.insert(m["vin"].clone(), m);
+        }
+        Flags { audit, cells }
+    }
+
+    fn get(&self, vin: &str, column: &str) -> &str {
+        let row = self
+            .cells
+            .get(vin)
+            .unwrap_or_else(|| panic!("{vin} not in vehicle_flags: {:?}", self.cells.keys()));
+        row.get(column)
+            .unwrap_or_else(|| panic!("no column {column}: {row:?}"))
+    }
+
+    fn rollback(&self, vin: &str) -> (bool, i64) {
+        (
+            self.get(vin, "odometer_rollback") == "true",
+            self.get(vin, "max_rollback_km").parse().expect("km"),
+        )
+    }
+}
+
+const V1: &str = "LSVAA2000000000A1";
+const V2: &str = "LSVAA2000000000A2";
+const V3: &str = "LSVAA2000000000A3";
+
+#[test]
+fn a_drop_beyond_the_tolerance_is_a_rollback() {
+    let f = Fleet::default()
+        .vehicle(V1, "大众")
+        .visits(V1, &[(Some("2020-01-01"), Some(10_000)), (Some("2020-06-01"), Some(30_000)), (Some("2021-01-01"), Some(18_000))])
+        .vehicle(V2, "大众")
+        .visits(V2, &[(Some("2020-01-01"), Some(10_000)), (Some("2020-06-01"), Some(9_500))])
+        .audit();
+    assert_eq!(f.rollback(V1), (true, 12_000));
+    // 500 km below: a typing slip, within the 1,000 km tolerance, but still reported.
+    assert_eq!(f.rollback(V2), (false, 500));
+    assert_eq!(f.get(V1, "risk_level"), "high");
+    assert!(f.get(V1, "risk_reasons").contains("odometer_rollback"));
+}
+
+#[test]
+fn exactly_the_tolerance_is_not_a_rollback_and_the_tolerance_is_an_option() {
+    let mut fleet = Fleet::default();
+    fleet
+        .vehicle(V1, "BMW")
+        .visits(V1, &[(Some("2020-01-01"), Some(10_000)), (Some("2020-06-01"), Some(9_000))]);
+    assert_eq!(fleet.audit().rollback(V1), (false, 1_000));
+    assert_eq!(fleet.audit_with(999).rollback(V1), (true, 1_000));
+}
+
+#[test]
+fn equal_mileages_are_not_a_rollback() {
+    let f = Fleet::default()
+        .vehicle(V1, "BMW")
+        .visits(V1, &[(Some("2020-01-01"), Some(10_000)), (Some("2020-02-01"), Some(10_000)), (Some("2020-03-01"), Some(10_000))])
+        .audit();
+    assert_eq!(f.rollback(V1), (false, 0));
+}
+
+#[test]
+fn the_drop_is_measured_from_the_highest_earlier_reading() {
+    let f = Fleet::default()
+        .vehicle(V1, "BMW")
+        // 30,000 then 26,000 then 27,000: the later 27,000 is still 3,000 below the peak.
+        .visits(V1, &[(Some("2020-01-01"), Some(30_000)), (Some("2020-02-01"), Some(26_000)), (Some("2020-03-01"), Some(27_000))])
+        .vehicle(V2, "BMW")
+        // A slow creep down, each step within tolerance, adds up to a rollback from the peak.
+        .visits(V2, &[(Some("2020-01-01"), Some(30_000)), (Some("2020-02-01"), Some(29_400)), (Some("2020-03-01"), Some(28_800))])
+        .audit();
+    assert_eq!(f.rollback(V1), (true, 4_000));
+    assert_eq!(f.rollback(V2), (true, 1_200));
+}
+
+#[test]
+fn records_out_of_date_order_are_sorted_by_date_first() {
+    let f = Fleet::default()
+        .vehicle(V1, "BMW")
+        // In the file newest first, but increasing in date order: no rollback.
+        .visits(V1, &[(Some("2021-01-01"), Some(30_000)), (Some("2020-01-01"), Some(10_000)), (Some("2020-06-01"), Some(20_000))])
+        .vehicle(V2, "BMW")
+        // Increasing in the file, decreasing in date order: a rollback.
+        .visits(V2, &[(Some("2021-01-01"), Some(10_000)), (Some("2020-01-01"), Some(20_000))])
+        .audit();
+    assert_eq!(f.rollback(V1), (false, 0));
+    assert_eq!(f.rollback(V2), (true, 10_000));
+    assert_eq!(f.get(V1, "last_visit_date"), "2021-01-01");
+    assert_eq!(f.get(V1, "longest_gap_days"), "214");
+}
+
+#[test]
+fn same_day_visits_are_ordered_by_maintained_at_then_seq() {
+    let mut fleet = Fleet::default();
+    fleet.vehicle(V1, "BMW");
+    // seq 0 was maintained later in the day than seq 1: 20,000 (08:00) then 5,000 (17:00).
+    let base = 1_577_836_800_000i64; // 2020-01-01T00:00:00Z
+    fleet.records.push(vec![("vin", S(V1)), ("seq", I(0)), ("visit_date", D("2020-01-01")), ("maintained_at", I(base + 17 * 3_600_000)), ("mileage_km", I(5_000))]);
+    fleet.records.push(vec![("vin", S(V1)), ("seq", I(1)), ("visit_date", D("2020-01-01")), ("maintained_at", I(base + 8 * 3_600_000)), ("mileage_km", I(20_000))]);
+    fleet.vehicle(V2, "BMW");
+    // No time of day: seq decides (10,000 then 3,000).
+    fleet.visits(V2, &[(Some("2020-01-01"), Some(10_000)), (Some("2020-01-01"), Some(3_000))]);
+    let f = fleet.audit();
+    assert_eq!(f.rollback(V1), (true, 15_000));
+    assert_eq!(f.rollback(V2), (true, 7_000));
+    assert_eq!(f.get(V1, "longest_gap_days"), "0");
+}
+
+#[test]
+fn missing_mileage_is_skipped_not_taken_as_zero() {
+    let f = Fleet::default()
+        .vehicle(V1, "BMW")
+        .visits(V1, &[(Some("2020-01-01"), Some(10_000)), (Some("2020-02-01"), None), (Some("2020-03-01"), Some(11_000))])
+        .vehicle(V2, "BMW")
+        // The peak before the missing reading still counts.
+        .visits(V2, &[(Some("2020-01-01"), Some(20_000)), (Some("2020-02-01"), None), (Some("2020-03-01"), Some(12_000))])
+        .vehicle(V3, "BMW")
+        // An undated reading cannot be placed in the sequence.
+        .visits(V3, &[(Some("2020-01-01"), Some(20_000)), (None, Some(1_000))])
+        .audit();
+    assert_eq!(f.rollback(V1), (false, 0));
+    assert_eq!(f.rollback(V2), (true, 8_000));
+    assert_eq!(f.rollback(V3), (false, 0));
+    assert_eq!(f.get(V1, "record_count"), "3");
+    assert_eq!(f.get(V3, "record_count"), "2");
+}
+
+#[test]
+fn one_record_and_no_records() {
+    let f = Fleet::default()
+        .vehicle(V1, "BMW")
+        .visits(V1, &[(Some("2024-01-01"), Some(10_000))])
+        .report(V2, vec![("brand_name", S("BMW")), ("last_visit_date", D("2021-01-31"))])
+        .report(V3, vec![("brand_name", S("BMW"))])
+        .audit();
+    assert_eq!(f.rollback(V1), (false, 0));
+    assert_eq!(f.get(V1, "record_count"), "1");
+    assert_eq!(f.get(V1, "longest_gap_days"), "null");
+    assert_eq!(f.get(V1, "days_since_last_visit"), "30");
+    assert_eq!(f.get(V1, "risk_level"), "low");
+
+    // No records: counts are 0, the report's own last visit date is used.
+    assert_eq!(f.rollback(V2), (false, 0));
+    assert_eq!(f.get(V2, "record_count"), "0");
+    assert_eq!(f.get(V2, "repair_count"), "0");
+    assert_eq!(f.get(V2, "total_spent"), "0.00");
+    assert_eq!(f.get(V2, "last_visit_date"), "2021-01-31");
+    assert_eq!(f.get(V2, "days_since_last_visit"), "1095");
+    assert_eq!(f.get(V2, "risk_level"), "medium");
+    assert_eq!(f.get(V2, "risk_reasons"), "no_recent_visit");
+
+    // Nothing at all: no visit recorded, accident status unknown.
+    assert_eq!(f.get(V3, "last_visit_date"), "null");
+    assert_eq!(f.get(V3, "days_since_last_visit"), "null");
+    assert_eq!(f.get(V3, "risk_reasons"), "no_visit_recorded");
+    assert_eq!(f.get(V3, "structural_damage"), "false");
+}
+
+#[test]
+fn counts_amounts_and_gaps() {
+    let mut fleet = Fleet::default();
+    fleet.vehicle(V1, "BMW");
+    for (seq, date, code, amount) in [
+        (0, "2020-01-01", 1, 100.5),
+        (1, "2020-03-01", 2, 200.25),
+        (2, "2021-03-01", 2, 1_000.0),
+        (3, "2021-03-02", 3, 0.0),
+    ] {
+        fleet.records.push(vec![("vin", S(V1)), ("seq", I(seq)), ("visit_date", D(date)), ("type_code", I(code)), ("total_amount", F(amount)), ("mileage_km", I(1_000 * (seq + 1)))]);
+    }
+    // A record without an amount adds nothing.
+    fleet.records.push(vec![("vin", S(V1)), ("seq", I(4)), ("visit_date", D("2021-03-03")), ("type_code", I(2))]);
+    let f = fleet.audit();
+    assert_eq!(f.get(V1, "record_count"), "5");
+    assert_eq!(f.get(V1, "repair_count"), "3");
+    assert_eq!(f.get(V1, "total_spent"), "1300.75");
+    assert_eq!(f.get(V1, "longest_gap_days"), "365");
+    assert_eq!(f.get(V1, "last_visit_date"), "2021-03-03");
+    assert_eq!(f.get(V1, "days_since_last_visit"), "1064");
+}
+
+#[test]
+fn overview_parts_make_structural_damage_and_engine_exception() {
+    let f = Fleet::default()
+        .vehicle(V1, "BMW")
+        .part(V1, "frame", Some(true))
+        .part(V1, "engine", Some(false))
+        .vehicle(V2, "BMW")
+        .part(V2, "airbag", Some(true))
+        .part(V2, "appearance", Some(true))
+        .vehicle(V3, "BMW")
+        .part(V3, "engine", Some(true))
+        .part(V3, "frame", None)
+        .part(V3, "appearance", Some(true))
+        .audit();
+    assert_eq!(f.get(V1, "structural_damage"), "true");
+    assert_eq!(f.get(V1, "engine_exception"), "false");
+    assert_eq!(f.get(V2, "structural_damage"), "true");
+    assert_eq!(f.get(V2, "exception_parts"), "2");
+    assert_eq!(f.get(V3, "structural_damage"), "false");
+    assert_eq!(f.get(V3, "engine_exception"), "true");
+    assert_eq!(f.get(V1, "risk_level"), "high");
+    assert_eq!(f.get(V3, "risk_level"), "medium");
+}
+
+#[test]
+fn fleet_summary_has_brand_rows_and_a_total() {
+    let mut fleet = Fleet::default();
+    fleet
+        .vehicle(V1, "宝马")
+        .visits(V1, &[(Some("2023-01-01"), Some(20_000)), (Some("2023-06-01"), Some(5_000))])
+        .vehicle(V2, "宝马")
+        .visits(V2, &[(Some("2023-12-01"), Some(5_000))])
+        .report(V3, vec![("brand_name", S("大众")), ("accident_status", I(1)), ("avg_yearly_mileage_km", F(8_000.0))])
+        .request("LSVAA2000000000B1", "failed")
+        .request("LSVAA2000000000B2", "expired")
+        .request("LSVAA2000000000B3", "rejected");
+    let f = fleet.audit();
+    let df = &f.audit.fleet_summary;
+    assert_eq!(df.height(), 3, "{df}");
+    let text = |col: &str, row: usize| text(df.column(col).expect(col), row);
+    // Most vehicles first.
+    assert_eq!(text("brand_name", 0), "宝马");
+    assert_eq!(text("reports_bought", 0), "2");
+    assert_eq!(text("rollback_rate", 0), "0.5");
+    assert_eq!(text("median_yearly_km", 0), "12000.0");
+    assert_eq!(text("failed", 0), "null");
+    assert_eq!(text("brand_name", 1), "大众");
+    assert_eq!(text("accident_rate", 1), "1.0");
+    assert_eq!(text("high_risk", 1), "1");
+    assert_eq!(text("scope", 2), "total");
+    assert_eq!(text("brand_name", 2), "null");
+    assert_eq!(text("vehicles", 2), "5");
+    assert_eq!(text("reports_bought", 2), "3");
+    assert_eq!(text("failed", 2), "1");
+    assert_eq!(text("expired", 2), "1");
+    assert_eq!(text("high_risk", 2), "2");
+}
+
+#[test]
+fn a_missing_table_says_to_run_export() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut fleet = Fleet::default();
+    fleet.vehicle(V1, "BMW");
+    fleet.write(dir.path());
+    std::fs::remove_file(dir.path().join("records.parquet")).expect("rm");
+    let err = Tables::scan(dir.path()).err().expect("an error");
+    assert!(matches!(err, AuditError::MissingTable(_)));
+    let msg = err.to_string();
+    assert!(msg.contains("records.parquet") && msg.contains("vmr export"), "{msg}");
+}
+
+#[test]
+fn run_writes_every_output_atomically_and_escapes_data_in_the_page() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut fleet = Fleet::default();
+    fleet
+        .vehicle(V1, "<script>alert(1)</script>")
+        .visits(V1, &[(Some("2023-01-01"), Some(20_000)), (Some("2023-06-01"), Some(5_000))])
+        .vehicle(V2, "大众");
+    fleet.write(dir.path());
+    let opts = AuditOptions {
+        out: dir.path().to_owned(),
+        formats: vec![Format::Parquet, Format::Csv, Format::Jsonl],
+        csv_bom: true,
+        as_of: day(AS_OF),
+        rollback_tolerance_km: DEFAULT_ROLLBACK_TOLERANCE_KM,
+    };
+    let report = run(&opts).expect("audit");
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "audit.html",
+            "fleet_summary.csv",
+            "fleet_summary.parquet",
+            "overview.parquet",
+            "records.parquet",
+            "reports.parquet",
+            "requests.parquet",
+            "vehicle_flags.csv",
+            "vehicle_flags.parquet",
+        ]
+    );
+    assert_eq!(report.files.len(), 5);
+    let csv = std::fs::read(dir.path().join("vehicle_flags.csv")).expect("csv");
+    assert!(csv.starts_with(b"\xEF\xBB\xBFvin,brand_name,"), "{:?}", &csv[..40]);
+    let page = std::fs::read_to_string(dir.path().join("audit.html")).expect("html");
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!page.contains("<script"), "no script of any kind in the page");
+    assert!(page.contains(r#"<meta charset="utf-8">"#));
+    assert!(page.contains("大众"));
+    assert!(page.contains("Odometer rollback of 15,000 km"), "{page}");
+    assert!(!page.contains("<link") && !page.contains("src="), "self-contained");
+    // The Parquet output reads back with its types.
+    let back = LazyFrame::scan_parquet(
+        PlRefPath::try_from_path(&dir.path().join("vehicle_flags.parquet")).expect("path"),
+        ScanArgsParquet::default(),
+    )
+    .expect("scan")
+    .collect()
+    .expect("read");
+    assert_eq!(back.height(), 2);
+    assert_eq!(back.column("last_visit_date").expect("col").dtype(), &DataType::Date);
+    assert_eq!(back.column("total_spent").expect("col").dtype(), &DataType::Decimal(18, 2));
+}

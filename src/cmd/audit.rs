@@ -1,0 +1,45 @@
+//! `vmr audit`: per-vehicle risk flags, a fleet summary and an HTML report, from the tables
+//! `vmr export` wrote to `--out`.
+//!
+//! Reads `<out>/{requests,reports,records,overview}.parquet`, writes `vehicle_flags` and
+//! `fleet_summary` in `--format` (Parquet and/or CSV) and `audit.html` beside them. A missing
+//! table is a usage error (exit 2): run `vmr export` first.
+
+use anyhow::Result;
+use chrono::NaiveDate;
+
+use crate::app::{Failure, exit};
+use crate::audit::{self, AuditError, AuditOptions};
+use crate::config::Settings;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A later reading this many km below an earlier one is an odometer rollback.
+    #[arg(long, value_name = "KM", default_value_t = audit::DEFAULT_ROLLBACK_TOLERANCE_KM)]
+    pub rollback_tolerance_km: i64,
+    /// The audit date `days_since_last_visit` counts to, as YYYY-MM-DD [default: today].
+    #[arg(long, value_name = "DATE")]
+    pub as_of: Option<NaiveDate>,
+}
+
+pub fn run(args: Args, settings: &Settings) -> Result<u8> {
+    if args.rollback_tolerance_km < 0 {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--rollback-tolerance-km must be 0 or more",
+        )
+        .into());
+    }
+    let as_of = args
+        .as_of
+        .unwrap_or_else(|| chrono::Local::now().date_naive());
+    let opts = AuditOptions::from_settings(settings, as_of, args.rollback_tolerance_km);
+    match audit::run(&opts) {
+        Ok(report) => {
+            print!("{}", report.render());
+            Ok(exit::OK)
+        }
+        Err(e @ AuditError::MissingTable(_)) => Err(Failure::new(exit::USAGE, e.to_string()).into()),
+        Err(e) => Err(e.into()),
+    }
+}
