@@ -68,6 +68,7 @@ fn add_vin(
     .expect("insert vin");
 }
 
+#[allow(clippy::too_many_arguments)] // a test helper mirroring the checkpoint row
 fn add_report(
     c: &Connection,
     vin_id: i64,

@@ -355,18 +355,13 @@ fn skip_field<K: Kind>(f: &Field<K>) -> bool {
 ///
 /// Anything else (`""`, `null`, a number) parses as `Malformed` with nothing inside, so one
 /// odd field never makes the whole report unreadable.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Shaped<T> {
+    #[default]
     Absent,
     Ok(T),
     /// Present but of the wrong shape; kept verbatim for the round trip.
     Malformed(Value),
-}
-
-impl<T> Default for Shaped<T> {
-    fn default() -> Self {
-        Shaped::Absent
-    }
 }
 
 impl<T> Shaped<T> {
