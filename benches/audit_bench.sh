@@ -3,14 +3,14 @@
 #
 #   benches/audit_bench.sh [DIR]
 #
-# Writes synthetic export tables (40,000 vehicles x 25 records, the export schema, zstd Parquet)
+# Writes synthetic export tables (41,000 vehicles, 40,180 with a report, x 25 records, the export schema, zstd Parquet)
 # with `examples/audit_tables.rs` into DIR (default: target/audit-bench), then runs the release
-# `vmr audit` on them under /usr/bin/time -v. Knobs: VEHICLES (40000), RECORDS (25 per vehicle),
+# `vmr audit` on them under /usr/bin/time -v. Knobs: VEHICLES (41000), RECORDS (25 per vehicle),
 # FORMAT (parquet,csv).
 set -eu
 cd "$(dirname "$0")/.."
 DIR=${1:-target/audit-bench}
-VEHICLES=${VEHICLES:-40000}
+VEHICLES=${VEHICLES:-41000}
 RECORDS=${RECORDS:-25}
 FORMAT=${FORMAT:-parquet,csv}
 TARGET=${CARGO_TARGET_DIR:-target}

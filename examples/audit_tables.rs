@@ -3,12 +3,14 @@
 //!
 //!     cargo run --release --example audit_tables -- OUT_DIR [VEHICLES] [RECORDS_PER_VEHICLE]
 //!
-//! Defaults: 40,000 vehicles × 25 records = 1,000,000 records. About 5% of vehicles get an
-//! odometer rollback, records come slightly out of date order, some mileages are missing.
+//! Defaults: 41,000 vehicles (every 50th failed, without a report) × 25 records = 1,004,500
+//! records. About 5% of vehicles get an odometer rollback, records come slightly out of date
+//! order, some mileages are missing.
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int8Builder,
-    Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
+    Int8Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMillisecondBuilder,
 };
 use parquet::arrow::ArrowWriter;
 use rand::rngs::StdRng;
@@ -33,10 +35,14 @@ fn writer(dir: &Path, table: &str) -> anyhow::Result<ArrowWriter<File>> {
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let out = args
+    let out = args.next().ok_or_else(|| {
+        anyhow::anyhow!("usage: audit_tables OUT_DIR [VEHICLES] [RECORDS_PER_VEHICLE]")
+    })?;
+    let vehicles: usize = args
         .next()
-        .ok_or_else(|| anyhow::anyhow!("usage: audit_tables OUT_DIR [VEHICLES] [RECORDS_PER_VEHICLE]"))?;
-    let vehicles: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(40_000);
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(41_000);
     let per: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(25);
     let dir = Path::new(&out);
     std::fs::create_dir_all(dir)?;
@@ -135,37 +141,56 @@ fn main() -> anyhow::Result<()> {
         let n_rep = r_vin.len();
         let n_rec = c_vin.len();
         let n_ov = o_vin.len();
-        w_req.write(&batch("requests", n_req, vec![
-            ("vin", Arc::new(q_vin.finish())),
-            ("status", Arc::new(q_status.finish())),
-        ])?)?;
-        w_rep.write(&batch("reports", n_rep, vec![
-            ("vin", Arc::new(r_vin.finish())),
-            ("brand_name", Arc::new(r_brand.finish())),
-            ("avg_yearly_mileage_km", Arc::new(r_yearly.finish())),
-            ("total_mileage_km", Arc::new(r_total.finish())),
-            ("accident_status", Arc::new(r_acc.finish())),
-            ("accident_grade", Arc::new(r_grade.finish())),
-        ])?)?;
-        w_rec.write(&batch("records", n_rec, vec![
-            ("vin", Arc::new(c_vin.finish())),
-            ("seq", Arc::new(c_seq.finish())),
-            ("visit_date", Arc::new(c_date.finish())),
-            ("maintained_at", Arc::new(c_at.finish())),
-            ("type_code", Arc::new(c_type.finish())),
-            ("mileage_km", Arc::new(c_km.finish())),
-            ("total_amount", Arc::new(c_amount.finish())),
-        ])?)?;
-        w_ov.write(&batch("overview", n_ov, vec![
-            ("vin", Arc::new(o_vin.finish())),
-            ("part", Arc::new(o_part.finish())),
-            ("has_exception", Arc::new(o_exc.finish())),
-        ])?)?;
+        w_req.write(&batch(
+            "requests",
+            n_req,
+            vec![
+                ("vin", Arc::new(q_vin.finish())),
+                ("status", Arc::new(q_status.finish())),
+            ],
+        )?)?;
+        w_rep.write(&batch(
+            "reports",
+            n_rep,
+            vec![
+                ("vin", Arc::new(r_vin.finish())),
+                ("brand_name", Arc::new(r_brand.finish())),
+                ("avg_yearly_mileage_km", Arc::new(r_yearly.finish())),
+                ("total_mileage_km", Arc::new(r_total.finish())),
+                ("accident_status", Arc::new(r_acc.finish())),
+                ("accident_grade", Arc::new(r_grade.finish())),
+            ],
+        )?)?;
+        w_rec.write(&batch(
+            "records",
+            n_rec,
+            vec![
+                ("vin", Arc::new(c_vin.finish())),
+                ("seq", Arc::new(c_seq.finish())),
+                ("visit_date", Arc::new(c_date.finish())),
+                ("maintained_at", Arc::new(c_at.finish())),
+                ("type_code", Arc::new(c_type.finish())),
+                ("mileage_km", Arc::new(c_km.finish())),
+                ("total_amount", Arc::new(c_amount.finish())),
+            ],
+        )?)?;
+        w_ov.write(&batch(
+            "overview",
+            n_ov,
+            vec![
+                ("vin", Arc::new(o_vin.finish())),
+                ("part", Arc::new(o_part.finish())),
+                ("has_exception", Arc::new(o_exc.finish())),
+            ],
+        )?)?;
     }
     for w in [w_req, w_rep, w_rec, w_ov] {
         w.close()?;
     }
-    println!("{vehicles} vehicles, {records} records in {}", dir.display());
+    println!(
+        "{vehicles} vehicles, {records} records in {}",
+        dir.display()
+    );
     Ok(())
 }
 

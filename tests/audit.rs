@@ -18,7 +18,12 @@ fn vins(n: usize, salt: u32) -> Vec<String> {
     const WMIS: [&str; 6] = ["LSV", "LFV", "LHG", "LC0", "WDB", "LZW"];
     (0..n)
         .map(|i| {
-            let mut v = format!("{}AB{:03}0{:08}", WMIS[i % WMIS.len()], salt % 1000, i * 7919);
+            let mut v = format!(
+                "{}AB{:03}0{:08}",
+                WMIS[i % WMIS.len()],
+                salt % 1000,
+                i * 7919
+            );
             let check = vmr::input::check_digit(&v).expect("VIN alphabet");
             v.replace_range(8..9, &check.to_string());
             v
@@ -43,7 +48,14 @@ fn vmr(dir: &Path, sb: &Sandbox) -> assert_cmd::Command {
         .env("VMR_APP_ID", DEFAULT_APP_ID)
         .env("VMR_APP_SECRET", DEFAULT_APP_SECRET)
         .args(["--base-url", &sb.base_url()])
-        .args(["--state", "state", "--out", "out", "--format", "parquet,csv"])
+        .args([
+            "--state",
+            "state",
+            "--out",
+            "out",
+            "--format",
+            "parquet,csv",
+        ])
         .args(["--rate", "0", "--poll-interval", "20ms", "--max-wait", "3m"])
         .timeout(Duration::from_secs(300));
     c
@@ -124,7 +136,10 @@ fn exactly_the_sandbox_rollbacks_are_flagged() {
         .filter(|(_, t)| t.has_report() && t.has_rollback)
         .map(|(v, t)| (v, t.rollback_km))
         .collect();
-    assert!(rolled_back.len() >= 5, "the batch holds some rollbacks: {rolled_back:?}");
+    assert!(
+        rolled_back.len() >= 5,
+        "the batch holds some rollbacks: {rolled_back:?}"
+    );
 
     let listed: BTreeSet<&str> = flags.iter().map(|r| r["vin"].as_str()).collect();
     assert_eq!(listed, with_report, "one row per vehicle with a report");
@@ -231,15 +246,25 @@ fn audit_html_renders_in_a_real_browser() {
     let f = fleet();
     let page = f.out.join("audit.html").canonicalize().expect("audit.html");
     let dom = chromium_dom(&page);
-    for id in ["chart-accident-grade", "chart-risk-by-brand", "chart-yearly-km"] {
+    for id in [
+        "chart-accident-grade",
+        "chart-risk-by-brand",
+        "chart-yearly-km",
+    ] {
         let at = dom
             .find(&format!("id=\"{id}\""))
             .unwrap_or_else(|| panic!("chart {id} not in the rendered DOM"));
         let svg_start = dom[..at].rfind('<').expect("tag start");
         assert!(dom[svg_start..].starts_with("<svg"), "{id} is an <svg>");
     }
-    assert!(dom.matches("<rect class=\"bar\"").count() >= 10, "charts have bars");
-    assert!(dom.contains("<table id=\"high-risk\""), "high-risk table rendered");
+    assert!(
+        dom.matches("<rect class=\"bar\"").count() >= 10,
+        "charts have bars"
+    );
+    assert!(
+        dom.contains("<table id=\"high-risk\""),
+        "high-risk table rendered"
+    );
     let high = read_flags(&f.out)
         .iter()
         .filter(|r| r["risk_level"] == "high")
@@ -250,5 +275,8 @@ fn audit_html_renders_in_a_real_browser() {
         high.min(vmr::audit::html::MAX_LISTED),
         "one table row per high-risk vehicle"
     );
-    assert!(dom.contains("车队审计报告"), "Chinese labels survive as UTF-8");
+    assert!(
+        dom.contains("车队审计报告"),
+        "Chinese labels survive as UTF-8"
+    );
 }

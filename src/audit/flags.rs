@@ -150,12 +150,8 @@ pub fn plan(t: &Tables, o: FlagOptions) -> LazyFrame {
                 .cast(DataType::Int32)
                 .alias("days_since_last_visit"),
             col("longest_gap_days").cast(DataType::Int32),
-            col("record_count")
-                .fill_null(lit(0))
-                .cast(DataType::Int32),
-            col("repair_count")
-                .fill_null(lit(0))
-                .cast(DataType::Int32),
+            col("record_count").fill_null(lit(0)).cast(DataType::Int32),
+            col("repair_count").fill_null(lit(0)).cast(DataType::Int32),
             col("total_spent")
                 .cast(amount_type())
                 .fill_null(lit(0).cast(amount_type())),
@@ -194,10 +190,7 @@ pub fn facts(df: &DataFrame) -> PolarsResult<Vec<Facts>> {
 /// Adds `risk_level` and `risk_reasons` (`;`-separated codes) to a collected [`plan`].
 pub fn with_risk(mut df: DataFrame) -> PolarsResult<(DataFrame, Vec<Vec<risk::Reason>>)> {
     let reasons: Vec<Vec<risk::Reason>> = facts(&df)?.iter().map(risk::assess).collect();
-    let levels: Vec<&str> = reasons
-        .iter()
-        .map(|r| risk::level_of(r).as_str())
-        .collect();
+    let levels: Vec<&str> = reasons.iter().map(|r| risk::level_of(r).as_str()).collect();
     let codes: Vec<String> = reasons
         .iter()
         .map(|r| r.iter().map(|x| x.code()).collect::<Vec<_>>().join(";"))

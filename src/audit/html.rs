@@ -34,7 +34,7 @@ pub fn thousands(n: i64) -> String {
         out.push('-');
     }
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -241,11 +241,11 @@ fn risk_by_brand(brands: &[Fleet]) -> String {
             n = esc(name)
         );
         let mut x = label_w;
-        for (count, (color, level)) in b.risk.iter().zip([
-            (HIGH, "high 高"),
-            (MEDIUM, "medium 中"),
-            (LOW, "low 低"),
-        ]) {
+        for (count, (color, level)) in
+            b.risk
+                .iter()
+                .zip([(HIGH, "high 高"), (MEDIUM, "medium 中"), (LOW, "low 低")])
+        {
             let bw = *count as f64 / max * span;
             if *count > 0 {
                 let _ = write!(
@@ -363,7 +363,10 @@ pub fn render(a: &Audit) -> PolarsResult<String> {
     let rollbacks = a
         .reasons
         .iter()
-        .filter(|r| r.iter().any(|x| matches!(x, Reason::OdometerRollback { .. })))
+        .filter(|r| {
+            r.iter()
+                .any(|x| matches!(x, Reason::OdometerRollback { .. }))
+        })
         .count();
     let mut s = String::with_capacity(64 * 1024);
     s.push_str(r#"<!DOCTYPE html><html lang="zh-CN"><head><meta charset="utf-8">"#);
@@ -424,12 +427,7 @@ pub fn render(a: &Audit) -> PolarsResult<String> {
         "Odometer rollbacks · 里程回滚",
     );
     if let Some(t) = &total {
-        card(
-            &mut s,
-            "",
-            pct(t.accident_rate),
-            "Accident rate · 事故率",
-        );
+        card(&mut s, "", pct(t.accident_rate), "Accident rate · 事故率");
         card(
             &mut s,
             "",

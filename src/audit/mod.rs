@@ -161,8 +161,7 @@ pub fn compute(
         .collect()
         .ctx("computing vehicle_flags")?;
     let (vehicle_flags, reasons) = flags::with_risk(plain).ctx("grading vehicle_flags")?;
-    let requests =
-        summary::request_counts(tables.requests.clone()).ctx("counting requests")?;
+    let requests = summary::request_counts(tables.requests.clone()).ctx("counting requests")?;
     let fleet_summary = summary::plan(&vehicle_flags, requests)
         .and_then(LazyFrame::collect)
         .ctx("computing fleet_summary")?;

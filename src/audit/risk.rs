@@ -71,7 +71,10 @@ impl Reason {
         match self {
             Reason::StructuralDamage => "Frame or airbag exception · 车架/气囊异常".into(),
             Reason::OdometerRollback { km } => {
-                format!("Odometer rollback of {} km · 里程回滚", super::html::thousands(*km))
+                format!(
+                    "Odometer rollback of {} km · 里程回滚",
+                    super::html::thousands(*km)
+                )
             }
             Reason::AccidentRecorded => "Accident recorded · 事故车".into(),
             Reason::GradeD => "Accident grade D · 事故等级 D".into(),

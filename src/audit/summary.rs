@@ -33,9 +33,7 @@ pub fn request_counts(requests: LazyFrame) -> PolarsResult<RequestCounts> {
             status("rejected"),
         ])
         .collect()?;
-    let get = |name: &str| -> PolarsResult<i64> {
-        Ok(df.column(name)?.i64()?.get(0).unwrap_or(0))
-    };
+    let get = |name: &str| -> PolarsResult<i64> { Ok(df.column(name)?.i64()?.get(0).unwrap_or(0)) };
     let rejected = get("rejected")?;
     Ok(RequestCounts {
         vehicles: get("all")? - rejected,

@@ -6,8 +6,8 @@ use ::arrow::array::{
     Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
 use ::arrow::datatypes::{DataType as A, SchemaRef, TimeUnit};
-use chrono::NaiveDate;
 use ::parquet::arrow::ArrowWriter;
+use chrono::NaiveDate;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -169,7 +169,11 @@ impl Fleet {
     }
 
     /// Records `(visit_date, mileage)` in the given (file) order, `seq` = position.
-    fn visits(&mut self, vin: &'static str, visits: &[(Option<&'static str>, Option<i64>)]) -> &mut Self {
+    fn visits(
+        &mut self,
+        vin: &'static str,
+        visits: &[(Option<&'static str>, Option<i64>)],
+    ) -> &mut Self {
         for (seq, (date, km)) in visits.iter().enumerate() {
             let mut r: Row = vec![("vin", S(vin)), ("seq", I(seq as i64)), ("type_code", I(1))];
             if let Some(d) = date {
@@ -183,7 +187,12 @@ impl Fleet {
         self
     }
 
-    fn part(&mut self, vin: &'static str, part: &'static str, exception: Option<bool>) -> &mut Self {
+    fn part(
+        &mut self,
+        vin: &'static str,
+        part: &'static str,
+        exception: Option<bool>,
+    ) -> &mut Self {
         let mut r: Row = vec![("vin", S(vin)), ("part", S(part))];
         if let Some(e) = exception {
             r.push(("has_exception", B(e)));
@@ -276,9 +285,22 @@ const V3: &str = "LSVAA2000000000A3";
 fn a_drop_beyond_the_tolerance_is_a_rollback() {
     let f = Fleet::default()
         .vehicle(V1, "大众")
-        .visits(V1, &[(Some("2020-01-01"), Some(10_000)), (Some("2020-06-01"), Some(30_000)), (Some("2021-01-01"), Some(18_000))])
+        .visits(
+            V1,
+            &[
+                (Some("2020-01-01"), Some(10_000)),
+                (Some("2020-06-01"), Some(30_000)),
+                (Some("2021-01-01"), Some(18_000)),
+            ],
+        )
         .vehicle(V2, "大众")
-        .visits(V2, &[(Some("2020-01-01"), Some(10_000)), (Some("2020-06-01"), Some(9_500))])
+        .visits(
+            V2,
+            &[
+                (Some("2020-01-01"), Some(10_000)),
+                (Some("2020-06-01"), Some(9_500)),
+            ],
+        )
         .audit();
     assert_eq!(f.rollback(V1), (true, 12_000));
     // 500 km below: a typing slip, within the 1,000 km tolerance, but still reported.
@@ -290,9 +312,13 @@ fn a_drop_beyond_the_tolerance_is_a_rollback() {
 #[test]
 fn exactly_the_tolerance_is_not_a_rollback_and_the_tolerance_is_an_option() {
     let mut fleet = Fleet::default();
-    fleet
-        .vehicle(V1, "BMW")
-        .visits(V1, &[(Some("2020-01-01"), Some(10_000)), (Some("2020-06-01"), Some(9_000))]);
+    fleet.vehicle(V1, "BMW").visits(
+        V1,
+        &[
+            (Some("2020-01-01"), Some(10_000)),
+            (Some("2020-06-01"), Some(9_000)),
+        ],
+    );
     assert_eq!(fleet.audit().rollback(V1), (false, 1_000));
     assert_eq!(fleet.audit_with(999).rollback(V1), (true, 1_000));
 }
@@ -301,7 +327,14 @@ fn exactly_the_tolerance_is_not_a_rollback_and_the_tolerance_is_an_option() {
 fn equal_mileages_are_not_a_rollback() {
     let f = Fleet::default()
         .vehicle(V1, "BMW")
-        .visits(V1, &[(Some("2020-01-01"), Some(10_000)), (Some("2020-02-01"), Some(10_000)), (Some("2020-03-01"), Some(10_000))])
+        .visits(
+            V1,
+            &[
+                (Some("2020-01-01"), Some(10_000)),
+                (Some("2020-02-01"), Some(10_000)),
+                (Some("2020-03-01"), Some(10_000)),
+            ],
+        )
         .audit();
     assert_eq!(f.rollback(V1), (false, 0));
 }
@@ -311,10 +344,24 @@ fn the_drop_is_measured_from_the_highest_earlier_reading() {
     let f = Fleet::default()
         .vehicle(V1, "BMW")
         // 30,000 then 26,000 then 27,000: the later 27,000 is still 3,000 below the peak.
-        .visits(V1, &[(Some("2020-01-01"), Some(30_000)), (Some("2020-02-01"), Some(26_000)), (Some("2020-03-01"), Some(27_000))])
+        .visits(
+            V1,
+            &[
+                (Some("2020-01-01"), Some(30_000)),
+                (Some("2020-02-01"), Some(26_000)),
+                (Some("2020-03-01"), Some(27_000)),
+            ],
+        )
         .vehicle(V2, "BMW")
         // A slow creep down, each step within tolerance, adds up to a rollback from the peak.
-        .visits(V2, &[(Some("2020-01-01"), Some(30_000)), (Some("2020-02-01"), Some(29_400)), (Some("2020-03-01"), Some(28_800))])
+        .visits(
+            V2,
+            &[
+                (Some("2020-01-01"), Some(30_000)),
+                (Some("2020-02-01"), Some(29_400)),
+                (Some("2020-03-01"), Some(28_800)),
+            ],
+        )
         .audit();
     assert_eq!(f.rollback(V1), (true, 4_000));
     assert_eq!(f.rollback(V2), (true, 1_200));
@@ -325,10 +372,23 @@ fn records_out_of_date_order_are_sorted_by_date_first() {
     let f = Fleet::default()
         .vehicle(V1, "BMW")
         // In the file newest first, but increasing in date order: no rollback.
-        .visits(V1, &[(Some("2021-01-01"), Some(30_000)), (Some("2020-01-01"), Some(10_000)), (Some("2020-06-01"), Some(20_000))])
+        .visits(
+            V1,
+            &[
+                (Some("2021-01-01"), Some(30_000)),
+                (Some("2020-01-01"), Some(10_000)),
+                (Some("2020-06-01"), Some(20_000)),
+            ],
+        )
         .vehicle(V2, "BMW")
         // Increasing in the file, decreasing in date order: a rollback.
-        .visits(V2, &[(Some("2021-01-01"), Some(10_000)), (Some("2020-01-01"), Some(20_000))])
+        .visits(
+            V2,
+            &[
+                (Some("2021-01-01"), Some(10_000)),
+                (Some("2020-01-01"), Some(20_000)),
+            ],
+        )
         .audit();
     assert_eq!(f.rollback(V1), (false, 0));
     assert_eq!(f.rollback(V2), (true, 10_000));
@@ -342,11 +402,29 @@ fn same_day_visits_are_ordered_by_maintained_at_then_seq() {
     fleet.vehicle(V1, "BMW");
     // seq 0 was maintained later in the day than seq 1: 20,000 (08:00) then 5,000 (17:00).
     let base = 1_577_836_800_000i64; // 2020-01-01T00:00:00Z
-    fleet.records.push(vec![("vin", S(V1)), ("seq", I(0)), ("visit_date", D("2020-01-01")), ("maintained_at", I(base + 17 * 3_600_000)), ("mileage_km", I(5_000))]);
-    fleet.records.push(vec![("vin", S(V1)), ("seq", I(1)), ("visit_date", D("2020-01-01")), ("maintained_at", I(base + 8 * 3_600_000)), ("mileage_km", I(20_000))]);
+    fleet.records.push(vec![
+        ("vin", S(V1)),
+        ("seq", I(0)),
+        ("visit_date", D("2020-01-01")),
+        ("maintained_at", I(base + 17 * 3_600_000)),
+        ("mileage_km", I(5_000)),
+    ]);
+    fleet.records.push(vec![
+        ("vin", S(V1)),
+        ("seq", I(1)),
+        ("visit_date", D("2020-01-01")),
+        ("maintained_at", I(base + 8 * 3_600_000)),
+        ("mileage_km", I(20_000)),
+    ]);
     fleet.vehicle(V2, "BMW");
     // No time of day: seq decides (10,000 then 3,000).
-    fleet.visits(V2, &[(Some("2020-01-01"), Some(10_000)), (Some("2020-01-01"), Some(3_000))]);
+    fleet.visits(
+        V2,
+        &[
+            (Some("2020-01-01"), Some(10_000)),
+            (Some("2020-01-01"), Some(3_000)),
+        ],
+    );
     let f = fleet.audit();
     assert_eq!(f.rollback(V1), (true, 15_000));
     assert_eq!(f.rollback(V2), (true, 7_000));
@@ -357,13 +435,30 @@ fn same_day_visits_are_ordered_by_maintained_at_then_seq() {
 fn missing_mileage_is_skipped_not_taken_as_zero() {
     let f = Fleet::default()
         .vehicle(V1, "BMW")
-        .visits(V1, &[(Some("2020-01-01"), Some(10_000)), (Some("2020-02-01"), None), (Some("2020-03-01"), Some(11_000))])
+        .visits(
+            V1,
+            &[
+                (Some("2020-01-01"), Some(10_000)),
+                (Some("2020-02-01"), None),
+                (Some("2020-03-01"), Some(11_000)),
+            ],
+        )
         .vehicle(V2, "BMW")
         // The peak before the missing reading still counts.
-        .visits(V2, &[(Some("2020-01-01"), Some(20_000)), (Some("2020-02-01"), None), (Some("2020-03-01"), Some(12_000))])
+        .visits(
+            V2,
+            &[
+                (Some("2020-01-01"), Some(20_000)),
+                (Some("2020-02-01"), None),
+                (Some("2020-03-01"), Some(12_000)),
+            ],
+        )
         .vehicle(V3, "BMW")
         // An undated reading cannot be placed in the sequence.
-        .visits(V3, &[(Some("2020-01-01"), Some(20_000)), (None, Some(1_000))])
+        .visits(
+            V3,
+            &[(Some("2020-01-01"), Some(20_000)), (None, Some(1_000))],
+        )
         .audit();
     assert_eq!(f.rollback(V1), (false, 0));
     assert_eq!(f.rollback(V2), (true, 8_000));
@@ -377,7 +472,13 @@ fn one_record_and_no_records() {
     let f = Fleet::default()
         .vehicle(V1, "BMW")
         .visits(V1, &[(Some("2024-01-01"), Some(10_000))])
-        .report(V2, vec![("brand_name", S("BMW")), ("last_visit_date", D("2021-01-31"))])
+        .report(
+            V2,
+            vec![
+                ("brand_name", S("BMW")),
+                ("last_visit_date", D("2021-01-31")),
+            ],
+        )
         .report(V3, vec![("brand_name", S("BMW"))])
         .audit();
     assert_eq!(f.rollback(V1), (false, 0));
@@ -413,10 +514,22 @@ fn counts_amounts_and_gaps() {
         (2, "2021-03-01", 2, 1_000.0),
         (3, "2021-03-02", 3, 0.0),
     ] {
-        fleet.records.push(vec![("vin", S(V1)), ("seq", I(seq)), ("visit_date", D(date)), ("type_code", I(code)), ("total_amount", F(amount)), ("mileage_km", I(1_000 * (seq + 1)))]);
+        fleet.records.push(vec![
+            ("vin", S(V1)),
+            ("seq", I(seq)),
+            ("visit_date", D(date)),
+            ("type_code", I(code)),
+            ("total_amount", F(amount)),
+            ("mileage_km", I(1_000 * (seq + 1))),
+        ]);
     }
     // A record without an amount adds nothing.
-    fleet.records.push(vec![("vin", S(V1)), ("seq", I(4)), ("visit_date", D("2021-03-03")), ("type_code", I(2))]);
+    fleet.records.push(vec![
+        ("vin", S(V1)),
+        ("seq", I(4)),
+        ("visit_date", D("2021-03-03")),
+        ("type_code", I(2)),
+    ]);
     let f = fleet.audit();
     assert_eq!(f.get(V1, "record_count"), "5");
     assert_eq!(f.get(V1, "repair_count"), "3");
@@ -455,10 +568,23 @@ fn fleet_summary_has_brand_rows_and_a_total() {
     let mut fleet = Fleet::default();
     fleet
         .vehicle(V1, "宝马")
-        .visits(V1, &[(Some("2023-01-01"), Some(20_000)), (Some("2023-06-01"), Some(5_000))])
+        .visits(
+            V1,
+            &[
+                (Some("2023-01-01"), Some(20_000)),
+                (Some("2023-06-01"), Some(5_000)),
+            ],
+        )
         .vehicle(V2, "宝马")
         .visits(V2, &[(Some("2023-12-01"), Some(5_000))])
-        .report(V3, vec![("brand_name", S("大众")), ("accident_status", I(1)), ("avg_yearly_mileage_km", F(8_000.0))])
+        .report(
+            V3,
+            vec![
+                ("brand_name", S("大众")),
+                ("accident_status", I(1)),
+                ("avg_yearly_mileage_km", F(8_000.0)),
+            ],
+        )
         .request("LSVAA2000000000B1", "failed")
         .request("LSVAA2000000000B2", "expired")
         .request("LSVAA2000000000B3", "rejected");
@@ -494,7 +620,10 @@ fn a_missing_table_says_to_run_export() {
     let err = Tables::scan(dir.path()).err().expect("an error");
     assert!(matches!(err, AuditError::MissingTable(_)));
     let msg = err.to_string();
-    assert!(msg.contains("records.parquet") && msg.contains("vmr export"), "{msg}");
+    assert!(
+        msg.contains("records.parquet") && msg.contains("vmr export"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -503,7 +632,13 @@ fn run_writes_every_output_atomically_and_escapes_data_in_the_page() {
     let mut fleet = Fleet::default();
     fleet
         .vehicle(V1, "<script>alert(1)</script>")
-        .visits(V1, &[(Some("2023-01-01"), Some(20_000)), (Some("2023-06-01"), Some(5_000))])
+        .visits(
+            V1,
+            &[
+                (Some("2023-01-01"), Some(20_000)),
+                (Some("2023-06-01"), Some(5_000)),
+            ],
+        )
         .vehicle(V2, "大众");
     fleet.write(dir.path());
     let opts = AuditOptions {
@@ -535,14 +670,24 @@ fn run_writes_every_output_atomically_and_escapes_data_in_the_page() {
     );
     assert_eq!(report.files.len(), 5);
     let csv = std::fs::read(dir.path().join("vehicle_flags.csv")).expect("csv");
-    assert!(csv.starts_with(b"\xEF\xBB\xBFvin,brand_name,"), "{:?}", &csv[..40]);
+    assert!(
+        csv.starts_with(b"\xEF\xBB\xBFvin,brand_name,"),
+        "{:?}",
+        &csv[..40]
+    );
     let page = std::fs::read_to_string(dir.path().join("audit.html")).expect("html");
     assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-    assert!(!page.contains("<script"), "no script of any kind in the page");
+    assert!(
+        !page.contains("<script"),
+        "no script of any kind in the page"
+    );
     assert!(page.contains(r#"<meta charset="utf-8">"#));
     assert!(page.contains("大众"));
     assert!(page.contains("Odometer rollback of 15,000 km"), "{page}");
-    assert!(!page.contains("<link") && !page.contains("src="), "self-contained");
+    assert!(
+        !page.contains("<link") && !page.contains("src="),
+        "self-contained"
+    );
     // The Parquet output reads back with its types.
     let back = LazyFrame::scan_parquet(
         PlRefPath::try_from_path(&dir.path().join("vehicle_flags.parquet")).expect("path"),
@@ -552,6 +697,12 @@ fn run_writes_every_output_atomically_and_escapes_data_in_the_page() {
     .collect()
     .expect("read");
     assert_eq!(back.height(), 2);
-    assert_eq!(back.column("last_visit_date").expect("col").dtype(), &DataType::Date);
-    assert_eq!(back.column("total_spent").expect("col").dtype(), &DataType::Decimal(18, 2));
+    assert_eq!(
+        back.column("last_visit_date").expect("col").dtype(),
+        &DataType::Date
+    );
+    assert_eq!(
+        back.column("total_spent").expect("col").dtype(),
+        &DataType::Decimal(18, 2)
+    );
 }

@@ -24,11 +24,7 @@ pub struct Args {
 
 pub fn run(args: Args, settings: &Settings) -> Result<u8> {
     if args.rollback_tolerance_km < 0 {
-        return Err(Failure::new(
-            exit::USAGE,
-            "--rollback-tolerance-km must be 0 or more",
-        )
-        .into());
+        return Err(Failure::new(exit::USAGE, "--rollback-tolerance-km must be 0 or more").into());
     }
     let as_of = args
         .as_of
@@ -39,7 +35,9 @@ pub fn run(args: Args, settings: &Settings) -> Result<u8> {
             print!("{}", report.render());
             Ok(exit::OK)
         }
-        Err(e @ AuditError::MissingTable(_)) => Err(Failure::new(exit::USAGE, e.to_string()).into()),
+        Err(e @ AuditError::MissingTable(_)) => {
+            Err(Failure::new(exit::USAGE, e.to_string()).into())
+        }
         Err(e) => Err(e.into()),
     }
 }
