@@ -37,6 +37,17 @@ pub struct Plan {
     pub dry_run: bool,
 }
 
+impl Plan {
+    /// The states whose VINs this plan sends to generate.
+    fn send_states(&self) -> Vec<&'static str> {
+        if self.resubmit_uncertain {
+            vec!["queued", "uncertain"]
+        } else {
+            vec!["queued"]
+        }
+    }
+}
+
 pub fn input_options(s: &Settings) -> InputOptions {
     InputOptions {
         vin_column: s.vin_column.clone(),
@@ -86,11 +97,7 @@ fn stages(
         app::report(settings.log_format, &summary.render());
     }
     if plan.dry_run {
-        let mut states = vec!["queued"];
-        if plan.resubmit_uncertain {
-            states.push("uncertain");
-        }
-        let n = count_states(ckpt, &states)?;
+        let n = count_states(ckpt, &plan.send_states())?;
         let pending = count_states(ckpt, &["pending"])?;
         let secs = if settings.rate == 0 {
             0.0
@@ -113,11 +120,7 @@ fn stages(
             tokio::spawn(async move { stop.watch_signals().await })
         };
         if plan.submit {
-            let mut states = vec!["queued"];
-            if plan.resubmit_uncertain {
-                states.push("uncertain");
-            }
-            let total = count_states(ckpt, &states)?;
+            let total = count_states(ckpt, &plan.send_states())?;
             let progress = Progress::new("submit", total as u64);
             engine::submit(engine.clone(), &progress).await?;
             progress.close();

@@ -131,33 +131,43 @@ fn non_empty_raw(raw: Option<&RawValue>) -> bool {
     }
 }
 
+/// An HTTP 404: the address is wrong, whatever the body says.
+fn wrong_address(endpoint: Endpoint, body: &[u8]) -> Outcome {
+    Outcome::Stop {
+        code: 404,
+        message: format!("HTTP 404 for {}: {}", endpoint.path(), excerpt(body)),
+    }
+}
+
+/// An answer with no usable code: retried. A 2xx whose body cannot be read may be a billed
+/// answer cut short, so its outcome is unknown.
+fn unreadable(http_status: u16, what: String) -> Outcome {
+    Outcome::Transient {
+        http_status: Some(http_status),
+        code: None,
+        detail: format!("HTTP {http_status}, {what}"),
+        delivery: if (200..300).contains(&http_status) {
+            Delivery::Unknown
+        } else {
+            Delivery::Answered
+        },
+    }
+}
+
 /// Classifies one HTTP answer from `endpoint`.
 pub fn classify(endpoint: Endpoint, http_status: u16, body: &[u8]) -> (Outcome, Answer) {
     let env: Envelope = match serde_json::from_slice(body) {
         Ok(e) => e,
         Err(e) => {
             let outcome = if http_status == 404 {
-                Outcome::Stop {
-                    code: 404,
-                    message: format!("HTTP 404 for {}: {}", endpoint.path(), excerpt(body)),
-                }
+                wrong_address(endpoint, body)
             } else {
                 let what = if body.is_empty() {
                     "empty body".to_owned()
                 } else {
                     format!("not JSON ({e}): {}", excerpt(body))
                 };
-                Outcome::Transient {
-                    http_status: Some(http_status),
-                    code: None,
-                    detail: format!("HTTP {http_status}, {what}"),
-                    delivery: if (200..300).contains(&http_status) {
-                        // A 2xx with a broken body may be a billed answer cut short.
-                        Delivery::Unknown
-                    } else {
-                        Delivery::Answered
-                    },
-                }
+                unreadable(http_status, what)
             };
             return (outcome, Answer::default());
         }
@@ -221,20 +231,11 @@ pub fn classify(endpoint: Endpoint, http_status: u16, body: &[u8]) -> (Outcome, 
         },
         Some(code @ (404 | 601..=604)) => Outcome::Stop { code, message },
         Some(code) => Outcome::Fail { code, message },
-        None if http_status == 404 => Outcome::Stop {
-            code: 404,
-            message: format!("HTTP 404 for {}: {}", endpoint.path(), excerpt(body)),
-        },
-        None => Outcome::Transient {
-            http_status: Some(http_status),
-            code: None,
-            detail: format!("HTTP {http_status}, JSON without a code: {}", excerpt(body)),
-            delivery: if (200..300).contains(&http_status) {
-                Delivery::Unknown
-            } else {
-                Delivery::Answered
-            },
-        },
+        None if http_status == 404 => wrong_address(endpoint, body),
+        None => unreadable(
+            http_status,
+            format!("JSON without a code: {}", excerpt(body)),
+        ),
     };
     (outcome, answer)
 }
