@@ -15,7 +15,7 @@ RECORDS=${RECORDS:-25}
 FORMAT=${FORMAT:-parquet,csv}
 TARGET=${CARGO_TARGET_DIR:-target}
 
-cargo build --release --bin vmr --example audit_tables
+cargo build --release --features bench-tools --bin vmr --example audit_tables
 "$TARGET/release/examples/audit_tables" "$DIR" "$VEHICLES" "$RECORDS"
 ls -l "$DIR"
 /usr/bin/time -v "$TARGET/release/vmr" audit --out "$DIR" --format "$FORMAT" --as-of 2026-01-01 \

@@ -20,7 +20,7 @@ mkdir -p "$WORK"
 BIN=$CARGO_TARGET_DIR/release
 
 echo "== build (release)"
-(cd "$ROOT" && cargo build --release --bin vmr --example make_checkpoint --example parse_floor)
+(cd "$ROOT" && cargo build --release --features bench-tools --bin vmr --example make_checkpoint --example parse_floor)
 
 if [ ! -f "$WORK/state/checkpoint.sqlite" ]; then
     echo "== checkpoint of $N sandbox reports in $WORK/state"

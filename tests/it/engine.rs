@@ -1,9 +1,7 @@
 //! The network engine end to end: the real `vmr` binary against the sandbox on a loopback
 //! port, checked against the sandbox's own ledger of what it billed.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use vmr::sandbox::{Ledger, Outcome, SandboxConfig};

@@ -1,9 +1,7 @@
 //! Killing vmr at any instant: SIGKILL mid-run (the checkpoint must let the next run continue
 //! and tell which VINs may have been billed), SIGTERM (a clean stop), and SIGKILL during ingest.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Stdio};

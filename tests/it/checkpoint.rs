@@ -2,9 +2,7 @@
 //! bought once across batches, file errors that leave the checkpoint untouched, a checkpoint
 //! from a newer vmr refused, and status readable while another vmr works.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use vmr::checkpoint::{Checkpoint, State, Update};
 use vmr::sandbox::SandboxConfig;
 

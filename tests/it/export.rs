@@ -877,7 +877,7 @@ fn export_command_works_beside_a_running_vmr() {
 }
 
 /// Needs python3 with polars (`pip install polars`), so it runs on request:
-/// `cargo test --test export -- --ignored`.
+/// `cargo test --test it export:: -- --ignored`.
 #[test]
 #[ignore = "needs python3 with polars"]
 fn parquet_opens_in_polars_with_the_intended_dtypes() {

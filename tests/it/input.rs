@@ -428,7 +428,7 @@ fn sample_fleet_has_exactly_the_documented_bad_rows() {
 }
 
 /// Reads a large generated file and reports the time; run with
-/// `cargo test --release --test input -- --ignored --nocapture`.
+/// `cargo test --release --test it input:: -- --ignored --nocapture`.
 #[test]
 #[ignore = "timing run on a million rows"]
 fn million_rows_read_quickly() {

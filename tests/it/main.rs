@@ -1,0 +1,12 @@
+//! The integration tests, in one binary so the tree (polars, arrow, tokio…) is linked once, not
+//! once per file. Each module is one area; `cargo test --test it engine::` runs one area.
+
+mod api_samples;
+mod audit;
+mod checkpoint;
+mod common;
+mod crash;
+mod engine;
+mod export;
+mod input;
+mod sandbox;
