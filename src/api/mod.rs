@@ -8,6 +8,7 @@ pub mod client;
 pub mod model;
 pub mod outcome;
 pub mod sign;
+pub mod view;
 
 pub use client::{Client, ClientOptions, Exchange, now_ms};
 pub use outcome::{Answer, Delivery, Endpoint, Outcome, classify, report_json};

@@ -710,7 +710,7 @@ pub struct Report {
 
 /// An object key, borrowed from the input when it has no escapes (the usual case), so matching
 /// keys allocates nothing.
-struct Key<'de>(std::borrow::Cow<'de, str>);
+pub(crate) struct Key<'de>(pub(crate) std::borrow::Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -15,18 +15,18 @@ use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Datelike, NaiveDate};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
 use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::schema;
 use crate::api::Endpoint;
-use crate::api::model::{
-    Date, Decimal, Field, Float, Int, Lenient, OverviewPart, Records, Report, Shaped, Text,
-    split_finding,
-};
+use crate::api::model::split_finding;
 use crate::api::outcome::{parse_report, report_json};
+use crate::api::view::{
+    Conv, Finding, Held, NotThere, OverviewView, PartSlot, RecordsView, ReportView, Scalar, Slot,
+};
 
 /// One row of the checkpoint's `reports` table, as export reads it.
 #[derive(Debug, Clone)]
@@ -152,10 +152,10 @@ pub fn flatten(rows: &[SourceReport], want: Want) -> Result<Flat, ArrowError> {
     })
 }
 
-/// Parses the REPORT of a stored body in one pass.
-fn parse(row: &SourceReport) -> Result<Option<Report>, String> {
+/// Parses the REPORT of a stored body in one pass, borrowing its text.
+fn parse(row: &SourceReport) -> Result<Option<ReportView<'_>>, String> {
     let endpoint = endpoint_of(row)?;
-    parse_report::<Report>(endpoint, &row.body).map_err(|e| e.to_string())
+    parse_report::<ReportView<'_>>(endpoint, &row.body).map_err(|e| e.to_string())
 }
 
 fn endpoint_of(row: &SourceReport) -> Result<Endpoint, String> {
@@ -223,36 +223,34 @@ fn push_jsonl(out: &mut Vec<u8>, row: &SourceReport, raw: &RawValue) {
 
 // ---- conversions -------------------------------------------------------------------------
 
-fn text<'a>(f: &'a Field<Text>, col: &'static str, q: &mut Quality) -> Option<&'a str> {
-    if f.is_invalid() {
-        q.coerced(col);
-    }
-    f.as_ref().map(String::as_str)
-}
-
-/// A whole number that must fit `T` (Int8, Int32, Int64 columns).
-fn int<T: TryFrom<i64>>(f: &Field<Int>, col: &'static str, q: &mut Quality) -> Option<T> {
-    match &f.value {
-        Lenient::Value(v) => {
-            let t = T::try_from(*v).ok();
-            if t.is_none() {
-                q.coerced(col);
-            }
-            t
-        }
-        Lenient::Invalid(_) => {
+/// A converted value, counting an unconvertible one against `col`.
+fn counted<T>(c: Conv<T>, col: &'static str, q: &mut Quality) -> Option<T> {
+    match c {
+        Conv::Value(v) => Some(v),
+        Conv::Invalid => {
             q.coerced(col);
             None
         }
-        Lenient::Missing => None,
+        Conv::Missing => None,
     }
 }
 
-fn float(f: &Field<Float>, col: &'static str, q: &mut Quality) -> Option<f64> {
-    if f.is_invalid() {
+fn text<'a>(f: &'a Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<Cow<'a, str>> {
+    counted(f.text(), col, q)
+}
+
+/// A whole number that must fit `T` (Int8, Int32, Int64 columns).
+fn int<T: TryFrom<i64>>(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<T> {
+    let v = counted(f.int(), col, q)?;
+    let t = T::try_from(v).ok();
+    if t.is_none() {
         q.coerced(col);
     }
-    f.get()
+    t
+}
+
+fn float(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<f64> {
+    counted(f.float(), col, q)
 }
 
 const EPOCH_DAYS_FROM_CE: i32 = 719_163;
@@ -267,11 +265,8 @@ pub fn from_date32(days: i32) -> Option<NaiveDate> {
     NaiveDate::from_num_days_from_ce_opt(days.checked_add(EPOCH_DAYS_FROM_CE)?)
 }
 
-fn date(f: &Field<Date>, col: &'static str, q: &mut Quality) -> Option<i32> {
-    if f.is_invalid() {
-        q.coerced(col);
-    }
-    f.as_ref().map(|d| date32(*d))
+fn date(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<i32> {
+    counted(f.date(), col, q).map(date32)
 }
 
 /// `mainTainDate` (Unix seconds, or milliseconds when larger than 1e11) as milliseconds, within
@@ -359,21 +354,13 @@ pub fn parse_amount(s: &str) -> Option<i128> {
     Some(if neg { -units } else { units })
 }
 
-fn amount(f: &Field<Decimal>, col: &'static str, q: &mut Quality) -> Option<i128> {
-    match &f.value {
-        Lenient::Value(s) => {
-            let v = parse_amount(s);
-            if v.is_none() {
-                q.coerced(col);
-            }
-            v
-        }
-        Lenient::Invalid(_) => {
-            q.coerced(col);
-            None
-        }
-        Lenient::Missing => None,
+fn amount(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<i128> {
+    let s = counted(f.decimal(), col, q)?;
+    let v = parse_amount(&s);
+    if v.is_none() {
+        q.coerced(col);
     }
+    v
 }
 
 /// `type_name` from `type_code`.
@@ -528,7 +515,7 @@ impl Builders {
         }
     }
 
-    fn push(&mut self, row: &SourceReport, r: &Report, q: &mut Quality) {
+    fn push(&mut self, row: &SourceReport, r: &ReportView<'_>, q: &mut Quality) {
         let vin = row.vin.as_str();
         let rid = row.request_id.as_deref();
         let p = &mut self.rep;
@@ -582,25 +569,31 @@ impl Builders {
             .append_option(date(&r.updatetime, "reports.report_updated_date", q));
         p.fetched_at.append_value(row.fetched_at);
 
-        self.push_records(vin, rid, r, q);
-        self.push_overview(vin, rid, r, q);
+        self.push_records(vin, rid, &r.result_content, q);
+        self.push_overview(vin, rid, &r.overview, q);
     }
 
-    fn push_records(&mut self, vin: &str, rid: Option<&str>, r: &Report, q: &mut Quality) {
-        match &r.result_content {
-            Records::Absent => {}
-            Records::Malformed(Value::Null) => {}
-            Records::Malformed(Value::String(s)) if s.trim().is_empty() => {}
-            Records::Malformed(_) => q.unusable("reports.result_content"),
-            Records::List(list) => {
-                let records = r.result_content.iter().count();
-                for _ in records..list.len() {
-                    q.unusable("records.result_content[]");
-                }
+    fn push_records(
+        &mut self,
+        vin: &str,
+        rid: Option<&str>,
+        records: &RecordsView<'_>,
+        q: &mut Quality,
+    ) {
+        let list = match &records.0 {
+            Held::Is(list) => list,
+            Held::Not(NotThere::Empty) => return,
+            Held::Not(NotThere::Malformed) => {
+                q.unusable("reports.result_content");
+                return;
             }
-        }
+        };
         let c = &mut self.rec;
-        for (seq, rec) in r.result_content.iter() {
+        for (seq, slot) in list.iter().enumerate() {
+            let Slot::Record(rec) = slot else {
+                q.unusable("records.result_content[]");
+                continue;
+            };
             let Ok(seq) = i32::try_from(seq) else {
                 q.coerced("records.seq");
                 continue;
@@ -639,57 +632,60 @@ impl Builders {
         }
     }
 
-    fn push_overview(&mut self, vin: &str, rid: Option<&str>, r: &Report, q: &mut Quality) {
-        let map = match &r.overview {
-            Shaped::Ok(map) => map,
-            Shaped::Absent | Shaped::Malformed(Value::Null) => return,
-            Shaped::Malformed(Value::String(s)) if s.trim().is_empty() => return,
-            Shaped::Malformed(_) => {
+    fn push_overview(
+        &mut self,
+        vin: &str,
+        rid: Option<&str>,
+        overview: &OverviewView<'_>,
+        q: &mut Quality,
+    ) {
+        let parts = match &overview.0 {
+            Held::Is(parts) => parts,
+            Held::Not(NotThere::Empty) => return,
+            Held::Not(NotThere::Malformed) => {
                 q.unusable("reports.overview");
                 return;
             }
         };
-        for (key, value) in map {
+        for (key, slot) in parts {
             let o = &mut self.ov;
             o.vin.append_value(vin);
             o.request_id.append_option(rid);
             o.part.append_value(key);
-            if value.is_null() {
-                o.label.append_null();
-                o.has_exception.append_null();
-                o.exception_count.append_null();
-                continue;
-            }
-            let part = match value {
-                Value::Object(_) => OverviewPart::deserialize(value).ok(),
-                _ => None,
-            };
-            let Some(part) = part else {
-                q.coerced("overview.label");
-                q.coerced("overview.has_exception");
-                q.coerced("overview.exception_count");
-                o.label.append_null();
-                o.has_exception.append_null();
-                o.exception_count.append_null();
-                continue;
+            let part = match slot {
+                PartSlot::Part(part) => part,
+                PartSlot::Null => {
+                    o.label.append_null();
+                    o.has_exception.append_null();
+                    o.exception_count.append_null();
+                    continue;
+                }
+                PartSlot::NotAPart => {
+                    q.coerced("overview.label");
+                    q.coerced("overview.has_exception");
+                    q.coerced("overview.exception_count");
+                    o.label.append_null();
+                    o.has_exception.append_null();
+                    o.exception_count.append_null();
+                    continue;
+                }
             };
             let label = text(&part.label, "overview.label", q);
-            o.label.append_option(label);
-            let has = match &part.is_exception.value {
-                Lenient::Value(1) => Some(true),
-                Lenient::Value(0) => Some(false),
-                Lenient::Missing => None,
+            o.label.append_option(label.as_deref());
+            let has = match part.is_exception.int() {
+                Conv::Value(1) => Some(true),
+                Conv::Value(0) => Some(false),
+                Conv::Missing => None,
                 _ => {
                     q.coerced("overview.has_exception");
                     None
                 }
             };
             o.has_exception.append_option(has);
-            let list: &[Value] = match &part.exceptions {
-                Shaped::Ok(list) => list,
-                Shaped::Absent | Shaped::Malformed(Value::Null) => &[],
-                Shaped::Malformed(Value::String(s)) if s.trim().is_empty() => &[],
-                Shaped::Malformed(_) => {
+            let list: &[Finding<'_>] = match &part.exceptions.0 {
+                Held::Is(list) => list,
+                Held::Not(NotThere::Empty) => &[],
+                Held::Not(NotThere::Malformed) => {
                     q.unusable("overview.exceptions");
                     q.coerced("overview.exception_count");
                     o.exception_count.append_null();
@@ -698,25 +694,24 @@ impl Builders {
             };
             let mut count: i32 = 0;
             for (seq, item) in list.iter().enumerate() {
-                let raw = match item {
-                    Value::String(s) if s.trim().is_empty() => continue,
-                    Value::Null => continue,
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
+                let raw: &str = match item {
+                    Finding::Blank => continue,
+                    Finding::Str(s) => s,
+                    Finding::Other(s) => s,
                 };
                 let Ok(seq) = i32::try_from(seq) else {
                     q.coerced("exceptions.seq");
                     continue;
                 };
                 count = count.saturating_add(1);
-                let (component, finding) = split_finding(&raw);
+                let (component, finding) = split_finding(raw);
                 let e = &mut self.ex;
                 e.vin.append_value(vin);
                 e.request_id.append_option(rid);
                 e.part.append_value(key);
-                e.label.append_option(label);
+                e.label.append_option(label.as_deref());
                 e.seq.append_value(seq);
-                e.raw.append_value(&raw);
+                e.raw.append_value(raw);
                 e.component
                     .append_option((!component.is_empty()).then_some(component.as_str()));
                 e.finding.append_option(finding.as_deref());

@@ -12,8 +12,14 @@ use arrow::array::{
 use arrow::datatypes::SchemaRef;
 use chrono::DateTime;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
+};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
+use rayon::prelude::*;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -103,9 +109,99 @@ pub fn sync_dir(dir: &Path) -> Result<(), ExportError> {
     }
 }
 
+/// A Parquet file whose columns are encoded in parallel.
+///
+/// `ArrowWriter` encodes a batch's columns one after another on the calling thread, so the
+/// biggest table's writer was the export's bottleneck. This keeps one `ArrowColumnWriter` per
+/// column of the open row group (arrow-rs's low-level API for exactly this) and feeds them a
+/// batch's columns on the rayon pool; memory is what `ArrowWriter` holds, the encoded row group.
+struct ParquetFile {
+    file: SerializedFileWriter<File>,
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    /// The open row group's column writers and its rows so far.
+    group: Option<(Vec<ArrowColumnWriter>, usize)>,
+    groups: usize,
+}
+
+impl ParquetFile {
+    fn create(
+        file: File,
+        schema: SchemaRef,
+        props: &WriterProperties,
+    ) -> Result<ParquetFile, ParquetError> {
+        // Through `ArrowWriter` so the file carries the Arrow schema, as readers expect.
+        let (file, factory) = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))?
+            .into_serialized_writer()?;
+        Ok(ParquetFile {
+            file,
+            factory,
+            schema,
+            group: None,
+            groups: 0,
+        })
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let (writers, rows) = match &mut self.group {
+                Some(g) => g,
+                None => self
+                    .group
+                    .insert((self.factory.create_column_writers(self.groups)?, 0)),
+            };
+            let take = (ROW_GROUP_ROWS - *rows).min(batch.num_rows() - offset);
+            let part = batch.slice(offset, take);
+            let fields = self.schema.fields();
+            writers
+                .par_iter_mut()
+                .zip(part.columns().par_iter())
+                .zip(fields.par_iter())
+                .try_for_each(|((w, col), field)| {
+                    for leaf in compute_leaves(field, col)? {
+                        w.write(&leaf)?;
+                    }
+                    Ok::<(), ParquetError>(())
+                })?;
+            *rows += take;
+            offset += take;
+            if *rows >= ROW_GROUP_ROWS {
+                self.close_group()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn close_group(&mut self) -> Result<(), ParquetError> {
+        let Some((writers, _)) = self.group.take() else {
+            return Ok(());
+        };
+        let chunks: Vec<ArrowColumnChunk> = writers
+            .into_par_iter()
+            .map(ArrowColumnWriter::close)
+            .collect::<Result<_, _>>()?;
+        let mut group = self.file.next_row_group()?;
+        for chunk in chunks {
+            chunk.append_to_row_group(&mut group)?;
+        }
+        group.close()?;
+        self.groups += 1;
+        Ok(())
+    }
+
+    /// Closes the last row group, writes the footer and returns the file.
+    fn finish(mut self) -> Result<File, ParquetError> {
+        if self.group.as_ref().is_some_and(|(_, rows)| *rows > 0) {
+            self.close_group()?;
+        }
+        self.file.into_inner()
+    }
+}
+
 /// One table's outputs: Parquet and/or CSV, fed the same batches.
 pub struct TableSink {
-    parquet: Option<(Staged, ArrowWriter<File>)>,
+    parquet: Option<(Staged, ParquetFile)>,
     csv: Option<(Staged, csv::Writer<File>)>,
     cells: Vec<u8>,
     rows: u64,
@@ -122,7 +218,7 @@ impl TableSink {
         let parquet = match parquet {
             Some(props) => {
                 let (staged, file) = Staged::create(dir, &format!("{table}.parquet"))?;
-                let w = ArrowWriter::try_new(file, schema.clone(), Some(props.as_ref().clone()))?;
+                let w = ParquetFile::create(file, schema.clone(), props)?;
                 Some((staged, w))
             }
             None => None,
@@ -168,7 +264,7 @@ impl TableSink {
     pub fn finish(self) -> Result<(u64, Vec<Staged>), ExportError> {
         let mut staged = Vec::new();
         if let Some((s, w)) = self.parquet {
-            let file = w.into_inner()?;
+            let file = w.finish()?;
             sync(&file, &s.tmp)?;
             staged.push(s);
         }

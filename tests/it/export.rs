@@ -14,9 +14,16 @@ use parquet::file::reader::FileReader;
 use parquet::file::serialized_reader::SerializedFileReader;
 use proptest::prelude::*;
 use rusqlite::{Connection, params};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use vmr::api::Endpoint;
+use vmr::api::model::{
+    Decimal, Field, Kind, Lenient, OverviewPart, RecordSlot, Records, Report, Shaped, Text,
+};
+use vmr::api::outcome::parse_report;
+use vmr::api::view::{Conv, Finding, Held, NotThere, PartSlot, ReportView, Scalar, Slot};
 use vmr::checkpoint::{self, Checkpoint};
 use vmr::config::Format;
 use vmr::export::flatten::{self, SourceReport, Want};
@@ -976,6 +983,177 @@ fn flatten_body(body: Vec<u8>) -> flatten::Flat {
     .expect("flatten never fails on data")
 }
 
+/// The model's scalar and the view's, converted by the same kind, agree.
+fn agree<K: Kind>(f: &Field<K>, s: &Scalar<'_>) -> bool
+where
+    K::Out: PartialEq,
+{
+    match (&f.value, s.to::<K>()) {
+        (Lenient::Missing, Conv::Missing) | (Lenient::Invalid(_), Conv::Invalid) => true,
+        (Lenient::Value(a), Conv::Value(b)) => *a == b,
+        _ => false,
+    }
+}
+
+fn agree_text(f: &Field<Text>, c: Conv<std::borrow::Cow<'_, str>>) -> bool {
+    match (&f.value, c) {
+        (Lenient::Missing, Conv::Missing) | (Lenient::Invalid(_), Conv::Invalid) => true,
+        (Lenient::Value(a), Conv::Value(b)) => *a == b,
+        _ => false,
+    }
+}
+
+fn agree_decimal(f: &Field<Decimal>, s: &Scalar<'_>) -> bool {
+    match (&f.value, s.decimal()) {
+        (Lenient::Missing, Conv::Missing) | (Lenient::Invalid(_), Conv::Invalid) => true,
+        (Lenient::Value(a), Conv::Value(b)) => *a == b,
+        _ => false,
+    }
+}
+
+/// Export reads the borrowed view; the owned model is what the rest of vmr reads. Both must
+/// see the same report in every body.
+fn view_agrees_with_model(body: &[u8]) -> Result<(), String> {
+    let model = parse_report::<Report>(Endpoint::Get, body);
+    let view = parse_report::<ReportView<'_>>(Endpoint::Get, body);
+    let (m, v) = match (model, view) {
+        (Ok(Some(m)), Ok(Some(v))) => (m, v),
+        (Ok(None), Ok(None)) | (Err(_), Err(_)) => return Ok(()),
+        (m, v) => return Err(format!("model {:?} but view {:?}", m.is_ok(), v.is_ok())),
+    };
+    let checks = [
+        (
+            "first_time_to_shop",
+            agree(&m.first_time_to_shop, &v.first_time_to_shop),
+        ),
+        (
+            "last_time_to_shop",
+            agree(&m.last_time_to_shop, &v.last_time_to_shop),
+        ),
+        (
+            "content_numbers",
+            agree(&m.content_numbers, &v.content_numbers),
+        ),
+        ("brand_pic", agree_text(&m.brand_pic, v.brand_pic.text())),
+        ("brand_name", agree_text(&m.brand_name, v.brand_name.text())),
+        ("vinNO", agree_text(&m.vin_no, v.vin_no.text())),
+        (
+            "avg_upkeep_year",
+            agree(&m.avg_upkeep_year, &v.avg_upkeep_year),
+        ),
+        (
+            "avg_mileage_year",
+            agree(&m.avg_mileage_year, &v.avg_mileage_year),
+        ),
+        ("total_mileage", agree(&m.total_mileage, &v.total_mileage)),
+        ("first_mileage", agree(&m.first_mileage, &v.first_mileage)),
+        ("last_mileage", agree(&m.last_mileage, &v.last_mileage)),
+        (
+            "accident_grade",
+            agree_text(&m.accident_grade, v.accident_grade.text()),
+        ),
+        ("is_accident", agree(&m.is_accident, &v.is_accident)),
+        (
+            "is_accident_reason",
+            agree_text(&m.is_accident_reason, v.is_accident_reason.text()),
+        ),
+        ("updatetime", agree(&m.updatetime, &v.updatetime)),
+    ];
+    if let Some((name, _)) = checks.iter().find(|(_, ok)| !ok) {
+        return Err(format!("{name} differs"));
+    }
+    // result_content: same shape, same slots, same values.
+    match (&m.result_content, &v.result_content.0) {
+        (Records::Absent, Held::Not(NotThere::Empty)) => {}
+        (Records::Malformed(x), Held::Not(n)) => {
+            let empty = x.is_null() || x.as_str().is_some_and(|s| s.trim().is_empty());
+            if empty != (*n == NotThere::Empty) {
+                return Err(format!("result_content {x} read as {n:?}"));
+            }
+        }
+        (Records::List(ms), Held::Is(vs)) if ms.len() == vs.len() => {
+            for (ms, vs) in ms.iter().zip(vs) {
+                match (ms, vs) {
+                    (RecordSlot::NotARecord(_), Slot::NotARecord) => {}
+                    (RecordSlot::Record(a), Slot::Record(b)) => {
+                        let ok = agree(&a.date, &b.date)
+                            && agree(&a.maintain_date, &b.maintain_date)
+                            && agree_text(&a.materal, b.materal.text())
+                            && agree_text(&a.remark, b.remark.text())
+                            && agree_text(&a.type_label, b.type_label.text())
+                            && agree_text(&a.content, b.content.text())
+                            && agree(&a.mileage, &b.mileage)
+                            && agree(&a.type_code, &b.type_code)
+                            && agree_text(&a.pay_type, b.pay_type.text())
+                            && agree_decimal(&a.total_money, &b.total_money);
+                        if !ok {
+                            return Err(format!("record {a:?} read as {b:?}"));
+                        }
+                    }
+                    (a, b) => return Err(format!("slot {a:?} read as {b:?}")),
+                }
+            }
+        }
+        (a, b) => return Err(format!("result_content {a:?} read as {b:?}")),
+    }
+    // overview: same parts in the same order, each read the same way.
+    match (&m.overview, &v.overview.0) {
+        (Shaped::Absent, Held::Not(NotThere::Empty)) => {}
+        (Shaped::Malformed(x), Held::Not(n)) => {
+            let empty = x.is_null() || x.as_str().is_some_and(|s| s.trim().is_empty());
+            if empty != (*n == NotThere::Empty) {
+                return Err(format!("overview {x} read as {n:?}"));
+            }
+        }
+        (Shaped::Ok(map), Held::Is(parts)) if map.len() == parts.len() => {
+            for ((key, value), (vkey, slot)) in map.iter().zip(parts) {
+                if key != vkey {
+                    return Err(format!("part {key} read as {vkey}"));
+                }
+                let ok = match (value, slot) {
+                    (Value::Null, PartSlot::Null) => true,
+                    (Value::Object(_), PartSlot::Part(p)) => {
+                        let mp = OverviewPart::deserialize(value).map_err(|e| e.to_string())?;
+                        let findings: Vec<String> = match &p.exceptions.0 {
+                            Held::Is(list) => list
+                                .iter()
+                                .filter_map(|f| match f {
+                                    Finding::Blank => None,
+                                    Finding::Str(s) => Some(s.to_string()),
+                                    Finding::Other(s) => Some(s.clone()),
+                                })
+                                .collect(),
+                            Held::Not(_) => Vec::new(),
+                        };
+                        let same_shape = match (&mp.exceptions, &p.exceptions.0) {
+                            (Shaped::Ok(a), Held::Is(b)) => a.len() == b.len(),
+                            (Shaped::Absent, Held::Not(NotThere::Empty)) => true,
+                            (Shaped::Malformed(x), Held::Not(n)) => {
+                                let empty =
+                                    x.is_null() || x.as_str().is_some_and(|s| s.trim().is_empty());
+                                empty == (*n == NotThere::Empty)
+                            }
+                            _ => false,
+                        };
+                        agree(&mp.is_exception, &p.is_exception)
+                            && agree_text(&mp.label, p.label.text())
+                            && same_shape
+                            && mp.findings() == findings
+                    }
+                    (Value::Null | Value::Object(_), _) => false,
+                    (_, PartSlot::NotAPart) => true,
+                    _ => false,
+                };
+                if !ok {
+                    return Err(format!("part {key}: {value} read as {slot:?}"));
+                }
+            }
+        }
+        (a, b) => return Err(format!("overview {a:?} read as {b:?}")),
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
@@ -1009,6 +1187,49 @@ proptest! {
         prop_assert!(flat.bad.is_empty(), "{:?}", flat.bad);
         prop_assert_eq!(flat.batches[0].num_rows(), 1);
         prop_assert_eq!(flat.jsonl.iter().filter(|b| **b == b'\n').count(), 1);
+    }
+
+    #[test]
+    fn export_view_reads_every_field_as_the_model_does(
+        where_ in 0usize..4,
+        field in 0usize..64,
+        value in any_json(),
+        dup in any_json(),
+    ) {
+        let mut report = vmr::sandbox::synth::report("LSVAB12345C000001", 7);
+        let obj = report.as_object_mut().expect("synthetic report is an object");
+        match where_ {
+            0 => {
+                obj.insert(REPORT_FIELDS[field % REPORT_FIELDS.len()].into(), value);
+            }
+            1 => {
+                obj.insert(
+                    "result_content".into(),
+                    json!([{ RECORD_FIELDS[field % RECORD_FIELDS.len()]: value }, dup, {}]),
+                );
+            }
+            2 => {
+                obj.insert(
+                    "overview".into(),
+                    json!({ "appearance": { PART_FIELDS[field % PART_FIELDS.len()]: value },
+                            "frame": dup }),
+                );
+            }
+            _ => {
+                obj.insert(
+                    "overview".into(),
+                    json!({ "engine": { "exceptions": [value, dup, "发动机：异响", ""] } }),
+                );
+            }
+        }
+        let body = serde_json::to_vec(&json!({"code": 200, "data": report})).expect("serializes");
+        prop_assert!(view_agrees_with_model(&body).is_ok(), "{:?}", view_agrees_with_model(&body));
+    }
+
+    #[test]
+    fn the_view_agrees_on_any_whole_report(value in any_json()) {
+        let body = serde_json::to_vec(&json!({"code": 200, "data": value})).expect("serializes");
+        prop_assert!(view_agrees_with_model(&body).is_ok(), "{:?}", view_agrees_with_model(&body));
     }
 
     #[test]
