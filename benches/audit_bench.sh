@@ -4,7 +4,7 @@
 #   benches/audit_bench.sh [DIR]
 #
 # Writes synthetic export tables (41,000 vehicles, 40,180 with a report, x 25 records, the export schema, zstd Parquet)
-# with `examples/audit_tables.rs` into DIR (default: target/audit-bench), then runs the release
+# with `benches/tools/audit_tables.rs` into DIR (default: target/audit-bench), then runs the release
 # `vmr audit` on them under /usr/bin/time -v. Knobs: VEHICLES (41000), RECORDS (25 per vehicle),
 # FORMAT (parquet,csv).
 set -eu
@@ -15,8 +15,8 @@ RECORDS=${RECORDS:-25}
 FORMAT=${FORMAT:-parquet,csv}
 TARGET=${CARGO_TARGET_DIR:-target}
 
-cargo build --release --features bench-tools --bin vmr --example audit_tables
-"$TARGET/release/examples/audit_tables" "$DIR" "$VEHICLES" "$RECORDS"
+cargo build --release --features bench-tools --bin vmr --bin audit_tables
+"$TARGET/release/audit_tables" "$DIR" "$VEHICLES" "$RECORDS"
 ls -l "$DIR"
 /usr/bin/time -v "$TARGET/release/vmr" audit --out "$DIR" --format "$FORMAT" --as-of 2026-01-01 \
   2> "$DIR/time.txt"

@@ -4,9 +4,9 @@
 #   benches/export_bench.sh            # N=100000, 2 DuckDB threads
 #   N=10000 WORK=/tmp/vmr-bench benches/export_bench.sh
 #
-# Builds release once, makes a checkpoint of N synthetic reports (examples/make_checkpoint.rs),
+# Builds release once, makes a checkpoint of N synthetic reports (benches/tools/make_checkpoint.rs),
 # then measures under /usr/bin/time -v (wall, peak RSS): export to parquet+csv, export to jsonl,
-# the serde_json parse floor (examples/parse_floor.rs), and shared/bench/duckdb_flatten.py on
+# the serde_json parse floor (benches/tools/parse_floor.rs), and shared/bench/duckdb_flatten.py on
 # the jsonl export. Needs python3 with duckdb (`pip install duckdb`; installed when missing).
 set -euo pipefail
 
@@ -20,11 +20,11 @@ mkdir -p "$WORK"
 BIN=$CARGO_TARGET_DIR/release
 
 echo "== build (release)"
-(cd "$ROOT" && cargo build --release --features bench-tools --bin vmr --example make_checkpoint --example parse_floor)
+(cd "$ROOT" && cargo build --release --features bench-tools --bin vmr --bin make_checkpoint --bin parse_floor)
 
 if [ ! -f "$WORK/state/checkpoint.sqlite" ]; then
     echo "== checkpoint of $N sandbox reports in $WORK/state"
-    "$BIN/examples/make_checkpoint" "$WORK/state" "$N"
+    "$BIN/make_checkpoint" "$WORK/state" "$N"
 fi
 
 RAW_BYTES=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select sum(length(body)) from reports').fetchone()[0] or 0)" "$WORK/state/checkpoint.sqlite")
@@ -58,7 +58,7 @@ echo "== runs"
 measure export_tables "$BIN/vmr" export --state "$WORK/state" --out "$WORK/out" --format parquet,csv
 measure export_parquet "$BIN/vmr" export --state "$WORK/state" --out "$WORK/out-parquet" --format parquet
 measure export_jsonl "$BIN/vmr" export --state "$WORK/state" --out "$WORK/out-jsonl" --format jsonl
-measure parse_floor "$BIN/examples/parse_floor" "$WORK/state"
+measure parse_floor "$BIN/parse_floor" "$WORK/state"
 cat "$WORK/parse_floor.out"
 FLOOR=$(sed -n 's/^PARSE_FLOOR_SECONDS=//p' "$WORK/parse_floor.out")
 

@@ -19,6 +19,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::ColumnPath;
 use rayon::prelude::*;
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -32,14 +33,35 @@ use super::flatten::from_date32;
 /// the writer's buffered row group stays a few MB.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 
+/// The columns written with dictionary encoding: the few labels with a handful of distinct
+/// values, which readers then load as categories. Everything else is plain (zstd takes the
+/// repeats): hashing every value into a dictionary was a fifth of the export's CPU time, for
+/// files about 10 % smaller.
+const DICTIONARY_COLUMNS: &[&str] = &[
+    "status",
+    "brand_name",
+    "accident_grade",
+    "type_name",
+    "type_label",
+    "pay_type",
+    "part",
+    "label",
+    "component",
+];
+
 /// The Parquet writer properties every table shares.
 pub fn parquet_properties() -> Arc<WriterProperties> {
     let zstd = ZstdLevel::try_new(3).unwrap_or_default();
+    let mut props = WriterProperties::builder();
+    for col in DICTIONARY_COLUMNS {
+        props = props.set_column_dictionary_enabled(ColumnPath::from(*col), true);
+    }
     Arc::new(
-        WriterProperties::builder()
+        props
             .set_compression(Compression::ZSTD(zstd))
             .set_statistics_enabled(EnabledStatistics::Page)
             .set_max_row_group_size(ROW_GROUP_ROWS)
+            .set_dictionary_enabled(false)
             .set_created_by(format!("vmr {}", env!("CARGO_PKG_VERSION")))
             .build(),
     )
@@ -330,27 +352,46 @@ pub fn rfc3339_ms(ms: i64) -> Option<String> {
     write_rfc3339_ms(&mut buf, ms).then(|| String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// Writes what [`rfc3339_ms`] returns, without going through chrono's format strings (export
-/// writes millions of these); `false` when the time is out of range.
-fn write_rfc3339_ms(buf: &mut Vec<u8>, ms: i64) -> bool {
-    use chrono::{Datelike, Timelike};
+/// Appends `v` as exactly `width` decimal digits (zero-padded; `v` < 10^width).
+fn push_digits(buf: &mut Vec<u8>, v: u32, width: usize) {
+    let mut digits = [b'0'; 10];
+    let mut v = v;
+    for d in digits[..width].iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    buf.extend_from_slice(&digits[..width]);
+}
+
+/// Appends a year: four digits, or (outside 0–9999) as `{:04}` writes it.
+fn push_year(buf: &mut Vec<u8>, year: i32) {
     use std::io::Write as _;
+    match u32::try_from(year) {
+        Ok(y) if y <= 9999 => push_digits(buf, y, 4),
+        _ => {
+            let _ = write!(buf, "{year:04}");
+        }
+    }
+}
+
+/// Writes what [`rfc3339_ms`] returns, without going through format strings (export writes
+/// millions of these); `false` when the time is out of range.
+fn write_rfc3339_ms(buf: &mut Vec<u8>, ms: i64) -> bool {
+    use chrono::Timelike;
     let Some(t) = DateTime::from_timestamp_millis(ms) else {
         return false;
     };
-    let _ = write!(
-        buf,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
+    write_date(buf, t.date_naive());
+    buf.push(b'T');
+    push_digits(buf, t.hour(), 2);
+    buf.push(b':');
+    push_digits(buf, t.minute(), 2);
+    buf.push(b':');
+    push_digits(buf, t.second(), 2);
     let frac = ms.rem_euclid(1000);
     if frac != 0 {
-        let _ = write!(buf, ".{frac:03}");
+        buf.push(b'.');
+        push_digits(buf, frac as u32, 3);
     }
     buf.push(b'Z');
     true
@@ -359,8 +400,11 @@ fn write_rfc3339_ms(buf: &mut Vec<u8>, ms: i64) -> bool {
 /// Writes a date as `YYYY-MM-DD`.
 fn write_date(buf: &mut Vec<u8>, d: chrono::NaiveDate) {
     use chrono::Datelike;
-    use std::io::Write as _;
-    let _ = write!(buf, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day());
+    push_year(buf, d.year());
+    buf.push(b'-');
+    push_digits(buf, d.month(), 2);
+    buf.push(b'-');
+    push_digits(buf, d.day(), 2);
 }
 
 /// A decimal in `scale` places, always written with exactly that many digits.
@@ -376,34 +420,36 @@ pub fn decimal_text(v: i128, scale: u32) -> String {
     }
 }
 
-fn cell(col: &Col, i: usize, buf: &mut Vec<u8>) {
+/// The text of cell `i` of `col`: borrowed for strings, else formatted into `buf`; empty for
+/// null.
+fn cell<'a>(col: &Col<'a>, i: usize, buf: &'a mut Vec<u8>, num: &'a mut itoa::Buffer) -> &'a [u8] {
     use std::io::Write as _;
     buf.clear();
-    let _ = match col {
-        Col::Str(a) => {
-            if a.is_valid(i) {
-                buf.extend_from_slice(a.value(i).as_bytes());
-            }
-            Ok(())
+    match col {
+        Col::Str(a) if a.is_valid(i) => return a.value(i).as_bytes(),
+        Col::I8(a) if a.is_valid(i) => return num.format(a.value(i)).as_bytes(),
+        Col::I32(a) if a.is_valid(i) => return num.format(a.value(i)).as_bytes(),
+        Col::I64(a) if a.is_valid(i) => return num.format(a.value(i)).as_bytes(),
+        Col::F64(a) if a.is_valid(i) => {
+            let _ = write!(buf, "{}", a.value(i));
         }
-        Col::I8(a) if a.is_valid(i) => write!(buf, "{}", a.value(i)),
-        Col::I32(a) if a.is_valid(i) => write!(buf, "{}", a.value(i)),
-        Col::I64(a) if a.is_valid(i) => write!(buf, "{}", a.value(i)),
-        Col::F64(a) if a.is_valid(i) => write!(buf, "{}", a.value(i)),
-        Col::Bool(a) if a.is_valid(i) => write!(buf, "{}", a.value(i)),
+        Col::Bool(a) if a.is_valid(i) => {
+            return if a.value(i) { b"true" } else { b"false" };
+        }
         Col::Date(a) if a.is_valid(i) => {
             if let Some(d) = from_date32(a.value(i)) {
                 write_date(buf, d);
             }
-            Ok(())
         }
         Col::Ts(a) if a.is_valid(i) => {
             write_rfc3339_ms(buf, a.value(i));
-            Ok(())
         }
-        Col::Dec(a, scale) if a.is_valid(i) => write!(buf, "{}", decimal_text(a.value(i), *scale)),
-        _ => Ok(()),
-    };
+        Col::Dec(a, scale) if a.is_valid(i) => {
+            buf.extend_from_slice(decimal_text(a.value(i), *scale).as_bytes());
+        }
+        _ => {}
+    }
+    buf
 }
 
 fn write_csv(
@@ -420,10 +466,10 @@ fn write_csv(
             })
         })
         .collect::<Result<_, _>>()?;
+    let mut num = itoa::Buffer::new();
     for i in 0..batch.num_rows() {
         for c in &cols {
-            cell(c, i, buf);
-            w.write_field(&buf[..])?;
+            w.write_field(cell(c, i, buf, &mut num))?;
         }
         w.write_record(None::<&[u8]>)?;
     }
@@ -448,5 +494,20 @@ mod tests {
             Some("2024-05-01T08:00:00.123Z")
         );
         assert_eq!(rfc3339_ms(-1).as_deref(), Some("1969-12-31T23:59:59.999Z"));
+        assert_eq!(
+            rfc3339_ms(-62_135_596_800_000).as_deref(),
+            Some("0001-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            rfc3339_ms(253_402_300_799_999).as_deref(),
+            Some("9999-12-31T23:59:59.999Z")
+        );
+        assert_eq!(rfc3339_ms(1_000).as_deref(), Some("1970-01-01T00:00:01Z"));
+        let mut buf = Vec::new();
+        write_date(
+            &mut buf,
+            chrono::NaiveDate::from_ymd_opt(-44, 3, 15).expect("valid"),
+        );
+        assert_eq!(buf, b"-044-03-15");
     }
 }

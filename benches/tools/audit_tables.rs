@@ -1,7 +1,7 @@
 //! Writes synthetic export tables (requests, reports, records, overview) with the export
 //! schema, for benchmarking `vmr audit` without buying a million records from the sandbox.
 //!
-//!     cargo run --release --features bench-tools --example audit_tables -- OUT_DIR [VEHICLES] [RECORDS_PER_VEHICLE]
+//!     cargo run --release --features bench-tools --bin audit_tables -- OUT_DIR [VEHICLES] [RECORDS_PER_VEHICLE]
 //!
 //! Defaults: 41,000 vehicles (every 50th failed, without a report) × 25 records = 1,004,500
 //! records. About 5% of vehicles get an odometer rollback, records come slightly out of date
