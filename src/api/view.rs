@@ -390,11 +390,12 @@ fn list<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(mut seq: A) -> Result<Held<
     Ok(Held::Is(out))
 }
 
+/// Overview parts by name, in the vendor's order.
+pub type Parts<'a> = Vec<(Cow<'a, str>, PartSlot<'a>)>;
+
 /// The overview's parts; a key sent twice keeps its first position and its last value.
-fn parts<'de, A: MapAccess<'de>>(
-    mut map: A,
-) -> Result<Held<Vec<(Cow<'de, str>, PartSlot<'de>)>>, A::Error> {
-    let mut parts: Vec<(Cow<'de, str>, PartSlot<'de>)> = Vec::with_capacity(8);
+fn parts<'de, A: MapAccess<'de>>(mut map: A) -> Result<Held<Parts<'de>>, A::Error> {
+    let mut parts: Parts<'de> = Vec::with_capacity(8);
     while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
         let part: PartSlot<'de> = map.next_value()?;
         match parts.iter_mut().find(|(k, _)| *k == key) {
@@ -552,9 +553,9 @@ impl<'de> Deserialize<'de> for PartSlot<'de> {
 /// `overview`: its parts in the vendor's order. A key sent twice keeps its first position and
 /// its last value, as in the model's `serde_json::Map`.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct OverviewView<'a>(pub Held<Vec<(Cow<'a, str>, PartSlot<'a>)>>);
+pub struct OverviewView<'a>(pub Held<Parts<'a>>);
 
-held_visitor!(OverviewVisitor, Vec<(Cow<'de, str>, PartSlot<'de>)>, "the overview object",
+held_visitor!(OverviewVisitor, Parts<'de>, "the overview object",
     seq => malformed_seq, map => parts);
 
 impl<'de> Deserialize<'de> for OverviewView<'de> {
