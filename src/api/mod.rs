@@ -5,6 +5,7 @@
 //! the caller what to do, and `client` makes the signed HTTP calls.
 
 pub mod client;
+#[macro_use]
 pub mod model;
 pub mod outcome;
 pub mod sign;

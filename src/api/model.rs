@@ -118,10 +118,22 @@ impl Kind for Float {
     }
 }
 
+/// A kind whose value is the (trimmed) string itself, when the kind accepts it: text and
+/// decimals. Lets a reader check a borrowed string without copying it.
+pub trait TextKind: Kind<Out = String> {
+    fn accepts(s: &str) -> bool;
+}
+
+impl TextKind for Text {
+    fn accepts(_s: &str) -> bool {
+        true
+    }
+}
+
 impl Kind for Text {
     type Out = String;
     fn from_str(s: &str) -> Option<String> {
-        Some(s.to_owned())
+        Self::accepts(s).then(|| s.to_owned())
     }
     fn from_i64(v: i64) -> Option<String> {
         Some(v.to_string())
@@ -170,15 +182,19 @@ pub fn parse_date(s: &str) -> Option<NaiveDate> {
         .ok()
 }
 
+impl TextKind for Decimal {
+    /// What parses as a finite number.
+    fn accepts(s: &str) -> bool {
+        s.parse::<f64>().is_ok_and(|v| v.is_finite())
+    }
+}
+
 impl Kind for Decimal {
     type Out = String;
     fn from_str(s: &str) -> Option<String> {
-        // Accept what parses as a finite number; keep the vendor's digits.
+        // Keep the vendor's digits.
         let t = s.trim();
-        t.parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite())
-            .map(|_| t.to_owned())
+        Self::accepts(t).then(|| t.to_owned())
     }
     fn from_i64(v: i64) -> Option<String> {
         Some(v.to_string())
@@ -734,13 +750,16 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// `Deserialize` for a struct of lenient fields plus an `extra` map that keeps unknown keys.
+/// `Deserialize` for a struct read key by key from a JSON object: each listed key into its
+/// field (a later duplicate wins, as in `serde_json::Map`), and any other key handed to
+/// `$unknown`, which sees the struct as `$out`, the key as `$key` and the map as `$map`. Fails
+/// only on a value that is not an object. `$ty` may name `'de`, the input's lifetime.
 ///
 /// Written out instead of `#[serde(flatten)]`, which buffers every object (a whole report, with
-/// all its records) into an intermediate tree before converting it: export parses every report
-/// bought, and this is most of its time. Later duplicates of a key win, as in `serde_json::Map`.
-macro_rules! lenient_object {
-    ($ty:ident, $what:literal, { $($key:literal => $field:ident),* $(,)? }) => {
+/// all its records) into an intermediate tree before converting it.
+macro_rules! keyed_object {
+    ($ty:ty, $what:literal, |$out:ident, $key:ident, $map:ident| $unknown:block,
+     { $($name:literal => $field:ident),* $(,)? }) => {
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 struct V;
@@ -749,18 +768,15 @@ macro_rules! lenient_object {
                     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                         f.write_str($what)
                     }
-                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
-                        let mut out = $ty::default();
-                        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                            match key.as_ref() {
-                                $($key => out.$field = map.next_value()?,)*
-                                _ => {
-                                    let v: Value = map.next_value()?;
-                                    out.extra.insert(key.into_owned(), v);
-                                }
+                    fn visit_map<A: MapAccess<'de>>(self, mut $map: A) -> Result<$ty, A::Error> {
+                        let mut $out = <$ty>::default();
+                        while let Some(Key($key)) = $map.next_key::<Key<'de>>()? {
+                            match $key.as_ref() {
+                                $($name => $out.$field = $map.next_value()?,)*
+                                _ => $unknown,
                             }
                         }
-                        Ok(out)
+                        Ok($out)
                     }
                 }
                 d.deserialize_map(V)
@@ -769,43 +785,75 @@ macro_rules! lenient_object {
     };
 }
 
-lenient_object!(OverviewPart, "an overview part", {
-    "is_exception" => is_exception,
-    "label" => label,
-    "exceptions" => exceptions,
+/// The wire names of an overview part's fields and the struct fields that hold them, for the
+/// owned model and the export view alike: `overview_part_keys!(Type, "what", |out, key, map| {
+/// unknown key })`.
+macro_rules! overview_part_keys {
+    ($($head:tt)*) => {
+        keyed_object!($($head)*, {
+            "is_exception" => is_exception,
+            "label" => label,
+            "exceptions" => exceptions,
+        });
+    };
+}
+
+/// The same for a maintenance record.
+macro_rules! record_keys {
+    ($($head:tt)*) => {
+        keyed_object!($($head)*, {
+            "date" => date,
+            "mainTainDate" => maintain_date,
+            "materal" => materal,
+            "remark" => remark,
+            "type" => type_label,
+            "content" => content,
+            "mileage" => mileage,
+            "type_code" => type_code,
+            "payType" => pay_type,
+            "totalMoney" => total_money,
+        });
+    };
+}
+
+/// The same for a REPORT.
+macro_rules! report_keys {
+    ($($head:tt)*) => {
+        keyed_object!($($head)*, {
+            "overview" => overview,
+            "first_time_to_shop" => first_time_to_shop,
+            "last_time_to_shop" => last_time_to_shop,
+            "content_numbers" => content_numbers,
+            "brand_pic" => brand_pic,
+            "brand_name" => brand_name,
+            "vinNO" => vin_no,
+            "avg_upkeep_year" => avg_upkeep_year,
+            "avg_mileage_year" => avg_mileage_year,
+            "total_mileage" => total_mileage,
+            "first_mileage" => first_mileage,
+            "last_mileage" => last_mileage,
+            "accident_grade" => accident_grade,
+            "is_accident" => is_accident,
+            "is_accident_reason" => is_accident_reason,
+            "updatetime" => updatetime,
+            "result_content" => result_content,
+        });
+    };
+}
+
+overview_part_keys!(OverviewPart, "an overview part", |out, key, map| {
+    let v: Value = map.next_value()?;
+    out.extra.insert(key.into_owned(), v);
 });
 
-lenient_object!(Record, "a maintenance record", {
-    "date" => date,
-    "mainTainDate" => maintain_date,
-    "materal" => materal,
-    "remark" => remark,
-    "type" => type_label,
-    "content" => content,
-    "mileage" => mileage,
-    "type_code" => type_code,
-    "payType" => pay_type,
-    "totalMoney" => total_money,
+record_keys!(Record, "a maintenance record", |out, key, map| {
+    let v: Value = map.next_value()?;
+    out.extra.insert(key.into_owned(), v);
 });
 
-lenient_object!(Report, "a REPORT object", {
-    "overview" => overview,
-    "first_time_to_shop" => first_time_to_shop,
-    "last_time_to_shop" => last_time_to_shop,
-    "content_numbers" => content_numbers,
-    "brand_pic" => brand_pic,
-    "brand_name" => brand_name,
-    "vinNO" => vin_no,
-    "avg_upkeep_year" => avg_upkeep_year,
-    "avg_mileage_year" => avg_mileage_year,
-    "total_mileage" => total_mileage,
-    "first_mileage" => first_mileage,
-    "last_mileage" => last_mileage,
-    "accident_grade" => accident_grade,
-    "is_accident" => is_accident,
-    "is_accident_reason" => is_accident_reason,
-    "updatetime" => updatetime,
-    "result_content" => result_content,
+report_keys!(Report, "a REPORT object", |out, key, map| {
+    let v: Value = map.next_value()?;
+    out.extra.insert(key.into_owned(), v);
 });
 
 impl Report {

@@ -5,15 +5,18 @@
 //! key. Export reads each report bought once and keeps nothing, so it parses into this view
 //! instead: text stays a slice of the body (unless the vendor escaped it), unknown keys are
 //! skipped without being built, and each scalar keeps only its JSON shape, converted on demand
-//! by the same rules as the model ([`Kind`]). The tests below hold the two to the same answers.
+//! by the same rules as the model ([`Kind`]). Proptests in `tests/it/export.rs` hold the two to the
+//! same answers.
 
+use serde::Deserialize;
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, de::value::SeqAccessDeserializer};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
-use super::model::{Date, Decimal, Float, Int, Key, Kind, Text};
+use super::model::{Date, Decimal, Float, Int, Key, Kind, Text, TextKind};
 
 /// One scalar as sent: its JSON shape, text borrowed from the body where it can be.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -93,37 +96,29 @@ impl<'a> Scalar<'a> {
     /// Text by [`Text`]'s rules (trimmed; numbers and booleans as their JSON text), borrowed
     /// from the body when it was a string.
     pub fn text(&self) -> Conv<Cow<'_, str>> {
-        match self {
-            Scalar::Str(s) => {
-                let t = s.trim();
-                if t.is_empty() {
-                    Conv::Missing
-                } else {
-                    Conv::Value(Cow::Borrowed(t))
-                }
-            }
-            other => match other.to::<Text>() {
-                Conv::Value(s) => Conv::Value(Cow::Owned(s)),
-                Conv::Missing => Conv::Missing,
-                Conv::Invalid => Conv::Invalid,
-            },
-        }
+        self.text_kind::<Text>()
     }
 
     /// A decimal amount's digits by [`Decimal`]'s rules, borrowed when it was a string.
     pub fn decimal(&self) -> Conv<Cow<'_, str>> {
+        self.text_kind::<Decimal>()
+    }
+
+    /// A string-valued kind: a string is checked in place and borrowed, anything else is
+    /// converted as the model does.
+    fn text_kind<K: TextKind>(&self) -> Conv<Cow<'_, str>> {
         match self {
             Scalar::Str(s) => {
                 let t = s.trim();
                 if t.is_empty() {
                     Conv::Missing
-                } else if Decimal::from_str(t).is_some() {
+                } else if K::accepts(t) {
                     Conv::Value(Cow::Borrowed(t))
                 } else {
                     Conv::Invalid
                 }
             }
-            other => match other.to::<Decimal>() {
+            other => match other.to::<K>() {
                 Conv::Value(s) => Conv::Value(Cow::Owned(s)),
                 Conv::Missing => Conv::Missing,
                 Conv::Invalid => Conv::Invalid,
@@ -132,57 +127,94 @@ impl<'a> Scalar<'a> {
     }
 }
 
-struct ScalarVisitor;
+/// A JSON value read by its shape: scalars as they are, an array through `S` and an object
+/// through `M` (`IgnoredAny` skips either unbuilt). Every type of the view is read through it.
+enum Shape<'a, S, M> {
+    Null,
+    Bool(bool),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Str(Cow<'a, str>),
+    Array(S),
+    Object(M),
+}
 
-impl<'de> Visitor<'de> for ScalarVisitor {
-    type Value = Scalar<'de>;
+impl<S, M> Shape<'_, S, M> {
+    /// What a value that is not the expected container stands for: nothing for `null` and
+    /// blank strings, an unusable value for anything else.
+    fn not_there(&self) -> NotThere {
+        match self {
+            Shape::Null => NotThere::Empty,
+            Shape::Str(s) if s.trim().is_empty() => NotThere::Empty,
+            _ => NotThere::Malformed,
+        }
+    }
+}
+
+struct ShapeVisitor<S, M>(PhantomData<(S, M)>);
+
+impl<'de, S: Deserialize<'de>, M: Deserialize<'de>> Visitor<'de> for ShapeVisitor<S, M> {
+    type Value = Shape<'de, S, M>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a scalar")
+        f.write_str("any JSON value")
     }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar<'de>, E> {
-        Ok(Scalar::Bool(v))
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Shape::Bool(v))
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar<'de>, E> {
-        Ok(Scalar::I64(v))
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Shape::I64(v))
     }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar<'de>, E> {
-        Ok(Scalar::U64(v))
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Shape::U64(v))
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar<'de>, E> {
-        Ok(Scalar::F64(v))
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Shape::F64(v))
     }
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Scalar<'de>, E> {
-        Ok(Scalar::Str(Cow::Borrowed(v)))
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Shape::Str(Cow::Borrowed(v)))
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar<'de>, E> {
-        Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Shape::Str(Cow::Owned(v.to_owned())))
     }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar<'de>, E> {
-        Ok(Scalar::Str(Cow::Owned(v)))
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Shape::Str(Cow::Owned(v)))
     }
-    fn visit_unit<E: de::Error>(self) -> Result<Scalar<'de>, E> {
-        Ok(Scalar::Null)
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Shape::Null)
     }
-    fn visit_none<E: de::Error>(self) -> Result<Scalar<'de>, E> {
-        Ok(Scalar::Null)
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Shape::Null)
     }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Scalar<'de>, D::Error> {
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Scalar::Container)
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        S::deserialize(SeqAccessDeserializer::new(seq)).map(Shape::Array)
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Scalar::Container)
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        M::deserialize(MapAccessDeserializer::new(map)).map(Shape::Object)
+    }
+}
+
+impl<'de, S: Deserialize<'de>, M: Deserialize<'de>> Deserialize<'de> for Shape<'de, S, M> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ShapeVisitor(PhantomData))
     }
 }
 
 impl<'de> Deserialize<'de> for Scalar<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ScalarVisitor)
+        Ok(match Shape::<IgnoredAny, IgnoredAny>::deserialize(d)? {
+            Shape::Null => Scalar::Null,
+            Shape::Bool(v) => Scalar::Bool(v),
+            Shape::I64(v) => Scalar::I64(v),
+            Shape::U64(v) => Scalar::U64(v),
+            Shape::F64(v) => Scalar::F64(v),
+            Shape::Str(s) => Scalar::Str(s),
+            Shape::Array(_) | Shape::Object(_) => Scalar::Container,
+        })
     }
 }
 
@@ -195,54 +227,6 @@ pub enum NotThere {
     Empty,
     /// Some other value: the container is unusable (counted).
     Malformed,
-}
-
-/// Reads a value that is not the expected container: `Empty` for null and blank strings,
-/// `Malformed` for anything else (consumed without being built).
-struct NotThereVisitor;
-
-impl<'de> Visitor<'de> for NotThereVisitor {
-    type Value = NotThere;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any value")
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<NotThere, E> {
-        Ok(NotThere::Malformed)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<NotThere, E> {
-        Ok(NotThere::Malformed)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<NotThere, E> {
-        Ok(NotThere::Malformed)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<NotThere, E> {
-        Ok(NotThere::Malformed)
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<NotThere, E> {
-        Ok(if v.trim().is_empty() {
-            NotThere::Empty
-        } else {
-            NotThere::Malformed
-        })
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<NotThere, E> {
-        Ok(NotThere::Empty)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<NotThere, E> {
-        Ok(NotThere::Empty)
-    }
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<NotThere, D::Error> {
-        d.deserialize_any(self)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<NotThere, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(NotThere::Malformed)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NotThere, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(NotThere::Malformed)
-    }
 }
 
 /// A container field: the container, or what stood in its place.
@@ -258,6 +242,16 @@ impl<T> Default for Held<T> {
     }
 }
 
+/// Reads a field that should be an array of `T`.
+fn held_array<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Held<Vec<T>>, D::Error> {
+    Ok(match Shape::<Vec<T>, IgnoredAny>::deserialize(d)? {
+        Shape::Array(list) => Held::Is(list),
+        other => Held::Not(other.not_there()),
+    })
+}
+
 /// One element of an overview part's `exceptions` list.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finding<'a> {
@@ -271,151 +265,26 @@ pub enum Finding<'a> {
 
 impl<'de> Deserialize<'de> for Finding<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Finding<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a finding")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Finding<'de>, E> {
-                Ok(if v.trim().is_empty() {
-                    Finding::Blank
-                } else {
-                    Finding::Str(Cow::Borrowed(v))
-                })
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Finding<'de>, E> {
-                Ok(if v.trim().is_empty() {
-                    Finding::Blank
-                } else {
-                    Finding::Str(Cow::Owned(v.to_owned()))
-                })
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Finding<'de>, E> {
-                Ok(Finding::Blank)
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Finding<'de>, E> {
-                Ok(Finding::Blank)
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Finding<'de>, D::Error> {
-                d.deserialize_any(self)
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Finding<'de>, E> {
-                Ok(Finding::Other(Value::Bool(v).to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Finding<'de>, E> {
-                Ok(Finding::Other(Value::from(v).to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Finding<'de>, E> {
-                Ok(Finding::Other(Value::from(v).to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Finding<'de>, E> {
-                Ok(Finding::Other(Value::from(v).to_string()))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Finding<'de>, A::Error> {
-                let v = Value::deserialize(SeqAccessDeserializer::new(seq))?;
-                Ok(Finding::Other(v.to_string()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Finding<'de>, A::Error> {
-                let v = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(Finding::Other(v.to_string()))
-            }
-        }
-        d.deserialize_any(V)
+        Ok(match Shape::<Value, Value>::deserialize(d)? {
+            Shape::Null => Finding::Blank,
+            Shape::Str(s) if s.trim().is_empty() => Finding::Blank,
+            Shape::Str(s) => Finding::Str(s),
+            Shape::Bool(v) => Finding::Other(Value::Bool(v).to_string()),
+            Shape::I64(v) => Finding::Other(Value::from(v).to_string()),
+            Shape::U64(v) => Finding::Other(Value::from(v).to_string()),
+            Shape::F64(v) => Finding::Other(Value::from(v).to_string()),
+            Shape::Array(v) | Shape::Object(v) => Finding::Other(v.to_string()),
+        })
     }
-}
-
-/// A container visitor: the `seq` and `map` functions read an array and an object; any other
-/// value becomes [`NotThere`].
-macro_rules! held_visitor {
-    ($name:ident, $out:ty, $what:literal, seq => $seq:path, map => $map:path) => {
-        struct $name;
-        impl<'de> Visitor<'de> for $name {
-            type Value = Held<$out>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str($what)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                $seq(seq)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                $map(map)
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-                NotThereVisitor.visit_bool(v).map(Held::Not)
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                NotThereVisitor.visit_i64(v).map(Held::Not)
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                NotThereVisitor.visit_u64(v).map(Held::Not)
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                NotThereVisitor.visit_f64(v).map(Held::Not)
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                NotThereVisitor.visit_str(v).map(Held::Not)
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Held::Not(NotThere::Empty))
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Held::Not(NotThere::Empty))
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                d.deserialize_any(self)
-            }
-        }
-    };
-}
-
-/// An object where an array belongs: consumed unbuilt, unusable.
-fn malformed_map<'de, T, A: MapAccess<'de>>(mut map: A) -> Result<Held<T>, A::Error> {
-    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-    Ok(Held::Not(NotThere::Malformed))
-}
-
-/// An array where an object belongs: consumed unbuilt, unusable.
-fn malformed_seq<'de, T, A: SeqAccess<'de>>(mut seq: A) -> Result<Held<T>, A::Error> {
-    while seq.next_element::<IgnoredAny>()?.is_some() {}
-    Ok(Held::Not(NotThere::Malformed))
-}
-
-/// An array, element by element.
-fn list<'de, T: Deserialize<'de>, A: SeqAccess<'de>>(mut seq: A) -> Result<Held<Vec<T>>, A::Error> {
-    let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(8));
-    while let Some(x) = seq.next_element::<T>()? {
-        out.push(x);
-    }
-    Ok(Held::Is(out))
-}
-
-/// Overview parts by name, in the vendor's order.
-pub type Parts<'a> = Vec<(Cow<'a, str>, PartSlot<'a>)>;
-
-/// The overview's parts; a key sent twice keeps its first position and its last value.
-fn parts<'de, A: MapAccess<'de>>(mut map: A) -> Result<Held<Parts<'de>>, A::Error> {
-    let mut parts: Parts<'de> = Vec::with_capacity(8);
-    while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-        let part: PartSlot<'de> = map.next_value()?;
-        match parts.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = part,
-            None => parts.push((key, part)),
-        }
-    }
-    Ok(Held::Is(parts))
 }
 
 /// A list of findings (`exceptions`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Findings<'a>(pub Held<Vec<Finding<'a>>>);
 
-held_visitor!(FindingsVisitor, Vec<Finding<'de>>, "a list of findings",
-    seq => list, map => malformed_map);
-
 impl<'de> Deserialize<'de> for Findings<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(FindingsVisitor).map(Findings)
+        held_array(d).map(Findings)
     }
 }
 
@@ -429,57 +298,12 @@ pub enum Slot<'a> {
 
 impl<'de> Deserialize<'de> for Slot<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match RecordOrNot::deserialize(d)? {
-            RecordOrNot(Some(r)) => Ok(Slot::Record(Box::new(r))),
-            RecordOrNot(None) => Ok(Slot::NotARecord),
-        }
-    }
-}
-
-struct RecordOrNot<'a>(Option<RecordView<'a>>);
-
-impl<'de> Deserialize<'de> for RecordOrNot<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RecordOrNot<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a maintenance record")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                RecordView::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(|r| RecordOrNot(Some(r)))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(RecordOrNot(None))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(RecordOrNot(None))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(RecordOrNot(None))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(RecordOrNot(None))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(RecordOrNot(None))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(RecordOrNot(None))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(RecordOrNot(None))
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(RecordOrNot(None))
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                d.deserialize_any(self)
-            }
-        }
-        d.deserialize_any(V)
+        Ok(
+            match Shape::<IgnoredAny, RecordView<'de>>::deserialize(d)? {
+                Shape::Object(r) => Slot::Record(Box::new(r)),
+                _ => Slot::NotARecord,
+            },
+        )
     }
 }
 
@@ -487,12 +311,9 @@ impl<'de> Deserialize<'de> for RecordOrNot<'de> {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RecordsView<'a>(pub Held<Vec<Slot<'a>>>);
 
-held_visitor!(RecordsVisitor, Vec<Slot<'de>>, "an array of maintenance records",
-    seq => list, map => malformed_map);
-
 impl<'de> Deserialize<'de> for RecordsView<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(RecordsVisitor).map(RecordsView)
+        held_array(d).map(RecordsView)
     }
 }
 
@@ -507,92 +328,58 @@ pub enum PartSlot<'a> {
 
 impl<'de> Deserialize<'de> for PartSlot<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = PartSlot<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an overview part")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                PartView::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(PartSlot::Part)
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(PartSlot::Null)
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(PartSlot::Null)
-            }
-            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                d.deserialize_any(self)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(PartSlot::NotAPart)
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(PartSlot::NotAPart)
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(PartSlot::NotAPart)
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(PartSlot::NotAPart)
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(PartSlot::NotAPart)
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(PartSlot::NotAPart)
-            }
-        }
-        d.deserialize_any(V)
+        Ok(match Shape::<IgnoredAny, PartView<'de>>::deserialize(d)? {
+            Shape::Null => PartSlot::Null,
+            Shape::Object(p) => PartSlot::Part(p),
+            _ => PartSlot::NotAPart,
+        })
     }
 }
 
-/// `overview`: its parts in the vendor's order. A key sent twice keeps its first position and
-/// its last value, as in the model's `serde_json::Map`.
+/// Overview parts by name, in the vendor's order.
+pub type Parts<'a> = Vec<(Cow<'a, str>, PartSlot<'a>)>;
+
+/// The overview object's parts; a key sent twice keeps its first position and its last value,
+/// as in the model's `serde_json::Map`.
+struct PartsMap<'a>(Parts<'a>);
+
+impl<'de> Deserialize<'de> for PartsMap<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = PartsMap<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("the overview object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut parts: Parts<'de> = Vec::with_capacity(8);
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    let part: PartSlot<'de> = map.next_value()?;
+                    match parts.iter_mut().find(|(k, _)| *k == key) {
+                        Some(slot) => slot.1 = part,
+                        None => parts.push((key, part)),
+                    }
+                }
+                Ok(PartsMap(parts))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `overview`: its parts in the vendor's order.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct OverviewView<'a>(pub Held<Parts<'a>>);
 
-held_visitor!(OverviewVisitor, Parts<'de>, "the overview object",
-    seq => malformed_seq, map => parts);
-
 impl<'de> Deserialize<'de> for OverviewView<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(OverviewVisitor).map(OverviewView)
+        Ok(OverviewView(
+            match Shape::<IgnoredAny, PartsMap<'de>>::deserialize(d)? {
+                Shape::Object(parts) => Held::Is(parts.0),
+                other => Held::Not(other.not_there()),
+            },
+        ))
     }
-}
-
-/// `Deserialize` for a view struct: the named keys into their fields (a later duplicate wins),
-/// every other key skipped unbuilt. Fails only on a value that is not an object.
-macro_rules! view_object {
-    ($ty:ident, $what:literal, { $($key:literal => $field:ident),* $(,)? }) => {
-        impl<'de> Deserialize<'de> for $ty<'de> {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = $ty<'de>;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                        f.write_str($what)
-                    }
-                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$ty<'de>, A::Error> {
-                        let mut out = $ty::default();
-                        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-                            match key.as_ref() {
-                                $($key => out.$field = map.next_value()?,)*
-                                _ => {
-                                    map.next_value::<IgnoredAny>()?;
-                                }
-                            }
-                        }
-                        Ok(out)
-                    }
-                }
-                d.deserialize_map(V)
-            }
-        }
-    };
 }
 
 /// An overview part.
@@ -603,10 +390,8 @@ pub struct PartView<'a> {
     pub exceptions: Findings<'a>,
 }
 
-view_object!(PartView, "an overview part", {
-    "is_exception" => is_exception,
-    "label" => label,
-    "exceptions" => exceptions,
+overview_part_keys!(PartView<'de>, "an overview part", |_out, _key, map| {
+    map.next_value::<IgnoredAny>()?;
 });
 
 /// A maintenance record.
@@ -624,18 +409,13 @@ pub struct RecordView<'a> {
     pub total_money: Scalar<'a>,
 }
 
-view_object!(RecordView, "a maintenance record", {
-    "date" => date,
-    "mainTainDate" => maintain_date,
-    "materal" => materal,
-    "remark" => remark,
-    "type" => type_label,
-    "content" => content,
-    "mileage" => mileage,
-    "type_code" => type_code,
-    "payType" => pay_type,
-    "totalMoney" => total_money,
-});
+record_keys!(
+    RecordView<'de>,
+    "a maintenance record",
+    |_out, _key, map| {
+        map.next_value::<IgnoredAny>()?;
+    }
+);
 
 /// A REPORT.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -659,22 +439,6 @@ pub struct ReportView<'a> {
     pub result_content: RecordsView<'a>,
 }
 
-view_object!(ReportView, "a REPORT object", {
-    "overview" => overview,
-    "first_time_to_shop" => first_time_to_shop,
-    "last_time_to_shop" => last_time_to_shop,
-    "content_numbers" => content_numbers,
-    "brand_pic" => brand_pic,
-    "brand_name" => brand_name,
-    "vinNO" => vin_no,
-    "avg_upkeep_year" => avg_upkeep_year,
-    "avg_mileage_year" => avg_mileage_year,
-    "total_mileage" => total_mileage,
-    "first_mileage" => first_mileage,
-    "last_mileage" => last_mileage,
-    "accident_grade" => accident_grade,
-    "is_accident" => is_accident,
-    "is_accident_reason" => is_accident_reason,
-    "updatetime" => updatetime,
-    "result_content" => result_content,
+report_keys!(ReportView<'de>, "a REPORT object", |_out, _key, map| {
+    map.next_value::<IgnoredAny>()?;
 });

@@ -249,6 +249,19 @@ fn int<T: TryFrom<i64>>(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> O
     t
 }
 
+/// The container, if the field held one; a value of the wrong shape is counted as unusable
+/// under `what`.
+fn usable<'a, T>(h: &'a Held<T>, what: &'static str, q: &mut Quality) -> Option<&'a T> {
+    match h {
+        Held::Is(t) => Some(t),
+        Held::Not(NotThere::Empty) => None,
+        Held::Not(NotThere::Malformed) => {
+            q.unusable(what);
+            None
+        }
+    }
+}
+
 fn float(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<f64> {
     counted(f.float(), col, q)
 }
@@ -580,13 +593,8 @@ impl Builders {
         records: &RecordsView<'_>,
         q: &mut Quality,
     ) {
-        let list = match &records.0 {
-            Held::Is(list) => list,
-            Held::Not(NotThere::Empty) => return,
-            Held::Not(NotThere::Malformed) => {
-                q.unusable("reports.result_content");
-                return;
-            }
+        let Some(list) = usable(&records.0, "reports.result_content", q) else {
+            return;
         };
         let c = &mut self.rec;
         for (seq, slot) in list.iter().enumerate() {
@@ -639,13 +647,8 @@ impl Builders {
         overview: &OverviewView<'_>,
         q: &mut Quality,
     ) {
-        let parts = match &overview.0 {
-            Held::Is(parts) => parts,
-            Held::Not(NotThere::Empty) => return,
-            Held::Not(NotThere::Malformed) => {
-                q.unusable("reports.overview");
-                return;
-            }
+        let Some(parts) = usable(&overview.0, "reports.overview", q) else {
+            return;
         };
         for (key, slot) in parts {
             let o = &mut self.ov;

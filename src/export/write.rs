@@ -409,14 +409,25 @@ fn write_date(buf: &mut Vec<u8>, d: chrono::NaiveDate) {
 
 /// A decimal in `scale` places, always written with exactly that many digits.
 pub fn decimal_text(v: i128, scale: u32) -> String {
-    let div = 10i128.pow(scale);
-    let sign = if v < 0 { "-" } else { "" };
+    let mut buf = Vec::with_capacity(24);
+    write_decimal(&mut buf, v, scale);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Writes what [`decimal_text`] returns, without an allocation per value.
+fn write_decimal(buf: &mut Vec<u8>, v: i128, scale: u32) {
+    let div = 10u128.pow(scale);
     let a = v.unsigned_abs();
-    let d = div.unsigned_abs();
-    if scale == 0 {
-        format!("{sign}{a}")
-    } else {
-        format!("{sign}{}.{:0width$}", a / d, a % d, width = scale as usize)
+    if v < 0 {
+        buf.push(b'-');
+    }
+    let mut num = itoa::Buffer::new();
+    buf.extend_from_slice(num.format(a / div).as_bytes());
+    if scale > 0 {
+        let frac = num.format(a % div).as_bytes();
+        buf.push(b'.');
+        buf.resize(buf.len() + scale as usize - frac.len(), b'0');
+        buf.extend_from_slice(frac);
     }
 }
 
@@ -445,7 +456,7 @@ fn cell<'a>(col: &Col<'a>, i: usize, buf: &'a mut Vec<u8>, num: &'a mut itoa::Bu
             write_rfc3339_ms(buf, a.value(i));
         }
         Col::Dec(a, scale) if a.is_valid(i) => {
-            buf.extend_from_slice(decimal_text(a.value(i), *scale).as_bytes());
+            write_decimal(buf, a.value(i), *scale);
         }
         _ => {}
     }
