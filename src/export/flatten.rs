@@ -90,8 +90,9 @@ pub struct Flat {
     pub batches: Vec<RecordBatch>,
     pub quality: Quality,
     pub bad: Vec<BadBody>,
-    /// Lines of `reports.jsonl`, when asked for.
+    /// Lines of `reports.jsonl`, when asked for, and how many.
     pub jsonl: Vec<u8>,
+    pub jsonl_lines: u64,
 }
 
 /// What to produce.
@@ -107,6 +108,7 @@ pub fn flatten(rows: &[SourceReport], want: Want) -> Result<Flat, ArrowError> {
     let mut quality = Quality::default();
     let mut bad = Vec::new();
     let mut jsonl = Vec::new();
+    let mut jsonl_lines = 0;
     for row in rows {
         if want.tables {
             match parse(row) {
@@ -133,7 +135,7 @@ pub fn flatten(rows: &[SourceReport], want: Want) -> Result<Flat, ArrowError> {
         }
         if want.jsonl {
             match locate(row) {
-                Ok(raw) => push_jsonl(&mut jsonl, row, raw),
+                Ok(raw) => jsonl_lines += u64::from(push_jsonl(&mut jsonl, row, raw)),
                 Err(reason) if !want.tables => bad.push(BadBody {
                     vin: row.vin.clone(),
                     reason,
@@ -149,6 +151,7 @@ pub fn flatten(rows: &[SourceReport], want: Want) -> Result<Flat, ArrowError> {
         quality,
         bad,
         jsonl,
+        jsonl_lines,
     })
 }
 
@@ -201,8 +204,8 @@ struct JsonLine<'a> {
 
 /// One `reports.jsonl` line: the REPORT exactly as bought. JSON allows raw line breaks only as
 /// whitespace between tokens (never inside strings), so blanking them keeps the value intact
-/// while keeping one report per line.
-fn push_jsonl(out: &mut Vec<u8>, row: &SourceReport, raw: &RawValue) {
+/// while keeping one report per line. `false` when nothing could be written.
+fn push_jsonl(out: &mut Vec<u8>, row: &SourceReport, raw: &RawValue) -> bool {
     let start = out.len();
     let line = JsonLine {
         vin: &row.vin,
@@ -211,7 +214,7 @@ fn push_jsonl(out: &mut Vec<u8>, row: &SourceReport, raw: &RawValue) {
     };
     if serde_json::to_writer(&mut *out, &line).is_err() {
         out.truncate(start);
-        return;
+        return false;
     }
     for b in &mut out[start..] {
         if *b == b'\n' || *b == b'\r' {
@@ -219,6 +222,7 @@ fn push_jsonl(out: &mut Vec<u8>, row: &SourceReport, raw: &RawValue) {
         }
     }
     out.push(b'\n');
+    true
 }
 
 // ---- conversions -------------------------------------------------------------------------

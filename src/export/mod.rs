@@ -429,8 +429,8 @@ fn produce(
                 }
             }
             if let Some(tx) = jsonl {
-                let lines = flat.jsonl.iter().filter(|b| **b == b'\n').count() as u64;
-                tx.send((lines, flat.jsonl)).map_err(|_| stopped())?;
+                tx.send((flat.jsonl_lines, flat.jsonl))
+                    .map_err(|_| stopped())?;
             }
         }
         chunk = next?;

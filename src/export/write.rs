@@ -214,9 +214,7 @@ impl ParquetFile {
 
     /// Closes the last row group, writes the footer and returns the file.
     fn finish(mut self) -> Result<File, ParquetError> {
-        if self.group.as_ref().is_some_and(|(_, rows)| *rows > 0) {
-            self.close_group()?;
-        }
+        self.close_group()?;
         self.file.into_inner()
     }
 }
