@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::api::{Client, ClientOptions};
 use crate::checkpoint::{self, Checkpoint, Recovery};
 use crate::config::{LogFormat, Settings};
-use crate::engine::{Engine, EngineOptions, Limiter, RetryPolicy, Stop};
+use crate::engine::{Engine, EngineOptions, Limiter, RetryPolicy};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
 /// Exit codes (design.md).
@@ -49,10 +49,14 @@ pub fn exit_code_of(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<crate::input::InputError>().is_some() {
         return exit::USAGE;
     }
-    if let Some(crate::checkpoint::CheckpointError::Missing(_)) =
-        e.downcast_ref::<crate::checkpoint::CheckpointError>()
-    {
-        return exit::USAGE;
+    match e.downcast_ref::<crate::checkpoint::CheckpointError>() {
+        Some(
+            crate::checkpoint::CheckpointError::Missing(_)
+            | crate::checkpoint::CheckpointError::TooNew { .. },
+        ) => return exit::USAGE,
+        // Another vmr holds the state directory: cron should simply try again later.
+        Some(crate::checkpoint::CheckpointError::Locked { .. }) => return exit::WORK_REMAINS,
+        _ => {}
     }
     if let Some(crate::ingest::IngestError::Input(_) | crate::ingest::IngestError::Incomplete(_)) =
         e.downcast_ref::<crate::ingest::IngestError>()
@@ -107,6 +111,79 @@ pub fn open_checkpoint(settings: &Settings) -> Result<(Checkpoint, Recovery)> {
     Ok((ckpt, rec))
 }
 
+/// The vendor account a run calls: `sandbox` for any `--sandbox` run (whatever its port), else
+/// the base URL's origin (scheme, lower-case host, port unless the default) and the app id.
+pub fn account_name(settings: &Settings) -> Result<String> {
+    if settings.sandbox {
+        return Ok("sandbox".to_owned());
+    }
+    let url = url::Url::parse(settings.base_url.trim()).map_err(|e| {
+        Failure::new(
+            exit::USAGE,
+            format!("--base-url {:?} is not a URL: {e}", settings.base_url),
+        )
+    })?;
+    let app_id = settings.app_id.as_deref().unwrap_or_default();
+    Ok(format!(
+        "{} app {app_id}",
+        url.origin().ascii_serialization()
+    ))
+}
+
+/// Binds the checkpoint to the account this run calls, or refuses (exit 2, before any call)
+/// when it belongs to another: reports bought from one account (or from the sandbox) must
+/// never pass for another's.
+pub fn check_account(ckpt: &Checkpoint, settings: &Settings) -> Result<()> {
+    let want = account_name(settings)?;
+    let reader = ckpt.reader()?;
+    let dir = settings.state.display();
+    match checkpoint::account(&reader)? {
+        Some(have) if have == want => Ok(()),
+        Some(have) => Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "state directory {dir} belongs to vendor account \"{have}\", but this run would call \"{want}\"; nothing was sent. Use another --state for this account{}",
+                if have == "sandbox" {
+                    " (sandbox runs keep their reports apart from real ones)"
+                } else {
+                    ""
+                }
+            ),
+        )
+        .into()),
+        None if checkpoint::has_calls(&reader)? && !settings.adopt_account => Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "state directory {dir} holds vendor calls made before vmr recorded which account a state belongs to; nothing was sent. If they were made with \"{want}\", run once with --adopt-account to bind it; otherwise use another --state"
+            ),
+        )
+        .into()),
+        None => {
+            ckpt.bind_account(&want)?;
+            tracing::info!(account = want.as_str(), "state directory bound to its vendor account");
+            Ok(())
+        }
+    }
+}
+
+/// Checks that the tables can be written to `--out` before anything is bought.
+pub fn check_out_writable(out: &std::path::Path) -> Result<()> {
+    let probe = out.join(format!(".vmr-write-check-{}", std::process::id()));
+    let result = std::fs::create_dir_all(out)
+        .and_then(|_| std::fs::write(&probe, b""))
+        .and_then(|_| std::fs::remove_file(&probe));
+    result.map_err(|e| {
+        Failure::new(
+            exit::USAGE,
+            format!(
+                "--out {}: cannot write the tables there ({e}); nothing was bought",
+                out.display()
+            ),
+        )
+        .into()
+    })
+}
+
 /// The vendor client, and the in-process sandbox it talks to when `--sandbox` is set.
 pub async fn connect(settings: &Settings) -> Result<(Client, Option<Sandbox>)> {
     let opts = |base_url: String| ClientOptions {
@@ -139,22 +216,19 @@ pub fn engine(
     client: Client,
     ckpt: Checkpoint,
     resubmit_uncertain: bool,
-) -> Arc<Engine> {
-    Arc::new(Engine {
-        client,
-        ckpt,
-        limiter: Limiter::new(settings.rate, settings.burst),
-        opts: EngineOptions {
-            concurrency: settings.concurrency,
-            retry: RetryPolicy::new(settings.max_attempts),
-            poll_interval: settings.poll_interval,
-            poll_timeout: settings.poll_timeout,
-            max_billed: settings.max_billed,
-            resubmit_uncertain,
-        },
-        stop: Arc::new(Stop::default()),
-        counters: Default::default(),
-    })
+) -> Result<Arc<Engine>> {
+    let opts = EngineOptions {
+        concurrency: settings.concurrency,
+        retry: RetryPolicy::new(settings.max_attempts),
+        poll_interval: settings.poll_interval,
+        poll_timeout: settings.poll_timeout,
+        max_billed: settings.max_billed,
+        resubmit_uncertain,
+        bad_request_streak: settings.bad_request_streak,
+        timeout: settings.timeout,
+    };
+    let limiter = Limiter::new(settings.rate, settings.burst);
+    Ok(Arc::new(Engine::new(client, ckpt, limiter, opts)?))
 }
 
 /// The exit code once the network work is over: the stop reason's, else 0 when every VIN is
@@ -195,6 +269,11 @@ pub fn summary(engine: &Engine, started: Instant) -> Result<String> {
     ));
     if let Some(r) = engine.stop.reason() {
         s.push_str(&format!("\nstopped: {}", describe_stop(&r)));
+    } else if c.generate_budget_spent.load(Ordering::SeqCst) {
+        s.push_str(&format!(
+            "\nstopped buying: --max-billed {} reached (calls billed, possibly billed, and one get kept for each pending report); run again to continue",
+            engine.opts.max_billed.unwrap_or_default()
+        ));
     }
     Ok(s)
 }
@@ -206,6 +285,12 @@ pub fn describe_stop(r: &crate::engine::StopReason) -> String {
         Vendor { code, message } => format!(
             "the vendor answered {code} ({message}): {}. No further calls were sent; queued VINs stay queued",
             crate::api::outcome::code_advice(*code)
+        ),
+        BadCredentials { streak, message } => format!(
+            "the vendor answered 400 ({message}) to {streak} calls in a row: the sign, the app secret (VMR_APP_SECRET or --app-secret-file) or this machine's clock is wrong. No further calls were sent and no VIN was failed for it; fix it and run again"
+        ),
+        Unavailable { streak, last } => format!(
+            "the vendor is unavailable: {streak} calls in a row without a usable answer (last: {last}). No further calls were sent and no VIN was failed for it; run again later"
         ),
         Budget { billed } => format!(
             "--max-billed reached ({billed} calls billed in this run); run again to continue"

@@ -34,6 +34,8 @@ pub enum Command {
     Poll(cmd::poll::Args),
     /// Counts per state, billed calls, what is due when.
     Status(cmd::status::Args),
+    /// Settle an uncertain VIN after checking the vendor's statement; calls nothing.
+    Resolve(cmd::resolve::Args),
     /// Write the tables (Parquet, CSV, raw JSON lines) from the checkpoint; calls nothing.
     Export(cmd::export::Args),
     /// Risk flags per vehicle, a fleet summary and audit.html, from the exported tables.
@@ -62,6 +64,7 @@ pub fn main() -> ExitCode {
                 Command::Submit(a) => cmd::submit::run(a, &settings),
                 Command::Poll(a) => cmd::poll::run(a, &settings),
                 Command::Status(a) => cmd::status::run(a, &settings),
+                Command::Resolve(a) => cmd::resolve::run(a, &settings),
                 Command::Export(a) => cmd::export::run(a, &settings),
                 Command::Audit(a) => cmd::audit::run(a, &settings),
                 Command::Sandbox(a) => cmd::sandbox::run(a, settings.app_secret_file.as_deref()),

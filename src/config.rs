@@ -105,9 +105,17 @@ pub struct Options {
     /// A report not ready this long after submission expires [default: 24h].
     #[arg(long, global = true, env = "VMR_POLL_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
     pub poll_timeout: Option<Duration>,
-    /// Stop buying once this many calls were billed in this run.
+    /// At most this many calls billed (or possibly billed) in this run; a generate is sent
+    /// only while a get is left for every pending report.
     #[arg(long, global = true, env = "VMR_MAX_BILLED", value_name = "N")]
     pub max_billed: Option<u64>,
+    /// 400s in a row (no real answer between them) that stop the run as a sign, secret or
+    /// clock problem, exit 3 [default: 5].
+    #[arg(long, global = true, env = "VMR_BAD_REQUEST_STREAK", value_name = "N")]
+    pub bad_request_streak: Option<u32>,
+    /// Bind a state directory whose calls predate account binding to the account of this run.
+    #[arg(long, global = true)]
+    pub adopt_account: bool,
     /// Output formats, comma-separated: parquet, csv, jsonl [default: parquet,csv].
     #[arg(long, global = true, env = "VMR_FORMAT", value_parser = parse_formats, value_name = "LIST")]
     pub format: Option<FormatList>,
@@ -148,6 +156,7 @@ struct FileOptions {
     poll_interval: Option<String>,
     poll_timeout: Option<String>,
     max_billed: Option<u64>,
+    bad_request_streak: Option<u32>,
     format: Option<String>,
     csv_bom: Option<bool>,
     log_format: Option<LogFormat>,
@@ -174,6 +183,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     pub poll_timeout: Duration,
     pub max_billed: Option<u64>,
+    pub bad_request_streak: u32,
+    pub adopt_account: bool,
     pub formats: Vec<Format>,
     pub csv_bom: bool,
     pub log_format: LogFormat,
@@ -219,17 +230,20 @@ impl Settings {
         } else {
             (10, 10, Duration::from_secs(30))
         };
+        // Sandbox runs get their own default directories, so trying vmr on the simulator can
+        // never put synthetic reports into the state or the tables of real purchases.
+        let (state, out) = if sandbox {
+            ("vmr-sandbox-state", "vmr-sandbox-out")
+        } else {
+            ("vmr-state", "vmr-out")
+        };
         let s = Settings {
             state: o
                 .state
                 .clone()
                 .or(file.state)
-                .unwrap_or_else(|| "vmr-state".into()),
-            out: o
-                .out
-                .clone()
-                .or(file.out)
-                .unwrap_or_else(|| "vmr-out".into()),
+                .unwrap_or_else(|| state.into()),
+            out: o.out.clone().or(file.out).unwrap_or_else(|| out.into()),
             base_url: o
                 .base_url
                 .clone()
@@ -257,6 +271,11 @@ impl Settings {
                 .or(file_duration(file.poll_timeout, "poll-timeout", &path)?)
                 .unwrap_or(Duration::from_secs(24 * 3600)),
             max_billed: o.max_billed.or(file.max_billed),
+            bad_request_streak: o
+                .bad_request_streak
+                .or(file.bad_request_streak)
+                .unwrap_or(5),
+            adopt_account: o.adopt_account,
             formats,
             csv_bom: o.csv_bom || file.csv_bom.unwrap_or(false),
             log_format: o.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
@@ -274,6 +293,9 @@ impl Settings {
         }
         if s.max_attempts == 0 {
             bail!("--max-attempts must be at least 1");
+        }
+        if s.bad_request_streak == 0 {
+            bail!("--bad-request-streak must be at least 1");
         }
         Ok(s)
     }

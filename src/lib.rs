@@ -15,5 +15,6 @@ pub mod export;
 pub mod ingest;
 pub mod input;
 pub mod pipeline;
+pub mod resolve;
 pub mod sandbox;
 pub mod status;

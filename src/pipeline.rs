@@ -64,14 +64,36 @@ fn count_states(ckpt: &checkpoint::Checkpoint, states: &[&str]) -> Result<i64> {
         .sum())
 }
 
+impl Plan {
+    /// Whether this plan calls the vendor.
+    fn calls_vendor(&self) -> bool {
+        (self.submit || self.poll != PollMode::Skip) && !self.dry_run
+    }
+}
+
 /// Runs `plan` and returns the exit code.
+///
+/// What can be checked without the vendor is checked before the checkpoint is touched: the
+/// credentials, that `--out` is writable, the input file. Then the account is bound (or another
+/// account's state refused) before any call.
 pub fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
     let started = Instant::now();
+    if plan.calls_vendor() && !settings.sandbox {
+        settings
+            .credentials()
+            .map_err(|e| app::Failure::new(exit::USAGE, format!("{e:#}")))?;
+    }
+    if plan.submit && !plan.dry_run {
+        app::check_out_writable(&settings.out)?;
+    }
     let input = match &plan.input {
         Some(path) => Some((path, ingest::open_input(path, &input_options(settings))?)),
         None => None,
     };
     let (ckpt, _recovery) = app::open_checkpoint(settings)?;
+    if plan.calls_vendor() {
+        app::check_account(&ckpt, settings)?;
+    }
     let run_id = ckpt.begin_run(plan.command)?;
     let result = stages(settings, plan, &ckpt, input, started);
     let (code, outcome) = match &result {
@@ -82,6 +104,38 @@ pub fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
     };
     ckpt.end_run(run_id, code as i32, &outcome)?;
     result
+}
+
+fn dry_run(settings: &Settings, plan: &Plan, ckpt: &checkpoint::Checkpoint) -> Result<u8> {
+    let n = if plan.submit {
+        count_states(ckpt, &plan.send_states())?
+    } else {
+        0
+    };
+    let pending = count_states(ckpt, &["pending"])?;
+    // Each generate is billed once; a report not returned inline costs one get more. Unknown
+    // until bought, so the estimate assumes the worst: every report deferred.
+    let calls = n * 2 + pending;
+    let secs = if settings.rate == 0 {
+        0.0
+    } else {
+        calls as f64 / settings.rate as f64
+    };
+    let mut text = format!(
+        "dry run: would call generate for {} VINs and get for {pending} pending reports: at most {calls} billed calls ({} generates, up to {} gets for reports not returned inline, {pending} gets for reports already bought); at --rate {} that takes about {}",
+        n,
+        n,
+        n,
+        settings.rate,
+        humantime::format_duration(std::time::Duration::from_secs(secs.ceil() as u64))
+    );
+    if let Some(max) = settings.max_billed {
+        text.push_str(&format!(
+            "\n--max-billed {max}: this run would stop buying at {max} billed calls, keeping one get for every pending report"
+        ));
+    }
+    println!("{text}");
+    Ok(exit::OK)
 }
 
 /// The stages of `plan` on an open checkpoint.
@@ -97,28 +151,18 @@ fn stages(
         app::report(settings.log_format, &summary.render());
     }
     if plan.dry_run {
-        let n = count_states(ckpt, &plan.send_states())?;
-        let pending = count_states(ckpt, &["pending"])?;
-        let secs = if settings.rate == 0 {
-            0.0
-        } else {
-            n as f64 / settings.rate as f64
-        };
-        println!(
-            "dry run: would call generate for {n} VINs (at most {n} billed generate calls, plus one billed get per report not returned inline), and get for {pending} pending VINs; at --rate {} that takes about {}",
-            settings.rate,
-            humantime::format_duration(std::time::Duration::from_secs(secs.ceil() as u64))
-        );
-        return Ok(exit::OK);
+        return dry_run(settings, plan, ckpt);
     }
+    // The runtime lives until the end, export included, and with it the signal watcher: a
+    // signal at any point from here on ends the process with 130/143.
     let rt = app::runtime()?;
-    let code = rt.block_on(async {
-        let (client, _sandbox) = app::connect(settings).await?;
-        let engine = app::engine(settings, client, ckpt.clone(), plan.resubmit_uncertain);
-        let watcher = {
+    let (engine, mut code) = rt.block_on(async {
+        let (client, sandbox) = app::connect(settings).await?;
+        let engine = app::engine(settings, client, ckpt.clone(), plan.resubmit_uncertain)?;
+        {
             let stop = engine.stop.clone();
-            tokio::spawn(async move { stop.watch_signals().await })
-        };
+            tokio::spawn(async move { stop.watch_signals().await });
+        }
         if plan.submit {
             let total = count_states(ckpt, &plan.send_states())?;
             let progress = Progress::new("submit", total as u64);
@@ -140,23 +184,30 @@ fn stages(
             }
             progress.close();
         }
-        watcher.abort();
+        drop(sandbox);
         let code = app::finish_code(&engine)?;
         let mut text = app::summary(&engine, started)?;
         if let Some(r) = engine.stop.reason() {
             text.push_str(&format!("\nvmr: {}", app::describe_stop(&r)));
-        } else if code == exit::WORK_REMAINS {
+        }
+        if code != exit::OK {
             let uncertain = count_states(ckpt, &["uncertain"])?;
             let pending = count_states(ckpt, &["pending"])?;
+            let queued = count_states(ckpt, &["queued"])?;
             if pending > 0 {
-                text.push_str(&format!("\nvmr: {pending} reports are not ready yet; run `vmr poll` (or `vmr run`) again later"));
+                text.push_str(&format!("\nvmr: {pending} reports are bought but not fetched yet; run `vmr poll` (or `vmr run`) again later"));
+            }
+            if queued > 0 {
+                text.push_str(&format!(
+                    "\nvmr: {queued} VINs are still queued; run again to send them"
+                ));
             }
             if uncertain > 0 {
-                text.push_str(&format!("\nvmr: {uncertain} VINs are uncertain (see `vmr status`); resubmit them with --resubmit-uncertain once reconciled"));
+                text.push_str(&format!("\nvmr: {uncertain} VINs are uncertain: the vendor may have billed them (see `vmr status`); check the vendor's statement, then `vmr resolve` them or send them again with --resubmit-uncertain"));
             }
         }
         app::report(settings.log_format, &text);
-        anyhow::Ok(code)
+        anyhow::Ok((engine, code))
     })?;
     // Export what the checkpoint holds (also after a vendor refusal), unless a signal asked to
     // stop: the tables can be redone from the checkpoint by `vmr export` at any time.
@@ -165,5 +216,12 @@ fn stages(
             crate::export::export(&ckpt.reader()?, &ExportOptions::from_settings(settings))?;
         app::report(settings.log_format, &summary.render());
     }
+    // A signal during the export (or the summary) still ends the run as a signal.
+    if let Some(r) = engine.stop.reason()
+        && r.is_signal()
+    {
+        code = r.exit_code();
+    }
+    drop(rt);
     Ok(code)
 }

@@ -39,7 +39,12 @@ pub struct Status {
     pub billed_total: i64,
     pub unknown_outcome_total: i64,
     pub reports_stored: i64,
+    /// The vendor account the state belongs to (`sandbox`, or origin and app id).
+    pub account: Option<String>,
+    /// VINs whose generate may have been billed without an answer: a person decides.
     pub uncertain: Vec<String>,
+    /// VINs whose billed answer held no usable report (the body is kept in the checkpoint).
+    pub billed_unusable: Vec<String>,
     pub rejected: Vec<RejectedRow>,
     pub rejected_total: i64,
     pub duplicates: i64,
@@ -73,6 +78,13 @@ pub fn read(
     let uncertain: Vec<String> = conn
         .prepare(&format!(
             "SELECT vin FROM vins WHERE state IN {uncertain_states} ORDER BY id"
+        ))?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let billed_unusable: Vec<String> = conn
+        .prepare(&format!(
+            "SELECT vin FROM vins WHERE state = 'failed' AND message LIKE '{}%' ORDER BY id",
+            crate::engine::BILLED_UNUSABLE
         ))?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
@@ -119,7 +131,9 @@ pub fn read(
         states,
         calls,
         reports_stored,
+        account: checkpoint::account(conn)?,
         uncertain,
+        billed_unusable,
         rejected,
         duplicates,
         check_digit_warnings,
@@ -131,6 +145,9 @@ pub fn read(
 impl Status {
     pub fn render(&self) -> String {
         let mut o = format!("checkpoint {}: {} VINs\n", self.checkpoint, self.total_vins);
+        if let Some(a) = &self.account {
+            o.push_str(&format!("vendor account: {a}\n"));
+        }
         o.push_str("states:");
         for (s, n) in &self.states {
             o.push_str(&format!("  {s} {n}"));
@@ -154,11 +171,23 @@ impl Status {
         }
         if !self.uncertain.is_empty() {
             o.push_str(&format!(
-                "{} uncertain VINs (in flight when a process died; the vendor may have billed them; resubmit with --resubmit-uncertain):\n",
+                "{} uncertain VINs (a generate whose answer never arrived; the vendor may have billed it). Check the vendor's statement (`vmr export` writes every call to the calls table), then `vmr resolve --vin V --not-billed | --billed --request-id R | --abandon`, or send them again with --resubmit-uncertain:\n",
                 self.uncertain.len()
             ));
             for v in &self.uncertain {
                 o.push_str(&format!("  {v}\n"));
+            }
+        }
+        if !self.billed_unusable.is_empty() {
+            o.push_str(&format!(
+                "{} VINs failed as billed_unusable (billed, but the answer held no usable report; its body is kept; not sent again automatically):\n",
+                self.billed_unusable.len()
+            ));
+            for v in self.billed_unusable.iter().take(LIST) {
+                o.push_str(&format!("  {v}\n"));
+            }
+            if self.billed_unusable.len() > LIST {
+                o.push_str(&format!("  … and {} more\n", self.billed_unusable.len() - LIST));
             }
         }
         if self.duplicates > 0 || self.check_digit_warnings > 0 {

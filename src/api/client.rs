@@ -112,8 +112,14 @@ impl Client {
         let result = self.send(&url, &form).await;
         let ended_at_ms = now_ms();
         match result {
-            Ok((status, body)) => {
-                let (outcome, answer) = classify(endpoint, status, &body);
+            Ok((status, retry_after, body)) => {
+                let (mut outcome, answer) = classify(endpoint, status, &body);
+                if let Outcome::Transient {
+                    retry_after: slot, ..
+                } = &mut outcome
+                {
+                    *slot = retry_after;
+                }
                 Exchange {
                     endpoint,
                     started_at_ms,
@@ -135,11 +141,14 @@ impl Client {
                     http_status: status,
                     code: None,
                     detail: describe(&e),
+                    // Only a failure to connect proves the request never left; after that, a
+                    // timeout or a reset may have hit a call the vendor already billed.
                     delivery: if e.is_connect() {
                         Delivery::NotSent
                     } else {
                         Delivery::Unknown
                     },
+                    retry_after: None,
                 },
             },
         }
@@ -149,7 +158,7 @@ impl Client {
         &self,
         url: &str,
         form: &[(&str, &str)],
-    ) -> Result<(u16, Vec<u8>), (Option<u16>, reqwest::Error)> {
+    ) -> Result<(u16, Option<Duration>, Vec<u8>), (Option<u16>, reqwest::Error)> {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
@@ -165,11 +174,53 @@ impl Client {
             .await
             .map_err(|e| (None, e.without_url()))?;
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let bytes = resp
             .bytes()
             .await
             .map_err(|e| (Some(status), e.without_url()))?;
-        Ok((status, bytes.to_vec()))
+        Ok((status, retry_after, bytes.to_vec()))
+    }
+}
+
+/// Longest `Retry-After` honoured: a server asking for more is waited for by the next run.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// A `Retry-After` header: delay-seconds or an HTTP date (RFC 9110), capped.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let wait = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = httpdate::parse_http_date(v).ok()?;
+            at.duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("99999"), Some(MAX_RETRY_AFTER));
+        let later = std::time::SystemTime::now() + Duration::from_secs(60);
+        let d = parse_retry_after(&httpdate::fmt_http_date(later)).expect("a date parses");
+        assert!(d <= Duration::from_secs(60) && d >= Duration::from_secs(58), "{d:?}");
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
     }
 }
 

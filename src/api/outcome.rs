@@ -54,15 +54,28 @@ struct GenerateData<'a> {
     info: Option<&'a RawValue>,
 }
 
-/// Whether a failed exchange may have reached the vendor (and so may have been billed).
+/// What a call without a usable vendor answer may have cost (the money rules' classes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// The request never left (connection refused, connect timeout): it cost nothing.
+    /// The request never left (connection refused, connect timeout, DNS): it cost nothing.
     NotSent,
-    /// The request was sent but no usable answer came back: the vendor may have billed it.
+    /// The request was written but no readable answer came back (a read timeout, a reset, a 2xx
+    /// body that is not JSON, cut short or without `code`): the vendor may have billed it.
     Unknown,
-    /// An answer came back (a vendor error code, an HTTP error page): not billed.
-    Answered,
+    /// An answer came back that is never billed: any non-2xx HTTP status whatever its body (a
+    /// gateway's 503/429, an HTML 502 page), or the vendor's own code 500.
+    NotBilled,
+}
+
+impl Delivery {
+    /// The name the call log and the `calls` table use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::NotSent => "not_sent",
+            Delivery::Unknown => "unknown",
+            Delivery::NotBilled => "answered",
+        }
+    }
 }
 
 /// What the caller should do with one call's result.
@@ -72,21 +85,51 @@ pub enum Outcome {
     Report { request_id: Option<String> },
     /// Code 200 from generate without an inline report: poll `get` with this requestId. Billed.
     Accepted { request_id: String },
-    /// Code 200 that cannot be used (generate without a requestId). Billed; the VIN fails.
+    /// Code 200 that cannot be used (generate without a requestId or report, get without a
+    /// report object). Billed: the body is kept and the VIN fails as `billed_unusable`.
     BilledUnusable { message: String },
     /// Code 701: not ready yet; poll again later.
     NotReady { message: String },
-    /// Code 500, an HTTP error, a body that is not JSON, a transport error: retry with backoff.
+    /// No usable answer: retried (not sent, not billed) or, for a generate whose outcome is
+    /// unknown, parked as `uncertain`. `retry_after` is the server's `Retry-After`, if any.
     Transient {
         http_status: Option<u16>,
         code: Option<i64>,
         detail: String,
         delivery: Delivery,
+        retry_after: Option<std::time::Duration>,
     },
-    /// Codes 400, 702, 703, 999 and any code the page does not list: fail this VIN.
+    /// Code 400: a bad parameter, or (when many in a row) a bad sign, secret or clock.
+    BadRequest { message: String },
+    /// Codes 702, 703, 999 and any code the page does not list.
     Fail { code: i64, message: String },
     /// Codes 404, 601–604: the account or address is refused; stop the whole run.
     Stop { code: i64, message: String },
+}
+
+impl Outcome {
+    /// Whether the vendor gave a real answer about the VIN (200, 701, 702, 703): what ends a
+    /// streak of 400s and proves the account, sign and clock are fine.
+    pub fn is_vendor_verdict(&self, code: Option<i64>) -> bool {
+        matches!(code, Some(200 | 701 | 702 | 703))
+            && !matches!(self, Outcome::Transient { .. })
+    }
+
+    /// Whether the call got no usable answer at all (what a maintenance window looks like).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Outcome::Transient { .. })
+    }
+
+    /// Whether nobody can tell if the vendor billed this call.
+    pub fn is_unknown(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Transient {
+                delivery: Delivery::Unknown,
+                ..
+            }
+        )
+    }
 }
 
 /// The parts of an answer the checkpoint records besides the outcome.
@@ -98,7 +141,8 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// Whether the vendor billed this call: only code 200 is billed.
+    /// Whether the vendor billed this call: only code 200 in a 2xx answer is billed (a non-2xx
+    /// answer never carries a code here).
     pub fn billed(&self) -> bool {
         self.code == Some(200)
     }
@@ -139,37 +183,59 @@ fn wrong_address(endpoint: Endpoint, body: &[u8]) -> Outcome {
     }
 }
 
-/// An answer with no usable code: retried. A 2xx whose body cannot be read may be a billed
-/// answer cut short, so its outcome is unknown.
+/// A 2xx answer with no usable code: it may be a billed answer cut short, so its outcome is
+/// unknown.
 fn unreadable(http_status: u16, what: String) -> Outcome {
     Outcome::Transient {
         http_status: Some(http_status),
         code: None,
         detail: format!("HTTP {http_status}, {what}"),
-        delivery: if (200..300).contains(&http_status) {
-            Delivery::Unknown
-        } else {
-            Delivery::Answered
-        },
+        delivery: Delivery::Unknown,
+        retry_after: None,
     }
 }
 
-/// Classifies one HTTP answer from `endpoint`.
+fn not_billed(http_status: u16, code: Option<i64>, detail: String) -> Outcome {
+    Outcome::Transient {
+        http_status: Some(http_status),
+        code,
+        detail,
+        delivery: Delivery::NotBilled,
+        retry_after: None,
+    }
+}
+
+/// Classifies one HTTP answer from `endpoint` (the money rules' table: a non-2xx status is
+/// never billed whatever its body; a 2xx is classed by the vendor's `code`).
 pub fn classify(endpoint: Endpoint, http_status: u16, body: &[u8]) -> (Outcome, Answer) {
-    let env: Envelope = match serde_json::from_slice(body) {
+    let parsed: Result<Envelope, _> = serde_json::from_slice(body);
+    if !(200..300).contains(&http_status) {
+        if http_status == 404 {
+            return (wrong_address(endpoint, body), Answer::default());
+        }
+        // A gateway or proxy answered (503, 429, an HTML 502 page): the vendor never billed it.
+        // The body's code is kept for the call log, but it never decides the outcome.
+        let code = parsed.as_ref().ok().and_then(|e| e.code.get());
+        let detail = match code {
+            Some(c) => format!("HTTP {http_status} (code {c}): {}", excerpt(body)),
+            None => format!("HTTP {http_status}: {}", excerpt(body)),
+        };
+        let answer = Answer {
+            code: None,
+            msg: parsed.ok().and_then(|e| e.msg.get()),
+            task_no: None,
+        };
+        return (not_billed(http_status, code, detail), answer);
+    }
+    let env = match parsed {
         Ok(e) => e,
         Err(e) => {
-            let outcome = if http_status == 404 {
-                wrong_address(endpoint, body)
+            let what = if body.is_empty() {
+                "empty body".to_owned()
             } else {
-                let what = if body.is_empty() {
-                    "empty body".to_owned()
-                } else {
-                    format!("not JSON ({e}): {}", excerpt(body))
-                };
-                unreadable(http_status, what)
+                format!("not JSON ({e}): {}", excerpt(body))
             };
-            return (outcome, Answer::default());
+            return (unreadable(http_status, what), Answer::default());
         }
     };
     let answer = Answer {
@@ -180,7 +246,16 @@ pub fn classify(endpoint: Endpoint, http_status: u16, body: &[u8]) -> (Outcome, 
     let message = answer.msg.clone().unwrap_or_default();
     let outcome = match answer.code {
         Some(200) => match endpoint {
-            Endpoint::Get => Outcome::Report { request_id: None },
+            Endpoint::Get => {
+                let is_object = env.data.is_some_and(|d| d.get().trim_start().starts_with('{'));
+                if is_object && non_empty_raw(env.data) {
+                    Outcome::Report { request_id: None }
+                } else {
+                    Outcome::BilledUnusable {
+                        message: format!("code 200 from get without a report: {}", excerpt(body)),
+                    }
+                }
+            }
             Endpoint::Generate => {
                 let data: Option<GenerateData> = env
                     .data
@@ -214,24 +289,21 @@ pub fn classify(endpoint: Endpoint, http_status: u16, body: &[u8]) -> (Outcome, 
                     .and_then(|d| d.request_id.get());
                 match rid {
                     Some(request_id) => Outcome::Accepted { request_id },
-                    None => Outcome::Transient {
-                        http_status: Some(http_status),
-                        code: Some(701),
-                        detail: format!("code 701 from generate without a requestId: {message}"),
-                        delivery: Delivery::Answered,
-                    },
+                    None => not_billed(
+                        http_status,
+                        Some(701),
+                        format!("code 701 from generate without a requestId: {message}"),
+                    ),
                 }
             }
         },
-        Some(500) => Outcome::Transient {
-            http_status: Some(http_status),
-            code: Some(500),
-            detail: format!("code 500: {message}"),
-            delivery: Delivery::Answered,
-        },
+        // The vendor's maintenance code, and gateway codes relayed inside a 2xx body.
+        Some(code @ (429 | 500..=599)) => {
+            not_billed(http_status, Some(code), format!("code {code}: {message}"))
+        }
+        Some(400) => Outcome::BadRequest { message },
         Some(code @ (404 | 601..=604)) => Outcome::Stop { code, message },
         Some(code) => Outcome::Fail { code, message },
-        None if http_status == 404 => wrong_address(endpoint, body),
         None => unreadable(
             http_status,
             format!("JSON without a code: {}", excerpt(body)),
@@ -322,7 +394,7 @@ mod tests {
         ));
         assert!(matches!(
             get(r#"{"code":400,"msg":"参数错误"}"#),
-            Outcome::Fail { code: 400, .. }
+            Outcome::BadRequest { .. }
         ));
         assert!(matches!(
             get(r#"{"code":404,"msg":"接口地址不正确"}"#),
@@ -410,7 +482,7 @@ mod tests {
             o,
             Outcome::Transient {
                 http_status: Some(502),
-                delivery: Delivery::Answered,
+                delivery: Delivery::NotBilled,
                 ..
             }
         ));
@@ -427,6 +499,73 @@ mod tests {
         assert!(!a.billed());
         let (o, _) = classify(Endpoint::Get, 404, b"<html>not found</html>");
         assert!(matches!(o, Outcome::Stop { code: 404, .. }));
+    }
+
+    #[test]
+    fn a_non_2xx_status_is_never_billed_whatever_the_body_says() {
+        for (status, body) in [
+            (503, r#"{"code":503,"msg":"Service Unavailable"}"#),
+            (429, r#"{"code":429,"msg":"Too Many Requests"}"#),
+            (500, r#"{"code":200,"msg":"成功","data":{"requestId":"r1"}}"#),
+            (502, "<html>Bad Gateway</html>"),
+        ] {
+            for ep in [Endpoint::Generate, Endpoint::Get] {
+                let (o, a) = classify(ep, status, body.as_bytes());
+                assert!(
+                    matches!(
+                        o,
+                        Outcome::Transient {
+                            delivery: Delivery::NotBilled,
+                            ..
+                        }
+                    ),
+                    "{status} {body}: {o:?}"
+                );
+                assert!(!a.billed(), "{status} {body}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_2xx_without_a_readable_code_is_unknown() {
+        for body in ["", "<html>ok</html>", r#"{"msg":"成功"}"#, r#"{"code":200,"da"#] {
+            for ep in [Endpoint::Generate, Endpoint::Get] {
+                let (o, _) = classify(ep, 200, body.as_bytes());
+                assert!(o.is_unknown(), "{body}: {o:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn gateway_codes_in_a_2xx_body_are_retried_not_failed() {
+        for body in [r#"{"code":503}"#, r#"{"code":429}"#, r#"{"code":"500","msg":"x"}"#] {
+            let (o, a) = classify(Endpoint::Generate, 200, body.as_bytes());
+            assert!(
+                matches!(
+                    o,
+                    Outcome::Transient {
+                        delivery: Delivery::NotBilled,
+                        ..
+                    }
+                ),
+                "{body}"
+            );
+            assert!(!a.billed());
+        }
+    }
+
+    #[test]
+    fn get_200_without_a_report_object_is_billed_but_unusable() {
+        for body in [
+            r#"{"code":200,"data":null}"#,
+            r#"{"code":200}"#,
+            r#"{"code":200,"data":"x"}"#,
+            r#"{"code":200,"data":{}}"#,
+        ] {
+            let (o, a) = classify(Endpoint::Get, 200, body.as_bytes());
+            assert!(matches!(o, Outcome::BilledUnusable { .. }), "{body}");
+            assert!(a.billed());
+        }
     }
 
     #[test]

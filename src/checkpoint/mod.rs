@@ -20,7 +20,7 @@ pub use state::{IllegalTransition, State};
 pub use writer::Writer;
 
 /// The schema this build writes. Bump it with a new entry in `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Forward migrations: entry `i` takes a checkpoint from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[r#"
@@ -95,6 +95,26 @@ CREATE TABLE runs (
     exit_code INTEGER,
     outcome TEXT
 );
+"#, r#"
+-- When the billed generate that issued the requestId answered: the poll timeout counts from it.
+ALTER TABLE vins ADD COLUMN accepted_at INTEGER;
+UPDATE vins SET accepted_at = (
+    SELECT max(c.ended_at) FROM calls c
+    WHERE c.vin_id = vins.id AND c.endpoint = 'generate' AND (c.billed = 1 OR c.code = 701)
+) WHERE request_id IS NOT NULL;
+-- The raw body of a billed answer that is not stored as a report (billed but unusable).
+ALTER TABLE calls ADD COLUMN body BLOB;
+-- Every settlement of an uncertain VIN by a person (`vmr resolve`).
+CREATE TABLE resolutions (
+    id INTEGER PRIMARY KEY,
+    vin_id INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    request_id TEXT,
+    note TEXT,
+    from_state TEXT NOT NULL,
+    to_state TEXT NOT NULL
+);
 "#];
 
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +177,18 @@ impl DirLock {
             .truncate(false)
             .open(dir.join("lock"))
             .map_err(io)?;
-        match file.try_lock() {
+        // A reader (`vmr status`) holds a shared lock for an instant to see whether a vmr runs;
+        // a writer starting at that instant waits it out instead of failing.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let locked = loop {
+            match file.try_lock() {
+                Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        match locked {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
                 let mut pid = String::new();
@@ -362,6 +393,8 @@ pub struct CallLog {
     pub started_at: i64,
     pub ended_at: i64,
     pub error: Option<String>,
+    /// The raw body, kept for a billed answer that is not stored as a report.
+    pub body: Option<Vec<u8>>,
 }
 
 /// A report bought, stored byte for byte.
@@ -389,6 +422,8 @@ pub struct Update {
     /// `Some(None)` clears the next poll time.
     pub next_poll_at: Option<Option<i64>>,
     pub poll_interval_ms: Option<i64>,
+    /// When the billed generate that issued the VIN's requestId answered.
+    pub accepted_at: Option<i64>,
     pub report: Option<ReportRow>,
 }
 
@@ -414,8 +449,8 @@ fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
     }
     if let Some(call) = &u.call {
         conn.prepare_cached(
-            "INSERT INTO calls (vin_id, endpoint, request_id, http_status, code, msg, task_no, billed, delivery, started_at, ended_at, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "INSERT INTO calls (vin_id, endpoint, request_id, http_status, code, msg, task_no, billed, delivery, started_at, ended_at, error, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?
         .execute(params![
             u.vin_id,
@@ -429,7 +464,8 @@ fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
             call.delivery,
             call.started_at,
             call.ended_at,
-            call.error
+            call.error,
+            call.body
         ])?;
         let sent = call.delivery != "not_sent";
         let is_generate = call.endpoint == "generate";
@@ -468,6 +504,10 @@ fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
         conn.prepare_cached("UPDATE vins SET next_poll_at = ?2 WHERE id = ?1")?
             .execute(params![u.vin_id, next])?;
     }
+    if let Some(at) = u.accepted_at {
+        conn.prepare_cached("UPDATE vins SET accepted_at = ?2 WHERE id = ?1")?
+            .execute(params![u.vin_id, at])?;
+    }
     if let Some(iv) = u.poll_interval_ms {
         conn.prepare_cached("UPDATE vins SET poll_interval_ms = ?2 WHERE id = ?1")?
             .execute(params![u.vin_id, iv])?;
@@ -505,7 +545,8 @@ pub struct PollTodo {
     pub vin_id: i64,
     pub vin: String,
     pub request_id: String,
-    pub submitted_at: i64,
+    /// When the billed generate that issued the requestId answered (the poll timeout's start).
+    pub accepted_at: i64,
     pub poll_interval_ms: Option<i64>,
 }
 
@@ -547,7 +588,7 @@ pub fn due_polls(
     limit: usize,
 ) -> Result<Vec<PollTodo>, CheckpointError> {
     let mut st = conn.prepare_cached(
-        "SELECT id, vin, coalesce(request_id, ''), coalesce(submitted_at, first_seen_at), poll_interval_ms
+        "SELECT id, vin, coalesce(request_id, ''), coalesce(accepted_at, submitted_at, first_seen_at), poll_interval_ms
          FROM vins WHERE state = 'pending' AND coalesce(next_poll_at, 0) <= ?1 AND id > ?2
          ORDER BY id LIMIT ?3",
     )?;
@@ -556,7 +597,7 @@ pub fn due_polls(
             vin_id: r.get(0)?,
             vin: r.get(1)?,
             request_id: r.get(2)?,
-            submitted_at: r.get(3)?,
+            accepted_at: r.get(3)?,
             poll_interval_ms: r.get(4)?,
         })
     })?;
@@ -618,4 +659,34 @@ pub fn call_counts(conn: &Connection) -> Result<BTreeMap<String, CallCounts>, Ch
         out.insert(ep, c);
     }
     Ok(out)
+}
+
+/// The vendor account the checkpoint belongs to, once bound.
+pub fn account(conn: &Connection) -> Result<Option<String>, CheckpointError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM meta WHERE key = 'account'")?
+        .query_row([], |r| r.get(0))
+        .optional()?)
+}
+
+/// Whether any vendor call was ever recorded.
+pub fn has_calls(conn: &Connection) -> Result<bool, CheckpointError> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM calls)")?
+        .query_row([], |r| r.get(0))?)
+}
+
+impl Checkpoint {
+    /// Binds the checkpoint to `account` (idempotent).
+    pub fn bind_account(&self, account: &str) -> Result<(), CheckpointError> {
+        let account = account.to_owned();
+        self.writer.write_blocking(move |c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('account', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [account],
+            )?;
+            Ok(())
+        })
+    }
 }

@@ -12,13 +12,16 @@ pub enum State {
     Queued,
     /// A generate call is (or was) in flight; written before the request leaves.
     Submitting,
-    /// Found `submitting` at start-up: the process died mid-call, the vendor may have billed it.
+    /// A generate whose answer never arrived (the process died mid-call, a read timeout, a
+    /// reset, a 2xx body that cannot be read): the vendor may have billed it. Sent again only
+    /// with `--resubmit-uncertain`, or settled by `vmr resolve`.
     Uncertain,
     /// Generate succeeded; the report is to be fetched with get.
     Pending,
     /// The report is stored.
     Done,
-    /// The vendor refused the VIN (400, 702, 703, 999) or retries ran out.
+    /// The vendor refused the VIN (a lone 400, 702, 703, 999), its billed answer held no
+    /// usable report (`billed_unusable`), or a person abandoned it (`vmr resolve --abandon`).
     Failed,
     /// The report was not ready before the poll deadline.
     Expired,
@@ -75,7 +78,14 @@ impl State {
             (self, to),
             (Queued, Submitting)
                 | (Uncertain, Submitting)
-                // Refused before billing (601–604, shutdown before sending): back in the queue.
+                // `vmr resolve`: the vendor's statement says not billed, billed (with the
+                // requestId to fetch), or the person gives the VIN up.
+                | (Uncertain, Queued)
+                | (Uncertain, Pending)
+                | (Uncertain, Failed)
+                // A lone 400 is the VIN's fault once a later call of the run succeeds.
+                | (Queued, Failed)
+                // Not billed (retries used up, a stop before sending, a 400): back in the queue.
                 | (Submitting, Queued)
                 | (Submitting, Pending)
                 | (Submitting, Done)
@@ -126,6 +136,10 @@ mod tests {
         let legal = [
             (Queued, Submitting),
             (Uncertain, Submitting),
+            (Uncertain, Queued),
+            (Uncertain, Pending),
+            (Uncertain, Failed),
+            (Queued, Failed),
             (Submitting, Queued),
             (Submitting, Pending),
             (Submitting, Done),

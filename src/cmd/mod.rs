@@ -4,6 +4,7 @@ pub mod audit;
 pub mod export;
 pub mod ingest;
 pub mod poll;
+pub mod resolve;
 pub mod run;
 pub mod sandbox;
 pub mod status;

@@ -10,9 +10,10 @@ pub mod limiter;
 pub mod progress;
 pub mod retry;
 pub mod stop;
+pub mod streak;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -26,9 +27,16 @@ pub use limiter::Limiter;
 use progress::Progress;
 pub use retry::RetryPolicy;
 pub use stop::{Stop, StopReason};
+use streak::{Streaks, Verdict};
 
-/// How long in-flight calls may take to land after a stop before they are abandoned.
+/// How long in-flight calls may take to land after a signal before they are abandoned.
 pub const GRACE: Duration = Duration::from_secs(5);
+
+/// Calls in a row without a usable answer after which the vendor is taken to be unavailable.
+pub const UNAVAILABLE_AFTER: u32 = 20;
+
+/// The message prefix that marks a VIN whose billed answer held no usable report.
+pub const BILLED_UNUSABLE: &str = "billed_unusable";
 
 /// Engine options, from the resolved settings.
 #[derive(Debug, Clone)]
@@ -39,6 +47,11 @@ pub struct EngineOptions {
     pub poll_timeout: Duration,
     pub max_billed: Option<u64>,
     pub resubmit_uncertain: bool,
+    /// 400s in a row that stop the run as a credentials problem.
+    pub bad_request_streak: u32,
+    /// The per-call timeout: how long a stop for budget or vendor reasons waits for calls in
+    /// flight (their answers may be paid for).
+    pub timeout: Duration,
 }
 
 /// Counters of one run.
@@ -49,6 +62,10 @@ pub struct RunCounters {
     pub unknown: AtomicU64,
     /// Billable calls in flight, reserved against `--max-billed`.
     in_flight: AtomicU64,
+    /// Pending VINs, each holding one get reserved against `--max-billed`.
+    pending: AtomicI64,
+    /// `--max-billed` admits no further generate (gets of pending VINs still go).
+    pub generate_budget_spent: AtomicBool,
 }
 
 /// Everything the tasks of one run share.
@@ -59,6 +76,7 @@ pub struct Engine {
     pub opts: EngineOptions,
     pub stop: Arc<Stop>,
     pub counters: RunCounters,
+    streaks: Streaks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,15 +89,8 @@ fn call_log(ex: &Exchange, request_id: Option<&str>) -> CallLog {
     let (delivery, error) = match &ex.outcome {
         Outcome::Transient {
             delivery, detail, ..
-        } => (
-            match delivery {
-                Delivery::NotSent => "not_sent",
-                Delivery::Unknown => "unknown",
-                Delivery::Answered => "answered",
-            },
-            Some(detail.clone()),
-        ),
-        _ => ("answered", None),
+        } => (delivery.as_str(), Some(detail.clone())),
+        _ => (Delivery::NotBilled.as_str(), None),
     };
     CallLog {
         endpoint: ex.endpoint.as_str(),
@@ -93,6 +104,8 @@ fn call_log(ex: &Exchange, request_id: Option<&str>) -> CallLog {
         started_at: ex.started_at_ms,
         ended_at: ex.ended_at_ms,
         error,
+        // A billed answer that will not be stored as a report is kept here, byte for byte.
+        body: matches!(ex.outcome, Outcome::BilledUnusable { .. }).then(|| ex.body.clone()),
     }
 }
 
@@ -105,26 +118,84 @@ fn last_code_message(ex: &Exchange) -> (Option<i64>, Option<String>) {
     }
 }
 
+/// The wait before a retry: the backoff's, or longer when the server asked for it.
+fn retry_wait(backoff: Duration, outcome: &Outcome) -> Duration {
+    match outcome {
+        Outcome::Transient {
+            retry_after: Some(ra),
+            ..
+        } => backoff.max(*ra),
+        _ => backoff,
+    }
+}
+
 impl Engine {
-    /// Reserves one billable call against the budget; `false` when the budget is spent.
-    fn reserve(&self) -> bool {
+    pub fn new(
+        client: Client,
+        ckpt: Checkpoint,
+        limiter: Limiter,
+        opts: EngineOptions,
+    ) -> Result<Engine, CheckpointError> {
+        let pending = checkpoint::state_counts(&ckpt.reader()?)?
+            .get(State::Pending.as_str())
+            .copied()
+            .unwrap_or(0);
+        let counters = RunCounters::default();
+        counters.pending.store(pending, Ordering::SeqCst);
+        Ok(Engine {
+            client,
+            ckpt,
+            limiter,
+            streaks: Streaks::new(opts.bad_request_streak, UNAVAILABLE_AFTER),
+            opts,
+            stop: Arc::new(Stop::default()),
+            counters,
+        })
+    }
+
+    /// Reserves one billable call against `--max-billed`; `false` when it is not admitted.
+    ///
+    /// Calls that may already be billed (billed, unknown outcome, in flight) all count, so the
+    /// budget is never exceeded. A generate must also leave one get for every pending VIN, so
+    /// the reports already paid for can always be fetched.
+    fn reserve(&self, endpoint: Endpoint) -> bool {
         let Some(max) = self.opts.max_billed else {
             return true;
         };
-        let used = self.counters.in_flight.fetch_add(1, Ordering::SeqCst)
-            + self.counters.billed.load(Ordering::SeqCst);
-        if used >= max {
+        let c = &self.counters;
+        let in_flight = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut used =
+            c.billed.load(Ordering::SeqCst) + c.unknown.load(Ordering::SeqCst) + in_flight;
+        if endpoint == Endpoint::Generate {
+            used += c.pending.load(Ordering::SeqCst).max(0) as u64;
+        }
+        if used <= max {
+            return true;
+        }
+        c.in_flight.fetch_sub(1, Ordering::SeqCst);
+        match endpoint {
+            Endpoint::Generate => c.generate_budget_spent.store(true, Ordering::SeqCst),
+            Endpoint::Get => self.stop.set(StopReason::Budget {
+                billed: c.billed.load(Ordering::SeqCst),
+            }),
+        }
+        false
+    }
+
+    fn unreserve(&self) {
+        if self.opts.max_billed.is_some() {
             self.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
-            self.stop.set(StopReason::Budget {
-                billed: self.counters.billed.load(Ordering::SeqCst),
-            });
-            false
-        } else {
-            true
         }
     }
 
-    fn settle(&self, ex: &Exchange, vin: &str) {
+    /// Whether no further generate may be sent in this run.
+    fn submit_halted(&self) -> bool {
+        self.stop.is_set() || self.counters.generate_budget_spent.load(Ordering::SeqCst)
+    }
+
+    /// Counts one landed call, feeds the streaks and sets any stop it calls for. Returns the
+    /// parked VINs a real answer has just shown to be failed by their own 400.
+    fn settle(&self, ex: &Exchange, vin: &str) -> Vec<i64> {
         tracing::debug!(
             vin,
             endpoint = ex.endpoint.as_str(),
@@ -140,21 +211,15 @@ impl Engine {
                 vin,
                 endpoint = ex.endpoint.as_str(),
                 detail = detail.as_str(),
-                "transient fault, will retry"
+                "no usable answer"
             );
         }
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
         if ex.billed() {
             self.counters.billed.fetch_add(1, Ordering::SeqCst);
         }
-        if matches!(
-            ex.outcome,
-            Outcome::Transient {
-                delivery: Delivery::Unknown,
-                ..
-            }
-        ) {
-            self.counters.unknown.fetch_add(1, Ordering::Relaxed);
+        if ex.outcome.is_unknown() {
+            self.counters.unknown.fetch_add(1, Ordering::SeqCst);
         }
         self.unreserve();
         if let Outcome::Stop { code, message } = &ex.outcome {
@@ -168,14 +233,59 @@ impl Engine {
                 message: message.clone(),
             });
         }
+        match self.streaks.observe(&ex.outcome, ex.answer.code) {
+            Verdict::Carry => Vec::new(),
+            Verdict::FailParked(vins) => vins,
+            Verdict::BadCredentials { streak } => {
+                let message = ex.answer.msg.clone().unwrap_or_default();
+                tracing::error!(
+                    streak,
+                    message = message.as_str(),
+                    "a run of 400s: the sign, the app secret or the clock is wrong; stopping the run"
+                );
+                self.stop
+                    .set(StopReason::BadCredentials { streak, message });
+                Vec::new()
+            }
+            Verdict::Unavailable { streak } => {
+                let last = match &ex.outcome {
+                    Outcome::Transient { detail, .. } => detail.clone(),
+                    _ => String::new(),
+                };
+                tracing::error!(
+                    streak,
+                    last = last.as_str(),
+                    "the vendor is unavailable; stopping the run"
+                );
+                self.stop.set(StopReason::Unavailable { streak, last });
+                Vec::new()
+            }
+        }
     }
 
-    /// Waits for the limiter and the budget; `false` when the run is stopping.
+    /// Fails the VINs whose lone 400 a later real answer has shown to be their own.
+    async fn fail_parked(&self, vins: Vec<i64>) -> Result<(), CheckpointError> {
+        for vin_id in vins {
+            self.ckpt
+                .apply(Update {
+                    vin_id,
+                    to: Some(State::Failed),
+                    ..Update::default()
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Reserves the call against the budget, then waits for the limiter; `false` (with nothing
-    /// reserved) when the run is stopping. Called right before a request leaves, so the limiter
+    /// reserved) when the call may not go. Called right before a request leaves, so the limiter
     /// paces the wire itself, not some earlier step.
-    async fn may_send(&self) -> bool {
-        if self.stop.is_set() || !self.reserve() {
+    async fn may_send(&self, endpoint: Endpoint) -> bool {
+        let halted = match endpoint {
+            Endpoint::Generate => self.submit_halted(),
+            Endpoint::Get => self.stop.is_set(),
+        };
+        if halted || !self.reserve(endpoint) {
             return false;
         }
         tokio::select! {
@@ -197,17 +307,23 @@ impl Engine {
         }
     }
 
-    fn unreserve(&self) {
-        if self.opts.max_billed.is_some() {
-            self.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    /// Generate for one VIN, with retries, recording every call. Returns the final state.
+    /// Generate for one VIN, recording every call. Returns the VIN's state after it.
+    ///
+    /// The money rules (README, "What vmr promises about money"): an answer that is not sent or
+    /// not billed is retried; retries used up send the VIN back to the queue. An unknown answer
+    /// is never resent: the VIN becomes `uncertain` at once. A billed answer is kept whatever
+    /// its shape.
     async fn submit_one(&self, todo: SubmitTodo) -> Result<State, CheckpointError> {
-        if self.stop.is_set() {
+        if self.submit_halted() {
             return Ok(todo.state);
         }
+        // Where the VIN goes when this attempt ends without a purchase: a VIN resubmitted from
+        // `uncertain` may still have been billed by its lost call, so it stays uncertain.
+        let unsold = if todo.state == State::Uncertain {
+            State::Uncertain
+        } else {
+            State::Queued
+        };
         // Durable before the request leaves: a crash from here on leaves the VIN `submitting`,
         // which the next start turns into `uncertain`.
         self.ckpt
@@ -218,34 +334,25 @@ impl Engine {
             })
             .await?;
         let mut attempts = self.opts.retry.attempts();
-        // A VIN resubmitted from `uncertain` may already have been billed by its lost call.
-        let mut maybe_billed = todo.state == State::Uncertain;
         loop {
-            if !self.may_send().await {
-                // Stopped before this attempt left: back to the queue, or uncertain if an
-                // earlier attempt may have been billed.
-                let to = if maybe_billed {
-                    State::Uncertain
-                } else {
-                    State::Queued
-                };
+            if !self.may_send(Endpoint::Generate).await {
                 self.ckpt
                     .apply(Update {
                         vin_id: todo.vin_id,
-                        to: Some(to),
+                        to: Some(unsold),
                         ..Update::default()
                     })
                     .await?;
-                return Ok(to);
+                return Ok(unsold);
             }
             attempts.start();
             let ex = self.client.generate(&todo.vin, &todo.license_img_url).await;
-            self.settle(&ex, &todo.vin);
-            let log = call_log(&ex, None);
+            let parked = self.settle(&ex, &todo.vin);
+            self.fail_parked(parked).await?;
             let (code, message) = last_code_message(&ex);
             let mut u = Update {
                 vin_id: todo.vin_id,
-                call: Some(log),
+                call: Some(call_log(&ex, None)),
                 code: Some(code),
                 message,
                 task_no: ex.billed().then(|| ex.answer.task_no.clone()).flatten(),
@@ -265,73 +372,73 @@ impl Engine {
                 }
                 Outcome::Accepted { request_id } => {
                     u.request_id = Some(request_id.clone());
+                    u.accepted_at = Some(ex.ended_at_ms);
                     let iv = self.opts.poll_interval.as_millis() as i64;
                     u.next_poll_at = Some(Some(ex.ended_at_ms + iv));
                     u.poll_interval_ms = Some(iv);
+                    self.counters.pending.fetch_add(1, Ordering::SeqCst);
                     State::Pending
                 }
                 Outcome::BilledUnusable { message } => {
-                    u.message = Some(message.clone());
+                    u.message = Some(format!("{BILLED_UNUSABLE}: {message}"));
                     State::Failed
                 }
                 Outcome::Fail { .. } => State::Failed,
-                Outcome::Stop { .. } if maybe_billed => State::Uncertain,
-                Outcome::Stop { .. } => State::Queued,
-                // A 701 without a requestId and transport faults are retried.
+                Outcome::Transient {
+                    delivery: Delivery::Unknown,
+                    detail,
+                    ..
+                } => {
+                    u.message = Some(format!(
+                        "no answer to a generate the vendor may have billed ({detail}); not sent again unless you say so (--resubmit-uncertain or `vmr resolve`)"
+                    ));
+                    State::Uncertain
+                }
+                Outcome::BadRequest { .. } | Outcome::Stop { .. } => unsold,
+                // Not sent, not billed, or a 701 without a requestId: retried.
                 Outcome::NotReady { .. } | Outcome::Transient { .. } => {
-                    if matches!(
-                        ex.outcome,
-                        Outcome::Transient {
-                            delivery: Delivery::Unknown,
-                            ..
-                        }
-                    ) {
-                        maybe_billed = true;
-                    }
                     match attempts.next_delay() {
                         Some(delay) => {
                             self.ckpt.apply(u).await?;
-                            self.back_off(delay).await;
+                            self.back_off(retry_wait(delay, &ex.outcome)).await;
                             continue;
                         }
-                        None => State::Failed,
+                        None => unsold,
                     }
                 }
             };
             u.to = Some(state);
             self.ckpt.apply(u).await?;
+            if matches!(ex.outcome, Outcome::BadRequest { .. }) && unsold == State::Queued {
+                self.streaks.park(todo.vin_id);
+            }
             return Ok(state);
         }
     }
 
-    /// Get for one pending VIN, with retries, recording every call.
+    /// Get for one pending VIN, recording every call. The report is paid for, so nothing but the
+    /// vendor's 702 (or a billed answer without a report) ends it badly; a VIN expires only when
+    /// a get sent after its deadline still answers 701.
     async fn poll_one(&self, todo: PollTodo) -> Result<State, CheckpointError> {
-        let now = now_ms();
-        if now - todo.submitted_at > self.opts.poll_timeout.as_millis() as i64 {
-            self.ckpt
-                .apply(Update {
-                    vin_id: todo.vin_id,
-                    to: Some(State::Expired),
-                    message: Some(format!(
-                        "the report was not ready within the poll timeout ({})",
-                        humantime::format_duration(self.opts.poll_timeout)
-                    )),
-                    next_poll_at: Some(None),
-                    ..Update::default()
-                })
-                .await?;
-            return Ok(State::Expired);
-        }
         let base = self.opts.poll_interval.as_millis() as i64;
         let cap = base.saturating_mul(16);
+        let deadline = todo
+            .accepted_at
+            .saturating_add(self.opts.poll_timeout.as_millis() as i64);
+        let next_interval = todo
+            .poll_interval_ms
+            .unwrap_or(base)
+            .saturating_mul(2)
+            .clamp(base.max(1), cap.max(1));
         let mut attempts = self.opts.retry.attempts();
         loop {
-            if !self.may_send().await {
+            if !self.may_send(Endpoint::Get).await {
                 return Ok(State::Pending);
             }
             attempts.start();
             let ex = self.client.get(&todo.request_id).await;
-            self.settle(&ex, &todo.vin);
+            let parked = self.settle(&ex, &todo.vin);
+            self.fail_parked(parked).await?;
             let (code, message) = last_code_message(&ex);
             let mut u = Update {
                 vin_id: todo.vin_id,
@@ -341,17 +448,12 @@ impl Engine {
                 task_no: ex.billed().then(|| ex.answer.task_no.clone()).flatten(),
                 ..Update::default()
             };
-            let next_interval = todo
-                .poll_interval_ms
-                .unwrap_or(base)
-                .saturating_mul(2)
-                .clamp(base.max(1), cap.max(1));
+            let later = |u: &mut Update| {
+                u.next_poll_at = Some(Some(now_ms() + next_interval));
+                u.poll_interval_ms = Some(next_interval);
+            };
             let state = match &ex.outcome {
-                Outcome::Report { .. }
-                | Outcome::Accepted { .. }
-                | Outcome::BilledUnusable { .. } => {
-                    // Every 200 from get carries the report (`data`); store the body whatever its
-                    // shape, since it was paid for. Export reports a body it cannot read.
+                Outcome::Report { .. } | Outcome::Accepted { .. } => {
                     u.report = Some(ReportRow {
                         request_id: Some(todo.request_id.clone()),
                         task_no: ex.answer.task_no.clone(),
@@ -362,34 +464,49 @@ impl Engine {
                     u.next_poll_at = Some(None);
                     State::Done
                 }
-                Outcome::NotReady { .. } => {
-                    u.next_poll_at = Some(Some(ex.ended_at_ms + next_interval));
-                    u.poll_interval_ms = Some(next_interval);
-                    State::Pending
-                }
-                Outcome::Fail { .. } => {
+                Outcome::BilledUnusable { message } => {
+                    u.message = Some(format!("{BILLED_UNUSABLE}: {message}"));
                     u.next_poll_at = Some(None);
                     State::Failed
                 }
-                Outcome::Stop { .. } => State::Pending,
+                Outcome::NotReady { .. } if ex.started_at_ms > deadline => {
+                    u.message = Some(format!(
+                        "the report was still not ready {} after it was bought (--poll-timeout)",
+                        humantime::format_duration(self.opts.poll_timeout)
+                    ));
+                    u.next_poll_at = Some(None);
+                    State::Expired
+                }
+                Outcome::Fail { code: 702, .. } => {
+                    u.next_poll_at = Some(None);
+                    State::Failed
+                }
+                // 701 before the deadline, 400, 999, any other code, a refusal: the report is
+                // paid for, so the VIN stays pending and is asked again later.
+                Outcome::NotReady { .. }
+                | Outcome::Fail { .. }
+                | Outcome::BadRequest { .. }
+                | Outcome::Stop { .. } => {
+                    later(&mut u);
+                    State::Pending
+                }
+                // No usable answer (an unknown one costs at most one more get): retried, then
+                // asked again at a later poll.
                 Outcome::Transient { .. } => match attempts.next_delay() {
                     Some(delay) => {
                         self.ckpt.apply(u).await?;
-                        self.back_off(delay).await;
+                        self.back_off(retry_wait(delay, &ex.outcome)).await;
                         continue;
                     }
                     None => {
-                        // The report is paid for (generate was billed): keep it pending and try
-                        // again at the next poll rather than lose it; the poll timeout still
-                        // bounds how long.
-                        u.next_poll_at = Some(Some(now_ms() + next_interval));
-                        u.poll_interval_ms = Some(next_interval);
+                        later(&mut u);
                         State::Pending
                     }
                 },
             };
             if state != State::Pending {
                 u.to = Some(state);
+                self.counters.pending.fetch_sub(1, Ordering::SeqCst);
             }
             self.ckpt.apply(u).await?;
             return Ok(state);
@@ -411,18 +528,28 @@ impl PassReport {
     }
 }
 
-/// Waits for the running tasks; after a stop, gives them [`GRACE`] to land, then abandons the
-/// rest (a generate abandoned in flight stays `submitting` and becomes `uncertain` on restart).
+/// Waits for the running tasks. After a stop for budget or vendor reasons, calls in flight get
+/// the whole call timeout to land (their answers may be paid for); after a signal only
+/// [`GRACE`]. Then the rest are abandoned (a generate abandoned in flight stays `submitting` and
+/// becomes `uncertain` on restart).
 async fn drain(
     set: &mut JoinSet<Result<State, CheckpointError>>,
     stop: &Stop,
+    timeout: Duration,
     report: &mut PassReport,
     progress: &Progress,
 ) -> Result<(), CheckpointError> {
+    let mut stopped_at: Option<tokio::time::Instant> = None;
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
-        if deadline.is_none() && stop.is_set() {
-            deadline = Some(tokio::time::Instant::now() + GRACE);
+        if let Some(reason) = stop.reason() {
+            let at = *stopped_at.get_or_insert_with(tokio::time::Instant::now);
+            let grace = if reason.is_signal() {
+                GRACE
+            } else {
+                timeout + GRACE
+            };
+            deadline = Some(at + grace);
         }
         let next = match deadline {
             Some(d) => match tokio::time::timeout_at(d, set.join_next()).await {
@@ -498,10 +625,11 @@ impl Task {
 }
 
 /// Runs the tasks that `page(after_id)` hands out, page by page in id order, `concurrency` at a
-/// time, until the pages run out or the run is stopped; then lets the running ones land.
+/// time, until the pages run out or `halted()`; then lets the running ones land.
 async fn run_paged(
     engine: &Arc<Engine>,
     progress: &Progress,
+    halted: impl Fn() -> bool,
     mut page: impl FnMut(i64) -> Result<Vec<Task>, CheckpointError>,
 ) -> Result<PassReport, EngineError> {
     let sem = Arc::new(Semaphore::new(engine.opts.concurrency));
@@ -517,7 +645,7 @@ async fn run_paged(
                 p = sem.clone().acquire_owned() => p.expect("semaphore never closed"),
                 _ = engine.stop.wait() => break 'pages,
             };
-            if engine.stop.is_set() {
+            if halted() {
                 break 'pages;
             }
             let e = engine.clone();
@@ -528,7 +656,14 @@ async fn run_paged(
             reap(&mut set, &mut report, progress)?;
         }
     }
-    drain(&mut set, &engine.stop, &mut report, progress).await?;
+    drain(
+        &mut set,
+        &engine.stop,
+        engine.opts.timeout,
+        &mut report,
+        progress,
+    )
+    .await?;
     Ok(report)
 }
 
@@ -539,7 +674,7 @@ pub async fn submit(engine: Arc<Engine>, progress: &Progress) -> Result<PassRepo
     if engine.opts.resubmit_uncertain {
         states.push(State::Uncertain);
     }
-    run_paged(&engine, progress, |after| {
+    run_paged(&engine, progress, || engine.submit_halted(), |after| {
         Ok(checkpoint::submit_page(&reader, &states, after, PAGE)?
             .into_iter()
             .map(Task::Submit)
@@ -552,7 +687,7 @@ pub async fn submit(engine: Arc<Engine>, progress: &Progress) -> Result<PassRepo
 pub async fn poll_due(engine: Arc<Engine>, progress: &Progress) -> Result<PassReport, EngineError> {
     let reader = engine.ckpt.reader()?;
     let now = now_ms();
-    run_paged(&engine, progress, |after| {
+    run_paged(&engine, progress, || engine.stop.is_set(), |after| {
         Ok(checkpoint::due_polls(&reader, now, after, PAGE)?
             .into_iter()
             .map(Task::Poll)

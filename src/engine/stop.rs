@@ -1,8 +1,10 @@
 //! Why a run stops early, shared by every task of the run.
 //!
-//! Three things stop a run before its work is done: the vendor refusing the account or address
-//! (601–604, 404), the `--max-billed` budget, and SIGINT/SIGTERM. Whichever comes first is kept;
-//! tasks check [`Stop::is_set`] before every call, so once set, no further call leaves.
+//! A run stops before its work is done when the vendor refuses the account or address (601–604,
+//! 404), when a run of 400s points at the credentials or clock, when the vendor is unavailable,
+//! when the `--max-billed` budget is spent, or on SIGINT/SIGTERM. Tasks check [`Stop::is_set`]
+//! before every call, so once set, no further call leaves. When several apply, the reason kept
+//! is the one whose exit code ranks first (signals, then refusals, then "run again later").
 
 use std::sync::Mutex;
 use tokio::sync::watch;
@@ -11,6 +13,10 @@ use tokio::sync::watch;
 pub enum StopReason {
     /// The vendor refused the account or the address.
     Vendor { code: i64, message: String },
+    /// A run of 400s with no real answer between them: the sign, secret or clock is wrong.
+    BadCredentials { streak: u32, message: String },
+    /// Many calls in a row without a usable answer: a maintenance window or an outage.
+    Unavailable { streak: u32, last: String },
     /// `--max-billed` was reached.
     Budget { billed: u64 },
     /// A signal asked us to stop (2 = SIGINT, 15 = SIGTERM).
@@ -18,13 +24,27 @@ pub enum StopReason {
 }
 
 impl StopReason {
-    /// The process exit code for this reason (design.md, exit codes).
+    /// The process exit code for this reason (see the README's exit codes).
     pub fn exit_code(&self) -> u8 {
         match self {
-            StopReason::Vendor { .. } => 3,
-            StopReason::Budget { .. } => 75,
+            StopReason::Vendor { .. } | StopReason::BadCredentials { .. } => 3,
+            StopReason::Unavailable { .. } | StopReason::Budget { .. } => 75,
             StopReason::Signal(sig) => (128 + sig) as u8,
         }
+    }
+
+    /// Which reason wins when several apply: 130/143 > 3 > 75.
+    fn rank(&self) -> u8 {
+        match self {
+            StopReason::Signal(_) => 3,
+            StopReason::Vendor { .. } | StopReason::BadCredentials { .. } => 2,
+            StopReason::Unavailable { .. } | StopReason::Budget { .. } => 1,
+        }
+    }
+
+    /// Whether only the short grace applies to calls in flight (a person asked to stop now).
+    pub fn is_signal(&self) -> bool {
+        matches!(self, StopReason::Signal(_))
     }
 }
 
@@ -43,10 +63,10 @@ impl Default for Stop {
 }
 
 impl Stop {
-    /// Records `reason` unless a reason is already set.
+    /// Records `reason`, unless a reason that ranks at least as high is already set.
     pub fn set(&self, reason: StopReason) {
-        let mut r = self.reason.lock().expect("stop mutex poisoned");
-        if r.is_none() {
+        let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if r.as_ref().is_none_or(|old| reason.rank() > old.rank()) {
             *r = Some(reason);
         }
         self.tx.send_replace(true);
@@ -57,7 +77,10 @@ impl Stop {
     }
 
     pub fn reason(&self) -> Option<StopReason> {
-        self.reason.lock().expect("stop mutex poisoned").clone()
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Resolves once a stop is set.
@@ -66,7 +89,10 @@ impl Stop {
         let _ = rx.wait_for(|v| *v).await;
     }
 
-    /// Sets a `Signal` stop on the first SIGINT or SIGTERM. Runs until then.
+    /// Sets a `Signal` stop on the first SIGINT or SIGTERM; a second one ends the process at
+    /// once (every checkpoint write is a transaction, so the checkpoint stays consistent, and a
+    /// generate cut off in flight is found `submitting` and made `uncertain` next time). Runs
+    /// for as long as the process may be stopped, so no signal is ever swallowed.
     pub async fn watch_signals(&self) {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut int), Ok(mut term)) = (
@@ -75,11 +101,19 @@ impl Stop {
         ) else {
             return;
         };
-        let sig = tokio::select! {
-            _ = int.recv() => 2,
-            _ = term.recv() => 15,
-        };
-        self.set(StopReason::Signal(sig));
+        let mut seen = false;
+        loop {
+            let sig = tokio::select! {
+                _ = int.recv() => 2,
+                _ = term.recv() => 15,
+            };
+            if seen {
+                eprintln!("vmr: second signal, stopping at once; run again to continue");
+                std::process::exit(128 + sig);
+            }
+            seen = true;
+            self.set(StopReason::Signal(sig));
+        }
     }
 }
 
@@ -88,15 +122,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn first_reason_wins() {
+    fn the_highest_ranking_reason_wins() {
         let s = Stop::default();
         assert!(!s.is_set());
         s.set(StopReason::Vendor {
             code: 603,
             message: "余额不足".into(),
         });
-        s.set(StopReason::Signal(15));
+        s.set(StopReason::Budget { billed: 1 });
         assert!(s.is_set());
+        assert_eq!(s.reason().map(|r| r.exit_code()), Some(3));
+        // A signal outranks a refusal: 130/143 > 3 > 75.
+        s.set(StopReason::Signal(15));
+        assert_eq!(s.reason().map(|r| r.exit_code()), Some(143));
+        let s = Stop::default();
+        s.set(StopReason::Unavailable {
+            streak: 20,
+            last: String::new(),
+        });
+        s.set(StopReason::BadCredentials {
+            streak: 5,
+            message: String::new(),
+        });
         assert_eq!(s.reason().map(|r| r.exit_code()), Some(3));
         assert_eq!(StopReason::Signal(15).exit_code(), 143);
         assert_eq!(StopReason::Signal(2).exit_code(), 130);

@@ -7,15 +7,16 @@ use vmr::checkpoint::{Checkpoint, State, Update};
 use vmr::sandbox::SandboxConfig;
 
 #[test]
-fn a_second_vmr_on_the_same_state_fails_fast_naming_the_holder() {
+fn a_second_vmr_on_the_same_state_exits_75_at_once_naming_the_holder() {
     let (_t, dir) = tempdir();
     let sb = sandbox(SandboxConfig::default());
     write_csv(&dir.join("in.csv"), &vins(10, 31));
     let (held, _) = Checkpoint::open(&dir.join("state")).expect("open");
+    // Held by another vmr: cron should simply try again later (75), not page anyone.
     let out = vmr(&dir, &sb)
         .args(["ingest", "--input", "in.csv"])
         .assert()
-        .code(1);
+        .code(75);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     assert!(
         stderr.contains(&format!("pid {}", std::process::id())),

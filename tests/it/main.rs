@@ -9,4 +9,5 @@ mod crash;
 mod engine;
 mod export;
 mod input;
+// mod money;
 mod sandbox;
