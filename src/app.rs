@@ -15,7 +15,7 @@ use crate::config::{LogFormat, Settings};
 use crate::engine::{Engine, EngineOptions, Limiter, RetryPolicy};
 use crate::sandbox::{Sandbox, SandboxConfig};
 
-/// Exit codes (design.md).
+/// Exit codes (docs/design.md, "Exit codes").
 pub mod exit {
     pub const OK: u8 = 0;
     pub const OTHER: u8 = 1;

@@ -1,5 +1,5 @@
 //! Command-line entry: parses the subcommand and hands it to `cmd::*`, mapping errors to exit
-//! codes (design.md: 0 done, 75 work remains, 2 usage/input, 3 refused, 1 anything else).
+//! codes (docs/design.md: 0 done, 75 work remains, 2 usage/input, 3 refused, 1 anything else).
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -1,6 +1,6 @@
 //! vmr: buy Jumdata vehicle maintenance reports, checkpoint every call, flatten to typed tables.
 //!
-//! The library holds the work; `cmd/` holds one thin file per subcommand. See design.md for the
+//! The library holds the work; `cmd/` holds one thin file per subcommand. See docs/design.md for the
 //! contract (commands, VIN states, tables, exit codes).
 
 pub mod api;

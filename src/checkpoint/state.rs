@@ -1,4 +1,5 @@
-//! The life of one VIN, as design.md draws it, in one type with one transition function.
+//! The life of one VIN, as docs/design.md ("One VIN's life") draws it, in one type with one
+//! transition function.
 //!
 //! Every state change in the checkpoint goes through [`State::check`], so an illegal move (a
 //! `done` VIN polled again, a `rejected` row sent) is an error and never a silent write.
