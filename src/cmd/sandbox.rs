@@ -1,8 +1,9 @@
 //! `vmr sandbox`: serve the simulated vendor API until Ctrl-C.
 //!
 //! Usage: `vmr sandbox [--listen 127.0.0.1:8080] [--seed N] [--latency 50ms] [--ready-after 2|2s]
-//! [--fault-rate 0.1] [--stall 60s] [--balance N] [--inline-rate 0.3] [--app-id ID]
-//! [--app-secret-file PATH]`. The secret comes from the file or `VMR_SANDBOX_APP_SECRET`, never
+//! [--fault-rate 0.1] [--stall 60s] [--late-bill-rate 0.05] [--late-bill-get]
+//! [--gateway-error-rate 0.05] [--retry-after 1] [--outage] [--unusable-rate 0.01] [--balance N]
+//! [--inline-rate 0.3] [--app-id ID] [--app-secret-file PATH]`. The secret comes from the file or `VMR_SANDBOX_APP_SECRET`, never
 //! from a flag; without either, the fixed sandbox credentials are used and printed.
 
 use crate::api::Secret;
@@ -30,9 +31,31 @@ pub struct Args {
     /// Probability (0–1) that a vendor call gets an injected fault.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
     fault_rate: f64,
-    /// How long a stall fault hangs before answering.
+    /// How long a stall fault, or a late answer, hangs before answering.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     stall: Duration,
+    /// Probability (0–1) that a billed generate is answered only after --stall: billed, but a
+    /// client with a shorter timeout never sees it.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    late_bill_rate: f64,
+    /// Apply --late-bill-rate to billed gets too.
+    #[arg(long)]
+    late_bill_get: bool,
+    /// Probability (0–1) that a vendor call is refused by the gateway: HTTP 503 or 429 with
+    /// Retry-After, never billed.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    gateway_error_rate: f64,
+    /// The Retry-After seconds of a gateway error.
+    #[arg(long = "retry-after", value_name = "SECS", default_value_t = 1)]
+    retry_after_secs: u64,
+    /// Start in a maintenance window: every vendor call answers code 500 until
+    /// POST /__sandbox/outage {"outage": false}.
+    #[arg(long)]
+    outage: bool,
+    /// Probability (0–1) that a generate that would succeed is billed but answered with
+    /// `data: {}` (no requestId, no report).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    unusable_rate: f64,
     /// Billable calls before every call answers 603 (unlimited if absent).
     #[arg(long)]
     balance: Option<u64>,
@@ -42,6 +65,27 @@ pub struct Args {
     /// App id the sandbox accepts.
     #[arg(long, default_value = DEFAULT_APP_ID)]
     app_id: String,
+}
+
+/// The sandbox configuration the flags describe.
+fn config(args: &Args, secret: Secret) -> SandboxConfig {
+    SandboxConfig {
+        seed: args.seed,
+        latency: args.latency,
+        ready_after: args.ready_after,
+        fault_rate: args.fault_rate,
+        stall: args.stall,
+        late_bill_rate: args.late_bill_rate,
+        late_bill_get: args.late_bill_get,
+        gateway_error_rate: args.gateway_error_rate,
+        retry_after_secs: args.retry_after_secs,
+        outage: args.outage,
+        unusable_rate: args.unusable_rate,
+        balance: args.balance,
+        app_id: args.app_id.clone(),
+        app_secret: secret,
+        inline_rate: args.inline_rate,
+    }
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -64,17 +108,7 @@ pub fn run(args: Args, app_secret_file: Option<&Path>) -> anyhow::Result<u8> {
         (None, Some(s)) => Secret::new(s),
         (None, None) => Secret::new(DEFAULT_APP_SECRET),
     };
-    let cfg = SandboxConfig {
-        seed: args.seed,
-        latency: args.latency,
-        ready_after: args.ready_after,
-        fault_rate: args.fault_rate,
-        stall: args.stall,
-        balance: args.balance,
-        app_id: args.app_id,
-        app_secret: secret,
-        inline_rate: args.inline_rate,
-    };
+    let cfg = config(&args, secret);
     let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     rt.block_on(async move {
         let sandbox = Sandbox::start(cfg, args.listen).await?;
@@ -86,7 +120,12 @@ pub fn run(args: Args, app_secret_file: Option<&Path>) -> anyhow::Result<u8> {
         } else {
             println!("  app secret: the one you supplied (not printed)");
         }
-        println!("  ledger:     {}/__sandbox/ledger", sandbox.base_url());
+        // One line for the admin paths: the banner stays five lines.
+        println!(
+            "  ledger:     {0}/__sandbox/ledger (outage switch: POST {0}/__sandbox/outage{1})",
+            sandbox.base_url(),
+            if sandbox.outage() { ", now ON" } else { "" }
+        );
         println!("Ctrl-C to stop.");
         tokio::signal::ctrl_c()
             .await
@@ -94,4 +133,61 @@ pub fn run(args: Args, app_secret_file: Option<&Path>) -> anyhow::Result<u8> {
         println!("vmr sandbox: stopped");
         Ok(0)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn cfg(argv: &[&str]) -> SandboxConfig {
+        let cli = Cli::try_parse_from(std::iter::once("sandbox").chain(argv.iter().copied()))
+            .expect("flags parse");
+        config(&cli.args, Secret::new(DEFAULT_APP_SECRET))
+    }
+
+    #[test]
+    fn defaults_keep_the_plain_vendor() {
+        let c = cfg(&[]);
+        let d = SandboxConfig::default();
+        assert_eq!(c.late_bill_rate, d.late_bill_rate);
+        assert_eq!(c.late_bill_get, d.late_bill_get);
+        assert_eq!(c.gateway_error_rate, d.gateway_error_rate);
+        assert_eq!(c.retry_after_secs, d.retry_after_secs);
+        assert_eq!(c.outage, d.outage);
+        assert_eq!(c.unusable_rate, d.unusable_rate);
+        assert_eq!(c.stall, d.stall);
+    }
+
+    #[test]
+    fn money_knobs_reach_the_config() {
+        let c = cfg(&[
+            "--late-bill-rate",
+            "0.25",
+            "--late-bill-get",
+            "--gateway-error-rate",
+            "0.5",
+            "--retry-after",
+            "7",
+            "--outage",
+            "--unusable-rate",
+            "0.125",
+            "--stall",
+            "2s",
+        ]);
+        assert_eq!(c.late_bill_rate, 0.25);
+        assert!(c.late_bill_get);
+        assert_eq!(c.gateway_error_rate, 0.5);
+        assert_eq!(c.retry_after_secs, 7);
+        assert!(c.outage);
+        assert_eq!(c.unusable_rate, 0.125);
+        assert_eq!(c.stall, Duration::from_secs(2));
+        assert!(Cli::try_parse_from(["sandbox", "--unusable-rate", "-0.1"]).is_err());
+    }
 }

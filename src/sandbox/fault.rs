@@ -1,8 +1,22 @@
 //! Injected faults: the ways a real vendor call goes wrong without a clean error code.
 //!
 //! With `--fault-rate p` each vendor call, before anything is checked or billed, becomes one of
-//! these with probability `p`, evenly spread. Clients must treat every one as transient: retry
-//! with backoff, never crash, never store it as a result. A fault is never billed.
+//! these with probability `p`, evenly spread. The sandbox never bills a fault, but a client cannot
+//! always know that. Under the client's rules (any non-2xx status is not billed; a 2xx JSON body
+//! is billed by its code; a 2xx body that is not JSON, cut short or without a code, or a timeout
+//! or reset after the request was written, is unknown):
+//!
+//! - [`Fault::Code500`] and [`Fault::Html502`] are "not billed": retry with backoff.
+//! - [`Fault::Truncated`], [`Fault::Stall`] (for a client whose timeout is shorter than the stall)
+//!   and [`Fault::Drop`] are "unknown" outcomes: on a generate the client must assume it may have
+//!   been charged, although the sandbox charged nothing. The sandbox's real "billed but never
+//!   seen" case is the late answer (`late_bill_rate`, see `server`).
+//!
+//! Never crash, never store any of them as a result.
+//!
+//! [`GatewayError`] is the other way a call fails before the vendor sees it: a gateway in front
+//! answers HTTP 503 or 429 with a JSON body and `Retry-After` (`--gateway-error-rate`); never
+//! billed.
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -15,16 +29,18 @@ use std::time::Duration;
 /// One injected fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// HTTP 200, JSON code 500 (system maintenance).
+    /// HTTP 200, JSON code 500 (system maintenance). Not billed, and the client can tell.
     Code500,
-    /// HTTP 502 with an HTML page, as a proxy in front of the vendor answers.
+    /// HTTP 502 with an HTML page, as a proxy in front of the vendor answers. Not billed, and the
+    /// client can tell (non-2xx).
     Html502,
-    /// HTTP 200 with a JSON body cut off mid-way.
+    /// HTTP 200 with a JSON body cut off mid-way. Not billed, but "unknown" to the client.
     Truncated,
     /// No answer for the configured stall, then a code 500; a client with a shorter timeout
-    /// gives up first.
+    /// gives up first, an "unknown" outcome to it. Not billed.
     Stall,
-    /// Response headers, then the connection is reset before the body completes.
+    /// Response headers, then the connection is reset before the body completes: "unknown" to
+    /// the client. Not billed.
     Drop,
 }
 
@@ -87,6 +103,58 @@ impl Fault {
     }
 }
 
+/// A gateway in front of the vendor refusing a call (`--gateway-error-rate`): HTTP 503 or 429,
+/// a JSON body with the same code, and `Retry-After`. Answered before anything is checked or
+/// billed; the client sees a non-2xx status, so "not billed, retry after the delay".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatewayError {
+    /// HTTP 503, `{"code":503,"msg":"Service Unavailable"}`.
+    Unavailable,
+    /// HTTP 429, `{"code":429,"msg":"Too Many Requests"}`.
+    TooManyRequests,
+}
+
+impl GatewayError {
+    /// A gateway error with probability `rate` (503 or 429, half each), else `None`.
+    pub fn roll(rate: f64) -> Option<GatewayError> {
+        if rate <= 0.0 {
+            return None;
+        }
+        let mut rng = rand::rng();
+        if rng.random::<f64>() >= rate {
+            return None;
+        }
+        Some(if rng.random_bool(0.5) {
+            GatewayError::Unavailable
+        } else {
+            GatewayError::TooManyRequests
+        })
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            GatewayError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+
+    /// The answer, with `Retry-After: retry_after_secs`.
+    pub fn respond(self, retry_after_secs: u64) -> Response {
+        let status = self.status();
+        let msg = status.canonical_reason().unwrap_or("Error");
+        let body = format!(r#"{{"code":{},"msg":"{msg}"}}"#, status.as_u16());
+        let mut r = Response::new(Body::from(body));
+        *r.status_mut() = status;
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        r
+    }
+}
+
 fn maintenance() -> Response {
     super::server::vendor_error(500, "系统维护,请稍候再试")
 }
@@ -121,5 +189,24 @@ mod tests {
         for f in Fault::ALL {
             assert!(all.contains(&f), "{f:?} never chosen");
         }
+    }
+
+    #[test]
+    fn gateway_errors_are_503_or_429_with_retry_after() {
+        assert!((0..1000).all(|_| GatewayError::roll(0.0).is_none()));
+        let all: Vec<GatewayError> = (0..1000).filter_map(|_| GatewayError::roll(1.0)).collect();
+        assert_eq!(all.len(), 1000);
+        let n503 = all
+            .iter()
+            .filter(|g| **g == GatewayError::Unavailable)
+            .count();
+        assert!((350..650).contains(&n503), "{n503} of 1000 are 503");
+        let r = GatewayError::TooManyRequests.respond(7);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        let r = GatewayError::Unavailable.respond(1);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
     }
 }

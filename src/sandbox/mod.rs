@@ -4,6 +4,10 @@
 //! what every test and benchmark talks to. It serves both endpoints with the vendor's signing,
 //! result codes and untidy REPORTs ([`synth`]), injects the faults a real network shows ([`fault`]),
 //! and keeps a ledger of what it billed ([`ledger`]) so tests can prove nothing was bought twice.
+//! Beyond clean faults it reproduces what real vendors do to a client's money: answers billed but
+//! sent too late to be seen ([`SandboxConfig::late_bill_rate`]), billed answers without a usable
+//! report ([`SandboxConfig::unusable_rate`]), gateway 503/429s with `Retry-After`
+//! ([`SandboxConfig::gateway_error_rate`]) and maintenance windows ([`Sandbox::set_outage`]).
 //! Start it in-process with [`Sandbox::start`] (or [`Sandbox::start_in_thread`] from sync code),
 //! or from the command line with `vmr sandbox`.
 
@@ -41,8 +45,28 @@ pub struct SandboxConfig {
     pub ready_after: ReadyAfter,
     /// Probability that a vendor call gets an injected fault.
     pub fault_rate: f64,
-    /// How long a stall fault hangs before answering.
+    /// How long a stall fault, or a late answer, hangs before answering.
     pub stall: Duration,
+    /// Probability that a generate that is billed (code 200) is answered only after `stall`: the
+    /// task exists and the call is in the ledger (`late_billed`, per VIN `late_generate` and
+    /// `late_request_ids`), but a client with a shorter timeout never sees the answer.
+    pub late_bill_rate: f64,
+    /// Apply `late_bill_rate` to billed gets too (per VIN `late_get`).
+    pub late_bill_get: bool,
+    /// Probability that a vendor call (either endpoint) is refused by a gateway before anything
+    /// is checked or billed: HTTP 503 or 429 (half each) with a JSON body and `Retry-After`
+    /// (ledger `gateway_errors`).
+    pub gateway_error_rate: f64,
+    /// The `Retry-After` seconds of a gateway error.
+    pub retry_after_secs: u64,
+    /// Start in a maintenance window: every vendor call answers HTTP 200, code 500, unbilled
+    /// (ledger `outage_answers`). Switch it at run time with [`Sandbox::set_outage`] or
+    /// `POST /__sandbox/outage`.
+    pub outage: bool,
+    /// Probability that a generate that would succeed is billed but answered
+    /// `{"code":200,"msg":"成功","taskNo":..,"data":{}}`: no requestId, no report (ledger
+    /// `unusable`, per VIN `unusable`).
+    pub unusable_rate: f64,
     /// Billable calls before every call answers 603; `None` is unlimited.
     pub balance: Option<u64>,
     pub app_id: String,
@@ -59,6 +83,12 @@ impl Default for SandboxConfig {
             ready_after: ReadyAfter::Polls(1),
             fault_rate: 0.0,
             stall: Duration::from_secs(60),
+            late_bill_rate: 0.0,
+            late_bill_get: false,
+            gateway_error_rate: 0.0,
+            retry_after_secs: 1,
+            outage: false,
+            unusable_rate: 0.0,
             balance: None,
             app_id: DEFAULT_APP_ID.to_owned(),
             app_secret: Secret::new(DEFAULT_APP_SECRET),
@@ -190,6 +220,7 @@ impl Sandbox {
         format!("http://{}", self.addr)
     }
 
+    /// The configuration it started with (`outage` is the starting value; see [`Sandbox::outage`]).
     pub fn config(&self) -> &SandboxConfig {
         &self.shared.cfg
     }
@@ -202,6 +233,18 @@ impl Sandbox {
     /// Resets the remaining billable calls (`None`: unlimited), as a top-up would.
     pub fn set_balance(&self, balance: Option<u64>) {
         self.shared.set_balance(balance);
+    }
+
+    /// Starts (`true`) or ends a maintenance window: while on, every vendor call answers HTTP 200
+    /// with `{"code":500,"msg":"系统维护,请稍候再试"}`, unbilled. Same as
+    /// `POST /__sandbox/outage` with `{"outage": true}`.
+    pub fn set_outage(&self, on: bool) {
+        self.shared.set_outage(on);
+    }
+
+    /// Whether a maintenance window is on.
+    pub fn outage(&self) -> bool {
+        self.shared.outage()
     }
 
     /// Stops the server (same as dropping it).

@@ -1,13 +1,15 @@
 //! The HTTP side of the sandbox: the two vendor endpoints, the admin paths, and the 404.
 //!
-//! A vendor call goes through the same gates as at Jumdata, in order: latency, injected fault,
-//! parameters, appId/timestamp/sign, balance, then the endpoint itself. Answers use HTTP 200 with
-//! the vendor code in the JSON body; only an unknown path gets an HTTP 404. Billing happens in
-//! [`super::ledger::Books`], only for code-200 answers.
+//! A vendor call goes through the same gates as at Jumdata, in order: latency, outage (code 500),
+//! gateway error (HTTP 503/429), injected fault, parameters, appId/timestamp/sign, balance, then
+//! the endpoint itself. The vendor's answers use HTTP 200 with the vendor code in the JSON body;
+//! only the gateway (503/429), the HTML 502 fault and an unknown path (404) use another status.
+//! Billing happens in [`super::ledger::Books`], only for code-200 answers; a billed answer may
+//! then be held for the stall (late) or carry `data: {}` (unusable).
 
 use super::ReadyAfter;
 use super::SandboxConfig;
-use super::fault::Fault;
+use super::fault::{Fault, GatewayError};
 use super::ledger::{Books, Endpoint, Ledger};
 use super::synth::{self, Outcome};
 use axum::Json;
@@ -22,7 +24,7 @@ use rand::distr::Alphanumeric;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -37,6 +39,8 @@ pub(crate) struct Shared {
     books: Mutex<Books>,
     tasks: Mutex<HashMap<String, Task>>,
     task_seq: AtomicU64,
+    /// A maintenance window is on: every vendor call answers code 500.
+    outage: AtomicBool,
 }
 
 /// A report requested by generate, looked up by requestId on get.
@@ -51,6 +55,7 @@ impl Shared {
     pub fn new(cfg: SandboxConfig) -> Self {
         Shared {
             books: Mutex::new(Books::new(cfg.balance)),
+            outage: AtomicBool::new(cfg.outage),
             cfg,
             tasks: Mutex::new(HashMap::new()),
             task_seq: AtomicU64::new(0),
@@ -74,6 +79,14 @@ impl Shared {
         self.books().remaining = balance;
     }
 
+    pub fn set_outage(&self, on: bool) {
+        self.outage.store(on, Ordering::SeqCst);
+    }
+
+    pub fn outage(&self) -> bool {
+        self.outage.load(Ordering::SeqCst)
+    }
+
     /// A 20-digit taskNo, unique per call: milliseconds since the epoch, then a call counter.
     fn task_no(&self) -> String {
         let n = self.task_seq.fetch_add(1, Ordering::Relaxed) % 10_000_000;
@@ -87,6 +100,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route(GET_PATH, get(get_report).post(get_report))
         .route("/__sandbox/ledger", get(ledger))
         .route("/__sandbox/balance", post(balance))
+        .route("/__sandbox/outage", get(outage).post(set_outage))
         .fallback(not_found)
         .with_state(shared)
 }
@@ -125,6 +139,20 @@ async fn balance(State(s): State<Arc<Shared>>, Json(b): Json<Balance>) -> Json<B
     Json(b)
 }
 
+#[derive(Serialize, Deserialize)]
+struct Outage {
+    outage: bool,
+}
+
+async fn outage(State(s): State<Arc<Shared>>) -> Json<Outage> {
+    Json(Outage { outage: s.outage() })
+}
+
+async fn set_outage(State(s): State<Arc<Shared>>, Json(o): Json<Outage>) -> Json<Outage> {
+    s.set_outage(o.outage);
+    Json(o)
+}
+
 async fn not_found() -> Response {
     let mut r = json_response(&json!({"msg": "接口地址不正确", "code": 404}));
     *r.status_mut() = StatusCode::NOT_FOUND;
@@ -150,6 +178,19 @@ fn json_response(v: &Value) -> Response {
     r
 }
 
+/// `true` with probability `rate`.
+fn chance(rate: f64) -> bool {
+    rate > 0.0 && rand::rng().random::<f64>() < rate
+}
+
+fn new_request_id() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -169,6 +210,15 @@ async fn vendor_call(
     if !s.cfg.latency.is_zero() {
         tokio::time::sleep(s.cfg.latency).await;
     }
+    if s.outage() {
+        s.books().ledger.outage_answers += 1;
+        return vendor_error(500, "系统维护,请稍候再试");
+    }
+    if let Some(gateway) = GatewayError::roll(s.cfg.gateway_error_rate) {
+        s.books().ledger.gateway_errors += 1;
+        tracing::debug!(?gateway, "sandbox: gateway error");
+        return gateway.respond(s.cfg.retry_after_secs);
+    }
     if let Some(fault) = Fault::roll(s.cfg.fault_rate) {
         s.books().ledger.faults += 1;
         tracing::debug!(?fault, "sandbox: injecting fault");
@@ -184,9 +234,29 @@ async fn vendor_call(
     if s.books().exhausted() {
         return vendor_error(603, "余额不足请充值");
     }
-    match endpoint {
+    let answer = match endpoint {
         Endpoint::Generate => generate_report(s, &params),
         Endpoint::Get => fetch_report(s, &params),
+    };
+    match answer {
+        Answer::Now(r) => r,
+        Answer::Late(r) => {
+            // Billed already: a client that gives up before the stall never learns it.
+            tokio::time::sleep(s.cfg.stall).await;
+            r
+        }
+    }
+}
+
+/// An endpoint's answer: sent at once, or held for the stall after the call was billed.
+enum Answer {
+    Now(Response),
+    Late(Response),
+}
+
+impl From<Response> for Answer {
+    fn from(r: Response) -> Answer {
+        Answer::Now(r)
     }
 }
 
@@ -212,37 +282,67 @@ fn authenticate(cfg: &SandboxConfig, p: &Params) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn generate_report(s: &Shared, p: &Params) -> Response {
+fn generate_report(s: &Shared, p: &Params) -> Answer {
     let vin = match p.get("vin").map(str::trim) {
         Some(v) if !v.is_empty() => v,
-        _ => return vendor_error(400, "参数错误:vin不能为空"),
+        _ => return vendor_error(400, "参数错误:vin不能为空").into(),
     };
     if p.get("licenseImgUrl").is_none_or(|u| u.trim().is_empty()) {
-        return vendor_error(400, "参数错误:licenseImgUrl不能为空");
+        return vendor_error(400, "参数错误:licenseImgUrl不能为空").into();
     }
     let truth = s.cfg.truth(vin);
     if truth.outcome == Outcome::Unsupported703 {
-        return vendor_error(703, "暂不支持该品牌");
+        return vendor_error(703, "暂不支持该品牌").into();
     }
-    if !s.books().try_bill(Endpoint::Generate, vin) {
-        return vendor_error(603, "余额不足请充值");
+    let unusable = chance(s.cfg.unusable_rate);
+    let late = chance(s.cfg.late_bill_rate);
+    // The task exists before the bill shows in the ledger, so a test that reads a late
+    // requestId from the ledger can get it at once.
+    let request_id = (!unusable).then(|| {
+        let id = new_request_id();
+        s.tasks().insert(
+            id.clone(),
+            Task {
+                vin: vin.to_owned(),
+                created: Instant::now(),
+                polls: 0,
+            },
+        );
+        id
+    });
+    {
+        let mut books = s.books();
+        if !books.try_bill(Endpoint::Generate, vin) {
+            drop(books);
+            if let Some(id) = &request_id {
+                s.tasks().remove(id);
+            }
+            return vendor_error(603, "余额不足请充值").into();
+        }
+        if unusable {
+            books.mark_unusable(vin);
+        }
+        if late {
+            books.mark_late(Endpoint::Generate, vin, request_id.as_deref());
+        }
     }
-    let request_id: String = rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(32)
-        .map(char::from)
-        .collect();
-    s.tasks().insert(
-        request_id.clone(),
-        Task {
-            vin: vin.to_owned(),
-            created: Instant::now(),
-            polls: 0,
-        },
-    );
+    let answer = match request_id {
+        Some(id) => generate_success(s, vin, truth.outcome, id),
+        // Billed, yet nothing to get a report with.
+        None => success(s.task_no(), Value::Object(Map::new())),
+    };
+    if late {
+        Answer::Late(answer)
+    } else {
+        Answer::Now(answer)
+    }
+}
+
+/// The code-200 answer to a generate: the requestId, and the report if it comes inline.
+fn generate_success(s: &Shared, vin: &str, outcome: Outcome, request_id: String) -> Response {
     let mut data = Map::new();
     data.insert("requestId".into(), Value::String(request_id));
-    if truth.outcome == Outcome::Inline {
+    if outcome == Outcome::Inline {
         data.insert("info".into(), synth::report(vin, s.cfg.seed));
     } else if let Some(info) = synth::deferred_info(vin, s.cfg.seed) {
         data.insert("info".into(), info);
@@ -250,15 +350,15 @@ fn generate_report(s: &Shared, p: &Params) -> Response {
     success(s.task_no(), Value::Object(data))
 }
 
-fn fetch_report(s: &Shared, p: &Params) -> Response {
+fn fetch_report(s: &Shared, p: &Params) -> Answer {
     let request_id = match p.get("requestId").map(str::trim) {
         Some(r) if !r.is_empty() => r,
-        _ => return vendor_error(400, "参数错误:requestId不能为空"),
+        _ => return vendor_error(400, "参数错误:requestId不能为空").into(),
     };
     let vin = {
         let mut tasks = s.tasks();
         let Some(task) = tasks.get_mut(request_id) else {
-            return vendor_error(400, "参数错误:requestId不存在");
+            return vendor_error(400, "参数错误:requestId不存在").into();
         };
         let ready = match s.cfg.ready_after {
             ReadyAfter::Polls(n) => task.polls >= n,
@@ -267,17 +367,29 @@ fn fetch_report(s: &Shared, p: &Params) -> Response {
         let inline = s.cfg.truth(&task.vin).outcome == Outcome::Inline;
         if !ready && !inline {
             task.polls += 1;
-            return vendor_error(701, "报告还未生成,请稍后查询");
+            return vendor_error(701, "报告还未生成,请稍后查询").into();
         }
         task.vin.clone()
     };
     if s.cfg.truth(&vin).outcome == Outcome::Fails702 {
-        return vendor_error(702, "查询失败");
+        return vendor_error(702, "查询失败").into();
     }
-    if !s.books().try_bill(Endpoint::Get, &vin) {
-        return vendor_error(603, "余额不足请充值");
+    let late = s.cfg.late_bill_get && chance(s.cfg.late_bill_rate);
+    {
+        let mut books = s.books();
+        if !books.try_bill(Endpoint::Get, &vin) {
+            return vendor_error(603, "余额不足请充值").into();
+        }
+        if late {
+            books.mark_late(Endpoint::Get, &vin, None);
+        }
     }
-    success(s.task_no(), synth::report(&vin, s.cfg.seed))
+    let answer = success(s.task_no(), synth::report(&vin, s.cfg.seed));
+    if late {
+        Answer::Late(answer)
+    } else {
+        Answer::Now(answer)
+    }
 }
 
 /// A call's parameters from the query string and, for POST, a form or JSON body (the body wins).

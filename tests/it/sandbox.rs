@@ -422,6 +422,280 @@ async fn every_call_faults_and_nothing_is_billed_at_fault_rate_1() {
     assert_eq!(l.faults, 60);
 }
 
+fn short_timeout(ms: u64) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_millis(ms))
+        .build()
+        .expect("client builds")
+}
+
+#[tokio::test]
+async fn late_billed_generate_is_billed_at_once_and_answered_after_the_stall() {
+    let stall = Duration::from_millis(700);
+    let cfg = SandboxConfig {
+        late_bill_rate: 1.0,
+        stall,
+        ready_after: ReadyAfter::Polls(0),
+        ..SandboxConfig::default()
+    };
+    let vin = vin_with(&cfg, "LSV", Outcome::Deferred);
+    let (sb, c) = start(cfg.clone()).await;
+    let form = c.signed(now_ms(), &[("vin", &vin), ("licenseImgUrl", LICENSE)]);
+
+    // A client with a shorter timeout never sees the answer...
+    let sent = short_timeout(200)
+        .post(format!("{}{GENERATE_PATH}", c.base))
+        .form(&form)
+        .send()
+        .await;
+    let err = sent.expect_err("the answer is held for the stall");
+    assert!(err.is_timeout(), "{err}");
+    // ...but it was billed, and the task exists: a get with its requestId works (gets are not
+    // late unless late_bill_get).
+    let l = sb.ledger();
+    assert_eq!(
+        (l.billed_total, l.generate_billed, l.late_billed),
+        (1, 1, 1)
+    );
+    let per = &l.per_vin[&vin];
+    assert_eq!((per.generate, per.late_generate, per.late_get), (1, 1, 0));
+    assert_eq!(per.late_request_ids.len(), 1);
+    let r = c.get(&per.late_request_ids[0]).await;
+    assert_eq!(r["code"], 200, "{r}");
+    assert_eq!(r["data"], synth::report(&vin, cfg.seed));
+
+    // A patient client gets the real success body after the stall.
+    let t = std::time::Instant::now();
+    let (status, body) = c.generate(&vin).await;
+    assert!(t.elapsed() >= stall, "answered after {:?}", t.elapsed());
+    assert_eq!((status, body["code"].clone()), (200, json!(200)), "{body}");
+    assert_eq!(body["msg"], "成功");
+    let l = sb.ledger();
+    assert_eq!((l.generate_billed, l.get_billed, l.late_billed), (2, 1, 2));
+    assert_eq!(l.per_vin[&vin].late_request_ids[1], request_id(&body));
+}
+
+#[tokio::test]
+async fn late_inline_generate_carries_the_report_and_gets_can_be_late_too() {
+    let cfg = SandboxConfig {
+        late_bill_rate: 1.0,
+        late_bill_get: true,
+        stall: Duration::from_millis(300),
+        ..SandboxConfig::default()
+    };
+    let vin = vin_with(&cfg, "LFV", Outcome::Inline);
+    let (sb, c) = start(cfg.clone()).await;
+    let (_, body) = c.generate(&vin).await;
+    assert_eq!(body["code"], 200);
+    assert_eq!(body["data"]["info"], synth::report(&vin, cfg.seed));
+    let id = request_id(&body);
+    let t = std::time::Instant::now();
+    assert_eq!(c.get(&id).await["code"], 200);
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    let l = sb.ledger();
+    assert_eq!((l.billed_total, l.late_billed), (2, 2));
+    let per = &l.per_vin[&vin];
+    assert_eq!((per.late_generate, per.late_get), (1, 1));
+    assert_eq!(per.late_request_ids, [id]);
+}
+
+#[tokio::test]
+async fn late_bill_applies_only_to_billed_answers() {
+    let cfg = SandboxConfig {
+        late_bill_rate: 1.0,
+        late_bill_get: true,
+        ..SandboxConfig::default()
+    };
+    let (sb, c) = start(cfg).await;
+    let fast = Client {
+        http: short_timeout(2_000),
+        ..Client::new(&sb)
+    };
+    assert_eq!(fast.generate("LRWAB123456789012").await.1["code"], 703);
+    assert_eq!(
+        fast.post(GET_PATH, &[("requestId", "nope")]).await.1["code"],
+        400
+    );
+    assert_eq!(
+        c.ledger().await,
+        Ledger {
+            calls_total: 2,
+            ..Ledger::default()
+        }
+    );
+}
+
+#[tokio::test]
+async fn gateway_errors_are_503_or_429_with_retry_after_and_never_billed() {
+    let cfg = SandboxConfig {
+        gateway_error_rate: 1.0,
+        retry_after_secs: 3,
+        ..SandboxConfig::default()
+    };
+    let (sb, c) = start(cfg).await;
+    let (mut n503, mut n429) = (0, 0);
+    for i in 0..40 {
+        let vin = format!("LSVAB{i:012}");
+        let (path, form) = if i % 2 == 0 {
+            (
+                GENERATE_PATH,
+                c.signed(now_ms(), &[("vin", &vin), ("licenseImgUrl", LICENSE)]),
+            )
+        } else {
+            (GET_PATH, c.signed(now_ms(), &[("requestId", "anything")]))
+        };
+        let r = c
+            .http
+            .post(format!("{}{path}", c.base))
+            .form(&form)
+            .send()
+            .await
+            .expect("sandbox answers");
+        let status = r.status().as_u16();
+        assert_eq!(r.headers()["retry-after"], "3");
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let (_, body) = read(r).await;
+        match status {
+            503 => {
+                n503 += 1;
+                assert_eq!(body, json!({"code": 503, "msg": "Service Unavailable"}));
+            }
+            429 => {
+                n429 += 1;
+                assert_eq!(body, json!({"code": 429, "msg": "Too Many Requests"}));
+            }
+            other => panic!("HTTP {other}: {body}"),
+        }
+    }
+    assert!(n503 > 0 && n429 > 0, "{n503} 503s, {n429} 429s");
+    let l = sb.ledger();
+    assert_eq!(
+        (l.billed_total, l.gateway_errors, l.calls_total),
+        (0, 40, 40)
+    );
+    assert!(l.per_vin.is_empty());
+}
+
+async fn post_outage(c: &Client, on: bool) -> Value {
+    let r = c
+        .http
+        .post(format!("{}/__sandbox/outage", c.base))
+        .header("content-type", "application/json")
+        .body(json!({ "outage": on }).to_string())
+        .send()
+        .await
+        .expect("admin answers");
+    assert!(r.status().is_success());
+    read(r).await.1
+}
+
+#[tokio::test]
+async fn outage_switches_on_and_off_and_bills_nothing_while_on() {
+    let cfg = SandboxConfig {
+        ready_after: ReadyAfter::Polls(0),
+        ..SandboxConfig::default()
+    };
+    let vin = vin_with(&cfg, "LHG", Outcome::Deferred);
+    let (sb, c) = start(cfg).await;
+    let (_, body) = c.generate(&vin).await;
+    assert_eq!(body["code"], 200);
+    let id = request_id(&body);
+    assert!(!sb.outage());
+
+    assert_eq!(post_outage(&c, true).await, json!({"outage": true}));
+    assert!(sb.outage());
+    let maintenance = json!({"msg": "系统维护,请稍候再试", "code": 500});
+    assert_eq!(c.generate(&vin).await, (200, maintenance.clone()));
+    assert_eq!(
+        c.post(GET_PATH, &[("requestId", &id)]).await,
+        (200, maintenance.clone())
+    );
+    // Even a call that would fail its checks gets the maintenance answer.
+    assert_eq!(c.generate("LRWAB123456789012").await, (200, maintenance));
+    let state = c
+        .http
+        .get(format!("{}/__sandbox/outage", c.base))
+        .send()
+        .await
+        .expect("admin answers");
+    assert_eq!(read(state).await.1, json!({"outage": true}));
+
+    assert_eq!(post_outage(&c, false).await, json!({"outage": false}));
+    assert_eq!(c.get(&id).await["code"], 200);
+    sb.set_outage(true);
+    assert_eq!(c.generate(&vin).await.1["code"], 500);
+    sb.set_outage(false);
+    assert_eq!(c.generate(&vin).await.1["code"], 200);
+
+    let l = sb.ledger();
+    assert_eq!((l.outage_answers, l.calls_total), (4, 7));
+    assert_eq!((l.generate_billed, l.get_billed), (2, 1));
+}
+
+#[tokio::test]
+async fn a_sandbox_can_start_in_an_outage() {
+    let cfg = SandboxConfig {
+        outage: true,
+        ..SandboxConfig::default()
+    };
+    let (sb, c) = start(cfg).await;
+    assert!(sb.outage());
+    assert_eq!(c.generate("LSVAB123456789012").await.1["code"], 500);
+    sb.set_outage(false);
+    assert_eq!(c.generate("LSVAB123456789012").await.1["code"], 200);
+    assert_eq!(sb.ledger().outage_answers, 1);
+}
+
+#[tokio::test]
+async fn unusable_answers_are_billed_with_empty_data() {
+    let cfg = SandboxConfig {
+        unusable_rate: 1.0,
+        ..SandboxConfig::default()
+    };
+    let inline = vin_with(&cfg, "LSV", Outcome::Inline);
+    let deferred = vin_with(&cfg, "LFV", Outcome::Deferred);
+    let (sb, c) = start(cfg).await;
+    for vin in [&inline, &deferred] {
+        let (status, body) = c.generate(vin).await;
+        assert_eq!(status, 200);
+        let task_no = body["taskNo"].as_str().expect("taskNo").to_owned();
+        assert_eq!(
+            body,
+            json!({"msg": "成功", "code": 200, "taskNo": task_no, "data": {}})
+        );
+    }
+    // Not for answers that are not billed.
+    assert_eq!(c.generate("LNBAB123456789012").await.1["code"], 703);
+    let l = sb.ledger();
+    assert_eq!((l.billed_total, l.generate_billed, l.unusable), (2, 2, 2));
+    for vin in [&inline, &deferred] {
+        assert_eq!((l.per_vin[vin].generate, l.per_vin[vin].unusable), (1, 1));
+    }
+}
+
+#[tokio::test]
+async fn unusable_respects_the_balance() {
+    let cfg = SandboxConfig {
+        unusable_rate: 1.0,
+        late_bill_rate: 1.0,
+        stall: Duration::from_millis(100),
+        balance: Some(1),
+        ..SandboxConfig::default()
+    };
+    let (sb, c) = start(cfg).await;
+    let (_, body) = c.generate("LSVAB123456789012").await;
+    assert_eq!(body["data"], json!({}));
+    assert_eq!(c.generate("LSVAB123456789013").await.1["code"], 603);
+    let l = sb.ledger();
+    assert_eq!((l.billed_total, l.unusable, l.late_billed), (1, 1, 1));
+    let per = &l.per_vin["LSVAB123456789012"];
+    assert_eq!((per.unusable, per.late_generate), (1, 1));
+    assert!(
+        per.late_request_ids.is_empty(),
+        "an unusable answer has no requestId"
+    );
+}
+
 #[tokio::test]
 async fn same_vin_and_seed_give_the_same_report() {
     let vin = vin_with(&SandboxConfig::default(), "LVG", Outcome::Deferred);
@@ -515,11 +789,21 @@ async fn cli_serves_with_a_user_secret_and_never_prints_it() {
 }
 
 #[test]
-fn cli_rejects_a_fault_rate_outside_0_to_1() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmr"))
-        .args(["sandbox", "--fault-rate", "1.5"])
-        .output()
-        .expect("vmr runs");
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("between 0 and 1"));
+fn cli_rejects_a_rate_outside_0_to_1() {
+    for flag in [
+        "--fault-rate",
+        "--late-bill-rate",
+        "--gateway-error-rate",
+        "--unusable-rate",
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmr"))
+            .args(["sandbox", flag, "1.5"])
+            .output()
+            .expect("vmr runs");
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("between 0 and 1"),
+            "{flag}"
+        );
+    }
 }
