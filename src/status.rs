@@ -187,7 +187,10 @@ impl Status {
                 o.push_str(&format!("  {v}\n"));
             }
             if self.billed_unusable.len() > LIST {
-                o.push_str(&format!("  … and {} more\n", self.billed_unusable.len() - LIST));
+                o.push_str(&format!(
+                    "  … and {} more\n",
+                    self.billed_unusable.len() - LIST
+                ));
             }
         }
         if self.duplicates > 0 || self.check_digit_warnings > 0 {

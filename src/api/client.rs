@@ -215,7 +215,10 @@ mod tests {
         assert_eq!(parse_retry_after("99999"), Some(MAX_RETRY_AFTER));
         let later = std::time::SystemTime::now() + Duration::from_secs(60);
         let d = parse_retry_after(&httpdate::fmt_http_date(later)).expect("a date parses");
-        assert!(d <= Duration::from_secs(60) && d >= Duration::from_secs(58), "{d:?}");
+        assert!(
+            d <= Duration::from_secs(60) && d >= Duration::from_secs(58),
+            "{d:?}"
+        );
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
             Some(Duration::ZERO)

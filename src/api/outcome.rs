@@ -111,8 +111,7 @@ impl Outcome {
     /// Whether the vendor gave a real answer about the VIN (200, 701, 702, 703): what ends a
     /// streak of 400s and proves the account, sign and clock are fine.
     pub fn is_vendor_verdict(&self, code: Option<i64>) -> bool {
-        matches!(code, Some(200 | 701 | 702 | 703))
-            && !matches!(self, Outcome::Transient { .. })
+        matches!(code, Some(200 | 701 | 702 | 703)) && !matches!(self, Outcome::Transient { .. })
     }
 
     /// Whether the call got no usable answer at all (what a maintenance window looks like).
@@ -247,7 +246,9 @@ pub fn classify(endpoint: Endpoint, http_status: u16, body: &[u8]) -> (Outcome, 
     let outcome = match answer.code {
         Some(200) => match endpoint {
             Endpoint::Get => {
-                let is_object = env.data.is_some_and(|d| d.get().trim_start().starts_with('{'));
+                let is_object = env
+                    .data
+                    .is_some_and(|d| d.get().trim_start().starts_with('{'));
                 if is_object && non_empty_raw(env.data) {
                     Outcome::Report { request_id: None }
                 } else {
@@ -506,7 +507,10 @@ mod tests {
         for (status, body) in [
             (503, r#"{"code":503,"msg":"Service Unavailable"}"#),
             (429, r#"{"code":429,"msg":"Too Many Requests"}"#),
-            (500, r#"{"code":200,"msg":"成功","data":{"requestId":"r1"}}"#),
+            (
+                500,
+                r#"{"code":200,"msg":"成功","data":{"requestId":"r1"}}"#,
+            ),
             (502, "<html>Bad Gateway</html>"),
         ] {
             for ep in [Endpoint::Generate, Endpoint::Get] {
@@ -528,7 +532,12 @@ mod tests {
 
     #[test]
     fn a_2xx_without_a_readable_code_is_unknown() {
-        for body in ["", "<html>ok</html>", r#"{"msg":"成功"}"#, r#"{"code":200,"da"#] {
+        for body in [
+            "",
+            "<html>ok</html>",
+            r#"{"msg":"成功"}"#,
+            r#"{"code":200,"da"#,
+        ] {
             for ep in [Endpoint::Generate, Endpoint::Get] {
                 let (o, _) = classify(ep, 200, body.as_bytes());
                 assert!(o.is_unknown(), "{body}: {o:?}");
@@ -538,7 +547,11 @@ mod tests {
 
     #[test]
     fn gateway_codes_in_a_2xx_body_are_retried_not_failed() {
-        for body in [r#"{"code":503}"#, r#"{"code":429}"#, r#"{"code":"500","msg":"x"}"#] {
+        for body in [
+            r#"{"code":503}"#,
+            r#"{"code":429}"#,
+            r#"{"code":"500","msg":"x"}"#,
+        ] {
             let (o, a) = classify(Endpoint::Generate, 200, body.as_bytes());
             assert!(
                 matches!(

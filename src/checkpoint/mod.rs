@@ -23,7 +23,8 @@ pub use writer::Writer;
 pub const SCHEMA_VERSION: i64 = 2;
 
 /// Forward migrations: entry `i` takes a checkpoint from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE batches (
     id TEXT PRIMARY KEY,
@@ -95,7 +96,8 @@ CREATE TABLE runs (
     exit_code INTEGER,
     outcome TEXT
 );
-"#, r#"
+"#,
+    r#"
 -- When the billed generate that issued the requestId answered: the poll timeout counts from it.
 ALTER TABLE vins ADD COLUMN accepted_at INTEGER;
 UPDATE vins SET accepted_at = (
@@ -115,7 +117,8 @@ CREATE TABLE resolutions (
     from_state TEXT NOT NULL,
     to_state TEXT NOT NULL
 );
-"#];
+"#,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {

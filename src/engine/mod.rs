@@ -674,12 +674,17 @@ pub async fn submit(engine: Arc<Engine>, progress: &Progress) -> Result<PassRepo
     if engine.opts.resubmit_uncertain {
         states.push(State::Uncertain);
     }
-    run_paged(&engine, progress, || engine.submit_halted(), |after| {
-        Ok(checkpoint::submit_page(&reader, &states, after, PAGE)?
-            .into_iter()
-            .map(Task::Submit)
-            .collect())
-    })
+    run_paged(
+        &engine,
+        progress,
+        || engine.submit_halted(),
+        |after| {
+            Ok(checkpoint::submit_page(&reader, &states, after, PAGE)?
+                .into_iter()
+                .map(Task::Submit)
+                .collect())
+        },
+    )
     .await
 }
 
@@ -687,12 +692,17 @@ pub async fn submit(engine: Arc<Engine>, progress: &Progress) -> Result<PassRepo
 pub async fn poll_due(engine: Arc<Engine>, progress: &Progress) -> Result<PassReport, EngineError> {
     let reader = engine.ckpt.reader()?;
     let now = now_ms();
-    run_paged(&engine, progress, || engine.stop.is_set(), |after| {
-        Ok(checkpoint::due_polls(&reader, now, after, PAGE)?
-            .into_iter()
-            .map(Task::Poll)
-            .collect())
-    })
+    run_paged(
+        &engine,
+        progress,
+        || engine.stop.is_set(),
+        |after| {
+            Ok(checkpoint::due_polls(&reader, now, after, PAGE)?
+                .into_iter()
+                .map(Task::Poll)
+                .collect())
+        },
+    )
     .await
 }
 

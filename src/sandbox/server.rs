@@ -287,8 +287,17 @@ fn generate_report(s: &Shared, p: &Params) -> Answer {
         Some(v) if !v.is_empty() => v,
         _ => return vendor_error(400, "参数错误:vin不能为空").into(),
     };
-    if p.get("licenseImgUrl").is_none_or(|u| u.trim().is_empty()) {
+    let Some(img) = p
+        .get("licenseImgUrl")
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    else {
         return vendor_error(400, "参数错误:licenseImgUrl不能为空").into();
+    };
+    // A licence photo the vendor cannot read is the VIN's own 400 (never billed). The sandbox
+    // takes any image URL containing "unreadable" for one.
+    if img.contains("unreadable") {
+        return vendor_error(400, "参数错误:行驶证图片无法识别").into();
     }
     let truth = s.cfg.truth(vin);
     if truth.outcome == Outcome::Unsupported703 {

@@ -193,8 +193,14 @@ fn max_billed_caps_spending_and_exits_75() {
     let billed = sb.ledger().billed_total as i64;
     let pending = count(&dir, "SELECT count(*) FROM vins WHERE state = 'pending'");
     assert!(billed <= 50, "{billed}");
-    assert!(billed + pending <= 50 + 16, "{billed} billed, {pending} pending");
-    assert!(billed + pending >= 50 - 16, "the budget was used: {billed} + {pending}");
+    assert!(
+        billed + pending <= 50 + 16,
+        "{billed} billed, {pending} pending"
+    );
+    assert!(
+        billed + pending >= 50 - 16,
+        "the budget was used: {billed} + {pending}"
+    );
     // A poll with a budget of exactly one get per pending report fetches them all.
     let before = sb.ledger().billed_total;
     vmr(&dir, &sb)
@@ -202,7 +208,10 @@ fn max_billed_caps_spending_and_exits_75() {
         .assert()
         .code(75);
     assert!(sb.ledger().billed_total - before <= pending as u64);
-    assert_eq!(count(&dir, "SELECT count(*) FROM vins WHERE state = 'pending'"), 0);
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM vins WHERE state = 'pending'"),
+        0
+    );
 }
 
 #[test]

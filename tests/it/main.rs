@@ -9,5 +9,5 @@ mod crash;
 mod engine;
 mod export;
 mod input;
-// mod money;
+mod money;
 mod sandbox;

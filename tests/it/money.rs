@@ -18,7 +18,9 @@ fn stderr_of(out: &std::process::Output) -> String {
 }
 
 /// VIN → (state, code, message).
-fn detail(dir: &std::path::Path) -> std::collections::BTreeMap<String, (String, Option<i64>, Option<String>)> {
+fn detail(
+    dir: &std::path::Path,
+) -> std::collections::BTreeMap<String, (String, Option<i64>, Option<String>)> {
     let conn = db(dir);
     let mut st = conn
         .prepare("SELECT vin, state, code, message FROM vins WHERE state <> 'rejected'")
@@ -67,7 +69,10 @@ fn late_billing_parks_vins_as_uncertain_and_never_buys_twice_silently() {
     assert_eq!(out.status.code(), Some(75), "{}", stderr_of(&out));
     let listed: BTreeSet<String> = uncertain(&dir, &sb).into_iter().collect();
     let ledger = sb.ledger();
-    assert!(ledger.late_billed > 0, "the sandbox billed some generates late");
+    assert!(
+        ledger.late_billed > 0,
+        "the sandbox billed some generates late"
+    );
     assert!(!listed.is_empty());
     // Only late-billed calls (plus at most the calls in flight) could leave a VIN uncertain.
     assert!(
@@ -130,7 +135,11 @@ fn max_billed_is_never_exceeded_even_with_late_billing() {
     std::thread::sleep(Duration::from_millis(1600));
     let ledger = sb.ledger();
     assert!(ledger.billed_total <= 120, "{} billed", ledger.billed_total);
-    assert!(ledger.billed_total >= 60, "the budget was used: {}", ledger.billed_total);
+    assert!(
+        ledger.billed_total >= 60,
+        "the budget was used: {}",
+        ledger.billed_total
+    );
 }
 
 #[test]
@@ -250,7 +259,10 @@ fn a_vendor_that_refuses_connections_exits_75_and_fails_nothing() {
         0
     );
     assert_eq!(
-        count(&dir, "SELECT count(*) FROM calls WHERE delivery <> 'not_sent'"),
+        count(
+            &dir,
+            "SELECT count(*) FROM calls WHERE delivery <> 'not_sent'"
+        ),
         0
     );
 }
@@ -294,7 +306,13 @@ fn gateway_errors_are_retried_after_retry_after_and_fail_nothing() {
     }
     // The calls table tells them apart for reconciliation.
     let calls = std::fs::read_to_string(dir.join("out/calls.csv")).expect("calls.csv");
-    assert!(calls.lines().any(|l| l.contains(",503,") && l.contains("not_billed")), "{}", &calls[..calls.len().min(2000)]);
+    assert!(
+        calls
+            .lines()
+            .any(|l| l.contains(",503,") && l.contains("not_billed")),
+        "{}",
+        &calls[..calls.len().min(2000)]
+    );
 }
 
 #[test]
@@ -318,7 +336,10 @@ fn a_late_poll_fetches_reports_that_became_ready_and_expires_only_701s_after_the
         .assert()
         .code(0);
     assert_truth(&dir, &cfg, &vins);
-    assert_eq!(count(&dir, "SELECT count(*) FROM vins WHERE state = 'expired'"), 0);
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM vins WHERE state = 'expired'"),
+        0
+    );
 
     // Never ready in time: a get after the deadline still answers 701, so those expire.
     let (_t2, dir) = tempdir();
@@ -340,7 +361,10 @@ fn a_late_poll_fetches_reports_that_became_ready_and_expires_only_701s_after_the
         .args(["poll", "--poll-timeout", "300ms"])
         .assert()
         .code(0);
-    assert_eq!(count(&dir, "SELECT count(*) FROM vins WHERE state = 'expired'"), pending);
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM vins WHERE state = 'expired'"),
+        pending
+    );
     // Each expired VIN was asked once more after its deadline.
     assert_eq!(sb.ledger().calls_total - gets_before, pending as u64);
 }
@@ -376,7 +400,10 @@ fn a_billed_answer_without_a_report_is_kept_listed_and_never_resent() {
     );
     let out = vmr(&dir, &sb).args(["status", "--json"]).assert().code(0);
     let st: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("JSON");
-    assert_eq!(st["billed_unusable"].as_array().map(Vec::len), Some(failed as usize));
+    assert_eq!(
+        st["billed_unusable"].as_array().map(Vec::len),
+        Some(failed as usize)
+    );
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("out/manifest.json")).expect("manifest"))
             .expect("JSON");
@@ -443,10 +470,7 @@ fn a_state_bound_to_one_base_url_refuses_another_and_an_old_state_needs_adopting
     db(&dir)
         .execute("DELETE FROM meta WHERE key = 'account'", [])
         .expect("forget the account");
-    vmr(&dir, &sb)
-        .args(["poll"])
-        .assert()
-        .code(2);
+    vmr(&dir, &sb).args(["poll"]).assert().code(2);
     vmr(&dir, &sb)
         .args(["poll", "--adopt-account"])
         .assert()
@@ -477,14 +501,21 @@ fn resolve_settles_uncertain_vins_without_buying_them_again() {
     let ledger = sb.ledger();
     let (abandon, rest) = listed.split_first().expect("one at least");
     vmr(&dir, &sb)
-        .args(["resolve", "--vin", abandon, "--abandon", "--note", "written off"])
+        .args([
+            "resolve",
+            "--vin",
+            abandon,
+            "--abandon",
+            "--note",
+            "written off",
+        ])
         .assert()
         .code(0);
     for vin in rest {
         let billed = ledger.per_vin.get(vin).map(|l| l.generate).unwrap_or(0);
         if billed > 0 {
             let rid = ledger.per_vin[vin]
-                .request_ids
+                .late_request_ids
                 .last()
                 .expect("the sandbox knows the requestId")
                 .clone();
@@ -518,7 +549,13 @@ fn resolve_settles_uncertain_vins_without_buying_them_again() {
     }
     let d = detail(&dir);
     assert_eq!(d[abandon].0, "failed");
-    assert!(d[abandon].2.as_deref().unwrap_or("").contains("written off"));
+    assert!(
+        d[abandon]
+            .2
+            .as_deref()
+            .unwrap_or("")
+            .contains("written off")
+    );
     assert_eq!(
         count(&dir, "SELECT count(*) FROM resolutions") as usize,
         listed.len()
