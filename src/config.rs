@@ -343,7 +343,11 @@ fn load_file(path: &Path) -> Result<FileOptions> {
 /// The 1-based line of the start of `span` (line 1 when there is no span).
 fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> usize {
     let at = span.map_or(0, |s| s.start.min(text.len()));
-    text.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..at]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 /// Whether a key names a secret: it holds `secret` (case, `_` and `-` aside). `app-secret-file`
@@ -358,7 +362,10 @@ fn is_secret_key(key: &str) -> bool {
 }
 
 /// The first key, at any depth, that names a secret, with its place in the file.
-fn secret_key(table: &toml::de::DeTable<'_>, prefix: &str) -> Option<(String, std::ops::Range<usize>)> {
+fn secret_key(
+    table: &toml::de::DeTable<'_>,
+    prefix: &str,
+) -> Option<(String, std::ops::Range<usize>)> {
     for (key, value) in table {
         let name = format!("{prefix}{}", key.get_ref());
         if is_secret_key(key.get_ref()) {
@@ -412,7 +419,9 @@ fn file_error(
     // The top-level key whose value holds the error.
     let key = e.span().and_then(|span| {
         doc.iter().find_map(|(k, v)| {
-            let covers = |r: std::ops::Range<usize>| r.start <= span.start && span.start < r.end.max(r.start + 1);
+            let covers = |r: std::ops::Range<usize>| {
+                r.start <= span.start && span.start < r.end.max(r.start + 1)
+            };
             (covers(k.span()) || covers(v.span())).then(|| k.get_ref().to_string())
         })
     });
@@ -497,7 +506,12 @@ mod tests {
         let cases: &[(&str, &[&str])] = &[
             (
                 "rate = 3\nappSecret = \"hunter2\"\n",
-                &["line 2", "`appSecret`", "VMR_APP_SECRET", "--app-secret-file"],
+                &[
+                    "line 2",
+                    "`appSecret`",
+                    "VMR_APP_SECRET",
+                    "--app-secret-file",
+                ],
             ),
             ("secret = hunter2\n", &["line 1", "not valid TOML"]),
             (
@@ -508,12 +522,27 @@ mod tests {
                 "[vendor]\nApp-Secret = \"hunter2\"\n",
                 &["line 2", "`vendor.App-Secret`"],
             ),
-            ("burst = 2\nrate = \"hunter2\"\n", &["line 2", "rate takes a whole number"]),
-            ("log-format = \"hunter2\"\n", &["line 1", "log-format takes"]),
-            ("sandbox = \"hunter2\"\n", &["line 1", "sandbox takes true or false"]),
+            (
+                "burst = 2\nrate = \"hunter2\"\n",
+                &["line 2", "rate takes a whole number"],
+            ),
+            (
+                "log-format = \"hunter2\"\n",
+                &["line 1", "log-format takes"],
+            ),
+            (
+                "sandbox = \"hunter2\"\n",
+                &["line 1", "sandbox takes true or false"],
+            ),
             ("timeout = \"hunter2\"\n", &["timeout is not a duration"]),
-            ("format = \"hunter2\"\n", &["format is not a list of formats"]),
-            ("\n\npassword = \"hunter2\"\n", &["line 3", "unknown field `password`"]),
+            (
+                "format = \"hunter2\"\n",
+                &["format is not a list of formats"],
+            ),
+            (
+                "\n\npassword = \"hunter2\"\n",
+                &["line 3", "unknown field `password`"],
+            ),
             ("out = \"hunter2\n", &["line 1", "not valid TOML"]),
         ];
         for (text, wanted) in cases {
@@ -528,7 +557,13 @@ mod tests {
 
     #[test]
     fn secret_keys_are_recognised_by_name() {
-        for key in ["appSecret", "secret", "app_secret", "APP-SECRET", "my_secret_key"] {
+        for key in [
+            "appSecret",
+            "secret",
+            "app_secret",
+            "APP-SECRET",
+            "my_secret_key",
+        ] {
             assert!(is_secret_key(key), "{key}");
         }
         for key in ["app-secret-file", "app_id", "rate", "base-url"] {

@@ -766,9 +766,11 @@ mod tests {
         assert_eq!(detect_encoding(&latin1, true), None);
         // Accented letters before ASCII letters make valid GBK pairs, outside GB2312.
         let (latin1, _, _) = encoding_rs::WINDOWS_1252.encode("Müller,Gérard,résumés,Zürich\n");
-        assert!(GB18030
-            .decode_without_bom_handling_and_without_replacement(&latin1)
-            .is_some());
+        assert!(
+            GB18030
+                .decode_without_bom_handling_and_without_replacement(&latin1)
+                .is_some()
+        );
         assert_eq!(detect_encoding(&latin1, true), None);
         let (gbk, _, _) = encoding_rs::GBK.encode("车架号,行驶证图片\n上海，“浦东”…\n");
         assert_eq!(detect_encoding(&gbk, true), Some(GB18030));
