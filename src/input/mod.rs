@@ -199,18 +199,19 @@ impl InputReader {
         }
         let fingerprint = hex::encode(&hasher.finalize()[..8]);
 
+        // `None`: neither given nor recognisable; refused once the file is known to be text.
         let (encoding, bom_len) = match Encoding::for_bom(&sample) {
-            Some((enc, len)) => (enc, len),
-            None => match forced.or_else(|| detect_encoding(&sample, whole_file_in_sample)) {
-                Some(enc) => (enc, 0),
-                None => return Err(InputError::UndetectedEncoding { file: file_name }),
-            },
+            Some((enc, len)) => (Some(enc), len),
+            None => (
+                forced.or_else(|| detect_encoding(&sample, whole_file_in_sample)),
+                0,
+            ),
         };
         let body = &sample[bom_len..];
         if body.iter().all(u8::is_ascii_whitespace) && whole_file_in_sample {
             return Err(InputError::Empty { file: file_name });
         }
-        if encoding != encoding_rs::UTF_16LE && encoding != encoding_rs::UTF_16BE {
+        if encoding != Some(encoding_rs::UTF_16LE) && encoding != Some(encoding_rs::UTF_16BE) {
             if body.starts_with(b"PK\x03\x04") {
                 return Err(InputError::NotCsv {
                     file: file_name,
@@ -224,6 +225,9 @@ impl InputReader {
                 });
             }
         }
+        let Some(encoding) = encoding else {
+            return Err(InputError::UndetectedEncoding { file: file_name });
+        };
 
         let mut head = Cursor::new(sample);
         head.set_position(bom_len as u64);

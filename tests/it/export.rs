@@ -1027,6 +1027,64 @@ fn a_crash_between_renames_is_cleaned_up_by_the_next_export() {
     assert_eq!(manifest["row_counts"]["reports"], json!(2));
 }
 
+/// An export that stops between its renames (here: one rename fails) has already taken the old
+/// manifest away, so no manifest claims the mix of old and new tables left in the folder.
+#[test]
+fn an_export_stopped_between_renames_leaves_no_manifest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = golden(dir.path());
+    let out = dir.path().join("out");
+    run_export(&db, &opts(&out, &[Format::Parquet]));
+    assert!(out.join("manifest.json").exists());
+    let old_requests = fs::read(out.join("requests.parquet")).expect("requests");
+
+    // A non-empty directory where records.parquet goes: its rename fails after requests' and
+    // reports' succeeded.
+    fs::remove_file(out.join("records.parquet")).expect("records");
+    fs::create_dir_all(out.join("records.parquet").join("x")).expect("blocker");
+    let c = Connection::open(&db).expect("sqlite");
+    add_vin(
+        &c,
+        50,
+        "LSVAB12345C000050",
+        None,
+        "rejected",
+        None,
+        Some("no image"),
+        None,
+        None,
+        (0, 0, 0),
+        (T0, None, None),
+        50,
+    );
+    drop(c);
+    let conn = checkpoint::open_reader(&db).expect("reader");
+    let err = export(&conn, &opts(&out, &[Format::Parquet])).expect_err("the rename fails");
+    assert!(err.to_string().contains("records.parquet"), "{err}");
+    assert!(
+        !out.join("manifest.json").exists(),
+        "a manifest claims a half-renamed folder"
+    );
+    assert_ne!(
+        fs::read(out.join("requests.parquet")).expect("requests"),
+        old_requests,
+        "the new requests table was renamed in before the failure"
+    );
+    // Nothing of the failed export is left aside.
+    let temps: Vec<String> = fs::read_dir(&out)
+        .expect("out")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+
+    fs::remove_dir_all(out.join("records.parquet")).expect("unblock");
+    run_export(&db, &opts(&out, &[Format::Parquet]));
+    let manifest = manifest_matches_the_files(&out);
+    assert_eq!(manifest["row_counts"]["requests"], json!(6));
+}
+
 #[test]
 fn a_second_export_to_the_same_directory_waits_for_the_first() {
     let dir = tempfile::tempdir().expect("tempdir");
