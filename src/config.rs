@@ -195,9 +195,18 @@ pub struct Settings {
     pub encoding: Option<String>,
 }
 
+/// A duration from the config file. The message does not repeat the value: nothing read from
+/// the file is echoed to stderr or the logs.
 fn file_duration(v: Option<String>, key: &str, path: &Path) -> Result<Option<Duration>> {
-    v.map(|s| parse_duration(&s).map_err(|e| anyhow::anyhow!("{}: {key}: {e}", path.display())))
-        .transpose()
+    v.map(|s| {
+        parse_duration(&s).map_err(|_| {
+            anyhow::anyhow!(
+                "config file {}: {key} is not a duration; write it like \"500ms\", \"90s\", \"30m\" or \"24h\"",
+                path.display()
+            )
+        })
+    })
+    .transpose()
 }
 
 impl Settings {
@@ -217,9 +226,12 @@ impl Settings {
         };
         let formats = match (&o.format, &file.format) {
             (Some(f), _) => f.clone(),
-            (None, Some(s)) => {
-                parse_formats(s).map_err(|e| anyhow::anyhow!("{}: format: {e}", path.display()))?
-            }
+            (None, Some(s)) => parse_formats(s).map_err(|_| {
+                anyhow::anyhow!(
+                    "config file {}: format is not a list of formats; write it like \"parquet,csv\" (parquet, csv, jsonl)",
+                    path.display()
+                )
+            })?,
             (None, None) => vec![Format::Parquet, Format::Csv],
         };
         let sandbox = o.sandbox || file.sandbox.unwrap_or(false);
@@ -327,18 +339,123 @@ impl Settings {
     }
 }
 
+/// Reads `vmr.toml`. No error message quotes the file: the toml crate's own messages print
+/// the offending line (and type errors the value), which could put a secret typed into the
+/// wrong key on stderr and into JSON logs. Each message names the file, the line and the key.
 fn load_file(path: &Path) -> Result<FileOptions> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
-    let raw: toml::Table = toml::from_str(&text)
-        .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
-    if raw.keys().any(|k| k.replace('_', "-") == "app-secret") {
+    let shown = path.display();
+    let doc = match toml::de::DeTable::parse(&text) {
+        Ok(doc) => doc,
+        Err(e) => bail!(
+            "config file {shown}: line {} is not valid TOML (text values go in double quotes, like out = \"/srv/vmr\"); the line is not shown, in case it holds a secret",
+            line_of(&text, e.span())
+        ),
+    };
+    if let Some((key, span)) = secret_key(doc.get_ref(), "") {
         bail!(
-            "config file {} holds app-secret: remove it; give the secret by VMR_APP_SECRET or --app-secret-file",
-            path.display()
+            "config file {shown}: line {}: key `{key}` looks like a secret, and vmr.toml may not hold the app secret: remove it and give the secret by VMR_APP_SECRET or --app-secret-file",
+            line_of(&text, Some(span))
         );
     }
-    toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+    toml::from_str(&text).map_err(|e| file_error(path, &text, doc.get_ref(), &e))
+}
+
+/// The 1-based line of the start of `span` (line 1 when there is no span).
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> usize {
+    let at = span.map_or(0, |s| s.start.min(text.len()));
+    text.as_bytes()[..at]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// Whether a key names a secret: it holds `secret` (case, `_` and `-` aside). `app-secret-file`
+/// holds a path and is allowed (spelled otherwise, it is an unknown key like any other).
+fn is_secret_key(key: &str) -> bool {
+    let folded: String = key
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect();
+    folded.contains("secret") && folded != "appsecretfile"
+}
+
+/// The first key, at any depth, that names a secret, with its place in the file.
+fn secret_key(
+    table: &toml::de::DeTable<'_>,
+    prefix: &str,
+) -> Option<(String, std::ops::Range<usize>)> {
+    for (key, value) in table {
+        let name = format!("{prefix}{}", key.get_ref());
+        if is_secret_key(key.get_ref()) {
+            return Some((name, key.span()));
+        }
+        let found = match value.get_ref() {
+            toml::de::DeValue::Table(t) => secret_key(t, &format!("{name}.")),
+            toml::de::DeValue::Array(items) => items.iter().find_map(|item| match item.get_ref() {
+                toml::de::DeValue::Table(t) => secret_key(t, &format!("{name}[].")),
+                _ => None,
+            }),
+            _ => None,
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+/// What a key of the file takes, in words.
+fn expected(key: &str) -> &'static str {
+    match key {
+        "rate" | "burst" | "concurrency" | "max-attempts" | "max-billed" => {
+            "a whole number of at least 0, without quotes"
+        }
+        "sandbox" | "csv-bom" => "true or false, without quotes",
+        "timeout" | "max-wait" | "poll-interval" | "poll-timeout" => {
+            "a duration in double quotes, like \"30s\""
+        }
+        "log-format" => "\"text\" or \"json\"",
+        "format" => "a list in double quotes, like \"parquet,csv\"",
+        _ => "text in double quotes",
+    }
+}
+
+/// Our message for a document that parsed but does not fit [`FileOptions`]. The toml crate's
+/// message is kept only for an unknown key, where it names the key and the allowed ones; a
+/// type error's message would quote the value.
+fn file_error(
+    path: &Path,
+    text: &str,
+    doc: &toml::de::DeTable<'_>,
+    e: &toml::de::Error,
+) -> anyhow::Error {
+    let line = line_of(text, e.span());
+    let shown = path.display();
+    if e.message().starts_with("unknown field `") {
+        return anyhow::anyhow!("config file {shown}: line {line}: {}", e.message());
+    }
+    // The top-level key whose value holds the error.
+    let key = e.span().and_then(|span| {
+        doc.iter().find_map(|(k, v)| {
+            let covers = |r: std::ops::Range<usize>| {
+                r.start <= span.start && span.start < r.end.max(r.start + 1)
+            };
+            (covers(k.span()) || covers(v.span())).then(|| k.get_ref().to_string())
+        })
+    });
+    match key {
+        Some(key) => anyhow::anyhow!(
+            "config file {shown}: line {line}: {key} takes {}; the value is not shown, in case it is a secret",
+            expected(&key)
+        ),
+        None => anyhow::anyhow!(
+            "config file {shown}: line {line}: a value does not fit its key (see Configuration in README.md); the value is not shown, in case it is a secret"
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -392,5 +509,97 @@ mod tests {
         let err = Settings::resolve(&o).unwrap_err().to_string();
         assert!(err.contains("app-secret"), "{err}");
         assert!(!err.contains("hunter2"));
+    }
+
+    /// The whole error chain `Settings::resolve` gives for a config file holding `text`.
+    fn config_error(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("vmr.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let o = Options {
+            config: Some(cfg),
+            ..Options::default()
+        };
+        format!("{:#}", Settings::resolve(&o).unwrap_err())
+    }
+
+    #[test]
+    fn config_errors_never_echo_a_value() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "rate = 3\nappSecret = \"hunter2\"\n",
+                &[
+                    "line 2",
+                    "`appSecret`",
+                    "VMR_APP_SECRET",
+                    "--app-secret-file",
+                ],
+            ),
+            ("secret = hunter2\n", &["line 1", "not valid TOML"]),
+            (
+                "app_secret = \"hunter2\"\n",
+                &["line 1", "`app_secret`", "VMR_APP_SECRET"],
+            ),
+            (
+                "[vendor]\nApp-Secret = \"hunter2\"\n",
+                &["line 2", "`vendor.App-Secret`"],
+            ),
+            (
+                "burst = 2\nrate = \"hunter2\"\n",
+                &["line 2", "rate takes a whole number"],
+            ),
+            (
+                "log-format = \"hunter2\"\n",
+                &["line 1", "log-format takes"],
+            ),
+            (
+                "sandbox = \"hunter2\"\n",
+                &["line 1", "sandbox takes true or false"],
+            ),
+            ("timeout = \"hunter2\"\n", &["timeout is not a duration"]),
+            (
+                "format = \"hunter2\"\n",
+                &["format is not a list of formats"],
+            ),
+            (
+                "\n\npassword = \"hunter2\"\n",
+                &["line 3", "unknown field `password`"],
+            ),
+            ("out = \"hunter2\n", &["line 1", "not valid TOML"]),
+        ];
+        for (text, wanted) in cases {
+            let err = config_error(text);
+            assert!(!err.contains("hunter2"), "{text:?} echoed: {err}");
+            assert!(err.contains("vmr.toml"), "{text:?} names the file: {err}");
+            for w in *wanted {
+                assert!(err.contains(w), "{text:?}: {err} lacks {w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn secret_keys_are_recognised_by_name() {
+        for key in [
+            "appSecret",
+            "secret",
+            "app_secret",
+            "APP-SECRET",
+            "my_secret_key",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in ["app-secret-file", "app_id", "rate", "base-url"] {
+            assert!(!is_secret_key(key), "{key}");
+        }
+        // The secret file's path is an option like any other.
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("vmr.toml");
+        std::fs::write(&cfg, "app-secret-file = \"/etc/vmr/secret\"\n").unwrap();
+        let o = Options {
+            config: Some(cfg),
+            ..Options::default()
+        };
+        let s = Settings::resolve(&o).unwrap();
+        assert_eq!(s.app_secret_file, Some(PathBuf::from("/etc/vmr/secret")));
     }
 }

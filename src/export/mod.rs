@@ -1,11 +1,18 @@
-//! Export: the checkpoint → the five typed tables of design.md ("Output tables"), as Parquet
-//! and/or CSV, plus the raw reports as JSON lines and a `manifest.json`.
+//! Export: the checkpoint → the five typed tables of design.md ("Output tables") and the
+//! `calls` table, as Parquet and/or CSV, plus the raw reports as JSON lines and a
+//! `manifest.json`.
 //!
 //! Export only reads the checkpoint (in one read transaction, so it sees one consistent state
 //! even while another vmr writes). Reports are read in chunks ordered by VIN id, each chunk is
 //! flattened in parallel with rayon (`flatten`), and the batches go to one writer thread per
-//! table (`write`), so memory stays bounded however many reports there are. Files appear
-//! atomically, the manifest last.
+//! table (`write`), so memory stays bounded however many reports there are.
+//!
+//! The commit protocol: an export holds `<out>/.vmr-export.lock` from start to end (a second
+//! export to the same directory waits), first removes the temporary files of exports that died,
+//! writes every file aside, then removes the previous `manifest.json`, renames the new files
+//! into place, and writes the new `manifest.json` last (temp, fsync, rename, fsync of the
+//! directory). The manifest is the commit marker: a folder is complete when `manifest.json` is
+//! present, and the manifest lists the files it covers with their rows and bytes.
 
 pub mod flatten;
 pub mod schema;
@@ -38,6 +45,13 @@ const CHUNK_ROWS: usize = 2_000;
 const SLICE_ROWS: usize = 100;
 /// Bad bodies listed by name in the manifest (all are counted).
 const LIST_BAD: usize = 100;
+/// VINs billed without a usable report listed in the manifest (all are counted).
+const LIST_BILLED_UNUSABLE: usize = 100;
+/// The commit marker.
+const MANIFEST: &str = "manifest.json";
+/// The `message` prefix the engine gives a failed VIN whose billed answer held no usable
+/// report.
+const BILLED_UNUSABLE: &str = "billed_unusable";
 
 /// Where and what to export.
 #[derive(Debug, Clone)]
@@ -92,6 +106,9 @@ pub struct ExportSummary {
     pub quality: Quality,
     pub bad_bodies: u64,
     pub bad_body_list: Vec<BadBody>,
+    /// Failed VINs whose vendor answer was billed but held no usable report.
+    pub billed_unusable: u64,
+    /// The files written, `manifest.json` last.
     pub files: Vec<PathBuf>,
     pub elapsed_ms: u64,
 }
@@ -130,6 +147,12 @@ impl ExportSummary {
                 self.bad_bodies
             ));
         }
+        if self.billed_unusable > 0 {
+            out.push_str(&format!(
+                "  {} VINs were billed without a usable report (listed in manifest.json under billed_unusable)\n",
+                self.billed_unusable
+            ));
+        }
         out
     }
 }
@@ -139,12 +162,55 @@ struct Manifest<'a> {
     vmr_version: &'static str,
     schema_version: u32,
     generated_at: String,
+    /// The checkpoint's account (`meta.account`), null when it has none.
+    account: Option<String>,
     formats: &'a [String],
+    /// Every file this export wrote (the manifest aside): what the folder's commit covers.
+    files: &'a [FileEntry],
     /// In design.md's table order.
     row_counts: serde_json::Map<String, serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     jsonl_lines: Option<u64>,
+    billed_unusable: BilledUnusable,
     data_quality: DataQuality<'a>,
+}
+
+/// One file an export wrote, as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileEntry {
+    /// Relative to the output directory.
+    pub path: String,
+    pub table: String,
+    /// `parquet`, `csv` or `jsonl`.
+    pub format: String,
+    /// Data rows (without the CSV header), or lines of `reports.jsonl`.
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+impl FileEntry {
+    fn of(staged: &Staged, rows: u64) -> Result<FileEntry, ExportError> {
+        let path = staged.name();
+        let (table, format) = path
+            .rsplit_once('.')
+            .map(|(t, f)| (t.to_owned(), f.to_owned()))
+            .unwrap_or_else(|| (path.clone(), String::new()));
+        Ok(FileEntry {
+            bytes: staged.bytes()?,
+            path,
+            table,
+            format,
+            rows,
+        })
+    }
+}
+
+/// Failed VINs whose vendor answer was billed but held no usable report.
+#[derive(Debug, Clone, Serialize)]
+struct BilledUnusable {
+    count: u64,
+    /// The first [`LIST_BILLED_UNUSABLE`], by VIN id.
+    vins: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -170,6 +236,9 @@ pub fn export(conn: &Connection, opts: &ExportOptions) -> Result<ExportSummary, 
         path: opts.out.clone(),
         source,
     })?;
+    // Held until this function returns: a second export to the same directory waits here.
+    let _lock = write::lock_out(&opts.out)?;
+    write::clean_stale(&opts.out)?;
     // One read transaction: requests and reports come from the same state of the checkpoint.
     let own_tx = conn.is_autocommit();
     if own_tx {
@@ -201,7 +270,8 @@ fn export_in(
         tables: props.is_some() || csv.is_some(),
         jsonl: opts.has(Format::Jsonl),
     };
-    let mut staged: Vec<Staged> = Vec::new();
+    // Each finished file with its rows.
+    let mut staged: Vec<(Staged, u64)> = Vec::new();
     let mut rows: Vec<(String, u64)> = Vec::new();
     let mut quality = Quality::default();
 
@@ -210,7 +280,7 @@ fn export_in(
         write_requests(conn, &mut sink, &mut quality)?;
         let (n, files) = sink.finish()?;
         rows.push(("requests".into(), n));
-        staged.extend(files);
+        staged.extend(files.into_iter().map(|s| (s, n)));
     }
 
     let mut collected = Collected {
@@ -225,7 +295,7 @@ fn export_in(
         let mut senders: Vec<Vec<SyncSender<RecordBatch>>> = Vec::new();
         let mut handles = Vec::new();
         if want.tables {
-            for table in &schema::TABLES[1..] {
+            for table in &schema::REPORT_TABLES {
                 let schema =
                     schema::of(table).ok_or_else(|| ExportError::Internal(table.to_string()))?;
                 let mut txs = Vec::new();
@@ -266,7 +336,7 @@ fn export_in(
                     if rows.last().is_none_or(|(t, _)| t != table) {
                         rows.push((table.to_string(), n));
                     }
-                    staged.extend(files);
+                    staged.extend(files.into_iter().map(|s| (s, n)));
                 }
                 Ok(Err(e)) => {
                     first_err.get_or_insert(e);
@@ -282,7 +352,7 @@ fn export_in(
             match h.join() {
                 Ok(Ok((n, s))) => {
                     jsonl_lines = Some(n);
-                    staged.push(s);
+                    staged.push((s, n));
                 }
                 Ok(Err(e)) => {
                     first_err.get_or_insert(e);
@@ -300,11 +370,29 @@ fn export_in(
         }
     })?;
 
-    // Every table is complete: move them into place, then the manifest that describes them.
+    if want.tables {
+        let mut sink = TableSink::create(out, "calls", schema::calls(), props.as_ref(), csv)?;
+        write_calls(conn, &mut sink, &mut collected.quality)?;
+        let (n, files) = sink.finish()?;
+        rows.push(("calls".into(), n));
+        staged.extend(files.into_iter().map(|s| (s, n)));
+    }
+    let account = account(conn)?;
+    let billed_unusable = billed_unusable(conn)?;
+
+    // Every file is complete and on disk. The commit: take the old manifest away first, so that
+    // no reader takes the files about to be replaced for the ones it describes, move the new
+    // files into place, and write the manifest that lists them last.
+    let entries: Vec<FileEntry> = staged
+        .iter()
+        .map(|(s, n)| FileEntry::of(s, *n))
+        .collect::<Result<_, _>>()?;
+    write::remove_durably(out, MANIFEST)?;
     let mut files = Vec::new();
-    for s in staged {
+    for (s, _) in staged {
         files.push(s.commit()?);
     }
+    write::sync_dir(out)?;
     let formats: Vec<String> = opts
         .formats
         .iter()
@@ -314,12 +402,15 @@ fn export_in(
         vmr_version: env!("CARGO_PKG_VERSION"),
         schema_version: EXPORT_SCHEMA_VERSION,
         generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        account,
         formats: &formats,
+        files: &entries,
         row_counts: rows
             .iter()
             .map(|(t, n)| (t.clone(), serde_json::Value::from(*n)))
             .collect(),
         jsonl_lines,
+        billed_unusable: billed_unusable.clone(),
         data_quality: DataQuality {
             coerced_to_null: &collected.quality.coerced_to_null,
             unusable_containers: &collected.quality.unusable_containers,
@@ -327,16 +418,17 @@ fn export_in(
             bad_body_list: &collected.bad_body_list,
         },
     };
-    let (s, mut file) = Staged::create(out, "manifest.json")?;
+    let (s, mut file) = Staged::create(out, MANIFEST)?;
     let text = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| ExportError::Internal(format!("manifest: {e}")))?;
     file.write_all(&text)
         .and_then(|_| file.write_all(b"\n"))
         .map_err(|source| ExportError::Io {
-            path: out.join("manifest.json"),
+            path: s.tmp_path().to_owned(),
             source,
         })?;
-    write::sync(&file, &out.join("manifest.json"))?;
+    write::sync(&file, s.tmp_path())?;
+    drop(file);
     files.push(s.commit()?);
     write::sync_dir(out)?;
 
@@ -348,6 +440,7 @@ fn export_in(
         quality: collected.quality,
         bad_bodies: collected.bad_bodies,
         bad_body_list: collected.bad_body_list,
+        billed_unusable: billed_unusable.count,
         files,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
@@ -544,6 +637,116 @@ fn write_requests(
         ];
         sink.write(&RecordBatch::try_new(schema::requests(), cols)?)?;
         if count < n {
+            return Ok(());
+        }
+    }
+}
+
+/// The checkpoint's account (`meta.account`), if it names one.
+fn account(conn: &Connection) -> Result<Option<String>, ExportError> {
+    use rusqlite::OptionalExtension;
+    let v = conn
+        .query_row("SELECT value FROM meta WHERE key = 'account'", [], |r| {
+            Ok(text_col(r.get_ref(0)?))
+        })
+        .optional()?;
+    Ok(v.flatten())
+}
+
+/// The failed VINs whose vendor answer was billed but held no usable report: the engine marks
+/// them with a message starting `billed_unusable` (matched exactly, case and all).
+fn billed_unusable(conn: &Connection) -> Result<BilledUnusable, ExportError> {
+    let filter = "state = 'failed' AND substr(message, 1, length(?1)) = ?1";
+    let count: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM vins WHERE {filter}"),
+        [BILLED_UNUSABLE],
+        |r| r.get(0),
+    )?;
+    let mut st = conn.prepare(&format!(
+        "SELECT vin FROM vins WHERE {filter} ORDER BY id LIMIT ?2"
+    ))?;
+    let vins = st
+        .query_map(
+            rusqlite::params![BILLED_UNUSABLE, LIST_BILLED_UNUSABLE as i64],
+            |r| Ok(text_col(r.get_ref(0)?).unwrap_or_default()),
+        )?
+        .collect::<Result<_, _>>()?;
+    Ok(BilledUnusable {
+        count: u64::try_from(count).unwrap_or(0),
+        vins,
+    })
+}
+
+/// Rows of `calls` per batch.
+const CALL_ROWS: usize = 8192;
+
+/// Writes `calls`: one row per vendor call in the checkpoint's call log, in call order, streamed
+/// in batches of [`CALL_ROWS`] from one query (the attempt number is SQLite's window function
+/// over the whole log, so the query is not paged).
+fn write_calls(
+    conn: &Connection,
+    sink: &mut TableSink,
+    quality: &mut Quality,
+) -> Result<(), ExportError> {
+    let mut st = conn.prepare(
+        "SELECT v.vin, c.endpoint, c.started_at, c.ended_at, c.http_status, c.code,
+                CASE WHEN c.billed = 1 THEN 'billed'
+                     WHEN c.delivery = 'not_sent' THEN 'not_sent'
+                     WHEN c.delivery = 'unknown' THEN 'unknown'
+                     ELSE 'not_billed' END,
+                c.task_no, c.request_id, c.attempt
+         FROM (SELECT *, row_number() OVER (PARTITION BY vin_id, endpoint ORDER BY id) AS attempt
+               FROM calls) c
+         LEFT JOIN vins v ON v.id = c.vin_id
+         ORDER BY c.id",
+    )?;
+    let mut q = st.query([])?;
+    loop {
+        let s = StringBuilder::new;
+        let ts = || TimestampMillisecondBuilder::new().with_timezone("UTC");
+        let i32b = Int32Builder::new;
+        let (mut vin, mut endpoint, mut started, mut ended) = (s(), s(), ts(), ts());
+        let (mut http, mut code, mut class, mut task, mut rid, mut attempt) =
+            (i32b(), i32b(), s(), s(), s(), i32b());
+        let mut small = |v: Option<i64>, col: &'static str, b: &mut Int32Builder| {
+            let x = v.and_then(|v| i32::try_from(v).ok());
+            if v.is_some() && x.is_none() {
+                quality.coerced(col);
+            }
+            b.append_option(x);
+        };
+        let mut count = 0;
+        while count < CALL_ROWS {
+            let Some(r) = q.next()? else { break };
+            count += 1;
+            vin.append_option(text_col(r.get_ref(0)?));
+            endpoint.append_option(text_col(r.get_ref(1)?));
+            started.append_option(int_col(r.get_ref(2)?));
+            ended.append_option(int_col(r.get_ref(3)?));
+            small(int_col(r.get_ref(4)?), "calls.http_status", &mut http);
+            small(int_col(r.get_ref(5)?), "calls.code", &mut code);
+            class.append_option(text_col(r.get_ref(6)?));
+            task.append_option(text_col(r.get_ref(7)?));
+            rid.append_option(text_col(r.get_ref(8)?));
+            small(int_col(r.get_ref(9)?), "calls.attempt", &mut attempt);
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        let cols: Vec<arrow::array::ArrayRef> = vec![
+            Arc::new(vin.finish()),
+            Arc::new(endpoint.finish()),
+            Arc::new(started.finish()),
+            Arc::new(ended.finish()),
+            Arc::new(http.finish()),
+            Arc::new(code.finish()),
+            Arc::new(class.finish()),
+            Arc::new(task.finish()),
+            Arc::new(rid.finish()),
+            Arc::new(attempt.finish()),
+        ];
+        sink.write(&RecordBatch::try_new(schema::calls(), cols)?)?;
+        if count < CALL_ROWS {
             return Ok(());
         }
     }

@@ -1,4 +1,4 @@
-//! The five output tables as Arrow schemas: the one place that spells design.md's "Output
+//! The output tables as Arrow schemas: the one place that spells design.md's "Output
 //! tables" contract (names, column order, types).
 //!
 //! Parquet and CSV are both written from these schemas, so the two formats cannot drift apart.
@@ -11,8 +11,19 @@ use std::sync::Arc;
 /// The version of the exported tables' layout; bump it when a column changes.
 pub const EXPORT_SCHEMA_VERSION: u32 = 1;
 
-/// The tables, in the order they are written and listed.
-pub const TABLES: [&str; 5] = ["requests", "reports", "records", "overview", "exceptions"];
+/// The tables, in the order they are listed.
+pub const TABLES: [&str; 6] = [
+    "requests",
+    "reports",
+    "records",
+    "overview",
+    "exceptions",
+    "calls",
+];
+
+/// The tables flattened from the stored report bodies, in the order `flatten` hands out their
+/// batches.
+pub const REPORT_TABLES: [&str; 4] = ["reports", "records", "overview", "exceptions"];
 
 /// `total_amount` precision and scale.
 pub const AMOUNT_PRECISION: u8 = 18;
@@ -122,6 +133,24 @@ pub fn exceptions() -> SchemaRef {
     ])
 }
 
+/// One row per vendor call in the checkpoint's call log, for reconciling with the vendor's
+/// billing statement.
+pub fn calls() -> SchemaRef {
+    use DataType::*;
+    schema(&[
+        ("vin", Utf8),
+        ("endpoint", Utf8),
+        ("started_at", ts()),
+        ("ended_at", ts()),
+        ("http_status", Int32),
+        ("code", Int32),
+        ("class", Utf8),
+        ("task_no", Utf8),
+        ("request_id", Utf8),
+        ("attempt", Int32),
+    ])
+}
+
 /// The schema of table `name` (one of [`TABLES`]).
 pub fn of(name: &str) -> Option<SchemaRef> {
     match name {
@@ -130,6 +159,7 @@ pub fn of(name: &str) -> Option<SchemaRef> {
         "records" => Some(records()),
         "overview" => Some(overview()),
         "exceptions" => Some(exceptions()),
+        "calls" => Some(calls()),
         _ => None,
     }
 }

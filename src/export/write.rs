@@ -3,7 +3,10 @@
 //!
 //! Each file is written aside as `<out>/.<name>.tmp-<pid>` (same directory, so the rename is
 //! atomic), fsynced, and renamed into place only once every table is complete; a failed export
-//! removes its temporary files and leaves the previous export untouched.
+//! removes its temporary files and leaves the previous export untouched. The temporary names
+//! carry the writer's PID so that [`clean_stale`] can remove what a killed export left behind
+//! without touching the files of one still running; [`lock_out`] keeps two exports to the same
+//! directory from interleaving.
 
 use arrow::array::{
     Array, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int8Array, Int32Array,
@@ -47,6 +50,8 @@ const DICTIONARY_COLUMNS: &[&str] = &[
     "part",
     "label",
     "component",
+    "endpoint",
+    "class",
 ];
 
 /// The Parquet writer properties every table shares.
@@ -102,6 +107,21 @@ impl Staged {
         &self.tmp
     }
 
+    /// The file name it will have once committed (`reports.parquet`).
+    pub fn name(&self) -> String {
+        self.dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The size of the written file, in bytes.
+    pub fn bytes(&self) -> Result<u64, ExportError> {
+        fs::metadata(&self.tmp)
+            .map(|m| m.len())
+            .map_err(io_err(&self.tmp))
+    }
+
     /// Renames the finished (already fsynced) file into place.
     pub fn commit(mut self) -> Result<PathBuf, ExportError> {
         fs::rename(&self.tmp, &self.dest).map_err(io_err(&self.dest))?;
@@ -115,6 +135,121 @@ impl Drop for Staged {
         if !self.committed {
             let _ = fs::remove_file(&self.tmp);
         }
+    }
+}
+
+/// The lock file in an output directory, held by the export writing to it.
+pub const LOCK_FILE: &str = ".vmr-export.lock";
+
+/// Takes the exclusive advisory lock on `<dir>/.vmr-export.lock`, waiting (and saying so in the
+/// log) while another export holds it. The lock goes with the returned file.
+pub fn lock_out(dir: &Path) -> Result<File, ExportError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = io::Read::read_to_string(&mut file, &mut holder);
+            let holder = holder.trim();
+            let holder = if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {holder})")
+            };
+            tracing::info!(
+                "waiting for another export{holder} to finish writing to {}",
+                dir.display()
+            );
+            file.lock().map_err(io_err(&path))?;
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+    }
+    // Who holds it, for the log line of the next export that has to wait.
+    let _ = file
+        .set_len(0)
+        .and_then(|_| io::Seek::seek(&mut file, io::SeekFrom::Start(0)))
+        .and_then(|_| writeln!(file, "{}", std::process::id()));
+    Ok(file)
+}
+
+/// Temporary files older than this are taken for dead when there is no way to ask whether
+/// their writer still runs (no `/proc`).
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The PID in a temporary file name written by [`Staged::create`] (`.<name>.tmp-<pid>`).
+pub fn temp_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    let (stem, pid) = rest.rsplit_once(".tmp-")?;
+    if stem.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether process `pid` is running: `None` when this system cannot tell (no `/proc`).
+fn pid_alive(pid: u32) -> Option<bool> {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return None;
+    }
+    Some(proc.join(pid.to_string()).exists())
+}
+
+/// Removes the temporary files of exports (and audits) that died before they committed: any
+/// `.<name>.tmp-<pid>` in `dir` whose process no longer runs. The files of this process and of
+/// any live one are left alone. Returns the names removed.
+pub fn clean_stale(dir: &Path) -> Result<Vec<String>, ExportError> {
+    let own = std::process::id();
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = temp_pid(&name) else { continue };
+        if pid == own || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let dead = match pid_alive(pid) {
+            Some(alive) => !alive,
+            None => entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_AFTER),
+        };
+        if !dead {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => {
+                tracing::info!(
+                    "removed {}, left by an export that stopped before it finished (pid {pid})",
+                    entry.path().display()
+                );
+                removed.push(name);
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("cannot remove {}: {e}", entry.path().display()),
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes `<dir>/<name>` if it is there, durably: the commit marker of the previous export,
+/// taken away before the new files replace the ones it describes.
+pub fn remove_durably(dir: &Path, name: &str) -> Result<(), ExportError> {
+    let path = dir.join(name);
+    match fs::remove_file(&path) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(&path)(e)),
     }
 }
 

@@ -3,10 +3,11 @@
 //!
 //! [`InputReader`] streams the user's file row by row in constant memory (one reused csv
 //! record), whatever its size and whether Excel saved it as UTF-8, UTF-8 with a BOM or GBK.
-//! File-level problems (missing file, not a CSV, no VIN column, unknown encoding) stop
-//! [`InputReader::open`] with an [`InputError`] before anything is recorded. Row-level problems
-//! never stop the read: each row comes back as an [`InputRow`] whose [`Verdict`] either accepts
-//! it or rejects it with a sentence a person understands, and the checkpoint records it as such.
+//! File-level problems (missing file, not a CSV, no VIN column, unknown or undetectable
+//! encoding) stop [`InputReader::open`] with an [`InputError`] before anything is recorded.
+//! Row-level problems never stop the read: each row comes back as an [`InputRow`] whose
+//! [`Verdict`] either accepts it or rejects it with a sentence a person understands, and the
+//! checkpoint records it as such.
 //! Duplicates are not this module's business; the checkpoint sees every batch and handles them.
 
 mod vin;
@@ -122,6 +123,10 @@ pub enum InputError {
         "{file}: unknown encoding \"{name}\"; use utf-8, gbk or gb18030, or leave --encoding out to detect it"
     )]
     UnknownEncoding { file: String, name: String },
+    #[error(
+        "{file}: the text is neither UTF-8 nor Chinese GBK/GB18030 (it looks like another encoding, such as Latin-1), so it was not read; save it from Excel as \"CSV UTF-8\", or pass --encoding with its real encoding (--encoding gbk if the file really is GBK)"
+    )]
+    UndetectedEncoding { file: String },
 }
 
 /// Streams and judges the rows of one input file. See the module documentation.
@@ -194,10 +199,11 @@ impl InputReader {
         }
         let fingerprint = hex::encode(&hasher.finalize()[..8]);
 
+        // `None`: neither given nor recognisable; refused once the file is known to be text.
         let (encoding, bom_len) = match Encoding::for_bom(&sample) {
-            Some((enc, len)) => (enc, len),
+            Some((enc, len)) => (Some(enc), len),
             None => (
-                forced.unwrap_or_else(|| detect_encoding(&sample, whole_file_in_sample)),
+                forced.or_else(|| detect_encoding(&sample, whole_file_in_sample)),
                 0,
             ),
         };
@@ -205,7 +211,7 @@ impl InputReader {
         if body.iter().all(u8::is_ascii_whitespace) && whole_file_in_sample {
             return Err(InputError::Empty { file: file_name });
         }
-        if encoding != encoding_rs::UTF_16LE && encoding != encoding_rs::UTF_16BE {
+        if encoding != Some(encoding_rs::UTF_16LE) && encoding != Some(encoding_rs::UTF_16BE) {
             if body.starts_with(b"PK\x03\x04") {
                 return Err(InputError::NotCsv {
                     file: file_name,
@@ -219,6 +225,9 @@ impl InputReader {
                 });
             }
         }
+        let Some(encoding) = encoding else {
+            return Err(InputError::UndetectedEncoding { file: file_name });
+        };
 
         let mut head = Cursor::new(sample);
         head.set_position(bom_len as u64);
@@ -559,13 +568,69 @@ impl Iterator for InputReader {
 }
 
 /// UTF-8 if the sample is valid UTF-8 (a character cut by the end of the sample counts as
-/// valid when the file goes on), GB18030 otherwise: what Excel writes on a Chinese Windows.
-fn detect_encoding(sample: &[u8], whole_file: bool) -> &'static Encoding {
+/// valid when the file goes on); GB18030 (what Excel writes on a Chinese Windows) if the
+/// sample is [plausibly GBK](plausibly_gbk); `None` otherwise, rather than guess: decoding,
+/// say, Latin-1 as GBK turns accented letters into Chinese characters that would be sent to
+/// the vendor.
+fn detect_encoding(sample: &[u8], whole_file: bool) -> Option<&'static Encoding> {
     match std::str::from_utf8(sample) {
-        Ok(_) => UTF_8,
-        Err(e) if e.error_len().is_none() && !whole_file => UTF_8,
-        Err(_) => GB18030,
+        Ok(_) => Some(UTF_8),
+        Err(e) if e.error_len().is_none() && !whole_file => Some(UTF_8),
+        Err(_) => plausibly_gbk(sample, whole_file).then_some(GB18030),
     }
+}
+
+/// The share of non-ASCII characters that must be common Chinese for text to pass as GBK.
+const GBK_CHINESE_SHARE: f64 = 0.75;
+
+/// Whether `sample` reads as Chinese GBK/GB18030 text. The rule: every non-ASCII byte
+/// sequence decodes as GB18030 without error, AND at least three quarters of the characters
+/// they make are common Chinese: a two-byte sequence from the GB2312 area (both bytes
+/// 0xA1–0xFE, where Excel's simplified Chinese text lives) that decodes to a CJK ideograph
+/// (U+3400–U+4DBF, U+4E00–U+9FFF), CJK punctuation (U+3000–U+303F), a full-width form
+/// (U+FF00–U+FFEF) or general punctuation (U+2000–U+206F: “”、…). Latin-1 text fails: an
+/// accented letter before an ASCII byte is either no GBK sequence at all or one whose second
+/// byte is below 0x80, outside GB2312. A sample cut by the 64 KiB window is judged up to its
+/// last line break.
+fn plausibly_gbk(sample: &[u8], whole_file: bool) -> bool {
+    let sample = if whole_file {
+        sample
+    } else {
+        match sample.iter().rposition(|b| *b == b'\n') {
+            Some(end) => &sample[..=end],
+            None => sample,
+        }
+    };
+    let Some(text) = GB18030.decode_without_bom_handling_and_without_replacement(sample) else {
+        return false;
+    };
+    let (mut chinese, mut other) = (0u64, 0u64);
+    let mut at = 0;
+    for c in text.chars() {
+        let Some(&lead) = sample.get(at) else {
+            return false;
+        };
+        if lead < 0x80 {
+            at += 1;
+            continue;
+        }
+        let trail = sample.get(at + 1).copied().unwrap_or(0);
+        let len = if (0x30..=0x39).contains(&trail) { 4 } else { 2 };
+        let gb2312 = len == 2 && (0xA1..=0xFE).contains(&lead) && (0xA1..=0xFE).contains(&trail);
+        let cjk = matches!(c,
+            '\u{3400}'..='\u{4DBF}'
+            | '\u{4E00}'..='\u{9FFF}'
+            | '\u{3000}'..='\u{303F}'
+            | '\u{FF00}'..='\u{FFEF}'
+            | '\u{2000}'..='\u{206F}');
+        if gb2312 && cjk {
+            chinese += 1;
+        } else {
+            other += 1;
+        }
+        at += len;
+    }
+    chinese > 0 && chinese as f64 >= GBK_CHINESE_SHARE * (chinese + other) as f64
 }
 
 /// The column to read: the one named by the option, or the first known header found.
@@ -685,9 +750,37 @@ mod tests {
     #[test]
     fn detection_tolerates_a_character_cut_by_the_sample_end() {
         let cut = &"车".as_bytes()[..2];
-        assert_eq!(detect_encoding(cut, false), UTF_8);
-        assert_eq!(detect_encoding(cut, true), GB18030);
-        assert_eq!(detect_encoding(b"\xb3\xb5\xbc\xdc\xba\xc5", true), GB18030);
+        assert_eq!(detect_encoding(cut, false), Some(UTF_8));
+        // Within a whole file, 0xE8 0xBD is a GB2312 character.
+        assert_eq!(detect_encoding(cut, true), Some(GB18030));
+        assert_eq!(
+            detect_encoding(b"\xb3\xb5\xbc\xdc\xba\xc5", true),
+            Some(GB18030)
+        );
+        // A GBK character cut by the sample's end is judged up to the last line break.
+        assert_eq!(
+            detect_encoding(b"\xb3\xb5\xbc\xdc\xba\xc5\nLSV,\xb3", false),
+            Some(GB18030)
+        );
+    }
+
+    #[test]
+    fn gbk_must_be_chinese_to_be_detected() {
+        let (latin1, _, _) = encoding_rs::WINDOWS_1252.encode("vin,url\nA,https://x.cn/café.jpg\n");
+        assert_eq!(detect_encoding(&latin1, true), None);
+        // Accented letters before ASCII letters make valid GBK pairs, outside GB2312.
+        let (latin1, _, _) = encoding_rs::WINDOWS_1252.encode("Müller,Gérard,résumés,Zürich\n");
+        assert!(
+            GB18030
+                .decode_without_bom_handling_and_without_replacement(&latin1)
+                .is_some()
+        );
+        assert_eq!(detect_encoding(&latin1, true), None);
+        let (gbk, _, _) = encoding_rs::GBK.encode("车架号,行驶证图片\n上海，“浦东”…\n");
+        assert_eq!(detect_encoding(&gbk, true), Some(GB18030));
+        // A traditional character or two outside GB2312 among simplified text is fine.
+        let (gbk, _, _) = encoding_rs::GBK.encode("车架号,备注\nA,上海浦东新区張先生\n");
+        assert_eq!(detect_encoding(&gbk, true), Some(GB18030));
     }
 
     #[test]

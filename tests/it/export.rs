@@ -625,7 +625,7 @@ fn golden_samples_export_to_exactly_the_expected_rows() {
     assert_eq!(manifest["vmr_version"], json!(env!("CARGO_PKG_VERSION")));
     assert_eq!(
         manifest["row_counts"],
-        json!({"requests": 5, "reports": 2, "records": 4, "overview": 8, "exceptions": 5})
+        json!({"requests": 5, "reports": 2, "records": 4, "overview": 8, "exceptions": 5, "calls": 0})
     );
     assert_eq!(
         manifest["data_quality"]["coerced_to_null"],
@@ -643,12 +643,12 @@ fn golden_samples_export_to_exactly_the_expected_rows() {
         "{text}"
     );
 
-    // No temporary files are left behind.
+    // No temporary files are left behind (only the lock file exports share).
     let leftovers: Vec<_> = fs::read_dir(&out)
         .expect("out dir")
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
+        .filter(|n| n.starts_with('.') && n != ".vmr-export.lock")
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
@@ -881,6 +881,650 @@ fn export_command_works_beside_a_running_vmr() {
     assert!(stdout.contains("records"), "{stdout}");
     assert!(out.join("exceptions.parquet").exists());
     assert!(out.join("manifest.json").exists());
+}
+
+// ---- the commit protocol: manifest.json last, listing what it covers ----------------------
+
+/// Checks that `manifest.json` lists exactly the table files in `out` it should, each with its
+/// real rows and bytes, and returns it.
+fn manifest_matches_the_files(out: &Path) -> Value {
+    let manifest: Value =
+        serde_json::from_slice(&fs::read(out.join("manifest.json")).expect("manifest"))
+            .expect("manifest is JSON");
+    let files = manifest["files"].as_array().expect("files");
+    assert!(!files.is_empty());
+    for f in files {
+        let name = f["path"].as_str().expect("path");
+        let path = out.join(name);
+        let bytes = fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{name} listed but {e}"))
+            .len();
+        assert_eq!(f["bytes"], json!(bytes), "{name} bytes");
+        let rows = match f["format"].as_str().expect("format") {
+            "parquet" => read_parquet(&path).1.len(),
+            "csv" => read_csv(&path).1.len(),
+            "jsonl" => fs::read_to_string(&path).expect("jsonl").lines().count(),
+            other => panic!("format {other}"),
+        };
+        assert_eq!(f["rows"], json!(rows), "{name} rows");
+        let table = f["table"].as_str().expect("table");
+        assert_eq!(
+            name,
+            format!("{table}.{}", f["format"].as_str().expect("format"))
+        );
+        if f["format"] != json!("jsonl") {
+            assert_eq!(
+                manifest["row_counts"][table],
+                json!(rows),
+                "{name} row count"
+            );
+        }
+    }
+    manifest
+}
+
+/// The names of the files a manifest lists, sorted.
+fn listed(manifest: &Value) -> Vec<String> {
+    let mut names: Vec<String> = manifest["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f["path"].as_str().expect("path").to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn manifest_lists_each_file_with_its_rows_and_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = golden(dir.path());
+    let out = dir.path().join("out");
+    let s = run_export(
+        &db,
+        &opts(&out, &[Format::Parquet, Format::Csv, Format::Jsonl]),
+    );
+    let manifest = manifest_matches_the_files(&out);
+    let mut want: Vec<String> = schema::TABLES
+        .iter()
+        .flat_map(|t| [format!("{t}.parquet"), format!("{t}.csv")])
+        .chain(["reports.jsonl".to_owned()])
+        .collect();
+    want.sort();
+    assert_eq!(listed(&manifest), want);
+    let records = manifest["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .find(|f| f["path"] == json!("records.csv"))
+        .expect("records.csv listed");
+    assert_eq!(
+        records,
+        &json!({"path": "records.csv", "table": "records", "format": "csv", "rows": 4,
+                "bytes": fs::metadata(out.join("records.csv")).expect("csv").len()})
+    );
+    // The summary lists the same files, the manifest last.
+    assert_eq!(s.files.last(), Some(&out.join("manifest.json")));
+    assert_eq!(s.files.len(), want.len() + 1);
+}
+
+#[test]
+fn a_crash_between_renames_is_cleaned_up_by_the_next_export() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = golden(dir.path());
+    let out = dir.path().join("out");
+    run_export(&db, &opts(&out, &[Format::Parquet, Format::Csv]));
+
+    // An export killed between its renames: it had taken the old manifest away, renamed
+    // reports.csv into place (here: garbage, since its rows differ) and left the temporary
+    // files it had not renamed yet. Its PID is a process that has exited.
+    let mut dead = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let dead_pid = dead.id();
+    dead.wait().expect("true exits");
+    fs::remove_file(out.join("manifest.json")).expect("manifest");
+    fs::write(out.join("reports.csv"), "vin\nhalf\n").expect("half state");
+    let stale = [
+        format!(".records.parquet.tmp-{dead_pid}"),
+        format!(".manifest.json.tmp-{dead_pid}"),
+        format!(".reports.jsonl.tmp-{dead_pid}"),
+    ];
+    for name in &stale {
+        fs::write(out.join(name), b"partial").expect("stale temp");
+    }
+    // A temporary file of a process still running (an audit, say) is never touched.
+    let mut live = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep");
+    let live_temp = format!(".vehicle_flags.parquet.tmp-{}", live.id());
+    fs::write(out.join(&live_temp), b"in progress").expect("live temp");
+    // Something that only looks like a temporary file.
+    fs::write(out.join(".notes.tmp-draft"), b"mine").expect("other file");
+
+    // The next export (Parquet only this time) cleans up and commits a consistent folder.
+    run_export(&db, &opts(&out, &[Format::Parquet]));
+    let _ = live.kill();
+    let _ = live.wait();
+    for name in &stale {
+        assert!(!out.join(name).exists(), "{name} was not cleaned up");
+    }
+    assert!(
+        out.join(&live_temp).exists(),
+        "a live process's temp was removed"
+    );
+    assert!(out.join(".notes.tmp-draft").exists());
+    let manifest = manifest_matches_the_files(&out);
+    let mut want: Vec<String> = schema::TABLES
+        .iter()
+        .map(|t| format!("{t}.parquet"))
+        .collect();
+    want.sort();
+    // reports.csv is a leftover the manifest does not claim.
+    assert_eq!(listed(&manifest), want);
+    assert_eq!(manifest["formats"], json!(["parquet"]));
+    assert_eq!(manifest["row_counts"]["reports"], json!(2));
+}
+
+/// An export that stops between its renames (here: one rename fails) has already taken the old
+/// manifest away, so no manifest claims the mix of old and new tables left in the folder.
+#[test]
+fn an_export_stopped_between_renames_leaves_no_manifest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = golden(dir.path());
+    let out = dir.path().join("out");
+    run_export(&db, &opts(&out, &[Format::Parquet]));
+    assert!(out.join("manifest.json").exists());
+    let old_requests = fs::read(out.join("requests.parquet")).expect("requests");
+
+    // A non-empty directory where records.parquet goes: its rename fails after requests' and
+    // reports' succeeded.
+    fs::remove_file(out.join("records.parquet")).expect("records");
+    fs::create_dir_all(out.join("records.parquet").join("x")).expect("blocker");
+    let c = Connection::open(&db).expect("sqlite");
+    add_vin(
+        &c,
+        50,
+        "LSVAB12345C000050",
+        None,
+        "rejected",
+        None,
+        Some("no image"),
+        None,
+        None,
+        (0, 0, 0),
+        (T0, None, None),
+        50,
+    );
+    drop(c);
+    let conn = checkpoint::open_reader(&db).expect("reader");
+    let err = export(&conn, &opts(&out, &[Format::Parquet])).expect_err("the rename fails");
+    assert!(err.to_string().contains("records.parquet"), "{err}");
+    assert!(
+        !out.join("manifest.json").exists(),
+        "a manifest claims a half-renamed folder"
+    );
+    assert_ne!(
+        fs::read(out.join("requests.parquet")).expect("requests"),
+        old_requests,
+        "the new requests table was renamed in before the failure"
+    );
+    // Nothing of the failed export is left aside.
+    let temps: Vec<String> = fs::read_dir(&out)
+        .expect("out")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+
+    fs::remove_dir_all(out.join("records.parquet")).expect("unblock");
+    run_export(&db, &opts(&out, &[Format::Parquet]));
+    let manifest = manifest_matches_the_files(&out);
+    assert_eq!(manifest["row_counts"]["requests"], json!(6));
+}
+
+#[test]
+fn a_second_export_to_the_same_directory_waits_for_the_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = golden(dir.path());
+    let out = dir.path().join("out");
+    fs::create_dir_all(&out).expect("out");
+    // Another export holds the directory.
+    let held = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(out.join(".vmr-export.lock"))
+        .expect("lock file");
+    held.lock().expect("lock");
+    let o = opts(&out, &[Format::Parquet]);
+    let waiting = std::thread::spawn(move || run_export(&db, &o));
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(!waiting.is_finished(), "the second export did not wait");
+    assert!(!out.join("manifest.json").exists());
+    assert!(
+        fs::read_dir(&out)
+            .expect("out")
+            .filter_map(|e| e.ok())
+            .all(|e| !e.file_name().to_string_lossy().contains(".tmp-")),
+        "the waiting export wrote before it had the lock"
+    );
+    held.unlock().expect("unlock");
+    drop(held);
+    let s = waiting.join().expect("export thread");
+    assert_eq!(s.rows[0], ("requests".to_owned(), 5));
+    manifest_matches_the_files(&out);
+
+    // `vmr export` says in its log that it is waiting.
+    let held = fs::File::options()
+        .write(true)
+        .open(out.join(".vmr-export.lock"))
+        .expect("lock file");
+    held.lock().expect("lock");
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmr"))
+        .args(["export", "--format", "csv", "--state"])
+        .arg(dir.path().join("state"))
+        .arg("--out")
+        .arg(&out)
+        .current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vmr export starts");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drop(held);
+    let o = child.wait_with_output().expect("vmr export ends");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("waiting for another export"), "{stderr}");
+    assert_eq!(manifest_matches_the_files(&out)["formats"], json!(["csv"]));
+}
+
+// ---- calls: one row per vendor call, for the billing statement -------------------------
+
+#[allow(clippy::too_many_arguments)]
+fn add_call(
+    c: &Connection,
+    id: i64,
+    vin_id: i64,
+    endpoint: &str,
+    http_status: Option<i64>,
+    code: Option<i64>,
+    billed: bool,
+    delivery: &str,
+    task_no: Option<&str>,
+    request_id: Option<&str>,
+    started_at: i64,
+) {
+    c.execute(
+        "INSERT INTO calls (id, vin_id, endpoint, request_id, http_status, code, msg, task_no,
+            billed, delivery, started_at, ended_at, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, ?7, ?8, ?9, ?10, ?11, NULL)",
+        params![
+            id,
+            vin_id,
+            endpoint,
+            request_id,
+            http_status,
+            code,
+            task_no,
+            billed,
+            delivery,
+            started_at,
+            started_at + 250
+        ],
+    )
+    .expect("insert call");
+}
+
+#[test]
+fn calls_table_has_a_row_per_call_with_its_class_and_attempt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = golden(dir.path());
+    let c = Connection::open(&db).expect("sqlite");
+    // V1: a generate never sent, one sent without an answer, one billed with the report.
+    add_call(
+        &c, 1, 1, "generate", None, None, false, "not_sent", None, None, T0,
+    );
+    add_call(
+        &c,
+        2,
+        1,
+        "generate",
+        None,
+        None,
+        false,
+        "unknown",
+        None,
+        None,
+        T0 + 1000,
+    );
+    // V2: generate answered "pending" and billed, a 500, then gets: not ready, then the report.
+    add_call(
+        &c,
+        3,
+        2,
+        "generate",
+        Some(200),
+        Some(200),
+        true,
+        "answered",
+        Some("task-get-2"),
+        Some("req-deferred-2"),
+        T0 + 1500,
+    );
+    add_call(
+        &c,
+        4,
+        1,
+        "generate",
+        Some(200),
+        Some(200),
+        true,
+        "answered",
+        Some("task-gen-1"),
+        Some("req-inline-1"),
+        T0 + 2000,
+    );
+    add_call(
+        &c,
+        5,
+        2,
+        "get",
+        Some(500),
+        None,
+        false,
+        "answered",
+        None,
+        Some("req-deferred-2"),
+        T0 + 60_000,
+    );
+    add_call(
+        &c,
+        6,
+        2,
+        "get",
+        Some(200),
+        Some(701),
+        false,
+        "answered",
+        Some("task-get-2"),
+        Some("req-deferred-2"),
+        T0 + 120_000,
+    );
+    add_call(
+        &c,
+        7,
+        2,
+        "get",
+        Some(200),
+        Some(200),
+        true,
+        "answered",
+        Some("task-get-2"),
+        Some("req-deferred-2"),
+        T0 + 300_000,
+    );
+    // The 703: answered, not billed.
+    add_call(
+        &c,
+        8,
+        3,
+        "generate",
+        Some(200),
+        Some(703),
+        false,
+        "answered",
+        Some("task-gen-3"),
+        None,
+        T0 + 1000,
+    );
+    // A call whose VIN row is gone: kept, with no VIN.
+    add_call(
+        &c,
+        9,
+        99,
+        "get",
+        Some(200),
+        Some(200),
+        true,
+        "answered",
+        None,
+        Some("req-x"),
+        T0 + 400_000,
+    );
+    drop(c);
+
+    let out = dir.path().join("out");
+    let s = run_export(&db, &opts(&out, &[Format::Parquet, Format::Csv]));
+    assert_eq!(s.rows.last(), Some(&("calls".to_owned(), 9)));
+    let names: Vec<String> = schema::calls()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names.join(", "),
+        "vin, endpoint, started_at, ended_at, http_status, code, class, task_no, request_id, attempt"
+    );
+    let ts = |ms: i64| {
+        DateTime::from_timestamp_millis(T0 + ms)
+            .expect("time")
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    };
+    let t: Vec<[String; 2]> = [0, 1000, 1500, 2000, 60_000, 120_000, 300_000, 1000, 400_000]
+        .iter()
+        .map(|ms| [ts(*ms), ts(ms + 250)])
+        .collect();
+    let r = |i: usize, rest: [&'static str; 10]| -> Vec<String> {
+        let mut row: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+        row[2] = t[i][0].clone();
+        row[3] = t[i][1].clone();
+        row
+    };
+    let want = vec![
+        r(0, [V1, "generate", "", "", "", "", "not_sent", "", "", "1"]),
+        r(1, [V1, "generate", "", "", "", "", "unknown", "", "", "2"]),
+        r(
+            2,
+            [
+                V2,
+                "generate",
+                "",
+                "",
+                "200",
+                "200",
+                "billed",
+                "task-get-2",
+                "req-deferred-2",
+                "1",
+            ],
+        ),
+        r(
+            3,
+            [
+                V1,
+                "generate",
+                "",
+                "",
+                "200",
+                "200",
+                "billed",
+                "task-gen-1",
+                "req-inline-1",
+                "3",
+            ],
+        ),
+        r(
+            4,
+            [
+                V2,
+                "get",
+                "",
+                "",
+                "500",
+                "",
+                "not_billed",
+                "",
+                "req-deferred-2",
+                "1",
+            ],
+        ),
+        r(
+            5,
+            [
+                V2,
+                "get",
+                "",
+                "",
+                "200",
+                "701",
+                "not_billed",
+                "task-get-2",
+                "req-deferred-2",
+                "2",
+            ],
+        ),
+        r(
+            6,
+            [
+                V2,
+                "get",
+                "",
+                "",
+                "200",
+                "200",
+                "billed",
+                "task-get-2",
+                "req-deferred-2",
+                "3",
+            ],
+        ),
+        r(
+            7,
+            [
+                "LRWYS6EU5LX274170",
+                "generate",
+                "",
+                "",
+                "200",
+                "703",
+                "not_billed",
+                "task-gen-3",
+                "",
+                "1",
+            ],
+        ),
+        r(
+            8,
+            ["", "get", "", "", "200", "200", "billed", "", "req-x", "1"],
+        ),
+    ];
+    let (got_schema, got) = read_parquet(&out.join("calls.parquet"));
+    assert_eq!(got_schema.fields(), schema::calls().fields());
+    assert_eq!(got, want, "calls.parquet");
+    let (header, got) = read_csv(&out.join("calls.csv"));
+    assert_eq!(header, names);
+    assert_eq!(got, want, "calls.csv");
+    let manifest = manifest_matches_the_files(&out);
+    assert_eq!(manifest["row_counts"]["calls"], json!(9));
+}
+
+#[test]
+fn calls_table_streams_past_one_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = golden(dir.path());
+    let mut c = Connection::open(&db).expect("sqlite");
+    let tx = c.transaction().expect("tx");
+    let n = 20_000;
+    for i in 0..n {
+        // Alternate two VINs and the two endpoints.
+        let endpoint = if i % 4 < 2 { "generate" } else { "get" };
+        add_call(
+            &tx,
+            i + 1,
+            1 + i % 2,
+            endpoint,
+            Some(500),
+            None,
+            false,
+            "answered",
+            None,
+            None,
+            T0 + i,
+        );
+    }
+    tx.commit().expect("commit");
+    drop(c);
+    let out = dir.path().join("out");
+    run_export(&db, &opts(&out, &[Format::Parquet]));
+    let (_, got) = read_parquet(&out.join("calls.parquet"));
+    assert_eq!(got.len(), n as usize);
+    // Each (VIN, endpoint) pair gets every fourth call: attempts 1, 2, 3, ... in call order.
+    for (i, row) in got.iter().enumerate() {
+        assert_eq!(row[9], (i / 4 + 1).to_string(), "row {i}");
+    }
+}
+
+#[test]
+fn manifest_names_the_account_and_the_vins_billed_without_a_usable_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = golden(dir.path());
+    let out = dir.path().join("out");
+    run_export(&db, &opts(&out, &[Format::Csv]));
+    let manifest = manifest_matches_the_files(&out);
+    assert_eq!(manifest["account"], Value::Null);
+    assert_eq!(manifest["billed_unusable"], json!({"count": 0, "vins": []}));
+
+    let c = Connection::open(&db).expect("sqlite");
+    c.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('account', 'fleet-leasing')",
+        [],
+    )
+    .expect("meta");
+    for i in 0..105i64 {
+        let state = if i == 3 { "done" } else { "failed" };
+        let message = match i {
+            // Not the engine's mark: another message, or the words elsewhere.
+            4 => "timeout",
+            5 => "not billed_unusable",
+            6 => "billedXunusable",
+            _ => "billed_unusable: the answer held no REPORT",
+        };
+        add_vin(
+            &c,
+            100 + i,
+            &format!("LSVAB12345C{:06}", 100 + i),
+            Some("https://img.example.cn/x.jpg"),
+            state,
+            Some(200),
+            Some(message),
+            None,
+            None,
+            (1, 0, 1),
+            (T0, Some(T0), Some(T0)),
+            100 + i,
+        );
+    }
+    drop(c);
+    let s = run_export(&db, &opts(&out, &[Format::Csv]));
+    assert_eq!(s.billed_unusable, 101);
+    assert!(
+        s.render()
+            .contains("101 VINs were billed without a usable report")
+    );
+    let manifest = manifest_matches_the_files(&out);
+    assert_eq!(manifest["account"], json!("fleet-leasing"));
+    assert_eq!(manifest["billed_unusable"]["count"], json!(101));
+    let vins = manifest["billed_unusable"]["vins"]
+        .as_array()
+        .expect("vins");
+    assert_eq!(vins.len(), 100);
+    assert_eq!(vins[0], json!("LSVAB12345C000100"));
+    assert_eq!(vins[3], json!("LSVAB12345C000107"));
 }
 
 /// Needs python3 with polars (`pip install polars`), so it runs on request:

@@ -606,3 +606,58 @@ fn blank_lines_and_a_missing_final_newline_keep_line_numbers() {
         }
     }
 }
+
+/// A Latin-1 file is neither UTF-8 nor Chinese GBK: it is refused (exit 2) rather than decoded
+/// as GB18030, which would turn "café" into a Chinese character sent to the vendor. Naming the
+/// encoding reads it.
+#[test]
+fn latin1_file_is_refused_naming_the_file_and_the_encoding_option() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("latin1.csv");
+    let mut bytes = b"vin,licenseImgUrl\n".to_vec();
+    bytes.extend_from_slice(format!("{A},https://img.example.com/caf").as_bytes());
+    bytes.extend_from_slice(b"\xe9.jpg\n"); // é in Latin-1
+    std::fs::write(&path, &bytes).expect("write");
+
+    let err = InputReader::open(&path, &InputOptions::default()).err();
+    assert!(
+        matches!(err, Some(InputError::UndetectedEncoding { .. })),
+        "{err:?}"
+    );
+    let msg = open_err(&path, &InputOptions::default());
+    assert!(msg.starts_with(&format!("{}: ", path.display())), "{msg}");
+    assert!(msg.contains("--encoding gbk"), "{msg}");
+    assert!(!msg.contains('\n'));
+
+    // The command refuses it as an input-file error and records nothing.
+    let out = assert_cmd::Command::cargo_bin("vmr")
+        .expect("binary")
+        .env_clear()
+        .current_dir(dir.path())
+        .args(["ingest", "--input", "latin1.csv", "--state", "state"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("latin1.csv") && stderr.contains("--encoding"),
+        "{stderr}"
+    );
+
+    // An explicit --encoding always wins.
+    let opts = InputOptions {
+        encoding: Some("latin1".into()),
+        ..Default::default()
+    };
+    let rows: Vec<InputRow> = open_with_path(&path, &opts).collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].license_img_url, "https://img.example.com/café.jpg");
+    let opts = InputOptions {
+        encoding: Some("gbk".into()),
+        ..Default::default()
+    };
+    assert!(InputReader::open(&path, &opts).is_ok());
+}
+
+fn open_with_path(path: &Path, opts: &InputOptions) -> InputReader {
+    InputReader::open(path, opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
