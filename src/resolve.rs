@@ -60,7 +60,7 @@ pub fn resolve(
     note: Option<String>,
 ) -> Result<State, ResolveError> {
     let vin = vin.trim().to_uppercase();
-    let found = ckpt.writer().write_blocking({
+    ckpt.writer().write_blocking({
         let vin = vin.clone();
         move |c| {
             let row: Option<(i64, String)> = c
@@ -120,6 +120,5 @@ pub fn resolve(
             ])?;
             Ok(Ok(to))
         }
-    })?;
-    found
+    })?
 }

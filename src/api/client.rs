@@ -204,6 +204,28 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
+/// A transport error in one line, without the URL (which is fine) or any request body (which
+/// holds the sign).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the answer was cut off"
+    } else {
+        "transport error"
+    };
+    let mut detail = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        src = s.source();
+    }
+    format!("{kind} ({})", excerpt(detail.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,26 +247,4 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon"), None);
     }
-}
-
-/// A transport error in one line, without the URL (which is fine) or any request body (which
-/// holds the sign).
-fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_body() || e.is_decode() {
-        "the answer was cut off"
-    } else {
-        "transport error"
-    };
-    let mut detail = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        src = s.source();
-    }
-    format!("{kind} ({})", excerpt(detail.as_bytes()))
 }

@@ -234,14 +234,19 @@ fn chromium_dom(page: &Path) -> String {
 
 #[test]
 fn audit_html_renders_in_a_real_browser() {
-    if std::env::var("VMR_SKIP_BROWSER_TEST").as_deref() == Ok("1") {
-        eprintln!("VMR_SKIP_BROWSER_TEST=1: browser test skipped");
+    // The README's `cargo test` needs only the Rust toolchain, so without a browser this test
+    // skips with one line saying how to run it; CI (CI=true) installs Chromium and requires it.
+    let in_ci = std::env::var("CI").as_deref() == Ok("true");
+    if !Path::new(CHROMIUM).exists() && !in_ci {
+        eprintln!(
+            "skipped audit_html_renders_in_a_real_browser: {CHROMIUM} not found (apt-get install -y chromium to run it; CI requires it)"
+        );
         return;
     }
     assert!(
         Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} not found: this test loads audit.html in a real browser. Install it \
-         (`apt-get update && apt-get install -y chromium`), or set VMR_SKIP_BROWSER_TEST=1 to skip it on a dev machine"
+        "{CHROMIUM} not found: this test loads audit.html in a real browser; install it \
+         (`apt-get update && apt-get install -y chromium`)"
     );
     let f = fleet();
     let page = f.out.join("audit.html").canonicalize().expect("audit.html");
