@@ -166,22 +166,38 @@ pub fn check_account(ckpt: &Checkpoint, settings: &Settings) -> Result<()> {
     }
 }
 
-/// Checks that the tables can be written to `--out` before anything is bought.
+/// Checks that the tables can be written to `--out` before anything is bought: `--out` is a
+/// writable directory, or can be created in the nearest directory above it that exists. Nothing
+/// is left behind (the directory itself is created by the export).
 pub fn check_out_writable(out: &std::path::Path) -> Result<()> {
-    let probe = out.join(format!(".vmr-write-check-{}", std::process::id()));
-    let result = std::fs::create_dir_all(out)
-        .and_then(|_| std::fs::write(&probe, b""))
-        .and_then(|_| std::fs::remove_file(&probe));
-    result.map_err(|e| {
+    let fail = |why: String| -> anyhow::Error {
         Failure::new(
             exit::USAGE,
             format!(
-                "--out {}: cannot write the tables there ({e}); nothing was bought",
+                "--out {}: cannot write the tables there ({why}); nothing was bought",
                 out.display()
             ),
         )
         .into()
-    })
+    };
+    let mut dir = out;
+    loop {
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => return Err(fail(format!("{} is not a directory", dir.display()))),
+            Err(_) => match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => dir = p,
+                _ => {
+                    dir = std::path::Path::new(".");
+                    break;
+                }
+            },
+        }
+    }
+    let probe = dir.join(format!(".vmr-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| fail(e.to_string()))
 }
 
 /// The vendor client, and the in-process sandbox it talks to when `--sandbox` is set.
@@ -238,11 +254,7 @@ pub fn finish_code(engine: &Engine) -> Result<u8> {
         return Ok(r.exit_code());
     }
     let reader = engine.ckpt.reader()?;
-    let counts = checkpoint::state_counts(&reader)?;
-    let open: i64 = ["queued", "submitting", "uncertain", "pending"]
-        .iter()
-        .map(|s| counts.get(*s).copied().unwrap_or(0))
-        .sum();
+    let open = checkpoint::state_counts(&reader)?.open();
     Ok(if open == 0 {
         exit::OK
     } else {
@@ -256,7 +268,7 @@ pub fn summary(engine: &Engine, started: Instant) -> Result<String> {
     let counts = checkpoint::state_counts(&reader)?;
     let c = &engine.counters;
     let mut s = String::from("VINs:");
-    for (k, v) in counts.iter().filter(|(_, v)| **v > 0) {
+    for (k, v) in counts.iter().filter(|(_, v)| *v > 0) {
         s.push_str(&format!(" {k} {v},"));
     }
     s.pop();

@@ -49,23 +49,6 @@ pub struct IngestSummary {
     pub check_digit_warnings: u64,
 }
 
-/// The reason with quoted values replaced, so reasons group by kind.
-fn reason_kind(reason: &str) -> String {
-    let mut out = String::with_capacity(reason.len());
-    let mut in_quote = false;
-    for c in reason.chars() {
-        if c == '"' {
-            if !in_quote {
-                out.push_str("\"…\"");
-            }
-            in_quote = !in_quote;
-        } else if !in_quote {
-            out.push(c);
-        }
-    }
-    out
-}
-
 #[derive(Default)]
 struct ChunkResult {
     queued: u64,
@@ -121,7 +104,7 @@ fn write_chunk(
                     row.vin_raw,
                     row.license_img_url,
                     "rejected",
-                    reason,
+                    reason.to_string(),
                     now,
                     file,
                     row.line as i64,
@@ -189,10 +172,10 @@ pub fn ingest(
                 }
                 Verdict::Rejected { reason } => {
                     s.rejected += 1;
-                    *s.rejected_by_reason.entry(reason_kind(reason)).or_default() += 1;
+                    *s.rejected_by_reason.entry(reason.kind()).or_default() += 1;
                     if s.rejected_rows.len() < LIST_REJECTED {
                         s.rejected_rows
-                            .push((row.line, row.vin_raw.clone(), reason.clone()));
+                            .push((row.line, row.vin_raw.clone(), reason.to_string()));
                     }
                 }
             }
@@ -272,18 +255,5 @@ impl IngestSummary {
             ));
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reasons_group_without_their_values() {
-        assert_eq!(
-            reason_kind(r#"VIN "LSVAB1234" has 9 characters, needs 17"#),
-            r#"VIN "…" has 9 characters, needs 17"#
-        );
     }
 }

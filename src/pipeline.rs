@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::app::{self, exit};
-use crate::checkpoint;
+use crate::checkpoint::{self, State};
 use crate::config::Settings;
 use crate::engine::{self, progress::Progress};
 use crate::export::ExportOptions;
@@ -39,12 +39,8 @@ pub struct Plan {
 
 impl Plan {
     /// The states whose VINs this plan sends to generate.
-    fn send_states(&self) -> Vec<&'static str> {
-        if self.resubmit_uncertain {
-            vec!["queued", "uncertain"]
-        } else {
-            vec!["queued"]
-        }
+    fn send_states(&self) -> &'static [State] {
+        engine::send_states(self.resubmit_uncertain)
     }
 }
 
@@ -56,12 +52,8 @@ pub fn input_options(s: &Settings) -> InputOptions {
     }
 }
 
-fn count_states(ckpt: &checkpoint::Checkpoint, states: &[&str]) -> Result<i64> {
-    let counts = checkpoint::state_counts(&ckpt.reader()?)?;
-    Ok(states
-        .iter()
-        .map(|s| counts.get(*s).copied().unwrap_or(0))
-        .sum())
+fn count_states(ckpt: &checkpoint::Checkpoint, states: &[State]) -> Result<i64> {
+    Ok(checkpoint::state_counts(&ckpt.reader()?)?.sum(states))
 }
 
 impl Plan {
@@ -112,7 +104,7 @@ fn dry_run(settings: &Settings, plan: &Plan, ckpt: &checkpoint::Checkpoint) -> R
     } else {
         0
     };
-    let pending = count_states(ckpt, &["pending"])?;
+    let pending = count_states(ckpt, &[State::Pending])?;
     // Each generate is billed once; a report not returned inline costs one get more. Unknown
     // until bought, so the estimate assumes the worst: every report deferred.
     let calls = n * 2 + pending;
@@ -170,7 +162,7 @@ fn stages(
             progress.close();
         }
         if !engine.stop.is_set() && plan.poll != PollMode::Skip {
-            let total = count_states(ckpt, &["pending"])?;
+            let total = count_states(ckpt, &[State::Pending])?;
             let progress = Progress::new("poll", total as u64);
             match plan.poll {
                 PollMode::Once => {
@@ -191,9 +183,9 @@ fn stages(
             text.push_str(&format!("\nvmr: {}", app::describe_stop(&r)));
         }
         if code != exit::OK {
-            let uncertain = count_states(ckpt, &["uncertain"])?;
-            let pending = count_states(ckpt, &["pending"])?;
-            let queued = count_states(ckpt, &["queued"])?;
+            let uncertain = count_states(ckpt, &[State::Uncertain])?;
+            let pending = count_states(ckpt, &[State::Pending])?;
+            let queued = count_states(ckpt, &[State::Queued])?;
             if pending > 0 {
                 text.push_str(&format!("\nvmr: {pending} reports are bought but not fetched yet; run `vmr poll` (or `vmr run`) again later"));
             }
@@ -211,16 +203,15 @@ fn stages(
     })?;
     // Export what the checkpoint holds (also after a vendor refusal), unless a signal asked to
     // stop: the tables can be redone from the checkpoint by `vmr export` at any time.
-    if plan.export && !matches!(code, 130 | 143) {
+    let signalled = || engine.stop.reason().is_some_and(|r| r.is_signal());
+    if plan.export && !signalled() {
         let summary =
             crate::export::export(&ckpt.reader()?, &ExportOptions::from_settings(settings))?;
         app::report(settings.log_format, &summary.render());
     }
     // A signal during the export (or the summary) still ends the run as a signal.
-    if let Some(r) = engine.stop.reason()
-        && r.is_signal()
-    {
-        code = r.exit_code();
+    if signalled() {
+        code = engine.stop.reason().map_or(code, |r| r.exit_code());
     }
     drop(rt);
     Ok(code)

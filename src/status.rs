@@ -34,7 +34,7 @@ pub struct LastRun {
 pub struct Status {
     pub checkpoint: String,
     pub total_vins: i64,
-    pub states: BTreeMap<String, i64>,
+    pub states: checkpoint::StateCounts,
     pub calls: BTreeMap<String, CallCounts>,
     pub billed_total: i64,
     pub unknown_outcome_total: i64,
@@ -124,8 +124,8 @@ pub fn read(
         .optional()?;
     Ok(Status {
         checkpoint: path.to_owned(),
-        total_vins: states.values().sum(),
-        rejected_total: states.get("rejected").copied().unwrap_or(0),
+        total_vins: states.total(),
+        rejected_total: states.get(checkpoint::State::Rejected),
         billed_total: calls.values().map(|c| c.billed).sum(),
         unknown_outcome_total: calls.values().map(|c| c.unknown_outcome).sum(),
         states,
@@ -149,7 +149,7 @@ impl Status {
             o.push_str(&format!("vendor account: {a}\n"));
         }
         o.push_str("states:");
-        for (s, n) in &self.states {
+        for (s, n) in self.states.iter() {
             o.push_str(&format!("  {s} {n}"));
         }
         o.push('\n');

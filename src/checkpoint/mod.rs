@@ -382,17 +382,39 @@ pub fn open_reader(path: &Path) -> Result<Connection, CheckpointError> {
 }
 
 /// One vendor call, as the call log records it.
+/// What a call may have cost: the money rules' classes (docs/design.md, "Money rules").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallClass {
+    /// Code 200 in a 2xx answer.
+    Billed,
+    /// An answer that is never billed: another vendor code, or a non-2xx HTTP status.
+    NotBilled,
+    /// The request never left.
+    NotSent,
+    /// Sent, but no readable answer came back: the vendor may have billed it.
+    Unknown,
+}
+
+impl CallClass {
+    /// The call log's `delivery` column: whether an answer came at all.
+    fn delivery(self) -> &'static str {
+        match self {
+            CallClass::Billed | CallClass::NotBilled => "answered",
+            CallClass::NotSent => "not_sent",
+            CallClass::Unknown => "unknown",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct CallLog {
-    pub endpoint: &'static str,
+    pub endpoint: crate::api::Endpoint,
     pub request_id: Option<String>,
     pub http_status: Option<u16>,
     pub code: Option<i64>,
     pub msg: Option<String>,
     pub task_no: Option<String>,
-    pub billed: bool,
-    /// "answered", "unknown" (sent, no usable answer) or "not_sent".
-    pub delivery: &'static str,
+    pub class: CallClass,
     pub started_at: i64,
     pub ended_at: i64,
     pub error: Option<String>,
@@ -457,21 +479,21 @@ fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
         )?
         .execute(params![
             u.vin_id,
-            call.endpoint,
+            call.endpoint.as_str(),
             call.request_id,
             call.http_status,
             call.code,
             call.msg,
             call.task_no,
-            call.billed,
-            call.delivery,
+            call.class == CallClass::Billed,
+            call.class.delivery(),
             call.started_at,
             call.ended_at,
             call.error,
             call.body
         ])?;
-        let sent = call.delivery != "not_sent";
-        let is_generate = call.endpoint == "generate";
+        let sent = call.class != CallClass::NotSent;
+        let is_generate = call.endpoint == crate::api::Endpoint::Generate;
         conn.prepare_cached(
             "UPDATE vins SET
                 submit_attempts = submit_attempts + ?2,
@@ -484,8 +506,8 @@ fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
             u.vin_id,
             (sent && is_generate) as i64,
             (sent && !is_generate) as i64,
-            call.billed as i64,
-            (call.delivery == "unknown") as i64
+            (call.class == CallClass::Billed) as i64,
+            (call.class == CallClass::Unknown) as i64
         ])?;
     }
     if let Some(code) = u.code {
@@ -615,17 +637,47 @@ pub fn next_poll_due(conn: &Connection) -> Result<Option<i64>, CheckpointError> 
 }
 
 /// Number of VINs per state (every state present, zero included).
-pub fn state_counts(conn: &Connection) -> Result<BTreeMap<String, i64>, CheckpointError> {
-    let mut out: BTreeMap<String, i64> = state::ALL
-        .iter()
-        .map(|s| (s.as_str().to_owned(), 0))
-        .collect();
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct StateCounts(BTreeMap<State, i64>);
+
+impl StateCounts {
+    pub fn get(&self, state: State) -> i64 {
+        self.0.get(&state).copied().unwrap_or(0)
+    }
+
+    /// VINs in any of `states`.
+    pub fn sum(&self, states: &[State]) -> i64 {
+        states.iter().map(|s| self.get(*s)).sum()
+    }
+
+    /// VINs with work left (not in a final state).
+    pub fn open(&self) -> i64 {
+        self.0
+            .iter()
+            .filter(|(s, _)| !s.is_final())
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub fn total(&self) -> i64 {
+        self.0.values().sum()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (State, i64)> + '_ {
+        self.0.iter().map(|(s, n)| (*s, *n))
+    }
+}
+
+pub fn state_counts(conn: &Connection) -> Result<StateCounts, CheckpointError> {
+    let mut out: BTreeMap<State, i64> = state::ALL.iter().map(|s| (*s, 0)).collect();
     let mut st = conn.prepare_cached("SELECT state, count(*) FROM vins GROUP BY state")?;
     for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
         let (s, n) = row?;
+        let s: State = s.parse().map_err(CheckpointError::Commit)?;
         out.insert(s, n);
     }
-    Ok(out)
+    Ok(StateCounts(out))
 }
 
 /// Calls made and billed, per endpoint.

@@ -21,7 +21,8 @@ use tokio::task::JoinSet;
 
 use crate::api::{Client, Delivery, Endpoint, Exchange, Outcome, now_ms};
 use crate::checkpoint::{
-    self, CallLog, Checkpoint, CheckpointError, PollTodo, ReportRow, State, SubmitTodo, Update,
+    self, CallClass, CallLog, Checkpoint, CheckpointError, PollTodo, ReportRow, State, SubmitTodo,
+    Update,
 };
 pub use limiter::Limiter;
 use progress::Progress;
@@ -86,21 +87,28 @@ pub enum EngineError {
 }
 
 fn call_log(ex: &Exchange, request_id: Option<&str>) -> CallLog {
-    let (delivery, error) = match &ex.outcome {
+    let (class, error) = match &ex.outcome {
+        _ if ex.billed() => (CallClass::Billed, None),
         Outcome::Transient {
             delivery, detail, ..
-        } => (delivery.as_str(), Some(detail.clone())),
-        _ => (Delivery::NotBilled.as_str(), None),
+        } => (
+            match delivery {
+                Delivery::NotSent => CallClass::NotSent,
+                Delivery::Unknown => CallClass::Unknown,
+                Delivery::NotBilled => CallClass::NotBilled,
+            },
+            Some(detail.clone()),
+        ),
+        _ => (CallClass::NotBilled, None),
     };
     CallLog {
-        endpoint: ex.endpoint.as_str(),
+        endpoint: ex.endpoint,
         request_id: request_id.map(str::to_owned),
         http_status: ex.http_status,
         code: ex.answer.code,
         msg: ex.answer.msg.clone(),
         task_no: ex.answer.task_no.clone(),
-        billed: ex.billed(),
-        delivery,
+        class,
         started_at: ex.started_at_ms,
         ended_at: ex.ended_at_ms,
         error,
@@ -136,10 +144,7 @@ impl Engine {
         limiter: Limiter,
         opts: EngineOptions,
     ) -> Result<Engine, CheckpointError> {
-        let pending = checkpoint::state_counts(&ckpt.reader()?)?
-            .get(State::Pending.as_str())
-            .copied()
-            .unwrap_or(0);
+        let pending = checkpoint::state_counts(&ckpt.reader()?)?.get(State::Pending);
         let counters = RunCounters::default();
         counters.pending.store(pending, Ordering::SeqCst);
         Ok(Engine {
@@ -667,19 +672,26 @@ async fn run_paged(
     Ok(report)
 }
 
-/// Calls generate for every queued VIN (and uncertain ones when asked), `concurrency` at a time.
+/// The states whose VINs a submit sends to generate: the queue, and the uncertain VINs only when
+/// the user says so (they may have been billed already).
+pub fn send_states(resubmit_uncertain: bool) -> &'static [State] {
+    if resubmit_uncertain {
+        &[State::Queued, State::Uncertain]
+    } else {
+        &[State::Queued]
+    }
+}
+
+/// Calls generate for every VIN in [`send_states`], `concurrency` at a time.
 pub async fn submit(engine: Arc<Engine>, progress: &Progress) -> Result<PassReport, EngineError> {
     let reader = engine.ckpt.reader()?;
-    let mut states = vec![State::Queued];
-    if engine.opts.resubmit_uncertain {
-        states.push(State::Uncertain);
-    }
+    let states = send_states(engine.opts.resubmit_uncertain);
     run_paged(
         &engine,
         progress,
         || engine.submit_halted(),
         |after| {
-            Ok(checkpoint::submit_page(&reader, &states, after, PAGE)?
+            Ok(checkpoint::submit_page(&reader, states, after, PAGE)?
                 .into_iter()
                 .map(Task::Submit)
                 .collect())

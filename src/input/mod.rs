@@ -12,6 +12,10 @@
 
 mod vin;
 
+pub mod problem;
+
+use problem::shown;
+pub use problem::{RowProblem, UrlProblem, VinProblem};
 pub use vin::{check_digit, check_digit_ok, normalize_vin, vin_problem};
 
 use std::fs::File;
@@ -80,8 +84,9 @@ pub struct InputRow {
 pub enum Verdict {
     /// Worth buying. A wrong check digit is only a warning: many imported vehicles have none.
     Accepted { check_digit_ok: bool },
-    /// Never sent, never billed; `reason` is one sentence naming the field and the problem.
-    Rejected { reason: String },
+    /// Never sent, never billed; `reason` reads as one sentence naming the field and the
+    /// problem.
+    Rejected { reason: RowProblem },
 }
 
 /// A problem with the file as a whole: nothing of it should be recorded. Each message is one
@@ -401,9 +406,9 @@ impl InputReader {
                         vin: String::new(),
                         license_img_url: String::new(),
                         verdict: Verdict::Rejected {
-                            reason: format!(
-                                "the file could not be read from here on ({e}); the rest of it was skipped"
-                            ),
+                            reason: RowProblem::Unreadable {
+                                error: e.to_string(),
+                            },
                         },
                     });
                 }
@@ -426,7 +431,7 @@ impl InputReader {
         let license_img_url = url_raw.trim().to_string();
         let reason = self
             .record_problem(line)
-            .or_else(|| vin_problem(&vin))
+            .or_else(|| vin_problem(&vin).map(RowProblem::Vin))
             .or_else(|| url_problem(self.image_column(), &license_img_url));
         let verdict = match reason {
             Some(reason) => Verdict::Rejected { reason },
@@ -460,7 +465,7 @@ impl InputReader {
     }
 
     /// Problems of the row as a whole, checked before its fields mean anything.
-    fn record_problem(&self, line: u64) -> Option<String> {
+    fn record_problem(&self, line: u64) -> Option<RowProblem> {
         let record = &self.record;
         if record.as_slice().contains(&b'\n')
             && let Some(problem) = self.unclosed_quote(line)
@@ -468,32 +473,28 @@ impl InputReader {
             return Some(problem);
         }
         if record.len() != self.headers.len() {
-            return Some(format!(
-                "row has {} fields, header has {}",
-                record.len(),
-                self.headers.len()
-            ));
+            return Some(RowProblem::FieldCount {
+                fields: record.len(),
+                headers: self.headers.len(),
+            });
         }
         if std::str::from_utf8(record.as_slice()).is_err() {
             let column = record
                 .iter()
                 .position(|f| std::str::from_utf8(f).is_err())
                 .and_then(|i| self.headers.get(i))
-                .map_or(String::new(), |h| shown(h));
-            return Some(format!(
-                "row is not valid UTF-8 (column {column}); if Excel saved the file in Chinese, pass --encoding gbk"
-            ));
+                .cloned();
+            return Some(RowProblem::NotUtf8 { column });
         }
         for index in [self.vin_index, self.image_index] {
             if record
                 .get(index)
                 .is_some_and(|f| f.windows(3).any(|w| w == "\u{fffd}".as_bytes()))
             {
-                return Some(format!(
-                    "{} has bytes that are not valid {}; pass --encoding with the file's real encoding",
-                    self.headers[index],
-                    self.encoding.name()
-                ));
+                return Some(RowProblem::BadBytes {
+                    column: self.headers[index].clone(),
+                    encoding: self.encoding.name(),
+                });
             }
         }
         None
@@ -503,7 +504,7 @@ impl InputReader {
     /// quote is left open the csv parser swallows the following rows into one field, and those
     /// vehicles would silently vanish. Telltales: a line break inside the VIN or URL, or a
     /// swallowed line that reads like a row with a valid VIN.
-    fn unclosed_quote(&self, line: u64) -> Option<String> {
+    fn unclosed_quote(&self, line: u64) -> Option<RowProblem> {
         let record = &self.record;
         let breaks = record.as_slice().trim_ascii_end().iter();
         let last = line + breaks.filter(|b| **b == b'\n').count() as u64;
@@ -519,10 +520,11 @@ impl InputReader {
                     .is_some_and(|v| vin_problem(&normalize_vin(v.trim_matches('"'))).is_none())
             });
             if key_field || swallows_rows {
-                return Some(format!(
-                    "row spans lines {line}-{last} because a quote in column {} is never closed; close the quote so the rows it swallowed are read",
-                    shown(self.headers.get(index).map_or("", String::as_str))
-                ));
+                return Some(RowProblem::UnclosedQuote {
+                    first: line,
+                    last,
+                    column: self.headers.get(index).cloned().unwrap_or_default(),
+                });
             }
         }
         None
@@ -685,26 +687,18 @@ fn single_column_why(header: &str) -> String {
     format!("its first line {shown} has one column, neither a VIN nor a licence image URL")
 }
 
-/// A value quoted for a message: escaped so it stays on one line, and cut short when long.
-fn shown(value: &str) -> String {
-    const MAX_CHARS: usize = 100;
-    match value.char_indices().nth(MAX_CHARS) {
-        None => format!("{value:?}"),
-        Some((cut, _)) => format!("{:?}...", &value[..cut]),
-    }
-}
-
-/// A character quoted for a message, escaped when it is invisible.
-fn shown_char(c: char) -> String {
-    format!("{c:?}")
-}
-
 /// `None` when `url` (trimmed) is an absolute http(s) URL with a host.
-fn url_problem(field: &str, url: &str) -> Option<String> {
+fn url_problem(field: &str, url: &str) -> Option<RowProblem> {
+    let problem = |problem| {
+        Some(RowProblem::Url {
+            field: field.to_owned(),
+            url: url.to_owned(),
+            problem,
+        })
+    };
     if url.is_empty() {
-        return Some(format!("{field} is empty"));
+        return problem(UrlProblem::Empty);
     }
-    let shown = || shown(url);
     let blank_or_control = if url.is_ascii() {
         url.bytes()
             .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
@@ -712,17 +706,14 @@ fn url_problem(field: &str, url: &str) -> Option<String> {
         url.chars().any(|c| c.is_whitespace() || c.is_control())
     };
     if blank_or_control {
-        return Some(format!(
-            "{field} {} contains a space or control character",
-            shown()
-        ));
+        return problem(UrlProblem::Blank);
     }
     match url::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => match u.host_str() {
             Some(host) if !host.is_empty() => None,
-            _ => Some(format!("{field} {} has no host", shown())),
+            _ => problem(UrlProblem::NoHost),
         },
-        _ => Some(format!("{field} {} is not an http(s) URL", shown())),
+        _ => problem(UrlProblem::NotHttp),
     }
 }
 
@@ -736,14 +727,17 @@ mod tests {
         assert_eq!(url_problem(f, "https://img.example.cn/a.jpg"), None);
         assert_eq!(url_problem(f, "http://10.0.0.1:8080/a?b=c"), None);
         assert_eq!(
-            url_problem(f, "ftp://x"),
+            url_problem(f, "ftp://x").map(|p| p.to_string()),
             Some(r#"licenseImgUrl "ftp://x" is not an http(s) URL"#.into())
         );
         assert_eq!(
-            url_problem(f, "img.example.cn/a.jpg"),
+            url_problem(f, "img.example.cn/a.jpg").map(|p| p.to_string()),
             Some(r#"licenseImgUrl "img.example.cn/a.jpg" is not an http(s) URL"#.into())
         );
-        assert_eq!(url_problem(f, ""), Some("licenseImgUrl is empty".into()));
+        assert_eq!(
+            url_problem(f, "").map(|p| p.to_string()),
+            Some("licenseImgUrl is empty".into())
+        );
         assert!(url_problem(f, "https://a.cn/x y.jpg").is_some());
     }
 

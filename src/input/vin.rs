@@ -6,6 +6,8 @@
 //! person understands. The check digit (position 9) is mandatory in North America and China but
 //! not elsewhere, so a mismatch is only a warning, reported by `check_digit_ok`.
 
+pub use super::problem::VinProblem;
+
 /// Trims surrounding whitespace (including the full-width space Chinese keyboards type) and
 /// upper-cases ASCII letters. Non-ASCII characters are left as they are, so `vin_problem` can
 /// point at them.
@@ -15,39 +17,38 @@ pub fn normalize_vin(raw: &str) -> String {
 
 /// `None` when `vin` (already normalized) is 17 characters of the VIN alphabet: digits and the
 /// letters A-Z except I, O and Q. Otherwise one sentence saying what is wrong.
-pub fn vin_problem(vin: &str) -> Option<String> {
+pub fn vin_problem(vin: &str) -> Option<VinProblem> {
     // Nearly every VIN is fine: settle those on bytes, without decoding characters.
     if vin.len() == 17 && vin.bytes().all(is_vin_byte) {
         return None;
     }
     if vin.is_empty() {
-        return Some("VIN is empty".to_string());
+        return Some(VinProblem::Empty);
     }
-    let shown = || super::shown(vin);
     let len = vin.chars().count();
     if len != 17 {
-        let plural = if len == 1 { "" } else { "s" };
-        return Some(format!(
-            "VIN {} has {len} character{plural}, needs 17",
-            shown()
-        ));
+        return Some(VinProblem::Length {
+            vin: vin.to_owned(),
+            len,
+        });
     }
     for (i, c) in vin.chars().enumerate() {
         let position = i + 1;
         match c {
             '0'..='9' | 'A'..='H' | 'J'..='N' | 'P' | 'R'..='Z' => {}
             'I' | 'O' | 'Q' => {
-                return Some(format!(
-                    "VIN {} contains '{c}' at position {position}; VINs never use I, O or Q",
-                    shown()
-                ));
+                return Some(VinProblem::ForbiddenLetter {
+                    vin: vin.to_owned(),
+                    letter: c,
+                    position,
+                });
             }
             _ => {
-                return Some(format!(
-                    "VIN {} contains {} at position {position}; VINs use only digits and the letters A-Z",
-                    shown(),
-                    super::shown_char(c)
-                ));
+                return Some(VinProblem::BadCharacter {
+                    vin: vin.to_owned(),
+                    ch: c,
+                    position,
+                });
             }
         }
     }
@@ -120,22 +121,26 @@ mod tests {
         assert!(!check_digit_ok("1HGCM82633A004353"));
     }
 
+    fn said(vin: &str) -> Option<String> {
+        vin_problem(vin).map(|p| p.to_string())
+    }
+
     #[test]
     fn problems_are_sentences() {
-        assert_eq!(vin_problem(""), Some("VIN is empty".into()));
+        assert_eq!(said(""), Some("VIN is empty".into()));
         assert_eq!(
-            vin_problem("LSVAB1234"),
+            said("LSVAB1234"),
             Some(r#"VIN "LSVAB1234" has 9 characters, needs 17"#.into())
         );
         assert_eq!(
-            vin_problem("LSVAB12O41234567X"),
+            said("LSVAB12O41234567X"),
             Some(
                 r#"VIN "LSVAB12O41234567X" contains 'O' at position 8; VINs never use I, O or Q"#
                     .into()
             )
         );
         assert_eq!(
-            vin_problem("LSVAB-2341234567X"),
+            said("LSVAB-2341234567X"),
             Some(
                 r#"VIN "LSVAB-2341234567X" contains '-' at position 6; VINs use only digits and the letters A-Z"#
                     .into()

@@ -1,0 +1,215 @@
+//! Why a row is rejected, as a value rather than a sentence.
+//!
+//! A rejected row is recorded with one sentence a person understands ("VIN \"LSVAB1234\" has 9
+//! characters, needs 17"), and ingest's summary groups rejections by kind. Each problem here
+//! renders both from the same data: [`RowProblem`]'s `Display` quotes the offending value, and
+//! [`RowProblem::kind`] writes the same sentence with the value left out, so nothing has to
+//! parse a message back.
+
+use std::fmt;
+
+/// Why a VIN cannot be bought.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VinProblem {
+    Empty,
+    /// Not 17 characters.
+    Length {
+        vin: String,
+        len: usize,
+    },
+    /// I, O or Q, which VINs never use.
+    ForbiddenLetter {
+        vin: String,
+        letter: char,
+        position: usize,
+    },
+    /// Anything but digits and A-Z.
+    BadCharacter {
+        vin: String,
+        ch: char,
+        position: usize,
+    },
+}
+
+/// What is wrong with an image URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlProblem {
+    Empty,
+    Blank,
+    NoHost,
+    NotHttp,
+}
+
+/// Why a row is rejected (never sent, never billed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowProblem {
+    Vin(VinProblem),
+    Url {
+        field: String,
+        url: String,
+        problem: UrlProblem,
+    },
+    FieldCount {
+        fields: usize,
+        headers: usize,
+    },
+    NotUtf8 {
+        column: Option<String>,
+    },
+    BadBytes {
+        column: String,
+        encoding: &'static str,
+    },
+    UnclosedQuote {
+        first: u64,
+        last: u64,
+        column: String,
+    },
+    /// The file could not be read past this row.
+    Unreadable {
+        error: String,
+    },
+}
+
+/// A value quoted for a message, cut after 100 characters.
+pub(crate) fn shown(value: &str) -> String {
+    const MAX_CHARS: usize = 100;
+    match value.char_indices().nth(MAX_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}...", &value[..cut]),
+    }
+}
+
+/// What a quoted value becomes in a problem's kind.
+const ELIDED: &str = "\"…\"";
+
+impl VinProblem {
+    fn write(&self, f: &mut impl fmt::Write, quote: &dyn Fn(&str) -> String) -> fmt::Result {
+        match self {
+            VinProblem::Empty => f.write_str("VIN is empty"),
+            VinProblem::Length { vin, len } => {
+                let plural = if *len == 1 { "" } else { "s" };
+                write!(
+                    f,
+                    "VIN {} has {len} character{plural}, needs 17",
+                    quote(vin)
+                )
+            }
+            VinProblem::ForbiddenLetter {
+                vin,
+                letter,
+                position,
+            } => write!(
+                f,
+                "VIN {} contains '{letter}' at position {position}; VINs never use I, O or Q",
+                quote(vin)
+            ),
+            VinProblem::BadCharacter { vin, ch, position } => write!(
+                f,
+                "VIN {} contains {ch:?} at position {position}; VINs use only digits and the letters A-Z",
+                quote(vin)
+            ),
+        }
+    }
+}
+
+impl fmt::Display for VinProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, &|v| shown(v))
+    }
+}
+
+impl RowProblem {
+    fn write(&self, f: &mut impl fmt::Write, quote: &dyn Fn(&str) -> String) -> fmt::Result {
+        match self {
+            RowProblem::Vin(p) => p.write(f, quote),
+            RowProblem::Url {
+                field,
+                url,
+                problem,
+            } => match problem {
+                UrlProblem::Empty => write!(f, "{field} is empty"),
+                UrlProblem::Blank => write!(
+                    f,
+                    "{field} {} contains a space or control character",
+                    quote(url)
+                ),
+                UrlProblem::NoHost => write!(f, "{field} {} has no host", quote(url)),
+                UrlProblem::NotHttp => write!(f, "{field} {} is not an http(s) URL", quote(url)),
+            },
+            RowProblem::FieldCount { fields, headers } => {
+                write!(f, "row has {fields} fields, header has {headers}")
+            }
+            RowProblem::NotUtf8 { column } => write!(
+                f,
+                "row is not valid UTF-8 (column {}); if Excel saved the file in Chinese, pass --encoding gbk",
+                column.as_deref().map(quote).unwrap_or_default()
+            ),
+            RowProblem::BadBytes { column, encoding } => write!(
+                f,
+                "{column} has bytes that are not valid {encoding}; pass --encoding with the file's real encoding"
+            ),
+            RowProblem::UnclosedQuote {
+                first,
+                last,
+                column,
+            } => write!(
+                f,
+                "row spans lines {first}-{last} because a quote in column {} is never closed; close the quote so the rows it swallowed are read",
+                quote(column)
+            ),
+            RowProblem::Unreadable { error } => write!(
+                f,
+                "the file could not be read from here on ({error}); the rest of it was skipped"
+            ),
+        }
+    }
+
+    /// The sentence with its quoted values left out: rejections of one kind share it.
+    pub fn kind(&self) -> String {
+        let mut s = String::new();
+        let _ = self.write(&mut s, &|_| ELIDED.to_owned());
+        s
+    }
+}
+
+impl fmt::Display for RowProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, &|v| shown(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_reads_as_a_sentence_and_groups_without_its_value() {
+        let p = RowProblem::Vin(VinProblem::Length {
+            vin: "LSVAB1234".into(),
+            len: 9,
+        });
+        assert_eq!(
+            p.to_string(),
+            r#"VIN "LSVAB1234" has 9 characters, needs 17"#
+        );
+        assert_eq!(p.kind(), r#"VIN "…" has 9 characters, needs 17"#);
+        let u = RowProblem::Url {
+            field: "licenseImgUrl".into(),
+            url: "ftp://x".into(),
+            problem: UrlProblem::NotHttp,
+        };
+        assert_eq!(
+            u.to_string(),
+            r#"licenseImgUrl "ftp://x" is not an http(s) URL"#
+        );
+        assert_eq!(u.kind(), r#"licenseImgUrl "…" is not an http(s) URL"#);
+    }
+
+    #[test]
+    fn long_values_are_cut_when_shown() {
+        let long = "x".repeat(150);
+        assert!(shown(&long).ends_with("\"..."));
+        assert_eq!(shown(&long).chars().count(), 100 + 2 + 3);
+    }
+}
