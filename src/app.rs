@@ -90,6 +90,17 @@ pub fn report(format: LogFormat, text: &str) {
     }
 }
 
+/// Writes `text` to stdout. A closed stdout (`vmr status --json | head`) is not an error: like
+/// ripgrep, vmr then stops quietly with exit 0 instead of panicking on a broken pipe.
+pub fn print(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => other,
+    }
+}
+
 /// A multi-threaded runtime for the network commands.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()

@@ -126,7 +126,7 @@ fn dry_run(settings: &Settings, plan: &Plan, ckpt: &checkpoint::Checkpoint) -> R
             "\n--max-billed {max}: this run would stop buying at {max} billed calls, keeping one get for every pending report"
         ));
     }
-    println!("{text}");
+    app::print(&format!("{text}\n"))?;
     Ok(exit::OK)
 }
 

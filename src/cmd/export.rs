@@ -17,6 +17,6 @@ pub fn run(_args: Args, settings: &Settings) -> Result<u8> {
     let path = checkpoint::db_path(&settings.state);
     let conn = checkpoint::open_reader(&path)?;
     let summary = export::export(&conn, &ExportOptions::from_settings(settings))?;
-    print!("{}", summary.render());
+    crate::app::print(&summary.render())?;
     Ok(exit::OK)
 }

@@ -20,7 +20,7 @@ pub fn run(args: Args, settings: &Settings) -> Result<u8> {
     let (ckpt, _) = app::open_checkpoint(settings)?;
     let run_id = ckpt.begin_run("ingest")?;
     let summary = ingest::ingest(&ckpt, &args.input, reader)?;
-    print!("{}", summary.render());
+    crate::app::print(&summary.render())?;
     ckpt.end_run(run_id, exit::OK as i32, "ingested")?;
     Ok(exit::OK)
 }

@@ -55,7 +55,10 @@ pub fn run(args: Args, settings: &Settings) -> Result<u8> {
     let (ckpt, _) = app::open_checkpoint(settings)?;
     for vin in &args.vin {
         match resolve(&ckpt, vin, resolution.clone(), args.note.clone()) {
-            Ok(state) => println!("{}: uncertain -> {state}", vin.trim().to_uppercase()),
+            Ok(state) => app::print(&format!(
+                "{}: uncertain -> {state}\n",
+                vin.trim().to_uppercase()
+            ))?,
             Err(e @ (ResolveError::NoSuchVin(_) | ResolveError::NotUncertain { .. })) => {
                 return Err(Failure::new(exit::USAGE, e.to_string()).into());
             }

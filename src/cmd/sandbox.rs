@@ -113,24 +113,22 @@ pub fn run(args: Args, app_secret_file: Option<&Path>) -> anyhow::Result<u8> {
     rt.block_on(async move {
         let sandbox = Sandbox::start(cfg, args.listen).await?;
         let cfg = sandbox.config();
-        println!("vmr sandbox listening on {}", sandbox.base_url());
-        println!("  app id:     {}", cfg.app_id);
-        if cfg.app_secret.expose() == DEFAULT_APP_SECRET {
-            println!("  app secret: {DEFAULT_APP_SECRET} (the default sandbox secret)");
+        let secret = if cfg.app_secret.expose() == DEFAULT_APP_SECRET {
+            format!("{DEFAULT_APP_SECRET} (the default sandbox secret)")
         } else {
-            println!("  app secret: the one you supplied (not printed)");
-        }
+            "the one you supplied (not printed)".to_owned()
+        };
         // One line for the admin paths: the banner stays five lines.
-        println!(
-            "  ledger:     {0}/__sandbox/ledger (outage switch: POST {0}/__sandbox/outage{1})",
+        crate::app::print(&format!(
+            "vmr sandbox listening on {0}\n  app id:     {1}\n  app secret: {secret}\n  ledger:     {0}/__sandbox/ledger (outage switch: POST {0}/__sandbox/outage{2})\nCtrl-C to stop.\n",
             sandbox.base_url(),
+            cfg.app_id,
             if sandbox.outage() { ", now ON" } else { "" }
-        );
-        println!("Ctrl-C to stop.");
+        ))?;
         tokio::signal::ctrl_c()
             .await
             .context("cannot wait for Ctrl-C")?;
-        println!("vmr sandbox: stopped");
+        crate::app::print("vmr sandbox: stopped\n")?;
         Ok(0)
     })
 }

@@ -20,9 +20,9 @@ pub fn run(args: Args, settings: &Settings) -> Result<u8> {
     let running = checkpoint::writer_running(&settings.state);
     let st = status::read(&conn, &path.display().to_string(), running)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
+        crate::app::print(&format!("{}\n", serde_json::to_string_pretty(&st)?))?;
     } else {
-        print!("{}", st.render());
+        crate::app::print(&st.render())?;
     }
     Ok(exit::OK)
 }

@@ -365,3 +365,26 @@ fn json_logs_are_one_object_per_line() {
         "the run summary is logged: {stderr}"
     );
 }
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    write_csv(&dir.join("in.csv"), &vins(300, 9));
+    vmr(&dir, &sb)
+        .args(["ingest", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    // `vmr status --json | head -1`: the reader goes away after one line.
+    let mut child = vmr_std(&dir, &sb)
+        .args(["status", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vmr starts");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("vmr ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
