@@ -156,7 +156,7 @@ impl GatewayError {
 }
 
 fn maintenance() -> Response {
-    super::server::vendor_error(500, "系统维护,请稍候再试")
+    super::answer::vendor_error(500, "系统维护,请稍候再试")
 }
 
 /// A body whose first read fails, so hyper aborts the connection after the headers.

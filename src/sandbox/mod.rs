@@ -11,6 +11,7 @@
 //! Start it in-process with [`Sandbox::start`] (or [`Sandbox::start_in_thread`] from sync code),
 //! or from the command line with `vmr sandbox`.
 
+mod answer;
 pub mod fault;
 pub mod ledger;
 mod server;

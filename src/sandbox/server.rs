@@ -8,6 +8,7 @@
 //! then be held for the stall (late) or carry `data: {}` (unusable).
 
 use super::ReadyAfter;
+use super::answer::{json_response, success, vendor_error};
 use super::SandboxConfig;
 use super::fault::{Fault, GatewayError};
 use super::ledger::{Books, Endpoint, Ledger};
@@ -16,7 +17,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use rand::Rng;
@@ -156,25 +157,6 @@ async fn set_outage(State(s): State<Arc<Shared>>, Json(o): Json<Outage>) -> Json
 async fn not_found() -> Response {
     let mut r = json_response(&json!({"msg": "接口地址不正确", "code": 404}));
     *r.status_mut() = StatusCode::NOT_FOUND;
-    r
-}
-
-/// A vendor answer with a non-200 code: `{"msg": .., "code": ..}` over HTTP 200.
-pub(crate) fn vendor_error(code: u16, msg: &str) -> Response {
-    json_response(&json!({"msg": msg, "code": code}))
-}
-
-fn success(task_no: String, data: Value) -> Response {
-    json_response(&json!({"msg": "成功", "code": 200, "taskNo": task_no, "data": data}))
-}
-
-fn json_response(v: &Value) -> Response {
-    let body = serde_json::to_vec(v).expect("a serde_json::Value always serializes");
-    let mut r = Response::new(body.into());
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json;charset=UTF-8"),
-    );
     r
 }
 
