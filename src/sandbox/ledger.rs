@@ -54,12 +54,7 @@ pub struct Ledger {
     pub per_vin: BTreeMap<String, VinLedger>,
 }
 
-/// Which endpoint a call was made to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    Generate,
-    Get,
-}
+pub use crate::api::Endpoint;
 
 /// The ledger plus the remaining balance.
 #[derive(Debug, Default)]

@@ -19,7 +19,7 @@ pub mod synth;
 
 pub use ledger::{Ledger, VinLedger};
 pub use server::{GENERATE_PATH, GET_PATH};
-pub use synth::{Outcome, VinTruth, truth, truth_with_rate};
+pub use synth::{Fate, VinTruth, truth, truth_with_rate};
 
 use crate::api::Secret;
 use anyhow::Context as _;

@@ -8,11 +8,11 @@
 //! then be held for the stall (late) or carry `data: {}` (unusable).
 
 use super::ReadyAfter;
-use super::answer::{json_response, success, vendor_error};
 use super::SandboxConfig;
+use super::answer::{json_response, success, vendor_error};
 use super::fault::{Fault, GatewayError};
 use super::ledger::{Books, Endpoint, Ledger};
-use super::synth::{self, Outcome};
+use super::synth::{self, Fate};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -282,7 +282,7 @@ fn generate_report(s: &Shared, p: &Params) -> Answer {
         return vendor_error(400, "参数错误:行驶证图片无法识别").into();
     }
     let truth = s.cfg.truth(vin);
-    if truth.outcome == Outcome::Unsupported703 {
+    if truth.fate == Fate::Unsupported703 {
         return vendor_error(703, "暂不支持该品牌").into();
     }
     let unusable = chance(s.cfg.unusable_rate);
@@ -318,7 +318,7 @@ fn generate_report(s: &Shared, p: &Params) -> Answer {
         }
     }
     let answer = match request_id {
-        Some(id) => generate_success(s, vin, truth.outcome, id),
+        Some(id) => generate_success(s, vin, truth.fate, id),
         // Billed, yet nothing to get a report with.
         None => success(s.task_no(), Value::Object(Map::new())),
     };
@@ -330,10 +330,10 @@ fn generate_report(s: &Shared, p: &Params) -> Answer {
 }
 
 /// The code-200 answer to a generate: the requestId, and the report if it comes inline.
-fn generate_success(s: &Shared, vin: &str, outcome: Outcome, request_id: String) -> Response {
+fn generate_success(s: &Shared, vin: &str, fate: Fate, request_id: String) -> Response {
     let mut data = Map::new();
     data.insert("requestId".into(), Value::String(request_id));
-    if outcome == Outcome::Inline {
+    if fate == Fate::Inline {
         data.insert("info".into(), synth::report(vin, s.cfg.seed));
     } else if let Some(info) = synth::deferred_info(vin, s.cfg.seed) {
         data.insert("info".into(), info);
@@ -355,14 +355,14 @@ fn fetch_report(s: &Shared, p: &Params) -> Answer {
             ReadyAfter::Polls(n) => task.polls >= n,
             ReadyAfter::Duration(d) => task.created.elapsed() >= d,
         };
-        let inline = s.cfg.truth(&task.vin).outcome == Outcome::Inline;
+        let inline = s.cfg.truth(&task.vin).fate == Fate::Inline;
         if !ready && !inline {
             task.polls += 1;
             return vendor_error(701, "报告还未生成,请稍后查询").into();
         }
         task.vin.clone()
     };
-    if s.cfg.truth(&vin).outcome == Outcome::Fails702 {
+    if s.cfg.truth(&vin).fate == Fate::Fails702 {
         return vendor_error(702, "查询失败").into();
     }
     let late = s.cfg.late_bill_get && chance(s.cfg.late_bill_rate);

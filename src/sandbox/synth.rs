@@ -22,9 +22,10 @@ const ROLLBACK_RATE: f64 = 0.05;
 /// WMIs the vendor does not cover: generate answers 703.
 const UNSUPPORTED_WMIS: [&str; 2] = ["LRW", "LNB"];
 
-/// What the sandbox does for a VIN at generate and get.
+/// What the sandbox does for a VIN at generate and get (named apart from the client's
+/// `api::Outcome`, which classes one answer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Outcome {
+pub enum Fate {
     /// Generate answers 200 with the report in `data.info`.
     Inline,
     /// Generate answers 200 with a requestId only; get answers 701 until ready, then the report.
@@ -38,7 +39,7 @@ pub enum Outcome {
 /// The facts a test needs to check a downstream result against the sandbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VinTruth {
-    pub outcome: Outcome,
+    pub fate: Fate,
     /// The report's records, in date order, contain exactly one drop in mileage.
     pub has_rollback: bool,
     /// Size of that drop in km (2,000–30,000); 0 without rollback.
@@ -48,7 +49,7 @@ pub struct VinTruth {
 impl VinTruth {
     /// Whether the sandbox ever answers 200 with a report for this VIN.
     pub fn has_report(&self) -> bool {
-        matches!(self.outcome, Outcome::Inline | Outcome::Deferred)
+        matches!(self.fate, Fate::Inline | Fate::Deferred)
     }
 }
 
@@ -62,23 +63,23 @@ pub fn truth_with_rate(vin: &str, seed: u64, inline_rate: f64) -> VinTruth {
     let wmi = wmi(vin);
     if UNSUPPORTED_WMIS.contains(&wmi.as_str()) {
         return VinTruth {
-            outcome: Outcome::Unsupported703,
+            fate: Fate::Unsupported703,
             has_rollback: false,
             rollback_km: 0,
         };
     }
-    let outcome = if unit(vin, seed, b"inline") < inline_rate {
-        Outcome::Inline
+    let fate = if unit(vin, seed, b"inline") < inline_rate {
+        Fate::Inline
     } else if unit(vin, seed, b"fail702") < FAIL_702_RATE {
-        Outcome::Fails702
+        Fate::Fails702
     } else {
-        Outcome::Deferred
+        Fate::Deferred
     };
-    let rollback = rollback_km(vin, seed).filter(|_| outcome != Outcome::Fails702);
+    let rollback = rollback_km(vin, seed).filter(|_| fate != Fate::Fails702);
     let has_rollback = rollback.is_some();
     let rollback_km = rollback.unwrap_or(0);
     VinTruth {
-        outcome,
+        fate,
         has_rollback,
         rollback_km,
     }
@@ -667,20 +668,14 @@ mod tests {
     fn outcomes_have_the_planned_shares() {
         let mut counts = std::collections::HashMap::new();
         for vin in vins(6000) {
-            *counts.entry(truth(&vin, 1).outcome).or_insert(0) += 1;
+            *counts.entry(truth(&vin, 1).fate).or_insert(0) += 1;
         }
-        assert!(!counts.contains_key(&Outcome::Unsupported703));
-        let inline = counts[&Outcome::Inline];
+        assert!(!counts.contains_key(&Fate::Unsupported703));
+        let inline = counts[&Fate::Inline];
         assert!((1500..2100).contains(&inline), "{counts:?}");
-        assert!(counts[&Outcome::Fails702] > 50, "{counts:?}");
-        assert_eq!(
-            truth("LRWABC12345678901", 1).outcome,
-            Outcome::Unsupported703
-        );
-        assert_eq!(
-            truth("lnbABC12345678901", 1).outcome,
-            Outcome::Unsupported703
-        );
+        assert!(counts[&Fate::Fails702] > 50, "{counts:?}");
+        assert_eq!(truth("LRWABC12345678901", 1).fate, Fate::Unsupported703);
+        assert_eq!(truth("lnbABC12345678901", 1).fate, Fate::Unsupported703);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Stdio};
 use std::time::Duration;
-use vmr::sandbox::{Outcome, SandboxConfig};
+use vmr::sandbox::{Fate, SandboxConfig};
 
 fn spawn(mut c: std::process::Command) -> Child {
     c.stdout(Stdio::null())
@@ -87,10 +87,10 @@ fn sigkill_three_times_then_finish_buys_nothing_twice_but_the_uncertain() {
     for v in &vins {
         let (s, code) = &st[v];
         *by_state.entry(s.as_str()).or_default() += 1;
-        let want = match cfg.truth(v).outcome {
-            Outcome::Inline | Outcome::Deferred => ("done", Some(200)),
-            Outcome::Unsupported703 => ("failed", Some(703)),
-            Outcome::Fails702 => ("failed", Some(702)),
+        let want = match cfg.truth(v).fate {
+            Fate::Inline | Fate::Deferred => ("done", Some(200)),
+            Fate::Unsupported703 => ("failed", Some(703)),
+            Fate::Fails702 => ("failed", Some(702)),
         };
         assert_eq!((s.as_str(), *code), want, "{v}");
     }

@@ -4,7 +4,7 @@
 use crate::common::*;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use vmr::sandbox::{Ledger, Outcome, SandboxConfig};
+use vmr::sandbox::{Fate, Ledger, SandboxConfig};
 
 /// Every VIN ended as the sandbox's truth says, and nothing was bought twice.
 fn assert_complete_and_billed_once(
@@ -18,18 +18,18 @@ fn assert_complete_and_billed_once(
     for v in vins {
         let (state, code) = &states[v];
         let truth = cfg.truth(v);
-        let want = match truth.outcome {
-            Outcome::Inline | Outcome::Deferred => ("done", Some(200)),
-            Outcome::Unsupported703 => ("failed", Some(703)),
-            Outcome::Fails702 => ("failed", Some(702)),
+        let want = match truth.fate {
+            Fate::Inline | Fate::Deferred => ("done", Some(200)),
+            Fate::Unsupported703 => ("failed", Some(703)),
+            Fate::Fails702 => ("failed", Some(702)),
         };
         assert_eq!((state.as_str(), *code), want, "{v}: {truth:?}");
         let billed = ledger.per_vin.get(v).cloned().unwrap_or_default();
-        match truth.outcome {
-            Outcome::Inline => assert_eq!((billed.generate, billed.get), (1, 0), "{v}"),
-            Outcome::Deferred => assert_eq!((billed.generate, billed.get), (1, 1), "{v}"),
-            Outcome::Fails702 => assert_eq!((billed.generate, billed.get), (1, 0), "{v}"),
-            Outcome::Unsupported703 => assert_eq!((billed.generate, billed.get), (0, 0), "{v}"),
+        match truth.fate {
+            Fate::Inline => assert_eq!((billed.generate, billed.get), (1, 0), "{v}"),
+            Fate::Deferred => assert_eq!((billed.generate, billed.get), (1, 1), "{v}"),
+            Fate::Fails702 => assert_eq!((billed.generate, billed.get), (1, 0), "{v}"),
+            Fate::Unsupported703 => assert_eq!((billed.generate, billed.get), (0, 0), "{v}"),
         }
     }
     let done = states.values().filter(|(s, _)| s == "done").count() as i64;

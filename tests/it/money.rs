@@ -7,7 +7,7 @@ use crate::common::*;
 use crate::engine::uncertain;
 use std::collections::BTreeSet;
 use std::time::Duration;
-use vmr::sandbox::{Outcome, ReadyAfter, SandboxConfig};
+use vmr::sandbox::{Fate, ReadyAfter, SandboxConfig};
 
 fn stderr_of(out: &std::process::Output) -> String {
     format!(
@@ -36,10 +36,10 @@ fn assert_truth(dir: &std::path::Path, cfg: &SandboxConfig, vins: &[String]) {
     let states = states(dir);
     assert_eq!(states.len(), vins.len());
     for v in vins {
-        let want = match cfg.truth(v).outcome {
-            Outcome::Inline | Outcome::Deferred => ("done", Some(200)),
-            Outcome::Unsupported703 => ("failed", Some(703)),
-            Outcome::Fails702 => ("failed", Some(702)),
+        let want = match cfg.truth(v).fate {
+            Fate::Inline | Fate::Deferred => ("done", Some(200)),
+            Fate::Unsupported703 => ("failed", Some(703)),
+            Fate::Fails702 => ("failed", Some(702)),
         };
         let (s, c) = &states[v];
         assert_eq!((s.as_str(), *c), want, "{v}");

@@ -5,8 +5,8 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vmr::sandbox::{
-    DEFAULT_APP_ID, DEFAULT_APP_SECRET, GENERATE_PATH, GET_PATH, Ledger, Outcome, ReadyAfter,
-    Sandbox, SandboxConfig, synth,
+    DEFAULT_APP_ID, DEFAULT_APP_SECRET, Fate, GENERATE_PATH, GET_PATH, Ledger, ReadyAfter, Sandbox,
+    SandboxConfig, synth,
 };
 
 const LICENSE: &str = "https://img.example.com/license/1.jpg";
@@ -23,11 +23,11 @@ fn now_ms() -> i64 {
 }
 
 /// A VIN (17 characters, WMI `wmi`) for which the sandbox with `cfg` does `outcome`.
-fn vin_with(cfg: &SandboxConfig, wmi: &str, outcome: Outcome) -> String {
+fn vin_with(cfg: &SandboxConfig, wmi: &str, fate: Fate) -> String {
     (0..100_000)
         .map(|i| format!("{wmi}AB{i:012}"))
-        .find(|v| cfg.truth(v).outcome == outcome)
-        .expect("some VIN has the outcome")
+        .find(|v| cfg.truth(v).fate == fate)
+        .expect("some VIN has that fate")
 }
 
 /// A minimal vendor client: signs with the given credentials and returns (HTTP status, JSON).
@@ -153,7 +153,7 @@ fn request_id(body: &Value) -> String {
 #[tokio::test]
 async fn signed_generate_succeeds_by_form_query_and_json() {
     let cfg = SandboxConfig::default();
-    let vin = vin_with(&cfg, "LSV", Outcome::Deferred);
+    let vin = vin_with(&cfg, "LSV", Fate::Deferred);
     let (_sb, c) = start(cfg).await;
     let params = [("vin", vin.as_str()), ("licenseImgUrl", LICENSE)];
     let mut ids = Vec::new();
@@ -229,7 +229,7 @@ async fn unknown_path_is_404() {
 #[tokio::test]
 async fn inline_report_comes_with_generate() {
     let cfg = SandboxConfig::default();
-    let vin = vin_with(&cfg, "LFV", Outcome::Inline);
+    let vin = vin_with(&cfg, "LFV", Fate::Inline);
     let (_sb, c) = start(cfg.clone()).await;
     let (_, body) = c.generate(&vin).await;
     assert_eq!(body["code"], 200);
@@ -243,7 +243,7 @@ async fn deferred_report_answers_701_until_ready_then_200() {
         ready_after: ReadyAfter::Polls(2),
         ..SandboxConfig::default()
     };
-    let vin = vin_with(&cfg, "LHG", Outcome::Deferred);
+    let vin = vin_with(&cfg, "LHG", Fate::Deferred);
     let (sb, c) = start(cfg.clone()).await;
     let (_, body) = c.generate(&vin).await;
     let info = &body["data"]["info"];
@@ -273,7 +273,7 @@ async fn ready_after_a_duration() {
         ready_after: ReadyAfter::Duration(Duration::from_millis(300)),
         ..SandboxConfig::default()
     };
-    let vin = vin_with(&cfg, "LGB", Outcome::Deferred);
+    let vin = vin_with(&cfg, "LGB", Fate::Deferred);
     let (_sb, c) = start(cfg).await;
     let id = request_id(&c.generate(&vin).await.1);
     assert_eq!(c.get(&id).await["code"], 701);
@@ -293,7 +293,7 @@ async fn unsupported_make_gets_703_unbilled() {
 #[tokio::test]
 async fn failing_report_ends_in_702() {
     let cfg = SandboxConfig::default();
-    let vin = vin_with(&cfg, "LBV", Outcome::Fails702);
+    let vin = vin_with(&cfg, "LBV", Fate::Fails702);
     let (sb, c) = start(cfg).await;
     let id = request_id(&c.generate(&vin).await.1);
     assert_eq!(c.get(&id).await["code"], 701);
@@ -438,7 +438,7 @@ async fn late_billed_generate_is_billed_at_once_and_answered_after_the_stall() {
         ready_after: ReadyAfter::Polls(0),
         ..SandboxConfig::default()
     };
-    let vin = vin_with(&cfg, "LSV", Outcome::Deferred);
+    let vin = vin_with(&cfg, "LSV", Fate::Deferred);
     let (sb, c) = start(cfg.clone()).await;
     let form = c.signed(now_ms(), &[("vin", &vin), ("licenseImgUrl", LICENSE)]);
 
@@ -483,7 +483,7 @@ async fn late_inline_generate_carries_the_report_and_gets_can_be_late_too() {
         stall: Duration::from_millis(300),
         ..SandboxConfig::default()
     };
-    let vin = vin_with(&cfg, "LFV", Outcome::Inline);
+    let vin = vin_with(&cfg, "LFV", Fate::Inline);
     let (sb, c) = start(cfg.clone()).await;
     let (_, body) = c.generate(&vin).await;
     assert_eq!(body["code"], 200);
@@ -595,7 +595,7 @@ async fn outage_switches_on_and_off_and_bills_nothing_while_on() {
         ready_after: ReadyAfter::Polls(0),
         ..SandboxConfig::default()
     };
-    let vin = vin_with(&cfg, "LHG", Outcome::Deferred);
+    let vin = vin_with(&cfg, "LHG", Fate::Deferred);
     let (sb, c) = start(cfg).await;
     let (_, body) = c.generate(&vin).await;
     assert_eq!(body["code"], 200);
@@ -652,8 +652,8 @@ async fn unusable_answers_are_billed_with_empty_data() {
         unusable_rate: 1.0,
         ..SandboxConfig::default()
     };
-    let inline = vin_with(&cfg, "LSV", Outcome::Inline);
-    let deferred = vin_with(&cfg, "LFV", Outcome::Deferred);
+    let inline = vin_with(&cfg, "LSV", Fate::Inline);
+    let deferred = vin_with(&cfg, "LFV", Fate::Deferred);
     let (sb, c) = start(cfg).await;
     for vin in [&inline, &deferred] {
         let (status, body) = c.generate(vin).await;
@@ -698,7 +698,7 @@ async fn unusable_respects_the_balance() {
 
 #[tokio::test]
 async fn same_vin_and_seed_give_the_same_report() {
-    let vin = vin_with(&SandboxConfig::default(), "LVG", Outcome::Deferred);
+    let vin = vin_with(&SandboxConfig::default(), "LVG", Fate::Deferred);
     let mut reports = Vec::new();
     for seed in [7, 7, 8] {
         let cfg = SandboxConfig {
