@@ -1,7 +1,35 @@
-//! vmr: buy Jumdata vehicle maintenance reports, checkpoint every call, flatten to typed tables.
+//! vmr: buy Jumdata vehicle maintenance reports, checkpoint every call, flatten them into typed
+//! tables.
 //!
-//! The library holds the work; `cmd/` holds one thin file per subcommand. See docs/design.md for the
-//! contract (commands, VIN states, tables, exit codes).
+//! # Layout
+//!
+//! A batch flows through the crate in one direction, and the stages meet only in the checkpoint:
+//!
+//! ```text
+//! input CSV ─► input ─► ingest ─► checkpoint ◄─► engine ◄─► api ◄─► vendor (or sandbox)
+//!                                     │
+//!                                     └─► export ─► tables ─► audit
+//! ```
+//!
+//! - [`input`]: reads the user's CSV (encodings, header names, VIN and URL checks) and judges
+//!   each row; [`ingest`] records the accepted VINs (and the rejected rows, with their reason).
+//! - [`checkpoint`]: the SQLite file that is the only source of truth: the VIN state machine
+//!   (`checkpoint::state`), the group-commit writer, the directory lock, every call and body.
+//! - [`engine`]: spends the user's money: rate limit, retries, the streaks that stop a run,
+//!   the budget, signals; submit (generate) and poll (get) for one VIN at a time.
+//! - [`api`]: signing, the HTTP client, and the classification of every answer (what may have
+//!   been billed) in `api::outcome`; the REPORT's scalar rules and borrowed view.
+//! - [`export`]: the checkpoint → Parquet / CSV / jsonl tables and their manifest; [`audit`]:
+//!   fleet risk flags and audit.html from the exported tables.
+//! - [`sandbox`]: a simulator of the vendor API beside all this, with faults and a ledger of
+//!   what it billed; tests, benchmarks and new users talk to it.
+//! - [`pipeline`] runs the stages in a row for `run`, `submit` and `poll`; [`status`] and
+//!   [`resolve`] read and settle the checkpoint; [`config`] resolves options; [`app`] holds what
+//!   every command shares (logging, exit codes, the account check); [`cli`] and `cmd/` are the
+//!   command line, one thin file per subcommand.
+//!
+//! The contract these modules keep (VIN states, money rules, tables, exit codes) is written in
+//! `docs/design.md`; the README says how to use it.
 
 pub mod api;
 pub mod app;
