@@ -8,10 +8,12 @@
 //! the checkpoint or the raw JSON, so every flag can be reproduced with SQL on the tables.
 
 pub mod flags;
+mod fmt;
 pub mod html;
 pub mod risk;
 pub mod summary;
 
+use arrow::datatypes::Date32Type;
 use chrono::NaiveDate;
 use polars::prelude::*;
 use std::fs::File;
@@ -85,11 +87,6 @@ impl AuditOptions {
     }
 }
 
-fn days_since_epoch(d: NaiveDate) -> i32 {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("1970-01-01 is a date");
-    (d - epoch).num_days() as i32
-}
-
 impl Tables {
     /// Lazy scans of the exported Parquet tables in `dir`.
     pub fn scan(dir: &Path) -> Result<Tables, AuditError> {
@@ -155,7 +152,7 @@ pub fn compute(
 ) -> Result<Audit, AuditError> {
     let opts = FlagOptions {
         rollback_tolerance_km,
-        as_of_days: days_since_epoch(as_of),
+        as_of_days: Date32Type::from_naive_date(as_of),
     };
     let plain = flags::plan(tables, opts)
         .collect()

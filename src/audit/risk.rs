@@ -5,6 +5,8 @@
 //! README and the one function [`assess`]. Every reason carries an English and a Chinese label
 //! for the HTML report and a stable code for the `risk_reasons` column.
 
+use super::fmt::thousands;
+
 /// A vehicle not seen at a workshop for longer than this is medium risk.
 pub const STALE_DAYS: i64 = 730;
 
@@ -71,10 +73,7 @@ impl Reason {
         match self {
             Reason::StructuralDamage => "Frame or airbag exception · 车架/气囊异常".into(),
             Reason::OdometerRollback { km } => {
-                format!(
-                    "Odometer rollback of {} km · 里程回滚",
-                    super::html::thousands(*km)
-                )
+                format!("Odometer rollback of {} km · 里程回滚", thousands(*km))
             }
             Reason::AccidentRecorded => "Accident recorded · 事故车".into(),
             Reason::GradeD => "Accident grade D · 事故等级 D".into(),
@@ -85,8 +84,8 @@ impl Reason {
             ),
             Reason::NoRecentVisit { days } => format!(
                 "No workshop visit for {} days · {} 天未到店",
-                super::html::thousands(*days),
-                super::html::thousands(*days)
+                thousands(*days),
+                thousands(*days)
             ),
             Reason::NoVisitRecorded => "No workshop visit recorded · 无到店记录".into(),
         }
