@@ -1,6 +1,6 @@
 //! `audit.html`: the audit as one self-contained page a fleet manager opens from an email.
 //!
-//! No scripts, no fonts, no network: the charts are inline SVG drawn here ([`charts`]), the
+//! No scripts, no fonts, no network: the charts are inline SVG drawn here (`charts`), the
 //! styles are inline, so the page looks the same offline, in a mail client's viewer or printed.
 //! Labels are English and Chinese; the vendor's own text (brand names, grades) is shown as it
 //! came. The page is written with `maud` templates, one function per section, which escape
