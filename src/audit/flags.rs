@@ -13,24 +13,24 @@ use super::risk::{self, Facts};
 
 /// The four exported tables the audit reads, as lazy scans (or in-memory frames in tests).
 #[derive(Clone)]
-pub struct Tables {
-    pub requests: LazyFrame,
-    pub reports: LazyFrame,
-    pub records: LazyFrame,
-    pub overview: LazyFrame,
+pub(crate) struct Tables {
+    pub(crate) requests: LazyFrame,
+    pub(crate) reports: LazyFrame,
+    pub(crate) records: LazyFrame,
+    pub(crate) overview: LazyFrame,
 }
 
 /// Parameters of the flags.
 #[derive(Debug, Clone, Copy)]
-pub struct FlagOptions {
+pub(crate) struct FlagOptions {
     /// A drop below the running maximum must exceed this to count as a rollback.
-    pub rollback_tolerance_km: i64,
+    pub(crate) rollback_tolerance_km: i64,
     /// Days since 1970-01-01 of the audit date (`days_since_last_visit` is relative to it).
-    pub as_of_days: i32,
+    pub(crate) as_of_days: i32,
 }
 
 /// `total_spent` keeps the export's amount type.
-pub fn amount_type() -> DataType {
+fn amount_type() -> DataType {
     DataType::Decimal(18, 2)
 }
 
@@ -100,10 +100,10 @@ fn overview_facts(overview: LazyFrame) -> LazyFrame {
     ])
 }
 
-/// The lazy plan of `vehicle_flags` without the risk columns, sorted by VIN.
-pub fn plan(t: &Tables, o: FlagOptions) -> LazyFrame {
+/// The lazy plan of `vehicle_flags` without the risk columns, sorted by VIN: each report
+/// joined with the aggregates of its records and overview parts.
+pub(crate) fn plan(t: &Tables, o: FlagOptions) -> LazyFrame {
     let left = || JoinArgs::new(JoinType::Left);
-    let last_visit = col("last_record_date").fill_null(col("report_last_visit_date"));
     t.reports
         .clone()
         .select([
@@ -127,43 +127,50 @@ pub fn plan(t: &Tables, o: FlagOptions) -> LazyFrame {
             [col("vin")],
             left(),
         )
-        .select([
-            col("vin"),
-            col("brand_name"),
-            col("accident_status"),
-            col("accident_grade"),
-            col("structural_damage").fill_null(lit(false)),
-            col("engine_exception").fill_null(lit(false)),
-            col("max_drop")
-                .gt(lit(o.rollback_tolerance_km))
-                .fill_null(lit(false))
-                .alias("odometer_rollback"),
-            when(col("max_drop").gt(lit(0i64)))
-                .then(col("max_drop"))
-                .otherwise(lit(0i64))
-                .cast(DataType::Int64)
-                .alias("max_rollback_km"),
-            col("total_mileage_km"),
-            col("avg_yearly_mileage_km"),
-            last_visit.clone().alias("last_visit_date"),
-            (lit(o.as_of_days) - last_visit.cast(DataType::Int32))
-                .cast(DataType::Int32)
-                .alias("days_since_last_visit"),
-            col("longest_gap_days").cast(DataType::Int32),
-            col("record_count").fill_null(lit(0)).cast(DataType::Int32),
-            col("repair_count").fill_null(lit(0)).cast(DataType::Int32),
-            col("total_spent")
-                .cast(amount_type())
-                .fill_null(lit(0).cast(amount_type())),
-            col("exception_parts")
-                .fill_null(lit(0))
-                .cast(DataType::Int32),
-        ])
+        .select(columns(o))
         .sort(["vin"], SortMultipleOptions::default())
 }
 
+/// The columns of `vehicle_flags` (before the risk columns), in order, from the joined report,
+/// record and overview aggregates. A vehicle without records or parts gets zero counts and `false` flags.
+fn columns(o: FlagOptions) -> Vec<Expr> {
+    let last_visit = col("last_record_date").fill_null(col("report_last_visit_date"));
+    vec![
+        col("vin"),
+        col("brand_name"),
+        col("accident_status"),
+        col("accident_grade"),
+        col("structural_damage").fill_null(lit(false)),
+        col("engine_exception").fill_null(lit(false)),
+        col("max_drop")
+            .gt(lit(o.rollback_tolerance_km))
+            .fill_null(lit(false))
+            .alias("odometer_rollback"),
+        when(col("max_drop").gt(lit(0i64)))
+            .then(col("max_drop"))
+            .otherwise(lit(0i64))
+            .cast(DataType::Int64)
+            .alias("max_rollback_km"),
+        col("total_mileage_km"),
+        col("avg_yearly_mileage_km"),
+        last_visit.clone().alias("last_visit_date"),
+        (lit(o.as_of_days) - last_visit.cast(DataType::Int32))
+            .cast(DataType::Int32)
+            .alias("days_since_last_visit"),
+        col("longest_gap_days").cast(DataType::Int32),
+        col("record_count").fill_null(lit(0)).cast(DataType::Int32),
+        col("repair_count").fill_null(lit(0)).cast(DataType::Int32),
+        col("total_spent")
+            .cast(amount_type())
+            .fill_null(lit(0).cast(amount_type())),
+        col("exception_parts")
+            .fill_null(lit(0))
+            .cast(DataType::Int32),
+    ]
+}
+
 /// Reads the rule inputs of every row of a collected [`plan`].
-pub fn facts(df: &DataFrame) -> PolarsResult<Vec<Facts>> {
+fn facts(df: &DataFrame) -> PolarsResult<Vec<Facts>> {
     let status = df.column("accident_status")?.cast(&DataType::Int32)?;
     let status = status.i32()?;
     let grade = df.column("accident_grade")?.str()?;
@@ -188,7 +195,7 @@ pub fn facts(df: &DataFrame) -> PolarsResult<Vec<Facts>> {
 }
 
 /// Adds `risk_level` and `risk_reasons` (`;`-separated codes) to a collected [`plan`].
-pub fn with_risk(mut df: DataFrame) -> PolarsResult<(DataFrame, Vec<Vec<risk::Reason>>)> {
+pub(crate) fn with_risk(mut df: DataFrame) -> PolarsResult<(DataFrame, Vec<Vec<risk::Reason>>)> {
     let reasons: Vec<Vec<risk::Reason>> = facts(&df)?.iter().map(risk::assess).collect();
     let levels: Vec<&str> = reasons.iter().map(|r| risk::level_of(r).as_str()).collect();
     let codes: Vec<String> = reasons

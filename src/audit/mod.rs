@@ -2,16 +2,19 @@
 //! tables.
 //!
 //! `vmr audit` scans `<out>/{requests,reports,records,overview}.parquet` with polars' lazy API,
-//! computes per-vehicle flags ([`flags`]), grades them ([`risk`]), summarises them per brand
-//! ([`summary`]) and writes `vehicle_flags` and `fleet_summary` beside the inputs (Parquet
+//! computes per-vehicle flags (`flags`), grades them (`risk`), summarises them per brand
+//! (`summary`) and writes `vehicle_flags` and `fleet_summary` beside the inputs (Parquet
 //! and/or CSV, like export) plus `audit.html` ([`html`]), each file atomically. It never reads
 //! the checkpoint or the raw JSON, so every flag can be reproduced with SQL on the tables.
+//! Only [`run`] and its options, report and error are public; the steps are the crate's own.
 
-pub mod flags;
+mod flags;
+mod fmt;
 pub mod html;
-pub mod risk;
-pub mod summary;
+mod risk;
+mod summary;
 
+use arrow::datatypes::Date32Type;
 use chrono::NaiveDate;
 use polars::prelude::*;
 use std::fs::File;
@@ -20,10 +23,10 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Format, Settings};
 use crate::export::write::{Staged, sync, sync_dir};
-pub use flags::{FlagOptions, Tables};
+use flags::{FlagOptions, Tables};
 
 /// The tables audit reads, all written by `vmr export`.
-pub const INPUTS: [&str; 4] = ["requests", "reports", "records", "overview"];
+const INPUTS: [&str; 4] = ["requests", "reports", "records", "overview"];
 
 /// Default `--rollback-tolerance-km`: odometer readings typed at the workshop are often off by
 /// a few hundred km, a real rollback is thousands.
@@ -85,16 +88,12 @@ impl AuditOptions {
     }
 }
 
-fn days_since_epoch(d: NaiveDate) -> i32 {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("1970-01-01 is a date");
-    (d - epoch).num_days() as i32
-}
-
 impl Tables {
     /// Lazy scans of the exported Parquet tables in `dir`.
-    pub fn scan(dir: &Path) -> Result<Tables, AuditError> {
-        let scan = |name: &str| -> Result<LazyFrame, AuditError> {
-            let path = dir.join(format!("{name}.parquet"));
+    pub(crate) fn scan(dir: &Path) -> Result<Tables, AuditError> {
+        let [requests, reports, records, overview] =
+            INPUTS.map(|name| dir.join(format!("{name}.parquet")));
+        let scan = |path: PathBuf| -> Result<LazyFrame, AuditError> {
             if !path.is_file() {
                 return Err(AuditError::MissingTable(path));
             }
@@ -106,26 +105,27 @@ impl Tables {
             LazyFrame::scan_parquet(PlRefPath::try_from_path(&path).ctx(&what)?, args).ctx(&what)
         };
         Ok(Tables {
-            requests: scan("requests")?,
-            reports: scan("reports")?,
-            records: scan("records")?,
-            overview: scan("overview")?,
+            requests: scan(requests)?,
+            reports: scan(reports)?,
+            records: scan(records)?,
+            overview: scan(overview)?,
         })
     }
 }
 
 /// Everything the audit computed, for the HTML page and the console summary.
-pub struct Audit {
-    pub as_of: NaiveDate,
-    pub tolerance_km: i64,
-    pub vehicle_flags: DataFrame,
-    pub reasons: Vec<Vec<risk::Reason>>,
-    pub fleet_summary: DataFrame,
-    pub requests: summary::RequestCounts,
+pub(crate) struct Audit {
+    pub(crate) as_of: NaiveDate,
+    pub(crate) tolerance_km: i64,
+    pub(crate) vehicle_flags: DataFrame,
+    /// Why each row of `vehicle_flags` has its risk level, in the same order.
+    pub(crate) reasons: Vec<Vec<risk::Reason>>,
+    pub(crate) fleet_summary: DataFrame,
+    pub(crate) requests: summary::RequestCounts,
 }
 
 impl Audit {
-    pub fn count(&self, level: risk::RiskLevel) -> usize {
+    pub(crate) fn count(&self, level: risk::RiskLevel) -> usize {
         self.reasons
             .iter()
             .filter(|r| risk::level_of(r) == level)
@@ -133,7 +133,7 @@ impl Audit {
     }
 
     /// VINs flagged with an odometer rollback.
-    pub fn rollback_vins(&self) -> Result<Vec<String>, AuditError> {
+    pub(crate) fn rollback_vins(&self) -> Result<Vec<String>, AuditError> {
         let df = &self.vehicle_flags;
         let vin = df.column("vin").and_then(|c| c.str()).ctx("vin")?;
         let flag = df
@@ -148,14 +148,14 @@ impl Audit {
 }
 
 /// Computes the audit from `tables` (no files written).
-pub fn compute(
+pub(crate) fn compute(
     tables: &Tables,
     as_of: NaiveDate,
     rollback_tolerance_km: i64,
 ) -> Result<Audit, AuditError> {
     let opts = FlagOptions {
         rollback_tolerance_km,
-        as_of_days: days_since_epoch(as_of),
+        as_of_days: Date32Type::from_naive_date(as_of),
     };
     let plain = flags::plan(tables, opts)
         .collect()
@@ -177,8 +177,9 @@ pub fn compute(
 
 /// What `vmr audit` wrote.
 pub struct AuditReport {
-    pub audit: Audit,
-    pub files: Vec<PathBuf>,
+    pub(crate) audit: Audit,
+    /// The files written, in the order they were committed.
+    pub(crate) files: Vec<PathBuf>,
 }
 
 impl AuditReport {

@@ -5,19 +5,21 @@
 //! README and the one function [`assess`]. Every reason carries an English and a Chinese label
 //! for the HTML report and a stable code for the `risk_reasons` column.
 
+use super::fmt::thousands;
+
 /// A vehicle not seen at a workshop for longer than this is medium risk.
-pub const STALE_DAYS: i64 = 730;
+pub(crate) const STALE_DAYS: i64 = 730;
 
 /// Low < medium < high, so the level of a vehicle is the highest level of its reasons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum RiskLevel {
+pub(crate) enum RiskLevel {
     Low,
     Medium,
     High,
 }
 
 impl RiskLevel {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RiskLevel::Low => "low",
             RiskLevel::Medium => "medium",
@@ -28,7 +30,7 @@ impl RiskLevel {
 
 /// One rule that fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     StructuralDamage,
     OdometerRollback { km: i64 },
     AccidentRecorded,
@@ -41,7 +43,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub fn level(&self) -> RiskLevel {
+    pub(crate) fn level(&self) -> RiskLevel {
         match self {
             Reason::StructuralDamage
             | Reason::OdometerRollback { .. }
@@ -52,7 +54,7 @@ impl Reason {
     }
 
     /// Stable code written to the `risk_reasons` column (`;`-separated).
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Reason::StructuralDamage => "structural_damage",
             Reason::OdometerRollback { .. } => "odometer_rollback",
@@ -67,14 +69,11 @@ impl Reason {
     }
 
     /// What a person reads in the report: English, then Chinese.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Reason::StructuralDamage => "Frame or airbag exception · 车架/气囊异常".into(),
             Reason::OdometerRollback { km } => {
-                format!(
-                    "Odometer rollback of {} km · 里程回滚",
-                    super::html::thousands(*km)
-                )
+                format!("Odometer rollback of {} km · 里程回滚", thousands(*km))
             }
             Reason::AccidentRecorded => "Accident recorded · 事故车".into(),
             Reason::GradeD => "Accident grade D · 事故等级 D".into(),
@@ -85,8 +84,8 @@ impl Reason {
             ),
             Reason::NoRecentVisit { days } => format!(
                 "No workshop visit for {} days · {} 天未到店",
-                super::html::thousands(*days),
-                super::html::thousands(*days)
+                thousands(*days),
+                thousands(*days)
             ),
             Reason::NoVisitRecorded => "No workshop visit recorded · 无到店记录".into(),
         }
@@ -95,19 +94,19 @@ impl Reason {
 
 /// The facts the rules read, one vehicle's row of `vehicle_flags`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Facts {
-    pub accident_status: Option<i8>,
-    pub accident_grade: Option<String>,
-    pub structural_damage: bool,
-    pub engine_exception: bool,
-    pub odometer_rollback: bool,
-    pub max_rollback_km: i64,
-    pub exception_parts: i32,
-    pub days_since_last_visit: Option<i64>,
+pub(crate) struct Facts {
+    pub(crate) accident_status: Option<i8>,
+    pub(crate) accident_grade: Option<String>,
+    pub(crate) structural_damage: bool,
+    pub(crate) engine_exception: bool,
+    pub(crate) odometer_rollback: bool,
+    pub(crate) max_rollback_km: i64,
+    pub(crate) exception_parts: i32,
+    pub(crate) days_since_last_visit: Option<i64>,
 }
 
 /// Every rule that fires for a vehicle, high first; an empty list means low risk.
-pub fn assess(f: &Facts) -> Vec<Reason> {
+pub(crate) fn assess(f: &Facts) -> Vec<Reason> {
     let grade = f.accident_grade.as_deref().map(str::trim);
     let grade_is = |g: &str| grade.is_some_and(|x| x.eq_ignore_ascii_case(g));
     let mut out = Vec::new();
@@ -146,7 +145,7 @@ pub fn assess(f: &Facts) -> Vec<Reason> {
 }
 
 /// The level a list of reasons amounts to.
-pub fn level_of(reasons: &[Reason]) -> RiskLevel {
+pub(crate) fn level_of(reasons: &[Reason]) -> RiskLevel {
     reasons
         .iter()
         .map(Reason::level)

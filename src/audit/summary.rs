@@ -8,15 +8,15 @@ use polars::prelude::*;
 
 /// What `requests` says about the batch as a whole.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RequestCounts {
+pub(crate) struct RequestCounts {
     /// Input VINs that were not rejected.
-    pub vehicles: i64,
-    pub failed: i64,
-    pub expired: i64,
-    pub rejected: i64,
+    pub(crate) vehicles: i64,
+    pub(crate) failed: i64,
+    pub(crate) expired: i64,
+    pub(crate) rejected: i64,
 }
 
-pub fn request_counts(requests: LazyFrame) -> PolarsResult<RequestCounts> {
+pub(crate) fn request_counts(requests: LazyFrame) -> PolarsResult<RequestCounts> {
     let status = |s: &str| {
         col("status")
             .eq(lit(s))
@@ -93,7 +93,7 @@ const COLUMNS: [&str; 14] = [
 ];
 
 /// Brand rows (most vehicles first), then the total row.
-pub fn plan(vehicle_flags: &DataFrame, counts: RequestCounts) -> PolarsResult<LazyFrame> {
+pub(crate) fn plan(vehicle_flags: &DataFrame, counts: RequestCounts) -> PolarsResult<LazyFrame> {
     let null_i64 = || lit(Null {}).cast(DataType::Int64);
     let order = || COLUMNS.iter().map(|c| col(*c)).collect::<Vec<_>>();
     let brands = vehicle_flags

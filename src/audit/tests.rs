@@ -1,11 +1,16 @@
 //! Every flag on small hand-made tables, written as Parquet with the export schema so the audit
 //! reads exactly what `vmr export` produces.
+//!
+//! A test builds a `Fleet` of a few vehicles, writes it to a temporary directory and runs the
+//! same steps `vmr audit` does (`Tables::scan`, `compute`, `run`), then reads `vehicle_flags`
+//! back as text cells. The end-to-end run against the sandbox and a browser is in
+//! `tests/it/audit.rs`.
 
 use ::arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int8Array, Int32Array,
     Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
-use ::arrow::datatypes::{DataType as A, SchemaRef, TimeUnit};
+use ::arrow::datatypes::{DataType as A, Field, SchemaRef, TimeUnit};
 use ::parquet::arrow::ArrowWriter;
 use chrono::NaiveDate;
 use std::collections::BTreeMap;
@@ -33,98 +38,87 @@ fn day(s: &str) -> NaiveDate {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("test date")
 }
 
+impl Cell {
+    fn text(self, column: &str) -> &'static str {
+        match self {
+            S(s) => s,
+            other => panic!("{column}: {other:?} is not text"),
+        }
+    }
+
+    fn int(self, column: &str) -> i64 {
+        match self {
+            I(v) => v,
+            other => panic!("{column}: {other:?} is not an integer"),
+        }
+    }
+
+    fn float(self, column: &str) -> f64 {
+        match self {
+            F(v) => v,
+            other => panic!("{column}: {other:?} is not a float"),
+        }
+    }
+
+    fn bool(self, column: &str) -> bool {
+        match self {
+            B(v) => v,
+            other => panic!("{column}: {other:?} is not a bool"),
+        }
+    }
+
+    fn date32(self, column: &str) -> i32 {
+        match self {
+            D(s) => date32(day(s)),
+            other => panic!("{column}: {other:?} is not a date"),
+        }
+    }
+
+    /// An amount with two decimals, as the unscaled value of a `Decimal128(_, 2)`.
+    fn cents(self, column: &str) -> i128 {
+        match self {
+            F(v) => (v * 100.0).round() as i128,
+            other => panic!("{column}: {other:?} is not an amount"),
+        }
+    }
+}
+
+/// `get` of each cell of a column, null where the row does not name the column.
+fn each<T>(cells: &[Option<Cell>], get: impl Fn(Cell) -> T) -> Vec<Option<T>> {
+    cells.iter().map(|c| c.map(&get)).collect()
+}
+
+/// The column `f` of `rows`, built from the cells the rows name.
+fn array(f: &Field, rows: &[Row]) -> ArrayRef {
+    let name = f.name().as_str();
+    let cells: Vec<Option<Cell>> = rows
+        .iter()
+        .map(|r| r.iter().find(|(n, _)| *n == name).map(|(_, c)| *c))
+        .collect();
+    let cells = &cells;
+    match f.data_type() {
+        A::Utf8 => Arc::new(StringArray::from(each(cells, |c| c.text(name)))),
+        A::Int8 => Arc::new(Int8Array::from(each(cells, |c| c.int(name) as i8))),
+        A::Int32 => Arc::new(Int32Array::from(each(cells, |c| c.int(name) as i32))),
+        A::Int64 => Arc::new(Int64Array::from(each(cells, |c| c.int(name)))),
+        A::Timestamp(TimeUnit::Millisecond, _) => Arc::new(
+            TimestampMillisecondArray::from(each(cells, |c| c.int(name))).with_timezone("UTC"),
+        ),
+        A::Float64 => Arc::new(Float64Array::from(each(cells, |c| c.float(name)))),
+        A::Boolean => Arc::new(BooleanArray::from(each(cells, |c| c.bool(name)))),
+        A::Date32 => Arc::new(Date32Array::from(each(cells, |c| c.date32(name)))),
+        A::Decimal128(p, s) => Arc::new(
+            Decimal128Array::from(each(cells, |c| c.cents(name)))
+                .with_precision_and_scale(*p, *s)
+                .expect("amount type"),
+        ),
+        other => panic!("no test builder for {other}"),
+    }
+}
+
 /// A batch with `schema`'s columns; columns a row does not name are null.
 fn batch(schema: SchemaRef, rows: &[Row]) -> RecordBatch {
-    let cols: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|f| {
-            let cells: Vec<Option<Cell>> = rows
-                .iter()
-                .map(|r| r.iter().find(|(n, _)| n == f.name()).map(|(_, c)| *c))
-                .collect();
-            let int = |c: &Option<Cell>| match c {
-                Some(I(v)) => Some(*v),
-                None => None,
-                other => panic!("{}: {other:?} is not an integer", f.name()),
-            };
-            let arr: ArrayRef = match f.data_type() {
-                A::Utf8 => Arc::new(StringArray::from(
-                    cells
-                        .iter()
-                        .map(|c| match c {
-                            Some(S(s)) => Some(*s),
-                            None => None,
-                            other => panic!("{}: {other:?} is not text", f.name()),
-                        })
-                        .collect::<Vec<_>>(),
-                )),
-                A::Int8 => Arc::new(Int8Array::from(
-                    cells
-                        .iter()
-                        .map(|c| int(c).map(|v| v as i8))
-                        .collect::<Vec<_>>(),
-                )),
-                A::Int32 => Arc::new(Int32Array::from(
-                    cells
-                        .iter()
-                        .map(|c| int(c).map(|v| v as i32))
-                        .collect::<Vec<_>>(),
-                )),
-                A::Int64 => Arc::new(Int64Array::from(cells.iter().map(int).collect::<Vec<_>>())),
-                A::Timestamp(TimeUnit::Millisecond, _) => Arc::new(
-                    TimestampMillisecondArray::from(cells.iter().map(int).collect::<Vec<_>>())
-                        .with_timezone("UTC"),
-                ),
-                A::Float64 => Arc::new(Float64Array::from(
-                    cells
-                        .iter()
-                        .map(|c| match c {
-                            Some(F(v)) => Some(*v),
-                            None => None,
-                            other => panic!("{}: {other:?} is not a float", f.name()),
-                        })
-                        .collect::<Vec<_>>(),
-                )),
-                A::Boolean => Arc::new(BooleanArray::from(
-                    cells
-                        .iter()
-                        .map(|c| match c {
-                            Some(B(v)) => Some(*v),
-                            None => None,
-                            other => panic!("{}: {other:?} is not a bool", f.name()),
-                        })
-                        .collect::<Vec<_>>(),
-                )),
-                A::Date32 => Arc::new(Date32Array::from(
-                    cells
-                        .iter()
-                        .map(|c| match c {
-                            Some(D(s)) => Some(date32(day(s))),
-                            None => None,
-                            other => panic!("{}: {other:?} is not a date", f.name()),
-                        })
-                        .collect::<Vec<_>>(),
-                )),
-                A::Decimal128(p, s) => Arc::new(
-                    Decimal128Array::from(
-                        cells
-                            .iter()
-                            .map(|c| match c {
-                                Some(F(v)) => Some((v * 100.0).round() as i128),
-                                None => None,
-                                other => panic!("{}: {other:?} is not an amount", f.name()),
-                            })
-                            .collect::<Vec<_>>(),
-                    )
-                    .with_precision_and_scale(*p, *s)
-                    .expect("amount type"),
-                ),
-                other => panic!("no test builder for {other}"),
-            };
-            arr
-        })
-        .collect();
+    let cols: Vec<ArrayRef> = schema.fields().iter().map(|f| array(f, rows)).collect();
     RecordBatch::try_new(schema, cols).expect("batch matches schema")
 }
 
@@ -628,6 +622,7 @@ fn a_missing_table_says_to_run_export() {
 
 #[test]
 fn run_writes_every_output_atomically_and_escapes_data_in_the_page() {
+    // Long: one run of the audit, then every file it wrote checked against that same run.
     let dir = tempfile::tempdir().expect("tempdir");
     let mut fleet = Fleet::default();
     fleet
