@@ -32,7 +32,7 @@ pub fn run(args: Args, settings: &Settings) -> Result<u8> {
     let opts = AuditOptions::from_settings(settings, as_of, args.rollback_tolerance_km);
     match audit::run(&opts) {
         Ok(report) => {
-            print!("{}", report.render());
+            crate::app::print(&report.render())?;
             Ok(exit::OK)
         }
         Err(e @ AuditError::MissingTable(_)) => {
