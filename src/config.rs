@@ -30,8 +30,8 @@ pub enum Format {
     Jsonl,
 }
 
-/// The file's `format = "parquet,csv"`: the value names of `--format`, in any case, comma-separated;
-/// a repeated format counts once.
+/// The file's `format = "parquet,csv"`: the value names of `--format`, in any case,
+/// comma-separated; a repeated format counts once.
 pub fn parse_formats(s: &str) -> Result<Vec<Format>, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -172,7 +172,10 @@ fn show_duration(d: Duration) -> String {
 /// Declares [`Options`] and, from the same field list, its [`Combine`] (field by field), what
 /// each file key takes and the values `--help` shows.
 macro_rules! options {
-    ($(#[$attr:meta])* pub struct $name:ident { $($(#[$fattr:meta])* pub $field:ident: $ty:ty,)* }) => {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident { $($(#[$fattr:meta])* pub $field:ident: $ty:ty,)* }
+    ) => {
         $(#[$attr])*
         pub struct $name {
             $($(#[$fattr])* pub $field: $ty,)*
@@ -267,7 +270,8 @@ options! {
         #[serde(skip)]
         pub adopt_account: bool,
         /// Output formats, comma-separated.
-        #[arg(long, global = true, env = "VMR_FORMAT", value_delimiter = ',', value_parser = FormatName::default(), ignore_case = true, value_name = "LIST")]
+        #[arg(long, global = true, env = "VMR_FORMAT", value_name = "LIST")]
+        #[arg(value_parser = FormatName::default(), value_delimiter = ',', ignore_case = true)]
         #[serde(default, deserialize_with = "format_list")]
         pub format: Option<Vec<Format>>,
         /// Start CSV outputs with a UTF-8 byte-order mark (for Excel on Windows).
@@ -277,8 +281,8 @@ options! {
         /// Log format: text or json (one object per line).
         #[arg(long, global = true, env = "VMR_LOG_FORMAT", value_name = "FORMAT")]
         pub log_format: Option<LogFormat>,
-        /// The account's app id: `app-id` in the file; `VMR_APP_ID` (read by `env_credentials`) wins.
-        /// Never a flag.
+        /// The account's app id: `app-id` in the file, where `VMR_APP_ID` (read by
+        /// `env_credentials`) wins. Never a flag.
         #[arg(skip)]
         pub app_id: Option<String>,
         /// Read the app secret from this file (instead of VMR_APP_SECRET).
