@@ -1,7 +1,7 @@
 //! Command-line entry: parses the subcommand and hands it to `cmd::*`, mapping errors to exit
 //! codes (docs/design.md: 0 done, 75 work remains, 2 usage/input, 3 refused, 1 anything else).
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 use crate::app;
@@ -45,7 +45,12 @@ pub enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // Cli::try_parse, with the defaults (config::defaults) shown in the options' help.
+    let mut cmd = Options::show_defaults(Cli::command());
+    let cli = match cmd
+        .try_get_matches_from_mut(std::env::args_os())
+        .and_then(|mut m| Cli::from_arg_matches_mut(&mut m).map_err(|e| e.format(&mut cmd)))
+    {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();

@@ -1,13 +1,16 @@
-//! Settings: every option from flags, environment and `vmr.toml`, resolved once.
+//! Settings: every option written once, read from flags, environment and `vmr.toml`.
 //!
-//! Flags win over environment variables (clap reads both), which win over the config file,
-//! which wins over the built-in defaults. The app secret is never an option: it comes from
-//! `VMR_APP_SECRET` or the file named by `--app-secret-file`, and the config file may not hold
-//! it (a file of options is too easily shared).
+//! [`Options`] is the one list of options: clap reads it from flags and `VMR_*` variables (a
+//! flag wins over its variable) and serde reads the same struct from `vmr.toml`, kebab-case
+//! keys, unknown keys refused. [`Settings::resolve`] stacks the layers with [`Combine`] (flags
+//! and environment, then the file, then [`defaults`], the one table of defaults, `--sandbox`
+//! variants included, which `--help` also shows) and checks the result. The app secret is never
+//! an option: only `env_credentials` reads it, or `--app-secret-file` names its file, and a
+//! file key that looks like a secret is refused by name (a file of options is too easily shared).
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
-use serde::Deserialize;
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Deserializer};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,31 +23,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Output formats of `export` and `audit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Parquet,
     Csv,
     Jsonl,
 }
 
-/// A list of formats as one option value. A named alias, because clap's derive reads a literal
-/// `Option<Vec<T>>` as "the option repeats, each value a T", which does not match
-/// [`parse_formats`] returning the whole list (it panicked at the first `--format`).
-pub type FormatList = Vec<Format>;
-
-pub fn parse_formats(s: &str) -> Result<FormatList, String> {
+/// The file's `format = "parquet,csv"`: the value names of `--format`, in any case,
+/// comma-separated; a repeated format counts once.
+pub fn parse_formats(s: &str) -> Result<Vec<Format>, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let f = match part.to_ascii_lowercase().as_str() {
-            "parquet" => Format::Parquet,
-            "csv" => Format::Csv,
-            "jsonl" => Format::Jsonl,
-            other => {
-                return Err(format!(
-                    "unknown format {other:?}; use parquet, csv or jsonl"
-                ));
-            }
-        };
+        let f = <Format as ValueEnum>::from_str(part, true)
+            .map_err(|_| format!("unknown format {part:?}; use parquet, csv or jsonl"))?;
         if !out.contains(&f) {
             out.push(f);
         }
@@ -55,116 +47,314 @@ pub fn parse_formats(s: &str) -> Result<FormatList, String> {
     Ok(out)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+/// [`parse_formats`] for serde.
+fn format_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Format>>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_formats(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// clap's parser of one `--format` value, on the value trimmed, so `--format "parquet, csv"`
+/// reads as it always did; `--help` and errors still list the possible values.
+#[derive(Clone, Default)]
+struct FormatName(clap::builder::EnumValueParser<Format>);
+
+impl clap::builder::TypedValueParser for FormatName {
+    type Value = Format;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<Format, clap::Error> {
+        let trimmed = value
+            .to_str()
+            .map_or(value, |s| std::ffi::OsStr::new(s.trim()));
+        self.0.parse_ref(cmd, arg, trimmed)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        self.0.possible_values()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
     Json,
 }
 
-/// Options every command accepts. All are optional here; [`Settings::resolve`] fills the gaps
-/// from the config file and the defaults.
-#[derive(Args, Debug, Clone, Default)]
-pub struct Options {
-    /// Config file (default: ./vmr.toml when present).
-    #[arg(long, global = true, env = "VMR_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// State directory holding the checkpoint [default: vmr-state].
-    #[arg(long, global = true, env = "VMR_STATE", value_name = "DIR")]
-    pub state: Option<PathBuf>,
-    /// Output directory for tables [default: vmr-out].
-    #[arg(long, global = true, env = "VMR_OUT", value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Vendor base URL [default: https://api.jumdata.com].
-    #[arg(long, global = true, env = "VMR_BASE_URL", value_name = "URL")]
-    pub base_url: Option<String>,
-    /// Run against the built-in sandbox, started in-process on an ephemeral port.
-    #[arg(long, global = true)]
-    pub sandbox: bool,
-    /// Calls per second, shared by generate and get; 0 = unlimited [default: 10; 100 with --sandbox].
-    #[arg(long, global = true, env = "VMR_RATE", value_name = "N")]
-    pub rate: Option<u32>,
-    /// Calls allowed at once above the steady rate [default: 10; 20 with --sandbox].
-    #[arg(long, global = true, env = "VMR_BURST", value_name = "N")]
-    pub burst: Option<u32>,
-    /// Calls in flight at once [default: 16].
-    #[arg(long, global = true, env = "VMR_CONCURRENCY", value_name = "N")]
-    pub concurrency: Option<usize>,
-    /// Timeout of one call [default: 30s].
-    #[arg(long, global = true, env = "VMR_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
-    pub timeout: Option<Duration>,
-    /// Attempts per call on transient faults before the VIN fails [default: 8].
-    #[arg(long, global = true, env = "VMR_MAX_ATTEMPTS", value_name = "N")]
-    pub max_attempts: Option<u32>,
-    /// How long `run` keeps polling before it exports what it has [default: 30m].
-    #[arg(long, global = true, env = "VMR_MAX_WAIT", value_parser = parse_duration, value_name = "DURATION")]
-    pub max_wait: Option<Duration>,
-    /// First wait between polls of a pending report; doubles up to 16x [default: 30s; 1s with --sandbox].
-    #[arg(long, global = true, env = "VMR_POLL_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
-    pub poll_interval: Option<Duration>,
-    /// A report not ready this long after submission expires [default: 24h].
-    #[arg(long, global = true, env = "VMR_POLL_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
-    pub poll_timeout: Option<Duration>,
-    /// At most this many calls billed (or possibly billed) in this run; a generate is sent
-    /// only while a get is left for every pending report.
-    #[arg(long, global = true, env = "VMR_MAX_BILLED", value_name = "N")]
-    pub max_billed: Option<u64>,
-    /// 400s in a row (no real answer between them) that stop the run as a sign, secret or
-    /// clock problem, exit 3 [default: 5].
-    #[arg(long, global = true, env = "VMR_BAD_REQUEST_STREAK", value_name = "N")]
-    pub bad_request_streak: Option<u32>,
-    /// Bind a state directory whose calls predate account binding to the account of this run.
-    #[arg(long, global = true)]
-    pub adopt_account: bool,
-    /// Output formats, comma-separated: parquet, csv, jsonl [default: parquet,csv].
-    #[arg(long, global = true, env = "VMR_FORMAT", value_parser = parse_formats, value_name = "LIST")]
-    pub format: Option<FormatList>,
-    /// Start CSV outputs with a UTF-8 byte-order mark (for Excel on Windows).
-    #[arg(long, global = true)]
-    pub csv_bom: bool,
-    /// Log format: text or json (one object per line).
-    #[arg(long, global = true, env = "VMR_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// Read the app secret from this file (instead of VMR_APP_SECRET).
-    #[arg(long, global = true, env = "VMR_APP_SECRET_FILE", value_name = "FILE")]
-    pub app_secret_file: Option<PathBuf>,
-    /// Input column holding the VIN (default: found by name).
-    #[arg(long, global = true, value_name = "NAME")]
-    pub vin_column: Option<String>,
-    /// Input column holding the licence image URL (default: found by name).
-    #[arg(long, global = true, value_name = "NAME")]
-    pub image_column: Option<String>,
-    /// Input encoding: utf-8, gbk or gb18030 (default: detected).
-    #[arg(long, global = true, value_name = "NAME")]
-    pub encoding: Option<String>,
+/// One layer of options over another, as in uv's `uv-settings`: `a.combine(b)` keeps what `a`
+/// gives and takes the rest from `b`.
+pub trait Combine {
+    #[must_use]
+    fn combine(self, other: Self) -> Self;
 }
 
-/// What `vmr.toml` may hold: any option but the secret.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct FileOptions {
-    state: Option<PathBuf>,
-    out: Option<PathBuf>,
-    base_url: Option<String>,
-    sandbox: Option<bool>,
-    rate: Option<u32>,
-    burst: Option<u32>,
-    concurrency: Option<usize>,
-    timeout: Option<String>,
-    max_attempts: Option<u32>,
-    max_wait: Option<String>,
-    poll_interval: Option<String>,
-    poll_timeout: Option<String>,
-    max_billed: Option<u64>,
-    bad_request_streak: Option<u32>,
-    format: Option<String>,
-    csv_bom: Option<bool>,
-    log_format: Option<LogFormat>,
-    app_id: Option<String>,
-    app_secret_file: Option<PathBuf>,
-    vin_column: Option<String>,
-    image_column: Option<String>,
-    encoding: Option<String>,
+impl<T> Combine for Option<T> {
+    fn combine(self, other: Self) -> Self {
+        self.or(other)
+    }
+}
+
+/// A switch is on when any layer turns it on (flags can only turn one on).
+impl Combine for bool {
+    fn combine(self, other: Self) -> Self {
+        self || other
+    }
+}
+
+/// What an option's type means outside Rust: what a config-file error says the key takes
+/// (never quoting the value given), and how `--help` shows a default.
+trait OptionType {
+    /// Follows the key's name in a config-file error.
+    const WANTS: &'static str;
+    /// The value as `--help` shows a default (`None`: no default to show).
+    fn shown(&self) -> Option<String>;
+}
+
+macro_rules! option_types {
+    ($($ty:ty => $wants:expr, |$v:ident| $show:expr;)*) => {$(
+        impl OptionType for $ty {
+            const WANTS: &'static str = $wants;
+            fn shown(&self) -> Option<String> {
+                self.as_ref().map(|$v| $show)
+            }
+        }
+    )*};
+}
+
+const WHOLE: &str = "takes a whole number of at least 0, without quotes";
+const TEXT: &str = "takes text in double quotes";
+option_types! {
+    Option<u32> => WHOLE, |n| n.to_string();
+    Option<u64> => WHOLE, |n| n.to_string();
+    Option<usize> => WHOLE, |n| n.to_string();
+    Option<String> => TEXT, |s| s.clone();
+    Option<PathBuf> => TEXT, |p| p.display().to_string();
+    Option<Duration> => "is not a duration; write it like \"500ms\", \"90s\", \"30m\" or \"24h\"",
+        |d| show_duration(*d);
+    Option<LogFormat> => "takes \"text\" or \"json\"", |f| value_name(f);
+    Option<Vec<Format>> => "is not a list of formats; write it like \"parquet,csv\" (parquet, csv, jsonl)",
+        |fs| fs.iter().map(value_name).collect::<Vec<_>>().join(",");
+}
+
+impl OptionType for bool {
+    const WANTS: &'static str = "takes true or false, without quotes";
+    fn shown(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The name clap (and the file) give a value of a `ValueEnum`.
+fn value_name(v: &impl ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// `30m`, `24h`, `1s`: the largest unit that divides the duration.
+fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, n) in [("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms >= n && ms.is_multiple_of(n) {
+            return format!("{}{unit}", ms / n);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// Declares [`Options`] and, from the same field list, its [`Combine`] (field by field), what
+/// each file key takes and the values `--help` shows.
+macro_rules! options {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident { $($(#[$fattr:meta])* pub $field:ident: $ty:ty,)* }
+    ) => {
+        $(#[$attr])*
+        pub struct $name {
+            $($(#[$fattr])* pub $field: $ty,)*
+        }
+
+        impl Combine for $name {
+            fn combine(self, other: Self) -> Self {
+                $name { $($field: self.$field.combine(other.$field),)* }
+            }
+        }
+
+        impl $name {
+            /// What the file's `key` takes, from its field's type.
+            fn wants(key: &str) -> Option<&'static str> {
+                let field = key.replace('-', "_");
+                $(if field == stringify!($field) {
+                    return Some(<$ty as OptionType>::WANTS);
+                })*
+                None
+            }
+
+            /// Each value as `--help` shows it, by clap id (the field's name).
+            fn shown(&self) -> Vec<(&'static str, Option<String>)> {
+                vec![$((stringify!($field), self.$field.shown()),)*]
+            }
+        }
+    };
+}
+
+options! {
+    /// Every option, written once: clap reads it from flags and environment variables, serde
+    /// from `vmr.toml` (the same names, kebab-case). Every field is optional here; [`defaults`]
+    /// fills the gaps, and its values end each option's `--help` ([`Options::show_defaults`]).
+    #[derive(Args, Deserialize, Debug, Clone, Default)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct Options {
+        /// Config file (default: ./vmr.toml when present).
+        #[arg(long, global = true, env = "VMR_CONFIG", value_name = "FILE")]
+        #[serde(skip)]
+        pub config: Option<PathBuf>,
+        /// State directory holding the checkpoint.
+        #[arg(long, global = true, env = "VMR_STATE", value_name = "DIR")]
+        pub state: Option<PathBuf>,
+        /// Output directory for tables.
+        #[arg(long, global = true, env = "VMR_OUT", value_name = "DIR")]
+        pub out: Option<PathBuf>,
+        /// Vendor base URL.
+        #[arg(long, global = true, env = "VMR_BASE_URL", value_name = "URL")]
+        pub base_url: Option<String>,
+        /// Run against the built-in sandbox, started in-process on an ephemeral port.
+        #[arg(long, global = true)]
+        #[serde(default)]
+        pub sandbox: bool,
+        /// Calls per second, shared by generate and get; 0 = unlimited.
+        #[arg(long, global = true, env = "VMR_RATE", value_name = "N")]
+        pub rate: Option<u32>,
+        /// Calls allowed at once above the steady rate.
+        #[arg(long, global = true, env = "VMR_BURST", value_name = "N")]
+        pub burst: Option<u32>,
+        /// Calls in flight at once.
+        #[arg(long, global = true, env = "VMR_CONCURRENCY", value_name = "N")]
+        pub concurrency: Option<usize>,
+        /// Timeout of one call.
+        #[arg(long, global = true, env = "VMR_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+        #[serde(default, with = "humantime_serde")]
+        pub timeout: Option<Duration>,
+        /// Attempts per call on transient faults before the VIN fails.
+        #[arg(long, global = true, env = "VMR_MAX_ATTEMPTS", value_name = "N")]
+        pub max_attempts: Option<u32>,
+        /// How long `run` keeps polling before it exports what it has.
+        #[arg(long, global = true, env = "VMR_MAX_WAIT", value_parser = parse_duration, value_name = "DURATION")]
+        #[serde(default, with = "humantime_serde")]
+        pub max_wait: Option<Duration>,
+        /// First wait between polls of a pending report; doubles up to 16x.
+        #[arg(long, global = true, env = "VMR_POLL_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
+        #[serde(default, with = "humantime_serde")]
+        pub poll_interval: Option<Duration>,
+        /// A report not ready this long after submission expires.
+        #[arg(long, global = true, env = "VMR_POLL_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+        #[serde(default, with = "humantime_serde")]
+        pub poll_timeout: Option<Duration>,
+        /// At most this many calls billed (or possibly billed) in this run; a generate is sent
+        /// only while a get is left for every pending report.
+        #[arg(long, global = true, env = "VMR_MAX_BILLED", value_name = "N")]
+        pub max_billed: Option<u64>,
+        /// 400s in a row (no real answer between them) that stop the run as a sign, secret or
+        /// clock problem, exit 3.
+        #[arg(long, global = true, env = "VMR_BAD_REQUEST_STREAK", value_name = "N")]
+        pub bad_request_streak: Option<u32>,
+        /// Bind a state directory whose calls predate account binding to the account of this run.
+        #[arg(long, global = true)]
+        #[serde(skip)]
+        pub adopt_account: bool,
+        /// Output formats, comma-separated.
+        #[arg(long, global = true, env = "VMR_FORMAT", value_name = "LIST")]
+        #[arg(value_parser = FormatName::default(), value_delimiter = ',', ignore_case = true)]
+        #[serde(default, deserialize_with = "format_list")]
+        pub format: Option<Vec<Format>>,
+        /// Start CSV outputs with a UTF-8 byte-order mark (for Excel on Windows).
+        #[arg(long, global = true)]
+        #[serde(default)]
+        pub csv_bom: bool,
+        /// Log format: text or json (one object per line).
+        #[arg(long, global = true, env = "VMR_LOG_FORMAT", value_name = "FORMAT")]
+        pub log_format: Option<LogFormat>,
+        /// The account's app id: `app-id` in the file, where `VMR_APP_ID` (read by
+        /// `env_credentials`) wins. Never a flag.
+        #[arg(skip)]
+        pub app_id: Option<String>,
+        /// Read the app secret from this file (instead of VMR_APP_SECRET).
+        #[arg(long, global = true, env = "VMR_APP_SECRET_FILE", value_name = "FILE")]
+        pub app_secret_file: Option<PathBuf>,
+        /// Input column holding the VIN (default: found by name).
+        #[arg(long, global = true, value_name = "NAME")]
+        pub vin_column: Option<String>,
+        /// Input column holding the licence image URL (default: found by name).
+        #[arg(long, global = true, value_name = "NAME")]
+        pub image_column: Option<String>,
+        /// Input encoding: utf-8, gbk or gb18030 (default: detected).
+        #[arg(long, global = true, value_name = "NAME")]
+        pub encoding: Option<String>,
+    }
+}
+
+/// The defaults, the only place they are written. With `--sandbox` the pace is faster (the
+/// in-process sandbox answers at once, so the whole flow shows in seconds) and the directories
+/// are its own, so trying vmr on the simulator can never put synthetic reports into the state
+/// or the tables of real purchases.
+pub fn defaults(sandbox: bool) -> Options {
+    let (state, out, rate, burst, poll_interval) = if sandbox {
+        (
+            "vmr-sandbox-state",
+            "vmr-sandbox-out",
+            100,
+            20,
+            Duration::from_secs(1),
+        )
+    } else {
+        ("vmr-state", "vmr-out", 10, 10, Duration::from_secs(30))
+    };
+    Options {
+        state: Some(state.into()),
+        out: Some(out.into()),
+        base_url: Some("https://api.jumdata.com".into()),
+        rate: Some(rate),
+        burst: Some(burst),
+        concurrency: Some(16),
+        timeout: Some(Duration::from_secs(30)),
+        max_attempts: Some(8),
+        max_wait: Some(Duration::from_secs(30 * 60)),
+        poll_interval: Some(poll_interval),
+        poll_timeout: Some(Duration::from_secs(24 * 3600)),
+        bad_request_streak: Some(5),
+        format: Some(vec![Format::Parquet, Format::Csv]),
+        log_format: Some(LogFormat::Text),
+        ..Options::default()
+    }
+}
+
+impl Options {
+    /// `cmd` with each option's default from [`defaults`] at the end of its help, both values
+    /// where `--sandbox` changes it.
+    pub fn show_defaults(cmd: clap::Command) -> clap::Command {
+        let (real, sandboxed) = (defaults(false).shown(), defaults(true).shown());
+        cmd.mut_args(|arg| {
+            let Some(i) = real.iter().position(|(id, _)| arg.get_id() == *id) else {
+                return arg;
+            };
+            let (Some(r), s) = (&real[i].1, &sandboxed[i].1) else {
+                return arg;
+            };
+            let default = match s {
+                Some(s) if s != r => format!("{r}; {s} with --sandbox"),
+                _ => r.clone(),
+            };
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            arg.help(format!("{help} [default: {default}]"))
+        })
+    }
 }
 
 /// Every option, resolved.
@@ -195,110 +385,77 @@ pub struct Settings {
     pub encoding: Option<String>,
 }
 
-/// A duration from the config file. The message does not repeat the value: nothing read from
-/// the file is echoed to stderr or the logs.
-fn file_duration(v: Option<String>, key: &str, path: &Path) -> Result<Option<Duration>> {
-    v.map(|s| {
-        parse_duration(&s).map_err(|_| {
-            anyhow::anyhow!(
-                "config file {}: {key} is not a duration; write it like \"500ms\", \"90s\", \"30m\" or \"24h\"",
-                path.display()
-            )
-        })
-    })
-    .transpose()
+/// The credentials the environment holds, read here and nowhere else: `VMR_APP_ID` (empty
+/// counts as unset) and `VMR_APP_SECRET` (trimmed; blank counts as unset).
+struct EnvCredentials {
+    app_id: Option<String>,
+    secret: Option<Secret>,
+}
+
+fn env_credentials() -> EnvCredentials {
+    EnvCredentials {
+        app_id: std::env::var("VMR_APP_ID").ok().filter(|s| !s.is_empty()),
+        secret: std::env::var("VMR_APP_SECRET")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .map(Secret::new),
+    }
+}
+
+/// An option [`defaults`] gives, so present once the layers are combined.
+fn given<T>(v: Option<T>) -> T {
+    v.expect("defaults() gives every option Settings requires")
 }
 
 impl Settings {
-    /// Resolves flags and environment (already merged by clap) over the config file and
-    /// defaults.
+    /// Resolves the options: flags and environment (clap has merged them), then `VMR_APP_ID`,
+    /// then the config file, then the defaults; then checks them.
     pub fn resolve(o: &Options) -> Result<Settings> {
-        let (file, path) = match &o.config {
-            Some(p) => (load_file(p)?, p.clone()),
-            None => {
-                let p = PathBuf::from("vmr.toml");
-                if p.exists() {
-                    (load_file(&p)?, p)
-                } else {
-                    (FileOptions::default(), p)
-                }
+        let file = match &o.config {
+            Some(p) => load_file(p)?,
+            None if Path::new("vmr.toml").exists() => load_file(Path::new("vmr.toml"))?,
+            None => Options::default(),
+        };
+        let env = Options {
+            app_id: env_credentials().app_id,
+            ..Options::default()
+        };
+        let o = o.clone().combine(env).combine(file);
+        let o = {
+            let sandbox = o.sandbox;
+            o.combine(defaults(sandbox))
+        };
+        let mut formats = Vec::new();
+        for f in given(o.format) {
+            if !formats.contains(&f) {
+                formats.push(f);
             }
-        };
-        let formats = match (&o.format, &file.format) {
-            (Some(f), _) => f.clone(),
-            (None, Some(s)) => parse_formats(s).map_err(|_| {
-                anyhow::anyhow!(
-                    "config file {}: format is not a list of formats; write it like \"parquet,csv\" (parquet, csv, jsonl)",
-                    path.display()
-                )
-            })?,
-            (None, None) => vec![Format::Parquet, Format::Csv],
-        };
-        let sandbox = o.sandbox || file.sandbox.unwrap_or(false);
-        // The in-process sandbox answers at once; default to a pace that shows the whole flow in
-        // seconds. Explicit settings still win.
-        let (rate, burst, poll_interval) = if sandbox {
-            (100, 20, Duration::from_secs(1))
-        } else {
-            (10, 10, Duration::from_secs(30))
-        };
-        // Sandbox runs get their own default directories, so trying vmr on the simulator can
-        // never put synthetic reports into the state or the tables of real purchases.
-        let (state, out) = if sandbox {
-            ("vmr-sandbox-state", "vmr-sandbox-out")
-        } else {
-            ("vmr-state", "vmr-out")
-        };
+        }
         let s = Settings {
-            state: o
-                .state
-                .clone()
-                .or(file.state)
-                .unwrap_or_else(|| state.into()),
-            out: o.out.clone().or(file.out).unwrap_or_else(|| out.into()),
-            base_url: o
-                .base_url
-                .clone()
-                .or(file.base_url)
-                .unwrap_or_else(|| "https://api.jumdata.com".into()),
-            sandbox,
-            rate: o.rate.or(file.rate).unwrap_or(rate),
-            burst: o.burst.or(file.burst).unwrap_or(burst),
-            concurrency: o.concurrency.or(file.concurrency).unwrap_or(16),
-            timeout: o
-                .timeout
-                .or(file_duration(file.timeout, "timeout", &path)?)
-                .unwrap_or(Duration::from_secs(30)),
-            max_attempts: o.max_attempts.or(file.max_attempts).unwrap_or(8),
-            max_wait: o
-                .max_wait
-                .or(file_duration(file.max_wait, "max-wait", &path)?)
-                .unwrap_or(Duration::from_secs(30 * 60)),
-            poll_interval: o
-                .poll_interval
-                .or(file_duration(file.poll_interval, "poll-interval", &path)?)
-                .unwrap_or(poll_interval),
-            poll_timeout: o
-                .poll_timeout
-                .or(file_duration(file.poll_timeout, "poll-timeout", &path)?)
-                .unwrap_or(Duration::from_secs(24 * 3600)),
-            max_billed: o.max_billed.or(file.max_billed),
-            bad_request_streak: o
-                .bad_request_streak
-                .or(file.bad_request_streak)
-                .unwrap_or(5),
+            state: given(o.state),
+            out: given(o.out),
+            base_url: given(o.base_url),
+            sandbox: o.sandbox,
+            rate: given(o.rate),
+            burst: given(o.burst),
+            concurrency: given(o.concurrency),
+            timeout: given(o.timeout),
+            max_attempts: given(o.max_attempts),
+            max_wait: given(o.max_wait),
+            poll_interval: given(o.poll_interval),
+            poll_timeout: given(o.poll_timeout),
+            max_billed: o.max_billed,
+            bad_request_streak: given(o.bad_request_streak),
             adopt_account: o.adopt_account,
             formats,
-            csv_bom: o.csv_bom || file.csv_bom.unwrap_or(false),
-            log_format: o.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
-            app_id: std::env::var("VMR_APP_ID")
-                .ok()
-                .filter(|s| !s.is_empty())
-                .or(file.app_id),
-            app_secret_file: o.app_secret_file.clone().or(file.app_secret_file),
-            vin_column: o.vin_column.clone().or(file.vin_column),
-            image_column: o.image_column.clone().or(file.image_column),
-            encoding: o.encoding.clone().or(file.encoding),
+            csv_bom: o.csv_bom,
+            log_format: given(o.log_format),
+            app_id: o.app_id,
+            app_secret_file: o.app_secret_file,
+            vin_column: o.vin_column,
+            image_column: o.image_column,
+            encoding: o.encoding,
         };
         if s.concurrency == 0 {
             bail!("--concurrency must be at least 1");
@@ -312,7 +469,7 @@ impl Settings {
         Ok(s)
     }
 
-    /// The account credentials for the real vendor: `VMR_APP_ID`, and the secret from
+    /// The account credentials for the real vendor: the app id, and the secret from
     /// `--app-secret-file` or `VMR_APP_SECRET`.
     pub fn credentials(&self) -> Result<Credentials> {
         let app_id = self.app_id.clone().context(
@@ -328,12 +485,9 @@ impl Settings {
                 }
                 Secret::new(t)
             }
-            None => match std::env::var("VMR_APP_SECRET") {
-                Ok(s) if !s.trim().is_empty() => Secret::new(s.trim()),
-                _ => bail!(
-                    "no app secret: set VMR_APP_SECRET or pass --app-secret-file FILE (never on the command line)"
-                ),
-            },
+            None => env_credentials().secret.context(
+                "no app secret: set VMR_APP_SECRET or pass --app-secret-file FILE (never on the command line)",
+            )?,
         };
         Ok(Credentials::new(app_id, secret))
     }
@@ -342,7 +496,7 @@ impl Settings {
 /// Reads `vmr.toml`. No error message quotes the file: the toml crate's own messages print
 /// the offending line (and type errors the value), which could put a secret typed into the
 /// wrong key on stderr and into JSON logs. Each message names the file, the line and the key.
-fn load_file(path: &Path) -> Result<FileOptions> {
+fn load_file(path: &Path) -> Result<Options> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
     let shown = path.display();
@@ -408,23 +562,7 @@ fn secret_key(
     None
 }
 
-/// What a key of the file takes, in words.
-fn expected(key: &str) -> &'static str {
-    match key {
-        "rate" | "burst" | "concurrency" | "max-attempts" | "max-billed" => {
-            "a whole number of at least 0, without quotes"
-        }
-        "sandbox" | "csv-bom" => "true or false, without quotes",
-        "timeout" | "max-wait" | "poll-interval" | "poll-timeout" => {
-            "a duration in double quotes, like \"30s\""
-        }
-        "log-format" => "\"text\" or \"json\"",
-        "format" => "a list in double quotes, like \"parquet,csv\"",
-        _ => "text in double quotes",
-    }
-}
-
-/// Our message for a document that parsed but does not fit [`FileOptions`]. The toml crate's
+/// Our message for a document that parsed but does not fit [`Options`]. The toml crate's
 /// message is kept only for an unknown key, where it names the key and the allowed ones; a
 /// type error's message would quote the value.
 fn file_error(
@@ -447,10 +585,9 @@ fn file_error(
             (covers(k.span()) || covers(v.span())).then(|| k.get_ref().to_string())
         })
     });
-    match key {
-        Some(key) => anyhow::anyhow!(
-            "config file {shown}: line {line}: {key} takes {}; the value is not shown, in case it is a secret",
-            expected(&key)
+    match key.and_then(|k| Options::wants(&k).map(|wants| (k, wants))) {
+        Some((key, wants)) => anyhow::anyhow!(
+            "config file {shown}: line {line}: {key} {wants}; the value is not shown, in case it is a secret"
         ),
         None => anyhow::anyhow!(
             "config file {shown}: line {line}: a value does not fit its key (see Configuration in README.md); the value is not shown, in case it is a secret"
@@ -601,5 +738,188 @@ mod tests {
         };
         let s = Settings::resolve(&o).unwrap();
         assert_eq!(s.app_secret_file, Some(PathBuf::from("/etc/vmr/secret")));
+    }
+
+    /// `Options` from a command line, as clap reads it in `vmr`.
+    fn flags(args: &[&str]) -> Result<Options, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            options: Options,
+        }
+        <Cli as clap::Parser>::try_parse_from(std::iter::once("vmr").chain(args.iter().copied()))
+            .map(|c| c.options)
+    }
+
+    /// Settings from `text` as the config file and `o` as the flags.
+    fn resolved(text: &str, o: Options) -> Settings {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("vmr.toml");
+        std::fs::write(&cfg, text).unwrap();
+        Settings::resolve(&Options {
+            config: Some(cfg),
+            ..o
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn combine_keeps_the_first_layer() {
+        assert_eq!(Some(1).combine(Some(2)), Some(1));
+        assert_eq!(None.combine(Some(2)), Some(2));
+        assert!(false.combine(true) && true.combine(false) && !false.combine(false));
+    }
+
+    #[test]
+    fn defaults_and_their_sandbox_variants() {
+        let s = resolved("", Options::default());
+        assert_eq!((s.rate, s.burst, s.concurrency), (10, 10, 16));
+        assert_eq!(s.poll_interval, Duration::from_secs(30));
+        assert_eq!(s.poll_timeout, Duration::from_secs(86400));
+        assert_eq!(s.max_wait, Duration::from_secs(1800));
+        assert_eq!(s.timeout, Duration::from_secs(30));
+        assert_eq!(
+            (s.max_attempts, s.bad_request_streak, s.max_billed),
+            (8, 5, None)
+        );
+        assert_eq!(s.state, PathBuf::from("vmr-state"));
+        assert_eq!(s.out, PathBuf::from("vmr-out"));
+        assert_eq!(s.base_url, "https://api.jumdata.com");
+        assert_eq!(s.formats, vec![Format::Parquet, Format::Csv]);
+        assert_eq!(s.log_format, LogFormat::Text);
+        for s in [
+            resolved("", flags(&["--sandbox"]).unwrap()),
+            resolved("sandbox = true\n", Options::default()),
+        ] {
+            assert!(s.sandbox);
+            assert_eq!((s.rate, s.burst), (100, 20));
+            assert_eq!(s.poll_interval, Duration::from_secs(1));
+            assert_eq!(s.state, PathBuf::from("vmr-sandbox-state"));
+            assert_eq!(s.out, PathBuf::from("vmr-sandbox-out"));
+        }
+        // Explicit settings still win over the sandbox's defaults.
+        let s = resolved("rate = 3\n", flags(&["--sandbox", "--burst", "2"]).unwrap());
+        assert_eq!((s.rate, s.burst), (3, 2));
+    }
+
+    #[test]
+    fn file_durations_and_formats() {
+        let s = resolved(
+            "timeout = \"500ms\"\nmax-wait = \"30m\"\npoll-timeout = \"24h\"\npoll-interval = \"1h30m\"\nformat = \"Jsonl, csv,jsonl\"\nlog-format = \"json\"\ncsv-bom = true\n",
+            Options::default(),
+        );
+        assert_eq!(s.timeout, Duration::from_millis(500));
+        assert_eq!(s.max_wait, Duration::from_secs(1800));
+        assert_eq!(s.poll_timeout, Duration::from_secs(86400));
+        assert_eq!(s.poll_interval, Duration::from_secs(5400));
+        assert_eq!(s.formats, vec![Format::Jsonl, Format::Csv]);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert!(s.csv_bom);
+    }
+
+    #[test]
+    fn format_flag_is_a_list_of_value_names() {
+        let o = flags(&["--format", "CSV, parquet,csv", "--timeout", "90s"]).unwrap();
+        assert_eq!(
+            o.format,
+            Some(vec![Format::Csv, Format::Parquet, Format::Csv])
+        );
+        assert_eq!(o.timeout, Some(Duration::from_secs(90)));
+        // A repeated format counts once; the flag replaces the file's list.
+        let s = resolved("format = \"jsonl\"\n", o);
+        assert_eq!(s.formats, vec![Format::Csv, Format::Parquet]);
+        assert!(flags(&["--format", "xlsx"]).is_err());
+        assert!(flags(&["--timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn flag_only_options_are_not_file_keys() {
+        for text in ["config = \"other.toml\"\n", "adopt-account = true\n"] {
+            let err = config_error(text);
+            assert!(err.contains("unknown field"), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn value_errors_name_the_line_and_what_the_key_takes() {
+        for (text, wanted) in [
+            (
+                "rate = 1\ntimeout = 30\n",
+                "line 2: timeout is not a duration",
+            ),
+            (
+                "\nformat = [\"csv\"]\n",
+                "line 2: format is not a list of formats",
+            ),
+            (
+                "concurrency = -1\n",
+                "line 1: concurrency takes a whole number",
+            ),
+            ("vin-column = 3\n", "line 1: vin-column takes text"),
+        ] {
+            let err = config_error(text);
+            assert!(err.contains(wanted), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn validation_and_credentials_messages() {
+        for (flag, wanted) in [
+            ("--concurrency", "--concurrency must be at least 1"),
+            ("--max-attempts", "--max-attempts must be at least 1"),
+            (
+                "--bad-request-streak",
+                "--bad-request-streak must be at least 1",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = dir.path().join("vmr.toml");
+            std::fs::write(&cfg, "").unwrap();
+            let o = Options {
+                config: Some(cfg),
+                ..flags(&[flag, "0"]).unwrap()
+            };
+            assert_eq!(Settings::resolve(&o).unwrap_err().to_string(), wanted);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, " s3cret \n").unwrap();
+        let text = format!("app-id = \"from-file\"\napp-secret-file = {:?}\n", secret);
+        let s = resolved(&text, Options::default());
+        if std::env::var_os("VMR_APP_ID").is_none() {
+            let c = s.credentials().unwrap();
+            assert_eq!(c.app_id, "from-file");
+            assert_eq!(c.app_secret.expose(), "s3cret");
+        }
+    }
+
+    #[test]
+    fn help_shows_every_default_from_the_table() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            options: Options,
+        }
+        let mut cmd = Options::show_defaults(<Cli as clap::CommandFactory>::command());
+        let help = cmd.render_help().to_string();
+        for wanted in [
+            "[default: 10; 100 with --sandbox]",
+            "[default: 30s; 1s with --sandbox]",
+            "[default: vmr-state; vmr-sandbox-state with --sandbox]",
+            "[default: 30m]",
+            "[default: 24h]",
+            "[default: parquet,csv]",
+            "[default: https://api.jumdata.com]",
+        ] {
+            assert!(help.contains(wanted), "{wanted} missing from\n{help}");
+        }
+        // Every default in the table is shown on its own option.
+        for (id, value) in defaults(false).shown() {
+            if value.is_some() {
+                let arg = cmd.get_arguments().find(|a| a.get_id() == id);
+                let help = arg.and_then(|a| a.get_help()).map(ToString::to_string);
+                assert!(help.is_some_and(|h| h.contains("[default: ")), "{id}");
+            }
+        }
     }
 }
