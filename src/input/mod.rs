@@ -134,53 +134,49 @@ pub enum InputError {
     UndetectedEncoding { file: String },
 }
 
-/// Streams and judges the rows of one input file. See the module documentation.
-pub struct InputReader {
-    file_name: String,
-    fingerprint: String,
-    encoding: &'static Encoding,
-    csv: csv::Reader<Box<dyn Read + Send>>,
-    record: csv::ByteRecord,
-    /// Header names as written (trimmed, BOM removed).
-    headers: Vec<String>,
-    vin_index: usize,
-    image_index: usize,
-    /// Set once the parser has asked for more input and found none; see `record_start_line`.
-    at_eof: Arc<AtomicBool>,
-    read_error: Option<String>,
-    finished: bool,
+/// The encoding `--encoding` names, if given.
+fn forced_encoding(
+    file_name: &str,
+    name: Option<&str>,
+) -> Result<Option<&'static Encoding>, InputError> {
+    let Some(name) = name else { return Ok(None) };
+    match Encoding::for_label(name.trim().as_bytes()) {
+        Some(enc) if enc != encoding_rs::REPLACEMENT => Ok(Some(enc)),
+        _ => Err(InputError::UnknownEncoding {
+            file: file_name.to_owned(),
+            name: name.to_string(),
+        }),
+    }
 }
 
-impl InputReader {
-    /// Opens `path`, fingerprints it, settles its encoding and finds the VIN and image
-    /// columns. Every file-level problem is reported here, before any row is read.
-    pub fn open(path: &Path, opts: &InputOptions) -> Result<InputReader, InputError> {
-        let file_name = path.to_string_lossy().into_owned();
+/// A file opened and sniffed: its fingerprint, its encoding and its first bytes, kept to be
+/// fed to the parser ahead of the rest (so the sample is read only once).
+struct Sniffed {
+    file: File,
+    sample: Vec<u8>,
+    bom_len: usize,
+    encoding: &'static Encoding,
+    fingerprint: String,
+}
+
+impl Sniffed {
+    /// Hashes the whole file in one pass, keeps its first 64 KiB, and settles the encoding:
+    /// a byte-order mark, else `--encoding`, else detection. Refuses what is not CSV text.
+    fn read(
+        path: &Path,
+        file_name: &str,
+        forced: Option<&'static Encoding>,
+    ) -> Result<Sniffed, InputError> {
         let unreadable = |cause: io::Error| InputError::Unreadable {
-            file: file_name.clone(),
+            file: file_name.to_owned(),
             cause,
-        };
-        let forced = match opts.encoding.as_deref() {
-            None => None,
-            Some(name) => match Encoding::for_label(name.trim().as_bytes()) {
-                Some(enc) if enc != encoding_rs::REPLACEMENT => Some(enc),
-                _ => {
-                    return Err(InputError::UnknownEncoding {
-                        file: file_name,
-                        name: name.to_string(),
-                    });
-                }
-            },
         };
         let mut file = File::open(path).map_err(|cause| match cause.kind() {
             io::ErrorKind::NotFound => InputError::NotFound {
-                file: file_name.clone(),
+                file: file_name.to_owned(),
             },
             _ => unreadable(cause),
         })?;
-
-        // One pass hashes the whole file; its first 64 KiB are kept to sniff the encoding and
-        // then fed to the parser ahead of the rest, so the sample is read only once.
         let mut sample = Vec::with_capacity(SAMPLE_LEN);
         (&mut file)
             .take(SAMPLE_LEN as u64)
@@ -203,7 +199,6 @@ impl InputReader {
                 .map_err(unreadable)?;
         }
         let fingerprint = hex::encode(&hasher.finalize()[..8]);
-
         // `None`: neither given nor recognisable; refused once the file is known to be text.
         let (encoding, bom_len) = match Encoding::for_bom(&sample) {
             Some((enc, len)) => (Some(enc), len),
@@ -212,39 +207,34 @@ impl InputReader {
                 0,
             ),
         };
-        let body = &sample[bom_len..];
-        if body.iter().all(u8::is_ascii_whitespace) && whole_file_in_sample {
-            return Err(InputError::Empty { file: file_name });
-        }
-        if encoding != Some(encoding_rs::UTF_16LE) && encoding != Some(encoding_rs::UTF_16BE) {
-            if body.starts_with(b"PK\x03\x04") {
-                return Err(InputError::NotCsv {
-                    file: file_name,
-                    why: "it is an Excel workbook or another zip archive".into(),
-                });
-            }
-            if body.contains(&0) {
-                return Err(InputError::NotCsv {
-                    file: file_name,
-                    why: "it contains NUL bytes, so it is a binary file or UTF-16 text".into(),
-                });
-            }
-        }
-        let Some(encoding) = encoding else {
-            return Err(InputError::UndetectedEncoding { file: file_name });
-        };
+        let encoding = check_is_text(
+            file_name,
+            &sample[bom_len..],
+            encoding,
+            whole_file_in_sample,
+        )?;
+        Ok(Sniffed {
+            file,
+            sample,
+            bom_len,
+            encoding,
+            fingerprint,
+        })
+    }
 
-        let mut head = Cursor::new(sample);
-        head.set_position(bom_len as u64);
-        let bytes = head.chain(file);
-        // UTF-8 goes to the parser untouched (rows are validated one by one); anything else is
-        // decoded to UTF-8 on the way in.
-        let source: Box<dyn Read + Send> = if encoding == UTF_8 {
+    /// The CSV parser over the whole file (UTF-8 untouched, since rows are validated one by
+    /// one; anything else decoded to UTF-8 on the way in), and the flag it raises at the end
+    /// of its input.
+    fn into_parser(self) -> (csv::Reader<Box<dyn Read + Send>>, Arc<AtomicBool>) {
+        let mut head = Cursor::new(self.sample);
+        head.set_position(self.bom_len as u64);
+        let bytes = head.chain(self.file);
+        let source: Box<dyn Read + Send> = if self.encoding == UTF_8 {
             Box::new(bytes)
         } else {
             Box::new(
                 DecodeReaderBytesBuilder::new()
-                    .encoding(Some(encoding))
+                    .encoding(Some(self.encoding))
                     .strip_bom(true)
                     .build(bytes),
             )
@@ -257,82 +247,158 @@ impl InputReader {
         // Only '\n' ends a record, so that each record consumes exactly its own line breaks
         // and the line count stays exact for CRLF files too (the '\r' left at the end of the
         // last field is trimmed like any whitespace).
-        let mut csv = csv::ReaderBuilder::new()
+        let csv = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
             .terminator(csv::Terminator::Any(b'\n'))
             .from_reader(Box::new(source) as Box<dyn Read + Send>);
+        (csv, at_eof)
+    }
+}
 
-        let mut record = csv::ByteRecord::new();
-        match csv.read_byte_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => return Err(InputError::Empty { file: file_name }),
-            Err(e) => return Err(unreadable(io::Error::other(e))),
-        }
-        let mut headers = Vec::with_capacity(record.len());
-        for field in record.iter() {
-            let Ok(text) = std::str::from_utf8(field) else {
-                return Err(InputError::BadHeaderEncoding {
-                    file: file_name,
-                    encoding: encoding.name().to_string(),
-                });
-            };
-            headers.push(text.trim_start_matches('\u{feff}').trim().to_string());
-        }
-        if headers.iter().any(|h| h.contains('\u{fffd}')) {
-            return Err(InputError::BadHeaderEncoding {
-                file: file_name,
-                encoding: encoding.name().to_string(),
+/// Refuses a file that is empty, a zip archive (an Excel workbook), binary, or text in an
+/// encoding that was neither given nor recognised.
+fn check_is_text(
+    file_name: &str,
+    body: &[u8],
+    encoding: Option<&'static Encoding>,
+    whole_file_in_sample: bool,
+) -> Result<&'static Encoding, InputError> {
+    let file = || file_name.to_owned();
+    if body.iter().all(u8::is_ascii_whitespace) && whole_file_in_sample {
+        return Err(InputError::Empty { file: file() });
+    }
+    if encoding != Some(encoding_rs::UTF_16LE) && encoding != Some(encoding_rs::UTF_16BE) {
+        if body.starts_with(b"PK\x03\x04") {
+            return Err(InputError::NotCsv {
+                file: file(),
+                why: "it is an Excel workbook or another zip archive".into(),
             });
         }
+        if body.contains(&0) {
+            return Err(InputError::NotCsv {
+                file: file(),
+                why: "it contains NUL bytes, so it is a binary file or UTF-16 text".into(),
+            });
+        }
+    }
+    encoding.ok_or_else(|| InputError::UndetectedEncoding { file: file() })
+}
 
-        let vin_index = find_column(
-            &file_name,
-            &headers,
-            opts.vin_column.as_deref(),
-            "--vin-column",
-            VIN_HEADERS,
-        )?;
-        let image_index = find_column(
-            &file_name,
-            &headers,
-            opts.image_column.as_deref(),
-            "--image-column",
-            IMAGE_HEADERS,
-        )?;
-        let (vin_index, image_index) = match (vin_index, image_index) {
-            (Some(v), Some(i)) => (v, i),
-            (v, i) => {
-                if let Some(first) = headers
-                    .iter()
-                    .find(|h| vin_problem(&normalize_vin(h)).is_none())
-                {
-                    return Err(InputError::NoHeader {
-                        file: file_name,
-                        first: shown(first),
-                    });
-                }
-                if headers.len() == 1 && v.is_none() && i.is_none() {
-                    return Err(InputError::NotCsv {
-                        file: file_name,
-                        why: single_column_why(&headers[0]),
-                    });
-                }
-                let headers = header_list(&headers);
-                return Err(if v.is_none() {
-                    InputError::NoVinColumn {
-                        file: file_name,
-                        headers,
-                    }
-                } else {
-                    InputError::NoImageColumn {
-                        file: file_name,
-                        headers,
-                    }
-                });
-            }
-        };
+/// The header line: names trimmed, byte-order mark removed.
+fn read_headers(
+    csv: &mut csv::Reader<Box<dyn Read + Send>>,
+    record: &mut csv::ByteRecord,
+    file_name: &str,
+    encoding: &'static Encoding,
+) -> Result<Vec<String>, InputError> {
+    let bad_encoding = || InputError::BadHeaderEncoding {
+        file: file_name.to_owned(),
+        encoding: encoding.name().to_string(),
+    };
+    match csv.read_byte_record(record) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(InputError::Empty {
+                file: file_name.to_owned(),
+            });
+        }
+        Err(e) => {
+            return Err(InputError::Unreadable {
+                file: file_name.to_owned(),
+                cause: io::Error::other(e),
+            });
+        }
+    }
+    let mut headers = Vec::with_capacity(record.len());
+    for field in record.iter() {
+        let text = std::str::from_utf8(field).map_err(|_| bad_encoding())?;
+        headers.push(text.trim_start_matches('\u{feff}').trim().to_string());
+    }
+    if headers.iter().any(|h| h.contains('\u{fffd}')) {
+        return Err(bad_encoding());
+    }
+    Ok(headers)
+}
 
+/// The VIN and image columns, by the options or by name; when one is missing, the error says
+/// what the file looks like instead (no header line, not CSV, which column is missing).
+fn locate_columns(
+    file_name: &str,
+    headers: &[String],
+    opts: &InputOptions,
+) -> Result<(usize, usize), InputError> {
+    let vin = find_column(
+        file_name,
+        headers,
+        opts.vin_column.as_deref(),
+        "--vin-column",
+        VIN_HEADERS,
+    )?;
+    let image = find_column(
+        file_name,
+        headers,
+        opts.image_column.as_deref(),
+        "--image-column",
+        IMAGE_HEADERS,
+    )?;
+    let file = file_name.to_owned();
+    match (vin, image) {
+        (Some(v), Some(i)) => Ok((v, i)),
+        _ if headers
+            .iter()
+            .any(|h| vin_problem(&normalize_vin(h)).is_none()) =>
+        {
+            let first = headers
+                .iter()
+                .find(|h| vin_problem(&normalize_vin(h)).is_none())
+                .map_or(String::new(), |h| shown(h));
+            Err(InputError::NoHeader { file, first })
+        }
+        (None, None) if headers.len() == 1 => Err(InputError::NotCsv {
+            file,
+            why: single_column_why(&headers[0]),
+        }),
+        (None, _) => Err(InputError::NoVinColumn {
+            file,
+            headers: header_list(headers),
+        }),
+        (Some(_), None) => Err(InputError::NoImageColumn {
+            file,
+            headers: header_list(headers),
+        }),
+    }
+}
+
+/// Streams and judges the rows of one input file. See the module documentation.
+pub struct InputReader {
+    file_name: String,
+    fingerprint: String,
+    encoding: &'static Encoding,
+    csv: csv::Reader<Box<dyn Read + Send>>,
+    record: csv::ByteRecord,
+    /// Header names as written (trimmed, BOM removed).
+    headers: Vec<String>,
+    vin_index: usize,
+    image_index: usize,
+    /// Set once the parser has asked for more input and found none; see `record_start_line`.
+    at_eof: Arc<AtomicBool>,
+    read_error: Option<String>,
+    finished: bool,
+}
+
+impl InputReader {
+    /// Opens `path`, fingerprints it, settles its encoding and finds the VIN and image
+    /// columns. Every file-level problem is reported here, before any row is read.
+    pub fn open(path: &Path, opts: &InputOptions) -> Result<InputReader, InputError> {
+        let file_name = path.to_string_lossy().into_owned();
+        let forced = forced_encoding(&file_name, opts.encoding.as_deref())?;
+        let sniffed = Sniffed::read(path, &file_name, forced)?;
+        let (encoding, fingerprint) = (sniffed.encoding, sniffed.fingerprint.clone());
+        let (mut csv, at_eof) = sniffed.into_parser();
+        let mut record = csv::ByteRecord::new();
+        let headers = read_headers(&mut csv, &mut record, &file_name, encoding)?;
+        let (vin_index, image_index) = locate_columns(&file_name, &headers, opts)?;
         Ok(InputReader {
             file_name,
             fingerprint,
