@@ -126,6 +126,53 @@ fn last_code_message(ex: &Exchange) -> (Option<i64>, Option<String>) {
     }
 }
 
+/// One debug line per call (never the sign or the secret, which stay in the request).
+fn log_call(ex: &Exchange, vin: &str) {
+    tracing::debug!(
+        vin,
+        endpoint = ex.endpoint.as_str(),
+        http_status = ex.http_status,
+        code = ex.answer.code,
+        msg = ex.answer.msg.as_deref(),
+        billed = ex.billed(),
+        elapsed_ms = ex.ended_at_ms - ex.started_at_ms,
+        "call"
+    );
+    if let Outcome::Transient { detail, .. } = &ex.outcome {
+        tracing::debug!(
+            vin,
+            endpoint = ex.endpoint.as_str(),
+            detail = detail.as_str(),
+            "no usable answer"
+        );
+    }
+}
+
+/// The checkpoint update every landed call starts from: the call log row, the VIN's last code
+/// and message, and the taskNo of a billed answer.
+fn call_update(vin_id: i64, ex: &Exchange, request_id: Option<&str>) -> Update {
+    let (code, message) = last_code_message(ex);
+    Update {
+        vin_id,
+        call: Some(call_log(ex, request_id)),
+        code: Some(code),
+        message,
+        task_no: ex.billed().then(|| ex.answer.task_no.clone()).flatten(),
+        ..Update::default()
+    }
+}
+
+/// The report a billed answer carries, as the checkpoint stores it (byte for byte).
+fn report_row(ex: &Exchange, request_id: Option<String>) -> ReportRow {
+    ReportRow {
+        request_id,
+        task_no: ex.answer.task_no.clone(),
+        endpoint: ex.endpoint.as_str(),
+        fetched_at: ex.ended_at_ms,
+        body: ex.body.clone(),
+    }
+}
+
 /// The wait before a retry: the backoff's, or longer when the server asked for it.
 fn retry_wait(backoff: Duration, outcome: &Outcome) -> Duration {
     match outcome {
@@ -201,24 +248,7 @@ impl Engine {
     /// Counts one landed call, feeds the streaks and sets any stop it calls for. Returns the
     /// parked VINs a real answer has just shown to be failed by their own 400.
     fn settle(&self, ex: &Exchange, vin: &str) -> Vec<i64> {
-        tracing::debug!(
-            vin,
-            endpoint = ex.endpoint.as_str(),
-            http_status = ex.http_status,
-            code = ex.answer.code,
-            msg = ex.answer.msg.as_deref(),
-            billed = ex.billed(),
-            elapsed_ms = ex.ended_at_ms - ex.started_at_ms,
-            "call"
-        );
-        if let Outcome::Transient { detail, .. } = &ex.outcome {
-            tracing::debug!(
-                vin,
-                endpoint = ex.endpoint.as_str(),
-                detail = detail.as_str(),
-                "no usable answer"
-            );
-        }
+        log_call(ex, vin);
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
         if ex.billed() {
             self.counters.billed.fetch_add(1, Ordering::SeqCst);
@@ -238,7 +268,12 @@ impl Engine {
                 message: message.clone(),
             });
         }
-        match self.streaks.observe(&ex.outcome, ex.answer.code) {
+        self.act_on(self.streaks.observe(&ex.outcome, ex.answer.code), ex)
+    }
+
+    /// Carries out what the streaks concluded from a call: a stop, or VINs to fail.
+    fn act_on(&self, verdict: Verdict, ex: &Exchange) -> Vec<i64> {
+        match verdict {
             Verdict::Carry => Vec::new(),
             Verdict::FailParked(vins) => vins,
             Verdict::BadCredentials { streak } => {
@@ -268,9 +303,10 @@ impl Engine {
         }
     }
 
-    /// Fails the VINs whose lone 400 a later real answer has shown to be their own.
-    async fn fail_parked(&self, vins: Vec<i64>) -> Result<(), CheckpointError> {
-        for vin_id in vins {
+    /// Takes a landed call into the run's counters and streaks (see [`Engine::settle`]), and
+    /// fails the VINs whose lone 400 it has just shown to be their own.
+    async fn land(&self, ex: &Exchange, vin: &str) -> Result<(), CheckpointError> {
+        for vin_id in self.settle(ex, vin) {
             self.ckpt
                 .apply(Update {
                     vin_id,
@@ -310,6 +346,44 @@ impl Engine {
             _ = tokio::time::sleep(delay) => {},
             _ = self.stop.wait() => {},
         }
+    }
+
+    /// Where a generate's answer takes its VIN (filling in `u`), or `None` when it is to be
+    /// retried. `unsold` is where a VIN goes when nothing was bought.
+    fn after_generate(&self, ex: &Exchange, u: &mut Update, unsold: State) -> Option<State> {
+        Some(match &ex.outcome {
+            Outcome::Report { request_id } => {
+                u.request_id = request_id.clone();
+                u.report = Some(report_row(ex, request_id.clone()));
+                State::Done
+            }
+            Outcome::Accepted { request_id } => {
+                u.request_id = Some(request_id.clone());
+                u.accepted_at = Some(ex.ended_at_ms);
+                let iv = self.opts.poll_interval.as_millis() as i64;
+                u.next_poll_at = Some(Some(ex.ended_at_ms + iv));
+                u.poll_interval_ms = Some(iv);
+                self.counters.pending.fetch_add(1, Ordering::SeqCst);
+                State::Pending
+            }
+            Outcome::BilledUnusable { message } => {
+                u.message = Some(format!("{BILLED_UNUSABLE}: {message}"));
+                State::Failed
+            }
+            Outcome::Fail { .. } => State::Failed,
+            Outcome::Transient {
+                delivery: Delivery::Unknown,
+                detail,
+                ..
+            } => {
+                u.message = Some(format!(
+                    "no answer to a generate the vendor may have billed ({detail}); not sent again unless you say so (--resubmit-uncertain or `vmr resolve`)"
+                ));
+                State::Uncertain
+            }
+            Outcome::BadRequest { .. } | Outcome::Stop { .. } => unsold,
+            Outcome::NotReady { .. } | Outcome::Transient { .. } => return None,
+        })
     }
 
     /// Generate for one VIN, recording every call. Returns the VIN's state after it.
@@ -352,65 +426,19 @@ impl Engine {
             }
             attempts.start();
             let ex = self.client.generate(&todo.vin, &todo.license_img_url).await;
-            let parked = self.settle(&ex, &todo.vin);
-            self.fail_parked(parked).await?;
-            let (code, message) = last_code_message(&ex);
-            let mut u = Update {
-                vin_id: todo.vin_id,
-                call: Some(call_log(&ex, None)),
-                code: Some(code),
-                message,
-                task_no: ex.billed().then(|| ex.answer.task_no.clone()).flatten(),
-                ..Update::default()
-            };
-            let state = match &ex.outcome {
-                Outcome::Report { request_id } => {
-                    u.request_id = request_id.clone();
-                    u.report = Some(ReportRow {
-                        request_id: request_id.clone(),
-                        task_no: ex.answer.task_no.clone(),
-                        endpoint: Endpoint::Generate.as_str(),
-                        fetched_at: ex.ended_at_ms,
-                        body: ex.body.clone(),
-                    });
-                    State::Done
-                }
-                Outcome::Accepted { request_id } => {
-                    u.request_id = Some(request_id.clone());
-                    u.accepted_at = Some(ex.ended_at_ms);
-                    let iv = self.opts.poll_interval.as_millis() as i64;
-                    u.next_poll_at = Some(Some(ex.ended_at_ms + iv));
-                    u.poll_interval_ms = Some(iv);
-                    self.counters.pending.fetch_add(1, Ordering::SeqCst);
-                    State::Pending
-                }
-                Outcome::BilledUnusable { message } => {
-                    u.message = Some(format!("{BILLED_UNUSABLE}: {message}"));
-                    State::Failed
-                }
-                Outcome::Fail { .. } => State::Failed,
-                Outcome::Transient {
-                    delivery: Delivery::Unknown,
-                    detail,
-                    ..
-                } => {
-                    u.message = Some(format!(
-                        "no answer to a generate the vendor may have billed ({detail}); not sent again unless you say so (--resubmit-uncertain or `vmr resolve`)"
-                    ));
-                    State::Uncertain
-                }
-                Outcome::BadRequest { .. } | Outcome::Stop { .. } => unsold,
+            self.land(&ex, &todo.vin).await?;
+            let mut u = call_update(todo.vin_id, &ex, None);
+            let state = match self.after_generate(&ex, &mut u, unsold) {
+                Some(state) => state,
                 // Not sent, not billed, or a 701 without a requestId: retried.
-                Outcome::NotReady { .. } | Outcome::Transient { .. } => {
-                    match attempts.next_delay() {
-                        Some(delay) => {
-                            self.ckpt.apply(u).await?;
-                            self.back_off(retry_wait(delay, &ex.outcome)).await;
-                            continue;
-                        }
-                        None => unsold,
+                None => match attempts.next_delay() {
+                    Some(delay) => {
+                        self.ckpt.apply(u).await?;
+                        self.back_off(retry_wait(delay, &ex.outcome)).await;
+                        continue;
                     }
-                }
+                    None => unsold,
+                },
             };
             u.to = Some(state);
             self.ckpt.apply(u).await?;
@@ -419,6 +447,46 @@ impl Engine {
             }
             return Ok(state);
         }
+    }
+
+    /// Where a get's answer takes its pending VIN (filling in `u`), or `None` when it is to be
+    /// retried. `deadline` is when the poll timeout runs out for this VIN.
+    fn after_get(
+        &self,
+        ex: &Exchange,
+        u: &mut Update,
+        todo: &PollTodo,
+        deadline: i64,
+    ) -> Option<State> {
+        let state = match &ex.outcome {
+            Outcome::Report { .. } | Outcome::Accepted { .. } => {
+                u.report = Some(report_row(ex, Some(todo.request_id.clone())));
+                State::Done
+            }
+            Outcome::BilledUnusable { message } => {
+                u.message = Some(format!("{BILLED_UNUSABLE}: {message}"));
+                State::Failed
+            }
+            Outcome::NotReady { .. } if ex.started_at_ms > deadline => {
+                u.message = Some(format!(
+                    "the report was still not ready {} after it was bought (--poll-timeout)",
+                    humantime::format_duration(self.opts.poll_timeout)
+                ));
+                State::Expired
+            }
+            Outcome::Fail { code: 702, .. } => State::Failed,
+            // 701 before the deadline, 400, 999, any other code, a refusal: the report is paid
+            // for, so the VIN stays pending and is asked again later.
+            Outcome::NotReady { .. }
+            | Outcome::Fail { .. }
+            | Outcome::BadRequest { .. }
+            | Outcome::Stop { .. } => State::Pending,
+            Outcome::Transient { .. } => return None,
+        };
+        if state != State::Pending {
+            u.next_poll_at = Some(None);
+        }
+        Some(state)
     }
 
     /// Get for one pending VIN, recording every call. The report is paid for, so nothing but the
@@ -442,71 +510,25 @@ impl Engine {
             }
             attempts.start();
             let ex = self.client.get(&todo.request_id).await;
-            let parked = self.settle(&ex, &todo.vin);
-            self.fail_parked(parked).await?;
-            let (code, message) = last_code_message(&ex);
-            let mut u = Update {
-                vin_id: todo.vin_id,
-                call: Some(call_log(&ex, Some(&todo.request_id))),
-                code: Some(code),
-                message,
-                task_no: ex.billed().then(|| ex.answer.task_no.clone()).flatten(),
-                ..Update::default()
-            };
+            self.land(&ex, &todo.vin).await?;
+            let mut u = call_update(todo.vin_id, &ex, Some(&todo.request_id));
             let later = |u: &mut Update| {
                 u.next_poll_at = Some(Some(now_ms() + next_interval));
                 u.poll_interval_ms = Some(next_interval);
+                State::Pending
             };
-            let state = match &ex.outcome {
-                Outcome::Report { .. } | Outcome::Accepted { .. } => {
-                    u.report = Some(ReportRow {
-                        request_id: Some(todo.request_id.clone()),
-                        task_no: ex.answer.task_no.clone(),
-                        endpoint: Endpoint::Get.as_str(),
-                        fetched_at: ex.ended_at_ms,
-                        body: ex.body.clone(),
-                    });
-                    u.next_poll_at = Some(None);
-                    State::Done
-                }
-                Outcome::BilledUnusable { message } => {
-                    u.message = Some(format!("{BILLED_UNUSABLE}: {message}"));
-                    u.next_poll_at = Some(None);
-                    State::Failed
-                }
-                Outcome::NotReady { .. } if ex.started_at_ms > deadline => {
-                    u.message = Some(format!(
-                        "the report was still not ready {} after it was bought (--poll-timeout)",
-                        humantime::format_duration(self.opts.poll_timeout)
-                    ));
-                    u.next_poll_at = Some(None);
-                    State::Expired
-                }
-                Outcome::Fail { code: 702, .. } => {
-                    u.next_poll_at = Some(None);
-                    State::Failed
-                }
-                // 701 before the deadline, 400, 999, any other code, a refusal: the report is
-                // paid for, so the VIN stays pending and is asked again later.
-                Outcome::NotReady { .. }
-                | Outcome::Fail { .. }
-                | Outcome::BadRequest { .. }
-                | Outcome::Stop { .. } => {
-                    later(&mut u);
-                    State::Pending
-                }
+            let state = match self.after_get(&ex, &mut u, &todo, deadline) {
+                Some(State::Pending) => later(&mut u),
+                Some(state) => state,
                 // No usable answer (an unknown one costs at most one more get): retried, then
                 // asked again at a later poll.
-                Outcome::Transient { .. } => match attempts.next_delay() {
+                None => match attempts.next_delay() {
                     Some(delay) => {
                         self.ckpt.apply(u).await?;
                         self.back_off(retry_wait(delay, &ex.outcome)).await;
                         continue;
                     }
-                    None => {
-                        later(&mut u);
-                        State::Pending
-                    }
+                    None => later(&mut u),
                 },
             };
             if state != State::Pending {
