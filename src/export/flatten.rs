@@ -2,7 +2,7 @@
 //! and `exceptions`.
 //!
 //! This is the CPU-bound heart of export, run in parallel over slices of a chunk. It reads the
-//! REPORT through the API model (the one place that knows the wire format) and converts each
+//! REPORT through the API's borrowed view (`api::view`, the one place that knows the wire format) and converts each
 //! field to its column type. Every conversion is total: a value that does not fit becomes null
 //! and is counted per `table.column`, and a body that holds no REPORT at all yields no rows and
 //! is listed as a bad body. Nothing here may panic on any input.
@@ -22,7 +22,6 @@ use std::collections::BTreeMap;
 
 use super::schema;
 use crate::api::Endpoint;
-use crate::api::model::split_finding;
 use crate::api::outcome::{parse_report, report_json};
 use crate::api::view::{
     Conv, Finding, Held, NotThere, OverviewView, PartSlot, RecordsView, ReportView, Scalar, Slot,
@@ -378,6 +377,21 @@ fn amount(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<i128> {
         q.coerced(col);
     }
     v
+}
+
+/// Splits an overview finding at the first ASCII or full-width colon:
+/// `"前保:油漆"` → (`"前保"`, `Some("油漆")`); no colon → (whole, `None`).
+/// Empty sides become `None` for the finding and stay `""`-free for the component.
+pub fn split_finding(raw: &str) -> (String, Option<String>) {
+    match raw.find([':', '：']) {
+        Some(i) => {
+            let sep_len = raw[i..].chars().next().map(char::len_utf8).unwrap_or(1);
+            let component = raw[..i].trim().to_owned();
+            let finding = raw[i + sep_len..].trim();
+            (component, (!finding.is_empty()).then(|| finding.to_owned()))
+        }
+        None => (raw.trim().to_owned(), None),
+    }
 }
 
 /// `type_name` from `type_code`.
@@ -853,5 +867,20 @@ mod tests {
             0
         );
         assert_eq!(from_date32(date32(d)), Some(d));
+    }
+
+    #[test]
+    fn findings_split_at_first_colon_of_either_width() {
+        assert_eq!(
+            split_finding("前保:油漆"),
+            ("前保".into(), Some("油漆".into()))
+        );
+        assert_eq!(
+            split_finding("左前门：更换"),
+            ("左前门".into(), Some("更换".into()))
+        );
+        assert_eq!(split_finding("a:b:c"), ("a".into(), Some("b:c".into())));
+        assert_eq!(split_finding("保险杠拆卸"), ("保险杠拆卸".into(), None));
+        assert_eq!(split_finding("前保:"), ("前保".into(), None));
     }
 }

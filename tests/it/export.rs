@@ -19,15 +19,16 @@ use serde_json::{Value, json};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use vmr::api::Endpoint;
-use vmr::api::model::{
-    Decimal, Field, Kind, Lenient, OverviewPart, RecordSlot, Records, Report, Shaped, Text,
-};
 use vmr::api::outcome::parse_report;
+use vmr::api::scalar::{Decimal, Field, Kind, Lenient, Text};
 use vmr::api::view::{Conv, Finding, Held, NotThere, PartSlot, ReportView, Scalar, Slot};
 use vmr::checkpoint::{self, Checkpoint};
 use vmr::config::Format;
 use vmr::export::flatten::{self, SourceReport, Want};
 use vmr::export::{ExportOptions, export, schema};
+
+pub(crate) mod reference_model;
+use reference_model::{OverviewPart, RecordSlot, Records, Report, Shaped};
 
 const T0: i64 = 1_714_550_400_000; // 2024-05-01T08:00:00Z
 
@@ -1655,8 +1656,8 @@ fn agree_decimal(f: &Field<Decimal>, s: &Scalar<'_>) -> bool {
     }
 }
 
-/// Export reads the borrowed view; the owned model is what the rest of vmr reads. Both must
-/// see the same report in every body.
+/// Export reads the borrowed view; the owned reference model is the plain reading of the same
+/// body. Both must see the same report in every body.
 fn view_agrees_with_model(body: &[u8]) -> Result<(), String> {
     let model = parse_report::<Report>(Endpoint::Get, body);
     let view = parse_report::<ReportView<'_>>(Endpoint::Get, body);
