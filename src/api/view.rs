@@ -430,7 +430,10 @@ macro_rules! view_object {
                     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                         f.write_str($what)
                     }
-                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                    fn visit_map<A: MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<Self::Value, A::Error> {
                         let mut out = $name::default();
                         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                             match key.as_ref() {

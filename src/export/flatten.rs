@@ -2,10 +2,10 @@
 //! and `exceptions`.
 //!
 //! This is the CPU-bound heart of export, run in parallel over slices of a chunk. It reads the
-//! REPORT through the API's borrowed view (`api::view`, the one place that knows the wire format) and converts each
-//! field to its column type. Every conversion is total: a value that does not fit becomes null
-//! and is counted per `table.column`, and a body that holds no REPORT at all yields no rows and
-//! is listed as a bad body. Nothing here may panic on any input.
+//! REPORT through the API's borrowed view (`api::view`, the one place that knows the wire
+//! format) and converts each field to its column type. Every conversion is total: a value that
+//! does not fit becomes null and is counted per `table.column`, and a body that holds no REPORT
+//! at all yields no rows and is listed as a bad body. Nothing here may panic on any input.
 
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;

@@ -1,7 +1,7 @@
 //! The output tables: the one place that spells design.md's "Output tables" contract (names,
 //! column order, types).
 //!
-//! Each table is declared once, as a column list in a [`table!`] block. From that list come the
+//! Each table is declared once, as a column list in a `table!` block. From that list come the
 //! table's Arrow builders (one struct field per column, named as the column), its Arrow schema
 //! (so the Parquet schema and the CSV header), which columns Parquet dictionary-encodes, and
 //! `finish()`, which pairs every builder with the schema field of the same name. Adding a column
