@@ -1,10 +1,13 @@
-//! Signing and REPORT parsing, the per-call and per-report costs of the API layer.
+//! Signing and REPORT parsing (into the borrowed view export reads), the per-call and per-report
+//! costs of the API layer.
 //! `cargo bench --bench api`
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
-use vmr::api::model::Report;
+use vmr::api::view::ReportView;
 use vmr::api::{Endpoint, classify, sign};
+
+mod common;
 
 fn bench(c: &mut Criterion) {
     c.bench_function("sign", |b| {
@@ -19,13 +22,11 @@ fn bench(c: &mut Criterion) {
     // A sandbox report: the vendor's untidiness (strings for numbers, "", null, absent fields).
     let untidy = vmr::sandbox::synth::report("LSVAB1234C0000001", 1).to_string();
     // The same report with every scalar a clean JSON value.
-    let clean = {
-        let r: Report = serde_json::from_str(&untidy).expect("parses");
-        serde_json::to_string(&r).expect("serializes")
-    };
+    let clean = common::tidy(serde_json::from_str(&untidy).expect("parses")).to_string();
+    // What export parses each stored REPORT into.
     for (name, body) in [("report_untidy", &untidy), ("report_clean", &clean)] {
         c.bench_function(name, |b| {
-            b.iter(|| serde_json::from_str::<Report>(black_box(body)).expect("parses"))
+            b.iter(|| serde_json::from_str::<ReportView<'_>>(black_box(body)).expect("parses"))
         });
     }
     let envelope = format!(r#"{{"code":200,"msg":"成功","taskNo":"1","data":{untidy}}}"#);

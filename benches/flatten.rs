@@ -3,29 +3,13 @@
 //! `null`, absent fields, unknown parts). `benches/export_bench.sh` measures the whole command.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::hint::black_box;
 use vmr::export::flatten::{self, SourceReport, Want};
 use vmr::sandbox::synth;
 
-/// The report with every numeric string made a number and every blank or null field dropped.
-fn tidy(v: Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.into_iter()
-                .filter(|(_, v)| !(v.is_null() || v.as_str().is_some_and(|s| s.is_empty())))
-                .map(|(k, v)| (k, tidy(v)))
-                .collect::<Map<String, Value>>(),
-        ),
-        Value::Array(a) => Value::Array(a.into_iter().map(tidy).collect()),
-        Value::String(s) => match (s.parse::<i64>(), s.parse::<f64>()) {
-            (Ok(i), _) => json!(i),
-            (_, Ok(f)) if f.is_finite() => json!(f),
-            _ => Value::String(s),
-        },
-        other => other,
-    }
-}
+mod common;
+use common::tidy;
 
 fn row(report: Value) -> SourceReport {
     let body = json!({"code": 200, "msg": "成功", "taskNo": "t-1", "data": report});

@@ -1,13 +1,13 @@
 //! The vendor API: the only code that knows Jumdata's wire format.
 //!
-//! `sign` authenticates calls, `model` parses REPORT bodies leniently, `outcome` parses the
-//! `{code, msg, taskNo, data}` envelope and classifies every result into an [`Outcome`] that tells
-//! the caller what to do, and `client` makes the signed HTTP calls.
+//! `sign` authenticates calls, `scalar` holds the rules that turn a vendor scalar of any JSON
+//! shape into a typed value, `view` reads a REPORT body leniently (borrowed, for export),
+//! `outcome` parses the `{code, msg, taskNo, data}` envelope and classifies every result into an
+//! [`Outcome`] that tells the caller what to do, and `client` makes the signed HTTP calls.
 
 pub mod client;
-#[macro_use]
-pub mod model;
 pub mod outcome;
+pub mod scalar;
 pub mod sign;
 pub mod view;
 

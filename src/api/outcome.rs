@@ -8,7 +8,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::model::{Field, Int, Text};
+use super::scalar::{Field, Int, Text};
 
 /// Which vendor endpoint a call went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

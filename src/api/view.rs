@@ -1,12 +1,10 @@
 //! A read-only view of a REPORT, borrowed from the stored body: what export reads.
 //!
-//! [`model::Report`](super::model::Report) owns every value and keeps every unknown field so a
-//! report round-trips; that costs two allocations per text field and a tree for every unknown
-//! key. Export reads each report bought once and keeps nothing, so it parses into this view
-//! instead: text stays a slice of the body (unless the vendor escaped it), unknown keys are
-//! skipped without being built, and each scalar keeps only its JSON shape, converted on demand
-//! by the same rules as the model ([`Kind`]). Proptests in `tests/it/export.rs` hold the two to the
-//! same answers.
+//! Export reads each report bought once and keeps nothing, so it parses into this view: text
+//! stays a slice of the body (unless the vendor escaped it), unknown keys are skipped without
+//! being built, and each scalar keeps only its JSON shape, converted on demand by the scalar
+//! rules ([`Kind`]). Proptests in `tests/it/export.rs` hold the view to an owned reference model
+//! (`tests/it/export/reference_model.rs`) on any body.
 
 use serde::Deserialize;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
@@ -16,7 +14,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-use super::model::{Date, Decimal, Float, Int, Key, Kind, Text, TextKind};
+use super::scalar::{Date, Decimal, Float, Int, Kind, Text, TextKind};
 
 /// One scalar as sent: its JSON shape, text borrowed from the body where it can be.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -58,7 +56,7 @@ fn conv<T>(v: Option<T>) -> Conv<T> {
 }
 
 impl<'a> Scalar<'a> {
-    /// Converts by `K`'s rules, exactly as [`model::Field`](super::model::Field) does.
+    /// Converts by `K`'s rules, exactly as [`scalar::Field`](super::scalar::Field) does.
     pub fn to<K: Kind>(&self) -> Conv<K::Out> {
         match self {
             Scalar::Absent | Scalar::Null => Conv::Missing,
@@ -105,7 +103,7 @@ impl<'a> Scalar<'a> {
     }
 
     /// A string-valued kind: a string is checked in place and borrowed, anything else is
-    /// converted as the model does.
+    /// converted by the kind's rules.
     fn text_kind<K: TextKind>(&self) -> Conv<Cow<'_, str>> {
         match self {
             Scalar::Str(s) => {
@@ -340,7 +338,7 @@ impl<'de> Deserialize<'de> for PartSlot<'de> {
 pub type Parts<'a> = Vec<(Cow<'a, str>, PartSlot<'a>)>;
 
 /// The overview object's parts; a key sent twice keeps its first position and its last value,
-/// as in the model's `serde_json::Map`.
+/// as in a `serde_json::Map`.
 struct PartsMap<'a>(Parts<'a>);
 
 impl<'de> Deserialize<'de> for PartsMap<'de> {
@@ -382,63 +380,122 @@ impl<'de> Deserialize<'de> for OverviewView<'de> {
     }
 }
 
-/// An overview part.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct PartView<'a> {
-    pub is_exception: Scalar<'a>,
-    pub label: Scalar<'a>,
-    pub exceptions: Findings<'a>,
+/// An object key, borrowed from the input when it has no escapes (the usual case), so matching
+/// keys allocates nothing.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
 }
 
-overview_part_keys!(PartView<'de>, "an overview part", |_out, _key, map| {
-    map.next_value::<IgnoredAny>()?;
-});
+/// A view struct and its `Deserialize`, from one list of `field: Type = "wireName"`: each
+/// listed key is read into its field (a later duplicate wins, as in `serde_json::Map`), any
+/// other key is skipped unbuilt, and only a value that is not an object fails.
+///
+/// Written out instead of `#[serde(flatten)]`-style derives, which buffer every object (a whole
+/// report, with all its records) into an intermediate tree before converting it.
+macro_rules! view_object {
+    ($(#[$doc:meta])* $name:ident, $what:literal {
+        $($field:ident: $fty:ident = $wire:literal),* $(,)?
+    }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Default)]
+        pub struct $name<'a> {
+            $(pub $field: $fty<'a>,)*
+        }
 
-/// A maintenance record.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct RecordView<'a> {
-    pub date: Scalar<'a>,
-    pub maintain_date: Scalar<'a>,
-    pub materal: Scalar<'a>,
-    pub remark: Scalar<'a>,
-    pub type_label: Scalar<'a>,
-    pub content: Scalar<'a>,
-    pub mileage: Scalar<'a>,
-    pub type_code: Scalar<'a>,
-    pub pay_type: Scalar<'a>,
-    pub total_money: Scalar<'a>,
+        impl<'de> Deserialize<'de> for $name<'de> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $name<'de>;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_map<A: MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<Self::Value, A::Error> {
+                        let mut out = $name::default();
+                        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                            match key.as_ref() {
+                                $($wire => out.$field = map.next_value()?,)*
+                                _ => {
+                                    map.next_value::<IgnoredAny>()?;
+                                }
+                            }
+                        }
+                        Ok(out)
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+    };
 }
 
-record_keys!(
-    RecordView<'de>,
-    "a maintenance record",
-    |_out, _key, map| {
-        map.next_value::<IgnoredAny>()?;
+view_object!(
+    /// An overview part.
+    PartView, "an overview part" {
+        is_exception: Scalar = "is_exception",
+        label: Scalar = "label",
+        exceptions: Findings = "exceptions",
     }
 );
 
-/// A REPORT.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ReportView<'a> {
-    pub overview: OverviewView<'a>,
-    pub first_time_to_shop: Scalar<'a>,
-    pub last_time_to_shop: Scalar<'a>,
-    pub content_numbers: Scalar<'a>,
-    pub brand_pic: Scalar<'a>,
-    pub brand_name: Scalar<'a>,
-    pub vin_no: Scalar<'a>,
-    pub avg_upkeep_year: Scalar<'a>,
-    pub avg_mileage_year: Scalar<'a>,
-    pub total_mileage: Scalar<'a>,
-    pub first_mileage: Scalar<'a>,
-    pub last_mileage: Scalar<'a>,
-    pub accident_grade: Scalar<'a>,
-    pub is_accident: Scalar<'a>,
-    pub is_accident_reason: Scalar<'a>,
-    pub updatetime: Scalar<'a>,
-    pub result_content: RecordsView<'a>,
-}
+view_object!(
+    /// A maintenance record (an element of `result_content`).
+    RecordView, "a maintenance record" {
+        date: Scalar = "date",
+        maintain_date: Scalar = "mainTainDate",
+        materal: Scalar = "materal",
+        remark: Scalar = "remark",
+        type_label: Scalar = "type",
+        content: Scalar = "content",
+        mileage: Scalar = "mileage",
+        type_code: Scalar = "type_code",
+        pay_type: Scalar = "payType",
+        total_money: Scalar = "totalMoney",
+    }
+);
 
-report_keys!(ReportView<'de>, "a REPORT object", |_out, _key, map| {
-    map.next_value::<IgnoredAny>()?;
-});
+view_object!(
+    /// A REPORT.
+    ReportView, "a REPORT object" {
+        overview: OverviewView = "overview",
+        first_time_to_shop: Scalar = "first_time_to_shop",
+        last_time_to_shop: Scalar = "last_time_to_shop",
+        content_numbers: Scalar = "content_numbers",
+        brand_pic: Scalar = "brand_pic",
+        brand_name: Scalar = "brand_name",
+        vin_no: Scalar = "vinNO",
+        avg_upkeep_year: Scalar = "avg_upkeep_year",
+        avg_mileage_year: Scalar = "avg_mileage_year",
+        total_mileage: Scalar = "total_mileage",
+        first_mileage: Scalar = "first_mileage",
+        last_mileage: Scalar = "last_mileage",
+        accident_grade: Scalar = "accident_grade",
+        is_accident: Scalar = "is_accident",
+        is_accident_reason: Scalar = "is_accident_reason",
+        updatetime: Scalar = "updatetime",
+        result_content: RecordsView = "result_content",
+    }
+);

@@ -2,16 +2,11 @@
 //! and `exceptions`.
 //!
 //! This is the CPU-bound heart of export, run in parallel over slices of a chunk. It reads the
-//! REPORT through the API model (the one place that knows the wire format) and converts each
-//! field to its column type. Every conversion is total: a value that does not fit becomes null
-//! and is counted per `table.column`, and a body that holds no REPORT at all yields no rows and
-//! is listed as a bad body. Nothing here may panic on any input.
+//! REPORT through the API's borrowed view (`api::view`, the one place that knows the wire
+//! format) and converts each field to its column type. Every conversion is total: a value that
+//! does not fit becomes null and is counted per `table.column`, and a body that holds no REPORT
+//! at all yields no rows and is listed as a bad body. Nothing here may panic on any input.
 
-use arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int8Builder,
-    Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
-};
-use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Datelike, NaiveDate};
@@ -20,9 +15,8 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use super::schema;
+use super::schema::{ExceptionCols, OverviewCols, RecordCols, ReportCols};
 use crate::api::Endpoint;
-use crate::api::model::split_finding;
 use crate::api::outcome::{parse_report, report_json};
 use crate::api::view::{
     Conv, Finding, Held, NotThere, OverviewView, PartSlot, RecordsView, ReportView, Scalar, Slot,
@@ -304,37 +298,9 @@ const AMOUNT_MAX: i128 = 999_999_999_999_999_999;
 /// Parses a decimal amount (`100`, `-3.5`, `.5`, `1e3`) into hundredths, rounding half away
 /// from zero; `None` when it is not a number or does not fit DECIMAL(18,2).
 pub fn parse_amount(s: &str) -> Option<i128> {
-    let s = s.trim();
-    let (neg, rest) = match s.as_bytes().first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let (mantissa, exp) = match rest.find(['e', 'E']) {
-        Some(i) => (&rest[..i], rest[i + 1..].parse::<i64>().ok()?),
-        None => (rest, 0),
-    };
-    let (int_part, frac_part) = match mantissa.find('.') {
-        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
-        None => (mantissa, ""),
-    };
-    if int_part.is_empty() && frac_part.is_empty() {
-        return None;
-    }
-    if !int_part
-        .bytes()
-        .chain(frac_part.bytes())
-        .all(|b| b.is_ascii_digit())
-    {
-        return None;
-    }
-    let digits: Vec<u8> = int_part
-        .bytes()
-        .chain(frac_part.bytes())
-        .map(|b| b - b'0')
-        .collect();
-    // value = digits × 10^(exp − frac len); hundredths = digits × 10^shift.
-    let shift = exp.checked_sub(frac_part.len() as i64)?.checked_add(2)?;
+    let (neg, digits, exp) = decimal_parts(s)?;
+    // value = digits × 10^exp; hundredths = digits × 10^shift.
+    let shift = exp.checked_add(2)?;
     let (kept, next) = if shift >= 0 {
         (digits.len(), None)
     } else {
@@ -371,6 +337,41 @@ pub fn parse_amount(s: &str) -> Option<i128> {
     Some(if neg { -units } else { units })
 }
 
+/// A decimal number's text as its sign, its digits and the power of ten they are scaled by
+/// (`-3.5e1` → `(true, [3, 5], 0)`); `None` when it is not a number.
+fn decimal_parts(s: &str) -> Option<(bool, Vec<u8>, i64)> {
+    let s = s.trim();
+    let (neg, rest) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (mantissa, exp) = match rest.find(['e', 'E']) {
+        Some(i) => (&rest[..i], rest[i + 1..].parse::<i64>().ok()?),
+        None => (rest, 0),
+    };
+    let (int_part, frac_part) = match mantissa.find('.') {
+        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
+        None => (mantissa, ""),
+    };
+    if int_part.is_empty() && frac_part.is_empty() {
+        return None;
+    }
+    if !int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let digits: Vec<u8> = int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .map(|b| b - b'0')
+        .collect();
+    Some((neg, digits, exp.checked_sub(frac_part.len() as i64)?))
+}
+
 fn amount(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<i128> {
     let s = counted(f.decimal(), col, q)?;
     let v = parse_amount(&s);
@@ -378,6 +379,21 @@ fn amount(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<i128> {
         q.coerced(col);
     }
     v
+}
+
+/// Splits an overview finding at the first ASCII or full-width colon:
+/// `"前保:油漆"` → (`"前保"`, `Some("油漆")`); no colon → (whole, `None`).
+/// Empty sides become `None` for the finding and stay `""`-free for the component.
+pub fn split_finding(raw: &str) -> (String, Option<String>) {
+    match raw.find([':', '：']) {
+        Some(i) => {
+            let sep_len = raw[i..].chars().next().map(char::len_utf8).unwrap_or(1);
+            let component = raw[..i].trim().to_owned();
+            let finding = raw[i + sep_len..].trim();
+            (component, (!finding.is_empty()).then(|| finding.to_owned()))
+        }
+        None => (raw.trim().to_owned(), None),
+    }
 }
 
 /// `type_name` from `type_code`.
@@ -393,69 +409,7 @@ pub fn type_name(code: i8) -> Option<&'static str> {
 
 // ---- builders ----------------------------------------------------------------------------
 
-fn ts_builder(cap: usize) -> TimestampMillisecondBuilder {
-    TimestampMillisecondBuilder::with_capacity(cap).with_timezone("UTC")
-}
-
-struct ReportCols {
-    vin: StringBuilder,
-    request_id: StringBuilder,
-    task_no: StringBuilder,
-    brand_name: StringBuilder,
-    brand_logo_url: StringBuilder,
-    vin_masked: StringBuilder,
-    first_visit_date: Date32Builder,
-    last_visit_date: Date32Builder,
-    first_visit_mileage_km: Int64Builder,
-    last_visit_mileage_km: Int64Builder,
-    total_mileage_km: Int64Builder,
-    avg_yearly_mileage_km: Float64Builder,
-    avg_yearly_services: Float64Builder,
-    record_count: Int32Builder,
-    accident_status: Int8Builder,
-    accident_grade: StringBuilder,
-    accident_reason: StringBuilder,
-    report_updated_date: Date32Builder,
-    fetched_at: TimestampMillisecondBuilder,
-}
-
-struct RecordCols {
-    vin: StringBuilder,
-    request_id: StringBuilder,
-    seq: Int32Builder,
-    visit_date: Date32Builder,
-    maintained_at: TimestampMillisecondBuilder,
-    type_code: Int8Builder,
-    type_name: StringBuilder,
-    type_label: StringBuilder,
-    content: StringBuilder,
-    materials: StringBuilder,
-    remark: StringBuilder,
-    mileage_km: Int64Builder,
-    pay_type: StringBuilder,
-    total_amount: Decimal128Builder,
-}
-
-struct OverviewCols {
-    vin: StringBuilder,
-    request_id: StringBuilder,
-    part: StringBuilder,
-    label: StringBuilder,
-    has_exception: BooleanBuilder,
-    exception_count: Int32Builder,
-}
-
-struct ExceptionCols {
-    vin: StringBuilder,
-    request_id: StringBuilder,
-    part: StringBuilder,
-    label: StringBuilder,
-    seq: Int32Builder,
-    raw: StringBuilder,
-    component: StringBuilder,
-    finding: StringBuilder,
-}
-
+/// The four report tables' builders (declared in schema.rs).
 struct Builders {
     rep: ReportCols,
     rec: RecordCols,
@@ -463,72 +417,14 @@ struct Builders {
     ex: ExceptionCols,
 }
 
-fn arr<B: arrow::array::ArrayBuilder>(mut b: B) -> ArrayRef {
-    b.finish()
-}
-
 impl Builders {
+    /// Room for `n` reports: about 16 records and 5 overview parts each.
     fn with_capacity(n: usize) -> Builders {
-        let s = StringBuilder::new;
-        let recs = n * 16;
         Builders {
-            rep: ReportCols {
-                vin: s(),
-                request_id: s(),
-                task_no: s(),
-                brand_name: s(),
-                brand_logo_url: s(),
-                vin_masked: s(),
-                first_visit_date: Date32Builder::with_capacity(n),
-                last_visit_date: Date32Builder::with_capacity(n),
-                first_visit_mileage_km: Int64Builder::with_capacity(n),
-                last_visit_mileage_km: Int64Builder::with_capacity(n),
-                total_mileage_km: Int64Builder::with_capacity(n),
-                avg_yearly_mileage_km: Float64Builder::with_capacity(n),
-                avg_yearly_services: Float64Builder::with_capacity(n),
-                record_count: Int32Builder::with_capacity(n),
-                accident_status: Int8Builder::with_capacity(n),
-                accident_grade: s(),
-                accident_reason: s(),
-                report_updated_date: Date32Builder::with_capacity(n),
-                fetched_at: ts_builder(n),
-            },
-            rec: RecordCols {
-                vin: s(),
-                request_id: s(),
-                seq: Int32Builder::with_capacity(recs),
-                visit_date: Date32Builder::with_capacity(recs),
-                maintained_at: ts_builder(recs),
-                type_code: Int8Builder::with_capacity(recs),
-                type_name: s(),
-                type_label: s(),
-                content: s(),
-                materials: s(),
-                remark: s(),
-                mileage_km: Int64Builder::with_capacity(recs),
-                pay_type: s(),
-                total_amount: Decimal128Builder::with_capacity(recs).with_data_type(
-                    DataType::Decimal128(schema::AMOUNT_PRECISION, schema::AMOUNT_SCALE),
-                ),
-            },
-            ov: OverviewCols {
-                vin: s(),
-                request_id: s(),
-                part: s(),
-                label: s(),
-                has_exception: BooleanBuilder::with_capacity(n * 5),
-                exception_count: Int32Builder::with_capacity(n * 5),
-            },
-            ex: ExceptionCols {
-                vin: s(),
-                request_id: s(),
-                part: s(),
-                label: s(),
-                seq: Int32Builder::new(),
-                raw: s(),
-                component: s(),
-                finding: s(),
-            },
+            rep: ReportCols::with_capacity(n),
+            rec: RecordCols::with_capacity(n * 16),
+            ov: OverviewCols::with_capacity(n * 5),
+            ex: ExceptionCols::with_capacity(0),
         }
     }
 
@@ -699,104 +595,58 @@ impl Builders {
                     continue;
                 }
             };
-            let mut count: i32 = 0;
-            for (seq, item) in list.iter().enumerate() {
-                let raw: &str = match item {
-                    Finding::Blank => continue,
-                    Finding::Str(s) => s,
-                    Finding::Other(s) => s,
-                };
-                let Ok(seq) = i32::try_from(seq) else {
-                    q.coerced("exceptions.seq");
-                    continue;
-                };
-                count = count.saturating_add(1);
-                let (component, finding) = split_finding(raw);
-                let e = &mut self.ex;
-                e.vin.append_value(vin);
-                e.request_id.append_option(rid);
-                e.part.append_value(key);
-                e.label.append_option(label.as_deref());
-                e.seq.append_value(seq);
-                e.raw.append_value(raw);
-                e.component
-                    .append_option((!component.is_empty()).then_some(component.as_str()));
-                e.finding.append_option(finding.as_deref());
-            }
+            let count = self.push_exceptions(vin, rid, key, label.as_deref(), list, q);
             self.ov.exception_count.append_value(count);
         }
     }
 
+    /// The `exceptions` rows of one overview part; returns how many (blanks are skipped but
+    /// keep their position in `seq`).
+    fn push_exceptions(
+        &mut self,
+        vin: &str,
+        rid: Option<&str>,
+        part: &str,
+        label: Option<&str>,
+        list: &[Finding<'_>],
+        q: &mut Quality,
+    ) -> i32 {
+        let mut count: i32 = 0;
+        for (seq, item) in list.iter().enumerate() {
+            let raw: &str = match item {
+                Finding::Blank => continue,
+                Finding::Str(s) => s,
+                Finding::Other(s) => s,
+            };
+            let Ok(seq) = i32::try_from(seq) else {
+                q.coerced("exceptions.seq");
+                continue;
+            };
+            count = count.saturating_add(1);
+            let (component, finding) = split_finding(raw);
+            let e = &mut self.ex;
+            e.vin.append_value(vin);
+            e.request_id.append_option(rid);
+            e.part.append_value(part);
+            e.label.append_option(label);
+            e.seq.append_value(seq);
+            e.raw.append_value(raw);
+            e.component
+                .append_option((!component.is_empty()).then_some(component.as_str()));
+            e.finding.append_option(finding.as_deref());
+        }
+        count
+    }
+
+    /// One batch per table, in [`super::schema::REPORT_TABLES`] order.
     fn finish(self) -> Result<Vec<RecordBatch>, ArrowError> {
         let Builders { rep, rec, ov, ex } = self;
-        let reports = RecordBatch::try_new(
-            schema::reports(),
-            vec![
-                arr(rep.vin),
-                arr(rep.request_id),
-                arr(rep.task_no),
-                arr(rep.brand_name),
-                arr(rep.brand_logo_url),
-                arr(rep.vin_masked),
-                arr(rep.first_visit_date),
-                arr(rep.last_visit_date),
-                arr(rep.first_visit_mileage_km),
-                arr(rep.last_visit_mileage_km),
-                arr(rep.total_mileage_km),
-                arr(rep.avg_yearly_mileage_km),
-                arr(rep.avg_yearly_services),
-                arr(rep.record_count),
-                arr(rep.accident_status),
-                arr(rep.accident_grade),
-                arr(rep.accident_reason),
-                arr(rep.report_updated_date),
-                arr(rep.fetched_at),
-            ],
-        )?;
-        let records = RecordBatch::try_new(
-            schema::records(),
-            vec![
-                arr(rec.vin),
-                arr(rec.request_id),
-                arr(rec.seq),
-                arr(rec.visit_date),
-                arr(rec.maintained_at),
-                arr(rec.type_code),
-                arr(rec.type_name),
-                arr(rec.type_label),
-                arr(rec.content),
-                arr(rec.materials),
-                arr(rec.remark),
-                arr(rec.mileage_km),
-                arr(rec.pay_type),
-                arr(rec.total_amount),
-            ],
-        )?;
-        let overview = RecordBatch::try_new(
-            schema::overview(),
-            vec![
-                arr(ov.vin),
-                arr(ov.request_id),
-                arr(ov.part),
-                arr(ov.label),
-                arr(ov.has_exception),
-                arr(ov.exception_count),
-            ],
-        )?;
-        let exceptions = RecordBatch::try_new(
-            schema::exceptions(),
-            vec![
-                arr(ex.vin),
-                arr(ex.request_id),
-                arr(ex.part),
-                arr(ex.label),
-                arr(ex.seq),
-                arr(ex.raw),
-                arr(ex.component),
-                arr(ex.finding),
-            ],
-        )?;
-        Ok(vec![reports, records, overview, exceptions])
+        Ok(vec![
+            rep.finish()?,
+            rec.finish()?,
+            ov.finish()?,
+            ex.finish()?,
+        ])
     }
 }
 
@@ -853,5 +703,20 @@ mod tests {
             0
         );
         assert_eq!(from_date32(date32(d)), Some(d));
+    }
+
+    #[test]
+    fn findings_split_at_first_colon_of_either_width() {
+        assert_eq!(
+            split_finding("前保:油漆"),
+            ("前保".into(), Some("油漆".into()))
+        );
+        assert_eq!(
+            split_finding("左前门：更换"),
+            ("左前门".into(), Some("更换".into()))
+        );
+        assert_eq!(split_finding("a:b:c"), ("a".into(), Some("b:c".into())));
+        assert_eq!(split_finding("保险杠拆卸"), ("保险杠拆卸".into(), None));
+        assert_eq!(split_finding("前保:"), ("前保".into(), None));
     }
 }

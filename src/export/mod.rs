@@ -18,9 +18,11 @@ pub mod flatten;
 pub mod schema;
 pub mod write;
 
-use arrow::array::{Int32Builder, StringBuilder, TimestampMillisecondBuilder};
+use arrow::array::Int32Builder;
+use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
+use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
@@ -28,13 +30,15 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Instant;
 
 use crate::config::{Format, Settings};
 use flatten::{BadBody, Quality, SourceReport, Want};
+use schema::{CallCols, RequestCols};
 use write::{Staged, TableSink};
 
 pub use schema::EXPORT_SCHEMA_VERSION;
@@ -252,10 +256,80 @@ pub fn export(conn: &Connection, opts: &ExportOptions) -> Result<ExportSummary, 
 }
 
 /// The batches and data-quality counts flattened from the reports, as they come.
+#[derive(Default)]
 struct Collected {
     quality: Quality,
     bad_bodies: u64,
     bad_body_list: Vec<BadBody>,
+}
+
+/// What the options ask to write, and where.
+struct Plan<'a> {
+    out: &'a Path,
+    /// Parquet's writer properties, when Parquet is asked for.
+    props: Option<Arc<WriterProperties>>,
+    /// Whether CSV starts with a byte-order mark, when CSV is asked for.
+    csv: Option<bool>,
+    want: Want,
+}
+
+impl Plan<'_> {
+    fn of(opts: &ExportOptions) -> Plan<'_> {
+        let props = opts.has(Format::Parquet).then(write::parquet_properties);
+        let csv = opts.has(Format::Csv).then_some(opts.csv_bom);
+        Plan {
+            out: opts.out.as_path(),
+            want: Want {
+                tables: props.is_some() || csv.is_some(),
+                jsonl: opts.has(Format::Jsonl),
+            },
+            props,
+            csv,
+        }
+    }
+
+    /// One sink for every format asked for.
+    fn sink(&self, table: &str, schema: SchemaRef) -> Result<TableSink, ExportError> {
+        TableSink::create(self.out, table, schema, self.props.as_ref(), self.csv)
+    }
+
+    /// One sink per format asked for, so that two writer threads encode them side by side.
+    fn sink_per_format(
+        &self,
+        table: &str,
+        schema: SchemaRef,
+    ) -> Result<Vec<TableSink>, ExportError> {
+        let out = self.out;
+        let sinks = [
+            self.props
+                .as_ref()
+                .map(|p| TableSink::create(out, table, schema.clone(), Some(p), None)),
+            self.csv
+                .map(|bom| TableSink::create(out, table, schema.clone(), None, Some(bom))),
+        ];
+        sinks.into_iter().flatten().collect()
+    }
+}
+
+/// Everything written so far, waiting for the commit.
+#[derive(Default)]
+struct Written {
+    /// Each finished file with its rows.
+    staged: Vec<(Staged, u64)>,
+    /// Rows per table, in the order the tables were finished.
+    rows: Vec<(String, u64)>,
+    jsonl_lines: Option<u64>,
+    collected: Collected,
+}
+
+impl Written {
+    /// A table's finished files (one sink's); every format of a table holds the same rows.
+    fn table(&mut self, table: &str, (n, files): Finished) {
+        if self.rows.last().is_none_or(|(t, _)| t != table) {
+            self.rows.push((table.to_owned(), n));
+        }
+        self.staged.extend(files.into_iter().map(|s| (s, n)));
+    }
 }
 
 fn export_in(
@@ -263,136 +337,162 @@ fn export_in(
     opts: &ExportOptions,
     started: Instant,
 ) -> Result<ExportSummary, ExportError> {
+    let plan = Plan::of(opts);
+    let mut done = Written::default();
+    if plan.want.tables {
+        write_table(&plan, RequestCols::TABLE, &mut done, |sink, q| {
+            write_requests(conn, sink, q)
+        })?;
+    }
+    write_reports(conn, &plan, &mut done)?;
+    if plan.want.tables {
+        write_table(&plan, CallCols::TABLE, &mut done, |sink, q| {
+            write_calls(conn, sink, q)
+        })?;
+    }
+    commit(conn, opts, done, started)
+}
+
+/// Writes one table read straight from the checkpoint (`requests`, `calls`) with `fill`.
+fn write_table(
+    plan: &Plan<'_>,
+    table: &'static str,
+    done: &mut Written,
+    fill: impl FnOnce(&mut TableSink, &mut Quality) -> Result<(), ExportError>,
+) -> Result<(), ExportError> {
+    let schema = schema::of(table).ok_or_else(|| ExportError::Internal(table.to_owned()))?;
+    let mut sink = plan.sink(table, schema)?;
+    fill(&mut sink, &mut done.collected.quality)?;
+    done.table(table, sink.finish()?);
+    Ok(())
+}
+
+/// The writer threads of one export: one per report table and format, and one for
+/// `reports.jsonl`, each fed through a bounded channel.
+struct Writers<'scope> {
+    /// Per report table, the channel of each of its writers (each gets every batch, an `Arc`
+    /// clone).
+    tables: Vec<Vec<SyncSender<RecordBatch>>>,
+    table_threads: Vec<(&'static str, WriterThread<'scope, Finished>)>,
+    jsonl: Option<JsonlWriter<'scope>>,
+}
+
+/// The writer of `reports.jsonl`, fed chunks of lines with their count.
+struct JsonlWriter<'scope> {
+    tx: SyncSender<(u64, Vec<u8>)>,
+    thread: WriterThread<'scope, (u64, Staged)>,
+}
+
+type WriterThread<'scope, T> = ScopedJoinHandle<'scope, Result<T, ExportError>>;
+/// A table's rows and its finished files (what [`TableSink::finish`] returns).
+type Finished = (u64, Vec<Staged>);
+
+/// Flattens the stored reports into the report tables and `reports.jsonl`.
+fn write_reports(
+    conn: &Connection,
+    plan: &Plan<'_>,
+    done: &mut Written,
+) -> Result<(), ExportError> {
+    std::thread::scope(|scope| {
+        let writers = spawn_writers(scope, plan)?;
+        let jsonl = writers.jsonl.as_ref().map(|j| &j.tx);
+        let produced = produce(conn, plan.want, &writers.tables, jsonl, &mut done.collected);
+        join_writers(writers, produced.err(), done)
+    })
+}
+
+/// Starts the writer threads the plan asks for.
+fn spawn_writers<'scope>(
+    scope: &'scope Scope<'scope, '_>,
+    plan: &Plan<'_>,
+) -> Result<Writers<'scope>, ExportError> {
+    let mut w = Writers {
+        tables: Vec::new(),
+        table_threads: Vec::new(),
+        jsonl: None,
+    };
+    if plan.want.tables {
+        for table in schema::REPORT_TABLES {
+            let schema = schema::of(table).ok_or_else(|| ExportError::Internal(table.into()))?;
+            let mut txs = Vec::new();
+            for sink in plan.sink_per_format(table, schema)? {
+                let (tx, rx) = sync_channel::<RecordBatch>(4);
+                txs.push(tx);
+                w.table_threads
+                    .push((table, scope.spawn(move || drain(sink, rx))));
+            }
+            w.tables.push(txs);
+        }
+    }
+    if plan.want.jsonl {
+        let (s, file) = Staged::create(plan.out, "reports.jsonl")?;
+        let (tx, rx) = sync_channel::<(u64, Vec<u8>)>(4);
+        let thread = scope.spawn(move || drain_jsonl(s, file, rx));
+        w.jsonl = Some(JsonlWriter { tx, thread });
+    }
+    Ok(w)
+}
+
+/// Closes the writers' channels and waits for each; the first error (`first_err` included)
+/// is the result.
+fn join_writers(
+    w: Writers<'_>,
+    mut first_err: Option<ExportError>,
+    done: &mut Written,
+) -> Result<(), ExportError> {
+    let Writers {
+        tables,
+        table_threads,
+        jsonl,
+    } = w;
+    drop(tables);
+    let jsonl_thread = jsonl.map(|JsonlWriter { tx, thread }| {
+        drop(tx);
+        thread
+    });
+    for (table, h) in table_threads {
+        if let Some(finished) = join(h, table, &mut first_err) {
+            done.table(table, finished);
+        }
+    }
+    if let Some((n, s)) = jsonl_thread.and_then(|h| join(h, "jsonl", &mut first_err)) {
+        done.jsonl_lines = Some(n);
+        done.staged.push((s, n));
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+/// Waits for the writer of `what`: its result, or `None` with its error (or its panic, as an
+/// internal error) kept in `first_err` unless one is there already.
+fn join<T>(h: WriterThread<'_, T>, what: &str, first_err: &mut Option<ExportError>) -> Option<T> {
+    let err = match h.join() {
+        Ok(Ok(v)) => return Some(v),
+        Ok(Err(e)) => e,
+        Err(_) => ExportError::Internal(format!("the {what} writer stopped unexpectedly")),
+    };
+    first_err.get_or_insert(err);
+    None
+}
+
+/// Every file is complete and on disk. The commit: take the old manifest away first, so that no
+/// reader takes the files about to be replaced for the ones it describes, move the new files
+/// into place, and write the manifest that lists them last.
+fn commit(
+    conn: &Connection,
+    opts: &ExportOptions,
+    done: Written,
+    started: Instant,
+) -> Result<ExportSummary, ExportError> {
     let out = opts.out.as_path();
-    let props = opts.has(Format::Parquet).then(write::parquet_properties);
-    let csv = opts.has(Format::Csv).then_some(opts.csv_bom);
-    let want = Want {
-        tables: props.is_some() || csv.is_some(),
-        jsonl: opts.has(Format::Jsonl),
-    };
-    // Each finished file with its rows.
-    let mut staged: Vec<(Staged, u64)> = Vec::new();
-    let mut rows: Vec<(String, u64)> = Vec::new();
-    let mut quality = Quality::default();
-
-    if want.tables {
-        let mut sink = TableSink::create(out, "requests", schema::requests(), props.as_ref(), csv)?;
-        write_requests(conn, &mut sink, &mut quality)?;
-        let (n, files) = sink.finish()?;
-        rows.push(("requests".into(), n));
-        staged.extend(files.into_iter().map(|s| (s, n)));
-    }
-
-    let mut collected = Collected {
-        quality,
-        bad_bodies: 0,
-        bad_body_list: Vec::new(),
-    };
-    let mut jsonl_lines = None;
-    std::thread::scope(|scope| -> Result<(), ExportError> {
-        // One writer thread per table and format, so the big table's Parquet and CSV encode
-        // side by side; each gets every batch (an `Arc` clone).
-        let mut senders: Vec<Vec<SyncSender<RecordBatch>>> = Vec::new();
-        let mut handles = Vec::new();
-        if want.tables {
-            for table in &schema::REPORT_TABLES {
-                let schema =
-                    schema::of(table).ok_or_else(|| ExportError::Internal(table.to_string()))?;
-                let mut txs = Vec::new();
-                let sinks = [
-                    props
-                        .as_ref()
-                        .map(|p| TableSink::create(out, table, schema.clone(), Some(p), None)),
-                    csv.map(|bom| TableSink::create(out, table, schema.clone(), None, Some(bom))),
-                ];
-                for sink in sinks.into_iter().flatten() {
-                    let sink = sink?;
-                    let (tx, rx) = sync_channel::<RecordBatch>(4);
-                    txs.push(tx);
-                    handles.push((*table, scope.spawn(move || drain(sink, rx))));
-                }
-                senders.push(txs);
-            }
-        }
-        let (jsonl_tx, jsonl_handle) = if want.jsonl {
-            let (s, file) = Staged::create(out, "reports.jsonl")?;
-            let (tx, rx) = sync_channel::<(u64, Vec<u8>)>(4);
-            (
-                Some(tx),
-                Some(scope.spawn(move || drain_jsonl(s, file, rx))),
-            )
-        } else {
-            (None, None)
-        };
-
-        let produced = produce(conn, want, &senders, jsonl_tx.as_ref(), &mut collected);
-        drop(senders);
-        drop(jsonl_tx);
-        let mut first_err = produced.err();
-        for (table, h) in handles {
-            match h.join() {
-                Ok(Ok((n, files))) => {
-                    // Both formats of a table hold the same rows.
-                    if rows.last().is_none_or(|(t, _)| t != table) {
-                        rows.push((table.to_string(), n));
-                    }
-                    staged.extend(files.into_iter().map(|s| (s, n)));
-                }
-                Ok(Err(e)) => {
-                    first_err.get_or_insert(e);
-                }
-                Err(_) => {
-                    first_err.get_or_insert(ExportError::Internal(format!(
-                        "the {table} writer stopped unexpectedly"
-                    )));
-                }
-            }
-        }
-        if let Some(h) = jsonl_handle {
-            match h.join() {
-                Ok(Ok((n, s))) => {
-                    jsonl_lines = Some(n);
-                    staged.push((s, n));
-                }
-                Ok(Err(e)) => {
-                    first_err.get_or_insert(e);
-                }
-                Err(_) => {
-                    first_err.get_or_insert(ExportError::Internal(
-                        "the jsonl writer stopped unexpectedly".into(),
-                    ));
-                }
-            }
-        }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    })?;
-
-    if want.tables {
-        let mut sink = TableSink::create(out, "calls", schema::calls(), props.as_ref(), csv)?;
-        write_calls(conn, &mut sink, &mut collected.quality)?;
-        let (n, files) = sink.finish()?;
-        rows.push(("calls".into(), n));
-        staged.extend(files.into_iter().map(|s| (s, n)));
-    }
     let account = account(conn)?;
     let billed_unusable = billed_unusable(conn)?;
-
-    // Every file is complete and on disk. The commit: take the old manifest away first, so that
-    // no reader takes the files about to be replaced for the ones it describes, move the new
-    // files into place, and write the manifest that lists them last.
-    let entries: Vec<FileEntry> = staged
-        .iter()
-        .map(|(s, n)| FileEntry::of(s, *n))
-        .collect::<Result<_, _>>()?;
-    write::remove_durably(out, MANIFEST)?;
-    let mut files = Vec::new();
-    for (s, _) in staged {
-        files.push(s.commit()?);
-    }
-    write::sync_dir(out)?;
+    let Written {
+        staged,
+        rows,
+        jsonl_lines,
+        collected,
+    } = done;
+    let (entries, mut files) = commit_files(out, staged)?;
     let formats: Vec<String> = opts
         .formats
         .iter()
@@ -418,20 +518,7 @@ fn export_in(
             bad_body_list: &collected.bad_body_list,
         },
     };
-    let (s, mut file) = Staged::create(out, MANIFEST)?;
-    let text = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| ExportError::Internal(format!("manifest: {e}")))?;
-    file.write_all(&text)
-        .and_then(|_| file.write_all(b"\n"))
-        .map_err(|source| ExportError::Io {
-            path: s.tmp_path().to_owned(),
-            source,
-        })?;
-    write::sync(&file, s.tmp_path())?;
-    drop(file);
-    files.push(s.commit()?);
-    write::sync_dir(out)?;
-
+    files.push(write_manifest(out, &manifest)?);
     Ok(ExportSummary {
         out: out.to_owned(),
         formats,
@@ -446,10 +533,44 @@ fn export_in(
     })
 }
 
-fn drain(
-    mut sink: TableSink,
-    rx: Receiver<RecordBatch>,
-) -> Result<(u64, Vec<Staged>), ExportError> {
+/// Lists the finished files for the manifest, takes the old manifest away, and renames the
+/// files into place.
+fn commit_files(
+    out: &Path,
+    staged: Vec<(Staged, u64)>,
+) -> Result<(Vec<FileEntry>, Vec<PathBuf>), ExportError> {
+    let entries: Vec<FileEntry> = staged
+        .iter()
+        .map(|(s, n)| FileEntry::of(s, *n))
+        .collect::<Result<_, _>>()?;
+    write::remove_durably(out, MANIFEST)?;
+    let mut files = Vec::new();
+    for (s, _) in staged {
+        files.push(s.commit()?);
+    }
+    write::sync_dir(out)?;
+    Ok((entries, files))
+}
+
+/// Writes `manifest.json` aside, fsyncs it and renames it into place: the commit marker.
+fn write_manifest(out: &Path, manifest: &Manifest<'_>) -> Result<PathBuf, ExportError> {
+    let (s, mut file) = Staged::create(out, MANIFEST)?;
+    let text = serde_json::to_vec_pretty(manifest)
+        .map_err(|e| ExportError::Internal(format!("manifest: {e}")))?;
+    file.write_all(&text)
+        .and_then(|_| file.write_all(b"\n"))
+        .map_err(|source| ExportError::Io {
+            path: s.tmp_path().to_owned(),
+            source,
+        })?;
+    write::sync(&file, s.tmp_path())?;
+    drop(file);
+    let path = s.commit()?;
+    write::sync_dir(out)?;
+    Ok(path)
+}
+
+fn drain(mut sink: TableSink, rx: Receiver<RecordBatch>) -> Result<Finished, ExportError> {
     for batch in rx {
         sink.write(&batch)?;
     }
@@ -556,6 +677,9 @@ fn read_chunk(
     Ok(chunk)
 }
 
+/// Rows of `requests` and `calls` per batch.
+const BATCH_ROWS: usize = 8192;
+
 /// Writes `requests`: one row per VIN the checkpoint knows, rejected input rows included.
 fn write_requests(
     conn: &Connection,
@@ -570,76 +694,65 @@ fn write_requests(
     )?;
     let mut after = i64::MIN;
     loop {
-        let n = 8192;
-        let s = StringBuilder::new;
-        let ts = || TimestampMillisecondBuilder::new().with_timezone("UTC");
-        let i32b = Int32Builder::new;
-        let (mut vin, mut url, mut status, mut code, mut message) = (s(), s(), s(), i32b(), s());
-        let (mut rid, mut task) = (s(), s());
-        let (mut subm, mut poll, mut billed) = (i32b(), i32b(), i32b());
-        let (mut first, mut submitted, mut completed) = (ts(), ts(), ts());
-        let (mut file, mut line) = (s(), i32b());
+        let mut c = RequestCols::with_capacity(BATCH_ROWS);
         let mut count = 0;
-        let mut q = st.query(rusqlite::params![after, n as i64])?;
-        let mut small = |v: Option<i64>, col: &'static str, b: &mut Int32Builder| {
-            let x = v.and_then(|v| i32::try_from(v).ok());
-            if v.is_some() && x.is_none() {
-                quality.coerced(col);
-            }
-            b.append_option(x);
-        };
+        let mut q = st.query(rusqlite::params![after, BATCH_ROWS as i64])?;
         while let Some(r) = q.next()? {
             count += 1;
             after = r.get(0)?;
-            vin.append_option(text_col(r.get_ref(1)?));
-            url.append_option(text_col(r.get_ref(2)?));
-            status.append_option(text_col(r.get_ref(3)?));
-            small(int_col(r.get_ref(4)?), "requests.code", &mut code);
-            message.append_option(text_col(r.get_ref(5)?));
-            rid.append_option(text_col(r.get_ref(6)?));
-            task.append_option(text_col(r.get_ref(7)?));
-            small(
-                int_col(r.get_ref(8)?),
-                "requests.submit_attempts",
-                &mut subm,
-            );
-            small(int_col(r.get_ref(9)?), "requests.poll_attempts", &mut poll);
-            small(
-                int_col(r.get_ref(10)?),
-                "requests.billed_calls",
-                &mut billed,
-            );
-            first.append_option(int_col(r.get_ref(11)?));
-            submitted.append_option(int_col(r.get_ref(12)?));
-            completed.append_option(int_col(r.get_ref(13)?));
-            file.append_option(text_col(r.get_ref(14)?));
-            small(int_col(r.get_ref(15)?), "requests.input_line", &mut line);
+            push_request(&mut c, r, quality)?;
         }
         if count == 0 {
             return Ok(());
         }
-        let cols: Vec<arrow::array::ArrayRef> = vec![
-            Arc::new(vin.finish()),
-            Arc::new(url.finish()),
-            Arc::new(status.finish()),
-            Arc::new(code.finish()),
-            Arc::new(message.finish()),
-            Arc::new(rid.finish()),
-            Arc::new(task.finish()),
-            Arc::new(subm.finish()),
-            Arc::new(poll.finish()),
-            Arc::new(billed.finish()),
-            Arc::new(first.finish()),
-            Arc::new(submitted.finish()),
-            Arc::new(completed.finish()),
-            Arc::new(file.finish()),
-            Arc::new(line.finish()),
-        ];
-        sink.write(&RecordBatch::try_new(schema::requests(), cols)?)?;
-        if count < n {
+        sink.write(&c.finish()?)?;
+        if count < BATCH_ROWS {
             return Ok(());
         }
     }
+}
+
+/// One `requests` row from a row of [`write_requests`]'s query.
+fn push_request(
+    c: &mut RequestCols,
+    r: &rusqlite::Row<'_>,
+    q: &mut Quality,
+) -> Result<(), rusqlite::Error> {
+    c.vin.append_option(text_col(r.get_ref(1)?));
+    c.license_img_url.append_option(text_col(r.get_ref(2)?));
+    c.status.append_option(text_col(r.get_ref(3)?));
+    small(int_col(r.get_ref(4)?), "requests.code", &mut c.code, q);
+    c.message.append_option(text_col(r.get_ref(5)?));
+    c.request_id.append_option(text_col(r.get_ref(6)?));
+    c.task_no.append_option(text_col(r.get_ref(7)?));
+    let submit = int_col(r.get_ref(8)?);
+    small(
+        submit,
+        "requests.submit_attempts",
+        &mut c.submit_attempts,
+        q,
+    );
+    let poll = int_col(r.get_ref(9)?);
+    small(poll, "requests.poll_attempts", &mut c.poll_attempts, q);
+    let billed = int_col(r.get_ref(10)?);
+    small(billed, "requests.billed_calls", &mut c.billed_calls, q);
+    c.first_seen_at.append_option(int_col(r.get_ref(11)?));
+    c.submitted_at.append_option(int_col(r.get_ref(12)?));
+    c.completed_at.append_option(int_col(r.get_ref(13)?));
+    c.input_file.append_option(text_col(r.get_ref(14)?));
+    let line = int_col(r.get_ref(15)?);
+    small(line, "requests.input_line", &mut c.input_line, q);
+    Ok(())
+}
+
+/// An Int32 cell from a whole number of the checkpoint; one that does not fit is written as
+/// null and counted against `col`.
+fn small(v: Option<i64>, col: &'static str, b: &mut Int32Builder, quality: &mut Quality) {
+    let x = v.and_then(|v| i32::try_from(v).ok());
+    if v.is_some() && x.is_none() {
+        quality.coerced(col);
+    }
+    b.append_option(x);
 }
 
 /// The checkpoint's account (`meta.account`), if it names one.
@@ -677,11 +790,8 @@ fn billed_unusable(conn: &Connection) -> Result<BilledUnusable, ExportError> {
     })
 }
 
-/// Rows of `calls` per batch.
-const CALL_ROWS: usize = 8192;
-
 /// Writes `calls`: one row per vendor call in the checkpoint's call log, in call order, streamed
-/// in batches of [`CALL_ROWS`] from one query (the attempt number is SQLite's window function
+/// in batches of [`BATCH_ROWS`] from one query (the attempt number is SQLite's window function
 /// over the whole log, so the query is not paged).
 fn write_calls(
     conn: &Connection,
@@ -702,54 +812,45 @@ fn write_calls(
     )?;
     let mut q = st.query([])?;
     loop {
-        let s = StringBuilder::new;
-        let ts = || TimestampMillisecondBuilder::new().with_timezone("UTC");
-        let i32b = Int32Builder::new;
-        let (mut vin, mut endpoint, mut started, mut ended) = (s(), s(), ts(), ts());
-        let (mut http, mut code, mut class, mut task, mut rid, mut attempt) =
-            (i32b(), i32b(), s(), s(), s(), i32b());
-        let mut small = |v: Option<i64>, col: &'static str, b: &mut Int32Builder| {
-            let x = v.and_then(|v| i32::try_from(v).ok());
-            if v.is_some() && x.is_none() {
-                quality.coerced(col);
-            }
-            b.append_option(x);
-        };
+        let mut c = CallCols::with_capacity(BATCH_ROWS);
         let mut count = 0;
-        while count < CALL_ROWS {
+        while count < BATCH_ROWS {
             let Some(r) = q.next()? else { break };
             count += 1;
-            vin.append_option(text_col(r.get_ref(0)?));
-            endpoint.append_option(text_col(r.get_ref(1)?));
-            started.append_option(int_col(r.get_ref(2)?));
-            ended.append_option(int_col(r.get_ref(3)?));
-            small(int_col(r.get_ref(4)?), "calls.http_status", &mut http);
-            small(int_col(r.get_ref(5)?), "calls.code", &mut code);
-            class.append_option(text_col(r.get_ref(6)?));
-            task.append_option(text_col(r.get_ref(7)?));
-            rid.append_option(text_col(r.get_ref(8)?));
-            small(int_col(r.get_ref(9)?), "calls.attempt", &mut attempt);
+            push_call(&mut c, r, quality)?;
         }
         if count == 0 {
             return Ok(());
         }
-        let cols: Vec<arrow::array::ArrayRef> = vec![
-            Arc::new(vin.finish()),
-            Arc::new(endpoint.finish()),
-            Arc::new(started.finish()),
-            Arc::new(ended.finish()),
-            Arc::new(http.finish()),
-            Arc::new(code.finish()),
-            Arc::new(class.finish()),
-            Arc::new(task.finish()),
-            Arc::new(rid.finish()),
-            Arc::new(attempt.finish()),
-        ];
-        sink.write(&RecordBatch::try_new(schema::calls(), cols)?)?;
-        if count < CALL_ROWS {
+        sink.write(&c.finish()?)?;
+        if count < BATCH_ROWS {
             return Ok(());
         }
     }
+}
+
+/// One `calls` row from a row of [`write_calls`]'s query.
+fn push_call(
+    c: &mut CallCols,
+    r: &rusqlite::Row<'_>,
+    q: &mut Quality,
+) -> Result<(), rusqlite::Error> {
+    c.vin.append_option(text_col(r.get_ref(0)?));
+    c.endpoint.append_option(text_col(r.get_ref(1)?));
+    c.started_at.append_option(int_col(r.get_ref(2)?));
+    c.ended_at.append_option(int_col(r.get_ref(3)?));
+    small(
+        int_col(r.get_ref(4)?),
+        "calls.http_status",
+        &mut c.http_status,
+        q,
+    );
+    small(int_col(r.get_ref(5)?), "calls.code", &mut c.code, q);
+    c.class.append_option(text_col(r.get_ref(6)?));
+    c.task_no.append_option(text_col(r.get_ref(7)?));
+    c.request_id.append_option(text_col(r.get_ref(8)?));
+    small(int_col(r.get_ref(9)?), "calls.attempt", &mut c.attempt, q);
+    Ok(())
 }
 
 /// A text column, with `""` (and blanks) as null like every other text value.

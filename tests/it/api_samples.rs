@@ -1,8 +1,10 @@
 //! The API layer on the vendor responses kept in `samples/responses/`: every one is classified as
-//! the vendor page says, and every REPORT in them parses with the values the page shows.
+//! the vendor page says, and every REPORT in them parses with the values the page shows (through
+//! the export's view and through the reference model).
 
+use crate::export::reference_model::Report;
 use std::path::PathBuf;
-use vmr::api::model::Report;
+use vmr::api::view::{Held, ReportView, Slot};
 use vmr::api::{Endpoint, Outcome, classify};
 
 fn sample(name: &str) -> Vec<u8> {
@@ -60,6 +62,18 @@ fn reports_in_the_samples_parse_with_the_pages_values() {
     ] {
         let body = sample(name);
         let raw = vmr::api::report_json(ep, &body).unwrap_or_else(|| panic!("{name}: no REPORT"));
+        // What export reads: the borrowed view.
+        let v: ReportView = serde_json::from_str(raw.get()).expect("REPORT parses as the view");
+        assert!(v.brand_name.text().value().is_some(), "{name}");
+        let Held::Is(parts) = &v.overview.0 else {
+            panic!("{name}: no overview")
+        };
+        assert!(parts.iter().any(|(k, _)| k == "appearance"), "{name}");
+        let Held::Is(slots) = &v.result_content.0 else {
+            panic!("{name}: no records")
+        };
+        assert!(slots.iter().any(|s| matches!(s, Slot::Record(_))), "{name}");
+        // The reference model reads the same, and keeps all of it.
         let r: Report = serde_json::from_str(raw.get()).expect("REPORT parses");
         assert!(r.brand_name.get().is_some(), "{name}");
         assert!(

@@ -1,380 +1,18 @@
-//! The REPORT model: what one maintenance-history report holds, parsed leniently.
+//! The reference REPORT model the export's borrowed view is held to.
 //!
-//! The vendor mixes types freely: any scalar may arrive as a JSON number, a numeric string, an
-//! empty string, `null`, or not at all. Every scalar here is a [`Lenient`] that accepts all of
-//! those and tells apart "missing" from "present but unusable", so the export can count what it
-//! coerced to null. Unknown fields are kept in `extra` maps at every level, so a parse followed by
-//! a serialize loses nothing the vendor sent. Parsing goes straight from bytes to these types
-//! (no intermediate `serde_json::Value` for the bulky parts), because export parses every report
-//! bought.
+//! vmr reads reports through `vmr::api::view` (borrowed, unknown keys skipped unbuilt). This is
+//! the plain way to read one: an owned tree that keeps every value and every unknown field in
+//! `extra` maps, so a parse followed by a serialize loses nothing the vendor sent. It shares
+//! only the scalar rules (`vmr::api::scalar`) with the view and spells the wire names on its
+//! own, so the property tests in `export.rs` compare two independent readings of each body.
 
-use chrono::NaiveDate;
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::marker::PhantomData;
-
-/// One scalar field as the vendor sent it.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub enum Lenient<T> {
-    /// Absent, `null`, or an empty (or all-blank) string.
-    #[default]
-    Missing,
-    /// A usable value.
-    Value(T),
-    /// Present but not convertible; holds the raw text for diagnostics.
-    Invalid(String),
-}
-
-impl<T: Clone> Lenient<T> {
-    /// The typed value, or `None` when missing or invalid.
-    pub fn get(&self) -> Option<T> {
-        match self {
-            Lenient::Value(v) => Some(v.clone()),
-            _ => None,
-        }
-    }
-}
-
-impl<T> Lenient<T> {
-    pub fn as_ref(&self) -> Option<&T> {
-        match self {
-            Lenient::Value(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    pub fn is_invalid(&self) -> bool {
-        matches!(self, Lenient::Invalid(_))
-    }
-
-    pub fn is_missing(&self) -> bool {
-        matches!(self, Lenient::Missing)
-    }
-}
-
-/// How a kind of scalar is read from each JSON shape. Implemented by the marker types below.
-pub trait Kind {
-    type Out;
-    fn from_str(s: &str) -> Option<Self::Out>;
-    fn from_i64(v: i64) -> Option<Self::Out>;
-    fn from_f64(v: f64) -> Option<Self::Out>;
-    fn from_bool(_v: bool) -> Option<Self::Out> {
-        None
-    }
-}
-
-/// Whole numbers (kilometres, counts, codes, Unix seconds). Fractions round half away from zero.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Int;
-/// Floating-point numbers (the yearly averages).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Float;
-/// Free text; numbers and booleans are kept as their JSON text.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Text;
-/// Calendar dates: `YYYY-MM-DD`, `YYYY/MM/DD`, or a date-time whose date part is taken.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Date;
-/// Decimal amounts, kept as their canonical decimal text so no precision is lost to `f64`.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Decimal;
-
-fn f64_to_i64(v: f64) -> Option<i64> {
-    if v.is_finite() && v.abs() < 9.0e18 {
-        Some(v.round() as i64)
-    } else {
-        None
-    }
-}
-
-impl Kind for Int {
-    type Out = i64;
-    fn from_str(s: &str) -> Option<i64> {
-        s.parse::<i64>()
-            .ok()
-            .or_else(|| s.parse::<f64>().ok().and_then(f64_to_i64))
-    }
-    fn from_i64(v: i64) -> Option<i64> {
-        Some(v)
-    }
-    fn from_f64(v: f64) -> Option<i64> {
-        f64_to_i64(v)
-    }
-}
-
-impl Kind for Float {
-    type Out = f64;
-    fn from_str(s: &str) -> Option<f64> {
-        s.parse::<f64>().ok().filter(|v| v.is_finite())
-    }
-    fn from_i64(v: i64) -> Option<f64> {
-        Some(v as f64)
-    }
-    fn from_f64(v: f64) -> Option<f64> {
-        v.is_finite().then_some(v)
-    }
-}
-
-/// A kind whose value is the (trimmed) string itself, when the kind accepts it: text and
-/// decimals. Lets a reader check a borrowed string without copying it.
-pub trait TextKind: Kind<Out = String> {
-    fn accepts(s: &str) -> bool;
-}
-
-impl TextKind for Text {
-    fn accepts(_s: &str) -> bool {
-        true
-    }
-}
-
-impl Kind for Text {
-    type Out = String;
-    fn from_str(s: &str) -> Option<String> {
-        Self::accepts(s).then(|| s.to_owned())
-    }
-    fn from_i64(v: i64) -> Option<String> {
-        Some(v.to_string())
-    }
-    fn from_f64(v: f64) -> Option<String> {
-        Some(v.to_string())
-    }
-    fn from_bool(v: bool) -> Option<String> {
-        Some(v.to_string())
-    }
-}
-
-impl Kind for Date {
-    type Out = NaiveDate;
-    fn from_str(s: &str) -> Option<NaiveDate> {
-        parse_date(s)
-    }
-    fn from_i64(_v: i64) -> Option<NaiveDate> {
-        None
-    }
-    fn from_f64(_v: f64) -> Option<NaiveDate> {
-        None
-    }
-}
-
-/// Parses the date forms the vendor uses; a date-time contributes its date part.
-pub fn parse_date(s: &str) -> Option<NaiveDate> {
-    let s = s.trim();
-    // The date part is everything before a 'T' or a space, whichever comes first.
-    let date_part = s.split(['T', ' ']).next().unwrap_or(s);
-    // The usual shape, `YYYY-MM-DD` or `YYYY/MM/DD`, read directly: chrono's format parser is a
-    // visible share of export time. Anything else takes chrono's path.
-    let b = date_part.as_bytes();
-    if b.len() == 10 && (b[4] == b'-' || b[4] == b'/') && b[7] == b[4] {
-        let num = |r: &[u8]| {
-            r.iter().try_fold(0u32, |acc, &c| {
-                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-            })
-        };
-        if let (Some(y), Some(m), Some(d)) = (num(&b[0..4]), num(&b[5..7]), num(&b[8..10])) {
-            return NaiveDate::from_ymd_opt(y as i32, m, d);
-        }
-    }
-    NaiveDate::parse_from_str(date_part, "%Y-%m-%d")
-        .or_else(|_| NaiveDate::parse_from_str(date_part, "%Y/%m/%d"))
-        .ok()
-}
-
-impl TextKind for Decimal {
-    /// What parses as a finite number.
-    fn accepts(s: &str) -> bool {
-        s.parse::<f64>().is_ok_and(|v| v.is_finite())
-    }
-}
-
-impl Kind for Decimal {
-    type Out = String;
-    fn from_str(s: &str) -> Option<String> {
-        // Keep the vendor's digits.
-        let t = s.trim();
-        Self::accepts(t).then(|| t.to_owned())
-    }
-    fn from_i64(v: i64) -> Option<String> {
-        Some(v.to_string())
-    }
-    fn from_f64(v: f64) -> Option<String> {
-        v.is_finite().then(|| v.to_string())
-    }
-}
-
-/// The raw, typed-by-shape JSON value, kept so that a serialize writes back what was read.
-#[derive(Debug, Clone, PartialEq)]
-enum Raw {
-    Str(String),
-    I64(i64),
-    U64(u64),
-    F64(f64),
-    Bool(bool),
-    /// An array or object where a scalar belongs.
-    Json(Value),
-}
-
-/// A lenient scalar together with the wire value it came from.
-///
-/// `value` is what code uses; `raw` lets a round trip reproduce the vendor's representation
-/// (`"3"` stays a string, `3` stays a number).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Field<K: Kind> {
-    pub value: Lenient<K::Out>,
-    raw: Option<Raw>,
-    /// `true` when the key was present with `null`.
-    null: bool,
-    _kind: PhantomData<K>,
-}
-
-impl<K: Kind> Default for Field<K> {
-    fn default() -> Self {
-        Field {
-            value: Lenient::Missing,
-            raw: None,
-            null: false,
-            _kind: PhantomData,
-        }
-    }
-}
-
-impl<K: Kind> Field<K>
-where
-    K::Out: Clone,
-{
-    pub fn get(&self) -> Option<K::Out> {
-        self.value.get()
-    }
-}
-
-impl<K: Kind> Field<K> {
-    pub fn as_ref(&self) -> Option<&K::Out> {
-        self.value.as_ref()
-    }
-
-    pub fn is_invalid(&self) -> bool {
-        self.value.is_invalid()
-    }
-
-    /// `true` when the key was absent from the object (as opposed to `null` or `""`).
-    pub fn is_absent(&self) -> bool {
-        self.raw.is_none() && !self.null
-    }
-
-    fn from_raw(raw: Raw, value: Lenient<K::Out>) -> Self {
-        Field {
-            value,
-            raw: Some(raw),
-            null: false,
-            _kind: PhantomData,
-        }
-    }
-}
-
-struct FieldVisitor<K>(PhantomData<K>);
-
-fn lenient<T>(v: Option<T>, raw: impl FnOnce() -> String) -> Lenient<T> {
-    match v {
-        Some(v) => Lenient::Value(v),
-        None => Lenient::Invalid(raw()),
-    }
-}
-
-impl<'de, K: Kind> Visitor<'de> for FieldVisitor<K> {
-    type Value = Field<K>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a scalar")
-    }
-
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(Field::from_raw(
-            Raw::Bool(v),
-            lenient(K::from_bool(v), || v.to_string()),
-        ))
-    }
-
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Field::from_raw(
-            Raw::I64(v),
-            lenient(K::from_i64(v), || v.to_string()),
-        ))
-    }
-
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        let value = match i64::try_from(v) {
-            Ok(i) => lenient(K::from_i64(i), || v.to_string()),
-            Err(_) => lenient(K::from_f64(v as f64), || v.to_string()),
-        };
-        Ok(Field::from_raw(Raw::U64(v), value))
-    }
-
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(Field::from_raw(
-            Raw::F64(v),
-            lenient(K::from_f64(v), || v.to_string()),
-        ))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        let t = v.trim();
-        let value = if t.is_empty() {
-            Lenient::Missing
-        } else {
-            lenient(K::from_str(t), || v.to_owned())
-        };
-        Ok(Field::from_raw(Raw::Str(v.to_owned()), value))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Field {
-            null: true,
-            ..Field::default()
-        })
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        self.visit_unit()
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        let v = Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-        let text = v.to_string();
-        Ok(Field::from_raw(Raw::Json(v), Lenient::Invalid(text)))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        let v = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
-        let text = v.to_string();
-        Ok(Field::from_raw(Raw::Json(v), Lenient::Invalid(text)))
-    }
-}
-
-impl<'de, K: Kind> Deserialize<'de> for Field<K> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(FieldVisitor(PhantomData))
-    }
-}
-
-impl<K: Kind> Serialize for Field<K> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match &self.raw {
-            None => s.serialize_unit(),
-            Some(Raw::Str(v)) => s.serialize_str(v),
-            Some(Raw::I64(v)) => s.serialize_i64(*v),
-            Some(Raw::U64(v)) => s.serialize_u64(*v),
-            Some(Raw::F64(v)) => s.serialize_f64(*v),
-            Some(Raw::Bool(v)) => s.serialize_bool(*v),
-            Some(Raw::Json(v)) => v.serialize(s),
-        }
-    }
-}
+use vmr::api::scalar::{Date, Decimal, Field, Float, Int, Kind, Text};
 
 fn skip_field<K: Kind>(f: &Field<K>) -> bool {
     f.is_absent()
@@ -394,13 +32,6 @@ pub enum Shaped<T> {
 }
 
 impl<T> Shaped<T> {
-    pub fn as_ok(&self) -> Option<&T> {
-        match self {
-            Shaped::Ok(v) => Some(v),
-            _ => None,
-        }
-    }
-
     fn is_absent(&self) -> bool {
         matches!(self, Shaped::Absent)
     }
@@ -724,9 +355,8 @@ pub struct Report {
     pub extra: Map<String, Value>,
 }
 
-/// An object key, borrowed from the input when it has no escapes (the usual case), so matching
-/// keys allocates nothing.
-pub(crate) struct Key<'de>(pub(crate) std::borrow::Cow<'de, str>);
+/// An object key, borrowed from the input when it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -751,15 +381,10 @@ impl<'de> Deserialize<'de> for Key<'de> {
 }
 
 /// `Deserialize` for a struct read key by key from a JSON object: each listed key into its
-/// field (a later duplicate wins, as in `serde_json::Map`), and any other key handed to
-/// `$unknown`, which sees the struct as `$out`, the key as `$key` and the map as `$map`. Fails
-/// only on a value that is not an object. `$ty` may name `'de`, the input's lifetime.
-///
-/// Written out instead of `#[serde(flatten)]`, which buffers every object (a whole report, with
-/// all its records) into an intermediate tree before converting it.
+/// field (a later duplicate wins, as in `serde_json::Map`), any other key into `extra`. Fails
+/// only on a value that is not an object. (`#[serde(flatten)]` would fail on a duplicate key.)
 macro_rules! keyed_object {
-    ($ty:ty, $what:literal, |$out:ident, $key:ident, $map:ident| $unknown:block,
-     { $($name:literal => $field:ident),* $(,)? }) => {
+    ($ty:ty, $what:literal, { $($name:literal => $field:ident),* $(,)? }) => {
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 struct V;
@@ -768,15 +393,18 @@ macro_rules! keyed_object {
                     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                         f.write_str($what)
                     }
-                    fn visit_map<A: MapAccess<'de>>(self, mut $map: A) -> Result<$ty, A::Error> {
-                        let mut $out = <$ty>::default();
-                        while let Some(Key($key)) = $map.next_key::<Key<'de>>()? {
-                            match $key.as_ref() {
-                                $($name => $out.$field = $map.next_value()?,)*
-                                _ => $unknown,
+                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
+                        let mut out = <$ty>::default();
+                        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                            match key.as_ref() {
+                                $($name => out.$field = map.next_value()?,)*
+                                _ => {
+                                    let v: Value = map.next_value()?;
+                                    out.extra.insert(key.into_owned(), v);
+                                }
                             }
                         }
-                        Ok($out)
+                        Ok(out)
                     }
                 }
                 d.deserialize_map(V)
@@ -785,75 +413,43 @@ macro_rules! keyed_object {
     };
 }
 
-/// The wire names of an overview part's fields and the struct fields that hold them, for the
-/// owned model and the export view alike: `overview_part_keys!(Type, "what", |out, key, map| {
-/// unknown key })`.
-macro_rules! overview_part_keys {
-    ($($head:tt)*) => {
-        keyed_object!($($head)*, {
-            "is_exception" => is_exception,
-            "label" => label,
-            "exceptions" => exceptions,
-        });
-    };
-}
-
-/// The same for a maintenance record.
-macro_rules! record_keys {
-    ($($head:tt)*) => {
-        keyed_object!($($head)*, {
-            "date" => date,
-            "mainTainDate" => maintain_date,
-            "materal" => materal,
-            "remark" => remark,
-            "type" => type_label,
-            "content" => content,
-            "mileage" => mileage,
-            "type_code" => type_code,
-            "payType" => pay_type,
-            "totalMoney" => total_money,
-        });
-    };
-}
-
-/// The same for a REPORT.
-macro_rules! report_keys {
-    ($($head:tt)*) => {
-        keyed_object!($($head)*, {
-            "overview" => overview,
-            "first_time_to_shop" => first_time_to_shop,
-            "last_time_to_shop" => last_time_to_shop,
-            "content_numbers" => content_numbers,
-            "brand_pic" => brand_pic,
-            "brand_name" => brand_name,
-            "vinNO" => vin_no,
-            "avg_upkeep_year" => avg_upkeep_year,
-            "avg_mileage_year" => avg_mileage_year,
-            "total_mileage" => total_mileage,
-            "first_mileage" => first_mileage,
-            "last_mileage" => last_mileage,
-            "accident_grade" => accident_grade,
-            "is_accident" => is_accident,
-            "is_accident_reason" => is_accident_reason,
-            "updatetime" => updatetime,
-            "result_content" => result_content,
-        });
-    };
-}
-
-overview_part_keys!(OverviewPart, "an overview part", |out, key, map| {
-    let v: Value = map.next_value()?;
-    out.extra.insert(key.into_owned(), v);
+keyed_object!(OverviewPart, "an overview part", {
+    "is_exception" => is_exception,
+    "label" => label,
+    "exceptions" => exceptions,
 });
 
-record_keys!(Record, "a maintenance record", |out, key, map| {
-    let v: Value = map.next_value()?;
-    out.extra.insert(key.into_owned(), v);
+keyed_object!(Record, "a maintenance record", {
+    "date" => date,
+    "mainTainDate" => maintain_date,
+    "materal" => materal,
+    "remark" => remark,
+    "type" => type_label,
+    "content" => content,
+    "mileage" => mileage,
+    "type_code" => type_code,
+    "payType" => pay_type,
+    "totalMoney" => total_money,
 });
 
-report_keys!(Report, "a REPORT object", |out, key, map| {
-    let v: Value = map.next_value()?;
-    out.extra.insert(key.into_owned(), v);
+keyed_object!(Report, "a REPORT object", {
+    "overview" => overview,
+    "first_time_to_shop" => first_time_to_shop,
+    "last_time_to_shop" => last_time_to_shop,
+    "content_numbers" => content_numbers,
+    "brand_pic" => brand_pic,
+    "brand_name" => brand_name,
+    "vinNO" => vin_no,
+    "avg_upkeep_year" => avg_upkeep_year,
+    "avg_mileage_year" => avg_mileage_year,
+    "total_mileage" => total_mileage,
+    "first_mileage" => first_mileage,
+    "last_mileage" => last_mileage,
+    "accident_grade" => accident_grade,
+    "is_accident" => is_accident,
+    "is_accident_reason" => is_accident_reason,
+    "updatetime" => updatetime,
+    "result_content" => result_content,
 });
 
 impl Report {
@@ -872,32 +468,12 @@ impl Report {
             _ => Vec::new(),
         }
     }
-
-    /// A report is "empty" when it carries no field at all (`{}`), which generate uses to say
-    /// "not inline".
-    pub fn is_empty(&self) -> bool {
-        *self == Report::default()
-    }
 }
 
-/// Splits an overview finding at the first ASCII or full-width colon:
-/// `"前保:油漆"` → (`"前保"`, `Some("油漆")`); no colon → (whole, `None`).
-/// Empty sides become `None` for the finding and stay `""`-free for the component.
-pub fn split_finding(raw: &str) -> (String, Option<String>) {
-    match raw.find([':', '：']) {
-        Some(i) => {
-            let sep_len = raw[i..].chars().next().map(char::len_utf8).unwrap_or(1);
-            let component = raw[..i].trim().to_owned();
-            let finding = raw[i + sep_len..].trim();
-            (component, (!finding.is_empty()).then(|| finding.to_owned()))
-        }
-        None => (raw.trim().to_owned(), None),
-    }
-}
-
-#[cfg(test)]
+/// The model's own checks, from when it was the library's.
 mod tests {
     use super::*;
+    use chrono::NaiveDate;
     use serde_json::json;
 
     fn rep(v: Value) -> Report {
@@ -982,20 +558,5 @@ mod tests {
         assert_eq!(parts[0].0, "chassis");
         assert_eq!(parts[0].1.is_exception.get(), Some(1));
         assert_eq!(parts[0].1.extra["x"], json!(1));
-    }
-
-    #[test]
-    fn findings_split_at_first_colon_of_either_width() {
-        assert_eq!(
-            split_finding("前保:油漆"),
-            ("前保".into(), Some("油漆".into()))
-        );
-        assert_eq!(
-            split_finding("左前门：更换"),
-            ("左前门".into(), Some("更换".into()))
-        );
-        assert_eq!(split_finding("a:b:c"), ("a".into(), Some("b:c".into())));
-        assert_eq!(split_finding("保险杠拆卸"), ("保险杠拆卸".into(), None));
-        assert_eq!(split_finding("前保:"), ("前保".into(), None));
     }
 }
