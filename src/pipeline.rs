@@ -100,7 +100,7 @@ pub fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
 
 fn dry_run(settings: &Settings, plan: &Plan, ckpt: &checkpoint::Checkpoint) -> Result<u8> {
     let n = if plan.submit {
-        count_states(ckpt, &plan.send_states())?
+        count_states(ckpt, plan.send_states())?
     } else {
         0
     };
@@ -156,7 +156,7 @@ fn stages(
             tokio::spawn(async move { stop.watch_signals().await });
         }
         if plan.submit {
-            let total = count_states(ckpt, &plan.send_states())?;
+            let total = count_states(ckpt, plan.send_states())?;
             let progress = Progress::new("submit", total as u64);
             engine::submit(engine.clone(), &progress).await?;
             progress.close();
