@@ -124,6 +124,9 @@ pub fn open_input(path: &Path, opts: &InputOptions) -> Result<InputReader, Inges
 }
 
 /// Reads an opened input file into the checkpoint.
+///
+/// Long on purpose: reading one chunk while the writer commits the last is one loop, and the
+/// batch's bookkeeping around it must stay in one place to make an interrupted ingest idempotent.
 pub fn ingest(
     ckpt: &Checkpoint,
     path: &Path,

@@ -148,59 +148,15 @@ fn stages(
     // The runtime lives until the end, export included, and with it the signal watcher: a
     // signal at any point from here on ends the process with 130/143.
     let rt = app::runtime()?;
-    let (engine, mut code) = rt.block_on(async {
-        let (client, sandbox) = app::connect(settings).await?;
-        let engine = app::engine(settings, client, ckpt.clone(), plan.resubmit_uncertain)?;
-        {
-            let stop = engine.stop.clone();
-            tokio::spawn(async move { stop.watch_signals().await });
-        }
-        if plan.submit {
-            let total = count_states(ckpt, plan.send_states())?;
-            let progress = Progress::new("submit", total as u64);
-            engine::submit(engine.clone(), &progress).await?;
-            progress.close();
-        }
-        if !engine.stop.is_set() && plan.poll != PollMode::Skip {
-            let total = count_states(ckpt, &[State::Pending])?;
-            let progress = Progress::new("poll", total as u64);
-            match plan.poll {
-                PollMode::Once => {
-                    engine::poll_due(engine.clone(), &progress).await?;
-                }
-                PollMode::UntilDone => {
-                    let deadline = tokio::time::Instant::now() + settings.max_wait;
-                    engine::poll_until(engine.clone(), deadline, &progress).await?;
-                }
-                PollMode::Skip => {}
-            }
-            progress.close();
-        }
-        drop(sandbox);
-        let code = app::finish_code(&engine)?;
-        let mut text = app::summary(&engine, started)?;
-        if let Some(r) = engine.stop.reason() {
-            text.push_str(&format!("\nvmr: {}", app::describe_stop(&r)));
-        }
-        if code != exit::OK {
-            let uncertain = count_states(ckpt, &[State::Uncertain])?;
-            let pending = count_states(ckpt, &[State::Pending])?;
-            let queued = count_states(ckpt, &[State::Queued])?;
-            if pending > 0 {
-                text.push_str(&format!("\nvmr: {pending} reports are bought but not fetched yet; run `vmr poll` (or `vmr run`) again later"));
-            }
-            if queued > 0 {
-                text.push_str(&format!(
-                    "\nvmr: {queued} VINs are still queued; run again to send them"
-                ));
-            }
-            if uncertain > 0 {
-                text.push_str(&format!("\nvmr: {uncertain} VINs are uncertain: the vendor may have billed them (see `vmr status`); check the vendor's statement, then `vmr resolve` them or send them again with --resubmit-uncertain"));
-            }
-        }
-        app::report(settings.log_format, &text);
-        anyhow::Ok((engine, code))
-    })?;
+    let (engine, mut code) = rt.block_on(network(settings, plan, ckpt))?;
+    let mut text = app::summary(&engine, started)?;
+    if let Some(r) = engine.stop.reason() {
+        text.push_str(&format!("\nvmr: {}", app::describe_stop(&r)));
+    }
+    if code != exit::OK {
+        text.push_str(&what_remains(ckpt)?);
+    }
+    app::report(settings.log_format, &text);
     // Export what the checkpoint holds (also after a vendor refusal), unless a signal asked to
     // stop: the tables can be redone from the checkpoint by `vmr export` at any time.
     let signalled = || engine.stop.reason().is_some_and(|r| r.is_signal());
@@ -215,4 +171,64 @@ fn stages(
     }
     drop(rt);
     Ok(code)
+}
+
+/// The network stages: submit and poll as the plan says, with the signal watcher running.
+/// Returns the engine (its counters and stop reason) and the exit code so far.
+async fn network(
+    settings: &Settings,
+    plan: &Plan,
+    ckpt: &checkpoint::Checkpoint,
+) -> Result<(std::sync::Arc<engine::Engine>, u8)> {
+    let (client, sandbox) = app::connect(settings).await?;
+    let engine = app::engine(settings, client, ckpt.clone(), plan.resubmit_uncertain)?;
+    {
+        let stop = engine.stop.clone();
+        tokio::spawn(async move { stop.watch_signals().await });
+    }
+    if plan.submit {
+        let total = count_states(ckpt, plan.send_states())?;
+        let progress = Progress::new("submit", total as u64);
+        engine::submit(engine.clone(), &progress).await?;
+        progress.close();
+    }
+    if !engine.stop.is_set() && plan.poll != PollMode::Skip {
+        let total = count_states(ckpt, &[State::Pending])?;
+        let progress = Progress::new("poll", total as u64);
+        match plan.poll {
+            PollMode::Once => {
+                engine::poll_due(engine.clone(), &progress).await?;
+            }
+            PollMode::UntilDone => {
+                let deadline = tokio::time::Instant::now() + settings.max_wait;
+                engine::poll_until(engine.clone(), deadline, &progress).await?;
+            }
+            PollMode::Skip => {}
+        }
+        progress.close();
+    }
+    drop(sandbox);
+    let code = app::finish_code(&engine)?;
+    Ok((engine, code))
+}
+
+/// One line per kind of work left, saying what the operator does about it.
+fn what_remains(ckpt: &checkpoint::Checkpoint) -> Result<String> {
+    let counts = checkpoint::state_counts(&ckpt.reader()?)?;
+    let mut text = String::new();
+    let pending = counts.get(State::Pending);
+    if pending > 0 {
+        text.push_str(&format!("\nvmr: {pending} reports are bought but not fetched yet; run `vmr poll` (or `vmr run`) again later"));
+    }
+    let queued = counts.get(State::Queued);
+    if queued > 0 {
+        text.push_str(&format!(
+            "\nvmr: {queued} VINs are still queued; run again to send them"
+        ));
+    }
+    let uncertain = counts.get(State::Uncertain);
+    if uncertain > 0 {
+        text.push_str(&format!("\nvmr: {uncertain} VINs are uncertain: the vendor may have billed them (see `vmr status`); check the vendor's statement, then `vmr resolve` them or send them again with --resubmit-uncertain"));
+    }
+    Ok(text)
 }

@@ -53,6 +53,9 @@ pub enum ResolveError {
 }
 
 /// Records `resolution` for `vin` (trimmed, upper-cased) and moves it; returns the new state.
+///
+/// Long on purpose: the check, the move and its record are one transaction, written as one
+/// closure for the checkpoint's writer.
 pub fn resolve(
     ckpt: &Checkpoint,
     vin: &str,

@@ -75,20 +75,54 @@ pub fn read(
     } else {
         "('uncertain', 'submitting')"
     };
-    let uncertain: Vec<String> = conn
-        .prepare(&format!(
-            "SELECT vin FROM vins WHERE state IN {uncertain_states} ORDER BY id"
-        ))?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let billed_unusable: Vec<String> = conn
-        .prepare(&format!(
-            "SELECT vin FROM vins WHERE state = 'failed' AND message LIKE '{}%' ORDER BY id",
+    let uncertain = vins_where(conn, &format!("state IN {uncertain_states}"))?;
+    let billed_unusable = vins_where(
+        conn,
+        &format!(
+            "state = 'failed' AND substr(message, 1, {}) = '{}'",
+            crate::engine::BILLED_UNUSABLE.len(),
             crate::engine::BILLED_UNUSABLE
+        ),
+    )?;
+    let (duplicates, check_digit_warnings): (i64, i64) = conn.query_row(
+        "SELECT coalesce(sum(duplicates), 0), coalesce(sum(check_digit_warnings), 0) FROM batches",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let reports_stored: i64 = conn.query_row("SELECT count(*) FROM reports", [], |r| r.get(0))?;
+    Ok(Status {
+        checkpoint: path.to_owned(),
+        total_vins: states.total(),
+        rejected_total: states.get(checkpoint::State::Rejected),
+        billed_total: calls.values().map(|c| c.billed).sum(),
+        unknown_outcome_total: calls.values().map(|c| c.unknown_outcome).sum(),
+        states,
+        calls,
+        reports_stored,
+        account: checkpoint::account(conn)?,
+        uncertain,
+        billed_unusable,
+        rejected: rejected_rows(conn)?,
+        duplicates,
+        check_digit_warnings,
+        next_poll_due: checkpoint::next_poll_due(conn)?.map(rfc3339),
+        last_run: last_run(conn)?,
+    })
+}
+
+/// The VINs matching `condition`, in the order they were read.
+fn vins_where(conn: &Connection, condition: &str) -> Result<Vec<String>, CheckpointError> {
+    Ok(conn
+        .prepare(&format!(
+            "SELECT vin FROM vins WHERE {condition} ORDER BY id"
         ))?
         .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    let rejected: Vec<RejectedRow> = conn
+        .collect::<Result<_, _>>()?)
+}
+
+/// The first rejected rows, with their reasons.
+fn rejected_rows(conn: &Connection) -> Result<Vec<RejectedRow>, CheckpointError> {
+    Ok(conn
         .prepare(&format!(
             "SELECT input_file, input_line, vin, message FROM vins WHERE state = 'rejected' ORDER BY id LIMIT {LIST}"
         ))?
@@ -100,14 +134,11 @@ pub fn read(
                 reason: r.get(3)?,
             })
         })?
-        .collect::<Result<_, _>>()?;
-    let (duplicates, check_digit_warnings): (i64, i64) = conn.query_row(
-        "SELECT coalesce(sum(duplicates), 0), coalesce(sum(check_digit_warnings), 0) FROM batches",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let reports_stored: i64 = conn.query_row("SELECT count(*) FROM reports", [], |r| r.get(0))?;
-    let last_run = conn
+        .collect::<Result<_, _>>()?)
+}
+
+fn last_run(conn: &Connection) -> Result<Option<LastRun>, CheckpointError> {
+    Ok(conn
         .query_row(
             "SELECT command, started_at, ended_at, exit_code, outcome FROM runs ORDER BY id DESC LIMIT 1",
             [],
@@ -121,25 +152,18 @@ pub fn read(
                 })
             },
         )
-        .optional()?;
-    Ok(Status {
-        checkpoint: path.to_owned(),
-        total_vins: states.total(),
-        rejected_total: states.get(checkpoint::State::Rejected),
-        billed_total: calls.values().map(|c| c.billed).sum(),
-        unknown_outcome_total: calls.values().map(|c| c.unknown_outcome).sum(),
-        states,
-        calls,
-        reports_stored,
-        account: checkpoint::account(conn)?,
-        uncertain,
-        billed_unusable,
-        rejected,
-        duplicates,
-        check_digit_warnings,
-        next_poll_due: checkpoint::next_poll_due(conn)?.map(rfc3339),
-        last_run,
-    })
+        .optional()?)
+}
+
+/// A list of VINs under a heading, the first [`LIST`] by name.
+fn push_list(o: &mut String, heading: String, vins: &[String]) {
+    o.push_str(&heading);
+    for v in vins.iter().take(LIST) {
+        o.push_str(&format!("  {v}\n"));
+    }
+    if vins.len() > LIST {
+        o.push_str(&format!("  … and {} more\n", vins.len() - LIST));
+    }
 }
 
 impl Status {
@@ -153,6 +177,27 @@ impl Status {
             o.push_str(&format!("  {s} {n}"));
         }
         o.push('\n');
+        self.render_calls(&mut o);
+        self.render_money(&mut o);
+        self.render_input(&mut o);
+        if let Some(t) = &self.next_poll_due {
+            o.push_str(&format!("next poll due: {t}\n"));
+        }
+        if let Some(r) = &self.last_run {
+            o.push_str(&format!(
+                "last run: {} started {}{}\n",
+                r.command,
+                r.started_at,
+                match (&r.ended_at, r.exit_code, &r.outcome) {
+                    (Some(e), Some(c), Some(out)) => format!(", ended {e}, exit {c}: {out}"),
+                    _ => ", did not finish (still running or killed)".to_owned(),
+                }
+            ));
+        }
+        o
+    }
+
+    fn render_calls(&self, o: &mut String) {
         for (ep, c) in &self.calls {
             o.push_str(&format!(
                 "{ep:>8}: {} calls, {} billed, {} unknown outcome, {} not sent\n",
@@ -169,7 +214,12 @@ impl Status {
                 self.unknown_outcome_total
             ));
         }
+    }
+
+    /// The VINs that need a person: uncertain ones, and billed answers without a report.
+    fn render_money(&self, o: &mut String) {
         if !self.uncertain.is_empty() {
+            // Every uncertain VIN is listed: each needs a decision.
             o.push_str(&format!(
                 "{} uncertain VINs (a generate whose answer never arrived; the vendor may have billed it). Check the vendor's statement (`vmr export` writes every call to the calls table), then `vmr resolve --vin V --not-billed | --billed --request-id R | --abandon`, or send them again with --resubmit-uncertain:\n",
                 self.uncertain.len()
@@ -179,60 +229,44 @@ impl Status {
             }
         }
         if !self.billed_unusable.is_empty() {
-            o.push_str(&format!(
-                "{} VINs failed as billed_unusable (billed, but the answer held no usable report; its body is kept; not sent again automatically):\n",
-                self.billed_unusable.len()
-            ));
-            for v in self.billed_unusable.iter().take(LIST) {
-                o.push_str(&format!("  {v}\n"));
-            }
-            if self.billed_unusable.len() > LIST {
-                o.push_str(&format!(
-                    "  … and {} more\n",
-                    self.billed_unusable.len() - LIST
-                ));
-            }
+            push_list(
+                o,
+                format!(
+                    "{} VINs failed as billed_unusable (billed, but the answer held no usable report; its body is kept; not sent again automatically):\n",
+                    self.billed_unusable.len()
+                ),
+                &self.billed_unusable,
+            );
         }
+    }
+
+    fn render_input(&self, o: &mut String) {
         if self.duplicates > 0 || self.check_digit_warnings > 0 {
             o.push_str(&format!(
                 "input: {} duplicate rows (bought once), {} check-digit warnings\n",
                 self.duplicates, self.check_digit_warnings
             ));
         }
-        if self.rejected_total > 0 {
-            o.push_str(&format!(
-                "{} rejected rows (never sent):\n",
-                self.rejected_total
-            ));
-            for r in &self.rejected {
-                o.push_str(&format!(
-                    "  {} line {}: {}\n",
-                    r.input_file.as_deref().unwrap_or("?"),
-                    r.line.unwrap_or(0),
-                    r.reason.as_deref().unwrap_or("")
-                ));
-            }
-            if self.rejected_total as usize > self.rejected.len() {
-                o.push_str(&format!(
-                    "  … and {} more\n",
-                    self.rejected_total as usize - self.rejected.len()
-                ));
-            }
+        if self.rejected_total == 0 {
+            return;
         }
-        if let Some(t) = &self.next_poll_due {
-            o.push_str(&format!("next poll due: {t}\n"));
-        }
-        if let Some(r) = &self.last_run {
+        o.push_str(&format!(
+            "{} rejected rows (never sent):\n",
+            self.rejected_total
+        ));
+        for r in &self.rejected {
             o.push_str(&format!(
-                "last run: {} started {}{}\n",
-                r.command,
-                r.started_at,
-                match (&r.ended_at, r.exit_code, &r.outcome) {
-                    (Some(e), Some(c), Some(out)) => format!(", ended {e}, exit {c}: {out}"),
-                    _ => ", did not finish (still running or killed)".to_owned(),
-                }
+                "  {} line {}: {}\n",
+                r.input_file.as_deref().unwrap_or("?"),
+                r.line.unwrap_or(0),
+                r.reason.as_deref().unwrap_or("")
             ));
         }
-        o
+        if self.rejected_total as usize > self.rejected.len() {
+            o.push_str(&format!(
+                "  … and {} more\n",
+                self.rejected_total as usize - self.rejected.len()
+            ));
+        }
     }
 }

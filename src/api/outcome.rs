@@ -209,22 +209,7 @@ fn not_billed(http_status: u16, code: Option<i64>, detail: String) -> Outcome {
 pub fn classify(endpoint: Endpoint, http_status: u16, body: &[u8]) -> (Outcome, Answer) {
     let parsed: Result<Envelope, _> = serde_json::from_slice(body);
     if !(200..300).contains(&http_status) {
-        if http_status == 404 {
-            return (wrong_address(endpoint, body), Answer::default());
-        }
-        // A gateway or proxy answered (503, 429, an HTML 502 page): the vendor never billed it.
-        // The body's code is kept for the call log, but it never decides the outcome.
-        let code = parsed.as_ref().ok().and_then(|e| e.code.get());
-        let detail = match code {
-            Some(c) => format!("HTTP {http_status} (code {c}): {}", excerpt(body)),
-            None => format!("HTTP {http_status}: {}", excerpt(body)),
-        };
-        let answer = Answer {
-            code: None,
-            msg: parsed.ok().and_then(|e| e.msg.get()),
-            task_no: None,
-        };
-        return (not_billed(http_status, code, detail), answer);
+        return gateway_answer(endpoint, http_status, body, parsed.ok());
     }
     let env = match parsed {
         Ok(e) => e,
@@ -244,60 +229,8 @@ pub fn classify(endpoint: Endpoint, http_status: u16, body: &[u8]) -> (Outcome, 
     };
     let message = answer.msg.clone().unwrap_or_default();
     let outcome = match answer.code {
-        Some(200) => match endpoint {
-            Endpoint::Get => {
-                let is_object = env
-                    .data
-                    .is_some_and(|d| d.get().trim_start().starts_with('{'));
-                if is_object && non_empty_raw(env.data) {
-                    Outcome::Report { request_id: None }
-                } else {
-                    Outcome::BilledUnusable {
-                        message: format!("code 200 from get without a report: {}", excerpt(body)),
-                    }
-                }
-            }
-            Endpoint::Generate => {
-                let data: Option<GenerateData> = env
-                    .data
-                    .and_then(|raw| serde_json::from_str::<GenerateData>(raw.get()).ok());
-                match data {
-                    Some(d) if non_empty_raw(d.info) => Outcome::Report {
-                        request_id: d.request_id.get(),
-                    },
-                    Some(GenerateData {
-                        request_id: rid, ..
-                    }) if rid.get().is_some() => Outcome::Accepted {
-                        request_id: rid.get().unwrap_or_default(),
-                    },
-                    _ => Outcome::BilledUnusable {
-                        message: format!(
-                            "code 200 without a requestId or report: {}",
-                            excerpt(body)
-                        ),
-                    },
-                }
-            }
-        },
-        Some(701) => match endpoint {
-            Endpoint::Get => Outcome::NotReady { message },
-            Endpoint::Generate => {
-                // A 701 from generate that names a requestId can be polled; without one there is
-                // nothing to poll, so generate is tried again later (701 is never billed).
-                let rid = env
-                    .data
-                    .and_then(|raw| serde_json::from_str::<GenerateData>(raw.get()).ok())
-                    .and_then(|d| d.request_id.get());
-                match rid {
-                    Some(request_id) => Outcome::Accepted { request_id },
-                    None => not_billed(
-                        http_status,
-                        Some(701),
-                        format!("code 701 from generate without a requestId: {message}"),
-                    ),
-                }
-            }
-        },
+        Some(200) => billed_answer(endpoint, &env, body),
+        Some(701) => not_ready(endpoint, &env, http_status, message),
         // The vendor's maintenance code, and gateway codes relayed inside a 2xx body.
         Some(code @ (429 | 500..=599)) => {
             not_billed(http_status, Some(code), format!("code {code}: {message}"))
@@ -311,6 +244,90 @@ pub fn classify(endpoint: Endpoint, http_status: u16, body: &[u8]) -> (Outcome, 
         ),
     };
     (outcome, answer)
+}
+
+/// A non-2xx answer: a gateway or proxy answered (503, 429, an HTML 502 page), so the vendor
+/// never billed it, whatever the body says; its code is kept for the call log only. An HTTP
+/// 404 means the address is wrong.
+fn gateway_answer(
+    endpoint: Endpoint,
+    http_status: u16,
+    body: &[u8],
+    env: Option<Envelope>,
+) -> (Outcome, Answer) {
+    if http_status == 404 {
+        return (wrong_address(endpoint, body), Answer::default());
+    }
+    let code = env.as_ref().and_then(|e| e.code.get());
+    let detail = match code {
+        Some(c) => format!("HTTP {http_status} (code {c}): {}", excerpt(body)),
+        None => format!("HTTP {http_status}: {}", excerpt(body)),
+    };
+    let answer = Answer {
+        code: None,
+        msg: env.and_then(|e| e.msg.get()),
+        task_no: None,
+    };
+    (not_billed(http_status, code, detail), answer)
+}
+
+/// A code-200 answer (billed): the report, the requestId to poll, or neither (billed but
+/// unusable).
+fn billed_answer(endpoint: Endpoint, env: &Envelope, body: &[u8]) -> Outcome {
+    match endpoint {
+        Endpoint::Get => {
+            let is_object = env
+                .data
+                .is_some_and(|d| d.get().trim_start().starts_with('{'));
+            if is_object && non_empty_raw(env.data) {
+                Outcome::Report { request_id: None }
+            } else {
+                Outcome::BilledUnusable {
+                    message: format!("code 200 from get without a report: {}", excerpt(body)),
+                }
+            }
+        }
+        Endpoint::Generate => {
+            let data: Option<GenerateData> = env
+                .data
+                .and_then(|raw| serde_json::from_str::<GenerateData>(raw.get()).ok());
+            match data {
+                Some(d) if non_empty_raw(d.info) => Outcome::Report {
+                    request_id: d.request_id.get(),
+                },
+                Some(GenerateData {
+                    request_id: rid, ..
+                }) if rid.get().is_some() => Outcome::Accepted {
+                    request_id: rid.get().unwrap_or_default(),
+                },
+                _ => Outcome::BilledUnusable {
+                    message: format!("code 200 without a requestId or report: {}", excerpt(body)),
+                },
+            }
+        }
+    }
+}
+
+/// Code 701. A 701 from generate that names a requestId can be polled; without one there is
+/// nothing to poll, so generate is tried again later (701 is never billed).
+fn not_ready(endpoint: Endpoint, env: &Envelope, http_status: u16, message: String) -> Outcome {
+    match endpoint {
+        Endpoint::Get => Outcome::NotReady { message },
+        Endpoint::Generate => {
+            let rid = env
+                .data
+                .and_then(|raw| serde_json::from_str::<GenerateData>(raw.get()).ok())
+                .and_then(|d| d.request_id.get());
+            match rid {
+                Some(request_id) => Outcome::Accepted { request_id },
+                None => not_billed(
+                    http_status,
+                    Some(701),
+                    format!("code 701 from generate without a requestId: {message}"),
+                ),
+            }
+        }
+    }
 }
 
 /// The REPORT inside a stored body: `data.info` for generate, `data` for get. `None` when the

@@ -461,8 +461,8 @@ fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
     let current: State = current
         .parse()
         .map_err(|e: String| CheckpointError::Commit(e))?;
-    let now = crate::api::now_ms();
     if let Some(to) = u.to {
+        // The state machine first: an illegal move is refused before anything is written.
         current.check(to, &vin)?;
         conn.prepare_cached(
             "UPDATE vins SET state = ?2,
@@ -470,46 +470,78 @@ fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
                 completed_at = CASE WHEN ?4 THEN ?3 ELSE completed_at END
              WHERE id = ?1",
         )?
-        .execute(params![u.vin_id, to.as_str(), now, to.is_final()])?;
+        .execute(params![
+            u.vin_id,
+            to.as_str(),
+            crate::api::now_ms(),
+            to.is_final()
+        ])?;
     }
     if let Some(call) = &u.call {
+        log_call(conn, u.vin_id, call)?;
+    }
+    set_fields(conn, u)?;
+    if let Some(r) = &u.report {
         conn.prepare_cached(
-            "INSERT INTO calls (vin_id, endpoint, request_id, http_status, code, msg, task_no, billed, delivery, started_at, ended_at, error, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            "INSERT INTO reports (vin_id, vin, request_id, task_no, endpoint, fetched_at, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
             u.vin_id,
-            call.endpoint.as_str(),
-            call.request_id,
-            call.http_status,
-            call.code,
-            call.msg,
-            call.task_no,
-            call.class == CallClass::Billed,
-            call.class.delivery(),
-            call.started_at,
-            call.ended_at,
-            call.error,
-            call.body
-        ])?;
-        let sent = call.class != CallClass::NotSent;
-        let is_generate = call.endpoint == crate::api::Endpoint::Generate;
-        conn.prepare_cached(
-            "UPDATE vins SET
-                submit_attempts = submit_attempts + ?2,
-                poll_attempts = poll_attempts + ?3,
-                billed_calls = billed_calls + ?4,
-                unknown_calls = unknown_calls + ?5
-             WHERE id = ?1",
-        )?
-        .execute(params![
-            u.vin_id,
-            (sent && is_generate) as i64,
-            (sent && !is_generate) as i64,
-            (call.class == CallClass::Billed) as i64,
-            (call.class == CallClass::Unknown) as i64
+            vin,
+            r.request_id,
+            r.task_no,
+            r.endpoint,
+            r.fetched_at,
+            r.body
         ])?;
     }
+    Ok(())
+}
+
+/// One call into the call log, and the VIN's call counters.
+fn log_call(conn: &Connection, vin_id: i64, call: &CallLog) -> Result<(), CheckpointError> {
+    conn.prepare_cached(
+        "INSERT INTO calls (vin_id, endpoint, request_id, http_status, code, msg, task_no, billed, delivery, started_at, ended_at, error, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        vin_id,
+        call.endpoint.as_str(),
+        call.request_id,
+        call.http_status,
+        call.code,
+        call.msg,
+        call.task_no,
+        call.class == CallClass::Billed,
+        call.class.delivery(),
+        call.started_at,
+        call.ended_at,
+        call.error,
+        call.body
+    ])?;
+    let sent = call.class != CallClass::NotSent;
+    let is_generate = call.endpoint == crate::api::Endpoint::Generate;
+    conn.prepare_cached(
+        "UPDATE vins SET
+            submit_attempts = submit_attempts + ?2,
+            poll_attempts = poll_attempts + ?3,
+            billed_calls = billed_calls + ?4,
+            unknown_calls = unknown_calls + ?5
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        vin_id,
+        (sent && is_generate) as i64,
+        (sent && !is_generate) as i64,
+        (call.class == CallClass::Billed) as i64,
+        (call.class == CallClass::Unknown) as i64
+    ])?;
+    Ok(())
+}
+
+/// The VIN's fields an update sets: last code and message, ids, poll schedule.
+fn set_fields(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
     if let Some(code) = u.code {
         conn.prepare_cached("UPDATE vins SET code = ?2, message = ?3 WHERE id = ?1")?
             .execute(params![u.vin_id, code, u.message])?;
@@ -536,21 +568,6 @@ fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
     if let Some(iv) = u.poll_interval_ms {
         conn.prepare_cached("UPDATE vins SET poll_interval_ms = ?2 WHERE id = ?1")?
             .execute(params![u.vin_id, iv])?;
-    }
-    if let Some(r) = &u.report {
-        conn.prepare_cached(
-            "INSERT INTO reports (vin_id, vin, request_id, task_no, endpoint, fetched_at, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
-            u.vin_id,
-            vin,
-            r.request_id,
-            r.task_no,
-            r.endpoint,
-            r.fetched_at,
-            r.body
-        ])?;
     }
     Ok(())
 }

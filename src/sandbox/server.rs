@@ -264,6 +264,10 @@ fn authenticate(cfg: &SandboxConfig, p: &Params) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The generate endpoint after the common gates.
+///
+/// Long on purpose: the vendor's checks, then billing and the late or unusable answer, in the
+/// order the vendor applies them.
 fn generate_report(s: &Shared, p: &Params) -> Answer {
     let vin = match p.get("vin").map(str::trim) {
         Some(v) if !v.is_empty() => v,

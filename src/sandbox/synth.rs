@@ -262,6 +262,9 @@ struct Visit {
 }
 
 /// The full REPORT for `vin`, as generate's `data.info` or get's `data`.
+///
+/// Long on purpose: it writes the REPORT's fields in the vendor's order, one after the other,
+/// which reads best as one list.
 pub fn report(vin: &str, seed: u64) -> Value {
     let rollback = rollback_km(vin, seed);
     let mut rng = rng_for(vin, seed);
@@ -457,6 +460,10 @@ fn records(rng: &mut StdRng, visits: &[Visit]) -> Vec<Value> {
     out
 }
 
+/// One maintenance record, with the wire untidiness of the vendor page.
+///
+/// Long on purpose: one field after the other, in the vendor's order, each with its own ways of
+/// being untidy.
 fn record(rng: &mut StdRng, v: &Visit) -> Value {
     let code: u8 = match rng.random_range(0..10) {
         0..=4 => 1,
