@@ -17,23 +17,23 @@ use crate::sandbox::{Sandbox, SandboxConfig};
 
 /// Exit codes (docs/design.md, "Exit codes").
 pub mod exit {
-    pub const OK: u8 = 0;
-    pub const OTHER: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const REFUSED: u8 = 3;
-    pub const WORK_REMAINS: u8 = 75;
+    pub(crate) const OK: u8 = 0;
+    pub(crate) const OTHER: u8 = 1;
+    pub(crate) const USAGE: u8 = 2;
+    pub(crate) const REFUSED: u8 = 3;
+    pub(crate) const WORK_REMAINS: u8 = 75;
 }
 
 /// An error that ends the process with a chosen exit code.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
-pub struct Failure {
+pub(crate) struct Failure {
     pub code: u8,
     pub message: String,
 }
 
 impl Failure {
-    pub fn new(code: u8, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(code: u8, message: impl Into<String>) -> Failure {
         Failure {
             code,
             message: message.into(),
@@ -42,7 +42,7 @@ impl Failure {
 }
 
 /// The exit code for an error that reached the top.
-pub fn exit_code_of(e: &anyhow::Error) -> u8 {
+pub(crate) fn exit_code_of(e: &anyhow::Error) -> u8 {
     if let Some(f) = e.downcast_ref::<Failure>() {
         return f.code;
     }
@@ -67,7 +67,7 @@ pub fn exit_code_of(e: &anyhow::Error) -> u8 {
 }
 
 /// Logs go to stderr, as text or one JSON object per line. `RUST_LOG` refines the level.
-pub fn init_logging(format: LogFormat) {
+pub(crate) fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -92,7 +92,7 @@ pub fn report(format: LogFormat, text: &str) {
 
 /// Writes `text` to stdout. A closed stdout (`vmr status --json | head`) is not an error: like
 /// ripgrep, vmr then stops quietly with exit 0 instead of panicking on a broken pipe.
-pub fn print(text: &str) -> std::io::Result<()> {
+pub(crate) fn print(text: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
@@ -102,7 +102,7 @@ pub fn print(text: &str) -> std::io::Result<()> {
 }
 
 /// A multi-threaded runtime for the network commands.
-pub fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -111,7 +111,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Opens the state directory's checkpoint for writing, and tells the user about VINs found in
 /// flight from a process that died.
-pub fn open_checkpoint(settings: &Settings) -> Result<(Checkpoint, Recovery)> {
+pub(crate) fn open_checkpoint(settings: &Settings) -> Result<(Checkpoint, Recovery)> {
     let (ckpt, rec) = Checkpoint::open(&settings.state)?;
     if !rec.uncertain.is_empty() {
         tracing::warn!(
@@ -124,7 +124,7 @@ pub fn open_checkpoint(settings: &Settings) -> Result<(Checkpoint, Recovery)> {
 
 /// The vendor account a run calls: `sandbox` for any `--sandbox` run (whatever its port), else
 /// the base URL's origin (scheme, lower-case host, port unless the default) and the app id.
-pub fn account_name(settings: &Settings) -> Result<String> {
+pub(crate) fn account_name(settings: &Settings) -> Result<String> {
     if settings.sandbox {
         return Ok("sandbox".to_owned());
     }
@@ -144,7 +144,7 @@ pub fn account_name(settings: &Settings) -> Result<String> {
 /// Binds the checkpoint to the account this run calls, or refuses (exit 2, before any call)
 /// when it belongs to another: reports bought from one account (or from the sandbox) must
 /// never pass for another's.
-pub fn check_account(ckpt: &Checkpoint, settings: &Settings) -> Result<()> {
+pub(crate) fn check_account(ckpt: &Checkpoint, settings: &Settings) -> Result<()> {
     let want = account_name(settings)?;
     let reader = ckpt.reader()?;
     let dir = settings.state.display();
@@ -180,7 +180,7 @@ pub fn check_account(ckpt: &Checkpoint, settings: &Settings) -> Result<()> {
 /// Checks that the tables can be written to `--out` before anything is bought: `--out` is a
 /// writable directory, or can be created in the nearest directory above it that exists. Nothing
 /// is left behind (the directory itself is created by the export).
-pub fn check_out_writable(out: &std::path::Path) -> Result<()> {
+pub(crate) fn check_out_writable(out: &std::path::Path) -> Result<()> {
     let fail = |why: String| -> anyhow::Error {
         Failure::new(
             exit::USAGE,
@@ -212,7 +212,7 @@ pub fn check_out_writable(out: &std::path::Path) -> Result<()> {
 }
 
 /// The vendor client, and the in-process sandbox it talks to when `--sandbox` is set.
-pub async fn connect(settings: &Settings) -> Result<(Client, Option<Sandbox>)> {
+pub(crate) async fn connect(settings: &Settings) -> Result<(Client, Option<Sandbox>)> {
     let opts = |base_url: String| ClientOptions {
         base_url,
         connect_timeout: settings.timeout.min(Duration::from_secs(10)),
@@ -238,7 +238,7 @@ pub async fn connect(settings: &Settings) -> Result<(Client, Option<Sandbox>)> {
 }
 
 /// Builds the engine for a run.
-pub fn engine(
+pub(crate) fn engine(
     settings: &Settings,
     client: Client,
     ckpt: Checkpoint,
@@ -260,7 +260,7 @@ pub fn engine(
 
 /// The exit code once the network work is over: the stop reason's, else 0 when every VIN is
 /// final, else 75.
-pub fn finish_code(engine: &Engine) -> Result<u8> {
+pub(crate) fn finish_code(engine: &Engine) -> Result<u8> {
     if let Some(r) = engine.stop.reason() {
         return Ok(r.exit_code());
     }
@@ -274,7 +274,7 @@ pub fn finish_code(engine: &Engine) -> Result<u8> {
 }
 
 /// The one summary every network run ends with.
-pub fn summary(engine: &Engine, started: Instant) -> Result<String> {
+pub(crate) fn summary(engine: &Engine, started: Instant) -> Result<String> {
     let reader = engine.ckpt.reader()?;
     let counts = checkpoint::state_counts(&reader)?;
     let c = &engine.counters;
@@ -302,7 +302,7 @@ pub fn summary(engine: &Engine, started: Instant) -> Result<String> {
 }
 
 /// One line naming the stop, the vendor's words and what to do.
-pub fn describe_stop(r: &crate::engine::StopReason) -> String {
+pub(crate) fn describe_stop(r: &crate::engine::StopReason) -> String {
     use crate::engine::StopReason::*;
     match r {
         Vendor { code, message } => format!(

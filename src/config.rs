@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::api::{Credentials, Secret};
 
 /// Parses `500ms`, `90s`, `30m`, `24h` and combinations (`1h30m`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("{s:?} is not a duration ({e}); write it like 500ms, 90s, 30m or 24h"))
 }
@@ -32,7 +32,7 @@ pub enum Format {
 
 /// The file's `format = "parquet,csv"`: the value names of `--format`, in any case,
 /// comma-separated; a repeated format counts once.
-pub fn parse_formats(s: &str) -> Result<Vec<Format>, String> {
+pub(crate) fn parse_formats(s: &str) -> Result<Vec<Format>, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let f = <Format as ValueEnum>::from_str(part, true)
@@ -91,7 +91,7 @@ pub enum LogFormat {
 
 /// One layer of options over another, as in uv's `uv-settings`: `a.combine(b)` keeps what `a`
 /// gives and takes the rest from `b`.
-pub trait Combine {
+pub(crate) trait Combine {
     #[must_use]
     fn combine(self, other: Self) -> Self;
 }
@@ -304,7 +304,7 @@ options! {
 /// in-process sandbox answers at once, so the whole flow shows in seconds) and the directories
 /// are its own, so trying vmr on the simulator can never put synthetic reports into the state
 /// or the tables of real purchases.
-pub fn defaults(sandbox: bool) -> Options {
+pub(crate) fn defaults(sandbox: bool) -> Options {
     let (state, out, rate, burst, poll_interval) = if sandbox {
         (
             "vmr-sandbox-state",
@@ -338,7 +338,7 @@ pub fn defaults(sandbox: bool) -> Options {
 impl Options {
     /// `cmd` with each option's default from [`defaults`] at the end of its help, both values
     /// where `--sandbox` changes it.
-    pub fn show_defaults(cmd: clap::Command) -> clap::Command {
+    pub(crate) fn show_defaults(cmd: clap::Command) -> clap::Command {
         let (real, sandboxed) = (defaults(false).shown(), defaults(true).shown());
         cmd.mut_args(|arg| {
             let Some(i) = real.iter().position(|(id, _)| arg.get_id() == *id) else {
@@ -411,7 +411,7 @@ fn given<T>(v: Option<T>) -> T {
 impl Settings {
     /// Resolves the options: flags and environment (clap has merged them), then `VMR_APP_ID`,
     /// then the config file, then the defaults; then checks them.
-    pub fn resolve(o: &Options) -> Result<Settings> {
+    pub(crate) fn resolve(o: &Options) -> Result<Settings> {
         let file = match &o.config {
             Some(p) => load_file(p)?,
             None if Path::new("vmr.toml").exists() => load_file(Path::new("vmr.toml"))?,
@@ -471,7 +471,7 @@ impl Settings {
 
     /// The account credentials for the real vendor: the app id, and the secret from
     /// `--app-secret-file` or `VMR_APP_SECRET`.
-    pub fn credentials(&self) -> Result<Credentials> {
+    pub(crate) fn credentials(&self) -> Result<Credentials> {
         let app_id = self.app_id.clone().context(
             "no app id: set VMR_APP_ID (or app-id in vmr.toml), or use --sandbox to try vmr without an account",
         )?;

@@ -17,10 +17,10 @@ use crate::input::{InputError, InputOptions, InputReader, InputRow, Verdict};
 /// Rows per transaction.
 const CHUNK: usize = 20_000;
 /// Rejected rows listed one by one in the summary.
-pub const LIST_REJECTED: usize = 20;
+pub(crate) const LIST_REJECTED: usize = 20;
 
 #[derive(Debug, thiserror::Error)]
-pub enum IngestError {
+pub(crate) enum IngestError {
     #[error(transparent)]
     Input(#[from] InputError),
     #[error(transparent)]
@@ -31,7 +31,7 @@ pub enum IngestError {
 
 /// What one ingest did.
 #[derive(Debug, Default, Clone, Serialize)]
-pub struct IngestSummary {
+pub(crate) struct IngestSummary {
     pub input_file: String,
     pub batch_id: String,
     pub rows_read: u64,
@@ -119,7 +119,7 @@ fn write_chunk(
 
 /// Opens an input file and checks it as a whole (exists, is CSV, has the columns), before the
 /// checkpoint is touched: a file-level problem leaves the checkpoint as it was.
-pub fn open_input(path: &Path, opts: &InputOptions) -> Result<InputReader, IngestError> {
+pub(crate) fn open_input(path: &Path, opts: &InputOptions) -> Result<InputReader, IngestError> {
     Ok(InputReader::open(path, opts)?)
 }
 
@@ -127,7 +127,7 @@ pub fn open_input(path: &Path, opts: &InputOptions) -> Result<InputReader, Inges
 ///
 /// Long on purpose: reading one chunk while the writer commits the last is one loop, and the
 /// batch's bookkeeping around it must stay in one place to make an interrupted ingest idempotent.
-pub fn ingest(
+pub(crate) fn ingest(
     ckpt: &Checkpoint,
     path: &Path,
     mut reader: InputReader,

@@ -17,7 +17,7 @@ use crate::ingest;
 use crate::input::InputOptions;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PollMode {
+pub(crate) enum PollMode {
     /// No polling.
     Skip,
     /// One pass over what is due now.
@@ -27,7 +27,7 @@ pub enum PollMode {
 }
 
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub command: &'static str,
     pub input: Option<PathBuf>,
     pub submit: bool,
@@ -44,7 +44,7 @@ impl Plan {
     }
 }
 
-pub fn input_options(s: &Settings) -> InputOptions {
+pub(crate) fn input_options(s: &Settings) -> InputOptions {
     InputOptions {
         vin_column: s.vin_column.clone(),
         image_column: s.image_column.clone(),
@@ -68,7 +68,7 @@ impl Plan {
 /// What can be checked without the vendor is checked before the checkpoint is touched: the
 /// credentials, that `--out` is writable, the input file. Then the account is bound (or another
 /// account's state refused) before any call.
-pub fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
+pub(crate) fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
     let started = Instant::now();
     if plan.calls_vendor() && !settings.sandbox {
         settings

@@ -13,7 +13,7 @@ use crate::checkpoint::{Checkpoint, CheckpointError, State};
 
 /// What the vendor's statement says about an uncertain VIN.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Resolution {
+pub(crate) enum Resolution {
     /// The lost call was not billed: send the VIN again with the next submit.
     NotBilled,
     /// The lost call was billed and issued this requestId: fetch its report with get.
@@ -41,7 +41,7 @@ impl Resolution {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ResolveError {
+pub(crate) enum ResolveError {
     #[error("VIN {0} is not in the checkpoint")]
     NoSuchVin(String),
     #[error(
@@ -56,7 +56,7 @@ pub enum ResolveError {
 ///
 /// Long on purpose: the check, the move and its record are one transaction, written as one
 /// closure for the checkpoint's writer.
-pub fn resolve(
+pub(crate) fn resolve(
     ckpt: &Checkpoint,
     vin: &str,
     resolution: Resolution,

@@ -14,7 +14,7 @@ use crate::checkpoint::{self, CallCounts, CheckpointError};
 const LIST: usize = 20;
 
 #[derive(Debug, Serialize)]
-pub struct RejectedRow {
+pub(crate) struct RejectedRow {
     pub input_file: Option<String>,
     pub line: Option<i64>,
     pub vin: String,
@@ -22,7 +22,7 @@ pub struct RejectedRow {
 }
 
 #[derive(Debug, Serialize)]
-pub struct LastRun {
+pub(crate) struct LastRun {
     pub command: String,
     pub started_at: String,
     pub ended_at: Option<String>,
@@ -31,7 +31,7 @@ pub struct LastRun {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Status {
+pub(crate) struct Status {
     pub checkpoint: String,
     pub total_vins: i64,
     pub states: checkpoint::StateCounts,
@@ -63,7 +63,7 @@ fn rfc3339(ms: i64) -> String {
 /// Reads the status. `writer_running` tells whether a vmr holds the state directory: when none
 /// does, VINs still marked `submitting` were in flight when their process died, and are listed
 /// as uncertain (the next run records them so).
-pub fn read(
+pub(crate) fn read(
     conn: &Connection,
     path: &str,
     writer_running: bool,

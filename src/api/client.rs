@@ -66,7 +66,7 @@ pub fn now_ms() -> i64 {
 }
 
 impl Client {
-    pub fn new(opts: &ClientOptions, creds: Credentials) -> Result<Client, reqwest::Error> {
+    pub(crate) fn new(opts: &ClientOptions, creds: Credentials) -> Result<Client, reqwest::Error> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("vmr/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(opts.connect_timeout)
@@ -85,7 +85,7 @@ impl Client {
     }
 
     /// `generate`: buy a report for one VIN.
-    pub async fn generate(&self, vin: &str, license_img_url: &str) -> Exchange {
+    pub(crate) async fn generate(&self, vin: &str, license_img_url: &str) -> Exchange {
         self.call(
             Endpoint::Generate,
             &[("vin", vin), ("licenseImgUrl", license_img_url)],
@@ -191,7 +191,7 @@ impl Client {
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// A `Retry-After` header: delay-seconds or an HTTP date (RFC 9110), capped.
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
     let v = v.trim();
     let wait = match v.parse::<u64>() {
         Ok(secs) => Duration::from_secs(secs),

@@ -18,14 +18,14 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub fn path(self) -> &'static str {
+    pub(crate) fn path(self) -> &'static str {
         match self {
             Endpoint::Generate => "/vehicle/maintenance-report/generate",
             Endpoint::Get => "/vehicle/maintenance-report/get",
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Endpoint::Generate => "generate",
             Endpoint::Get => "get",
@@ -35,7 +35,7 @@ impl Endpoint {
 
 /// The envelope, parsed leniently: `code` may be a number or a string.
 #[derive(Debug, Deserialize)]
-pub struct Envelope<'a> {
+pub(crate) struct Envelope<'a> {
     #[serde(default)]
     pub code: Field<Int>,
     #[serde(default)]
@@ -65,17 +65,6 @@ pub enum Delivery {
     /// An answer came back that is never billed: any non-2xx HTTP status whatever its body (a
     /// gateway's 503/429, an HTML 502 page), or the vendor's own code 500.
     NotBilled,
-}
-
-impl Delivery {
-    /// The name the call log and the `calls` table use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Delivery::NotSent => "not_sent",
-            Delivery::Unknown => "unknown",
-            Delivery::NotBilled => "answered",
-        }
-    }
 }
 
 /// What the caller should do with one call's result.
@@ -110,17 +99,17 @@ pub enum Outcome {
 impl Outcome {
     /// Whether the vendor gave a real answer about the VIN (200, 701, 702, 703): what ends a
     /// streak of 400s and proves the account, sign and clock are fine.
-    pub fn is_vendor_verdict(&self, code: Option<i64>) -> bool {
+    pub(crate) fn is_vendor_verdict(&self, code: Option<i64>) -> bool {
         matches!(code, Some(200 | 701 | 702 | 703)) && !matches!(self, Outcome::Transient { .. })
     }
 
     /// Whether the call got no usable answer at all (what a maintenance window looks like).
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(self, Outcome::Transient { .. })
     }
 
     /// Whether nobody can tell if the vendor billed this call.
-    pub fn is_unknown(&self) -> bool {
+    pub(crate) fn is_unknown(&self) -> bool {
         matches!(
             self,
             Outcome::Transient {
@@ -150,7 +139,7 @@ impl Answer {
 const EXCERPT: usize = 160;
 
 /// A short, single-line excerpt of a body for logs and the call log.
-pub fn excerpt(body: &[u8]) -> String {
+pub(crate) fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let one_line: String = text
         .chars()
@@ -382,7 +371,7 @@ pub fn parse_report<'a, T: Deserialize<'a>>(
 }
 
 /// What the vendor page says a code means, for messages that tell the user what to do.
-pub fn code_advice(code: i64) -> &'static str {
+pub(crate) fn code_advice(code: i64) -> &'static str {
     match code {
         404 => "the request address is wrong: check --base-url",
         601 => "the API is not enabled for this account: ask the vendor to enable it",

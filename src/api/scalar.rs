@@ -39,13 +39,6 @@ impl<T: Clone> Lenient<T> {
 }
 
 impl<T> Lenient<T> {
-    pub fn as_ref(&self) -> Option<&T> {
-        match self {
-            Lenient::Value(v) => Some(v),
-            _ => None,
-        }
-    }
-
     pub fn is_invalid(&self) -> bool {
         matches!(self, Lenient::Invalid(_))
     }
@@ -120,7 +113,7 @@ impl Kind for Float {
 
 /// A kind whose value is the (trimmed) string itself, when the kind accepts it: text and
 /// decimals. Lets a reader check a borrowed string without copying it.
-pub trait TextKind: Kind<Out = String> {
+pub(crate) trait TextKind: Kind<Out = String> {
     fn accepts(s: &str) -> bool;
 }
 
@@ -160,7 +153,7 @@ impl Kind for Date {
 }
 
 /// Parses the date forms the vendor uses; a date-time contributes its date part.
-pub fn parse_date(s: &str) -> Option<NaiveDate> {
+pub(crate) fn parse_date(s: &str) -> Option<NaiveDate> {
     let s = s.trim();
     // The date part is everything before a 'T' or a space, whichever comes first.
     let date_part = s.split(['T', ' ']).next().unwrap_or(s);
@@ -250,10 +243,6 @@ where
 }
 
 impl<K: Kind> Field<K> {
-    pub fn as_ref(&self) -> Option<&K::Out> {
-        self.value.as_ref()
-    }
-
     pub fn is_invalid(&self) -> bool {
         self.value.is_invalid()
     }

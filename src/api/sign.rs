@@ -13,12 +13,12 @@ use std::fmt;
 pub struct Secret(String);
 
 impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
+    pub(crate) fn new(s: impl Into<String>) -> Self {
         Secret(s.into())
     }
 
     /// The secret itself, for signing. Never log what this returns.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -43,7 +43,7 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    pub fn new(app_id: impl Into<String>, app_secret: Secret) -> Self {
+    pub(crate) fn new(app_id: impl Into<String>, app_secret: Secret) -> Self {
         Credentials {
             app_id: app_id.into(),
             app_secret,

@@ -79,15 +79,15 @@ impl<'a> Scalar<'a> {
         }
     }
 
-    pub fn int(&self) -> Conv<i64> {
+    pub(crate) fn int(&self) -> Conv<i64> {
         self.to::<Int>()
     }
 
-    pub fn float(&self) -> Conv<f64> {
+    pub(crate) fn float(&self) -> Conv<f64> {
         self.to::<Float>()
     }
 
-    pub fn date(&self) -> Conv<chrono::NaiveDate> {
+    pub(crate) fn date(&self) -> Conv<chrono::NaiveDate> {
         self.to::<Date>()
     }
 
@@ -335,7 +335,7 @@ impl<'de> Deserialize<'de> for PartSlot<'de> {
 }
 
 /// Overview parts by name, in the vendor's order.
-pub type Parts<'a> = Vec<(Cow<'a, str>, PartSlot<'a>)>;
+pub(crate) type Parts<'a> = Vec<(Cow<'a, str>, PartSlot<'a>)>;
 
 /// The overview object's parts; a key sent twice keeps its first position and its last value,
 /// as in a `serde_json::Map`.

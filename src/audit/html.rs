@@ -64,7 +64,7 @@ const VEHICLE_COLUMNS: [&str; 8] = [
 ];
 
 /// The whole page: the head, then each section in reading order.
-pub(crate) fn render(a: &Audit) -> PolarsResult<String> {
+pub fn render(a: &Audit) -> PolarsResult<String> {
     let rows = data::rows(&a.vehicle_flags)?;
     let (brands, total) = data::fleet(&a.fleet_summary)?;
     let page = html! {

@@ -30,10 +30,10 @@ const INPUTS: [&str; 4] = ["requests", "reports", "records", "overview"];
 
 /// Default `--rollback-tolerance-km`: odometer readings typed at the workshop are often off by
 /// a few hundred km, a real rollback is thousands.
-pub const DEFAULT_ROLLBACK_TOLERANCE_KM: i64 = 1_000;
+pub(crate) const DEFAULT_ROLLBACK_TOLERANCE_KM: i64 = 1_000;
 
 #[derive(Debug, thiserror::Error)]
-pub enum AuditError {
+pub(crate) enum AuditError {
     #[error(
         "{} not found: run `vmr export` first (with --format including parquet) so audit has the tables to read",
         .0.display()
@@ -68,7 +68,7 @@ impl<T> Context<T> for PolarsResult<T> {
 
 /// Where to read and write, and the audit's parameters.
 #[derive(Debug, Clone)]
-pub struct AuditOptions {
+pub(crate) struct AuditOptions {
     pub out: PathBuf,
     pub formats: Vec<Format>,
     pub csv_bom: bool,
@@ -77,7 +77,11 @@ pub struct AuditOptions {
 }
 
 impl AuditOptions {
-    pub fn from_settings(s: &Settings, as_of: NaiveDate, rollback_tolerance_km: i64) -> Self {
+    pub(crate) fn from_settings(
+        s: &Settings,
+        as_of: NaiveDate,
+        rollback_tolerance_km: i64,
+    ) -> Self {
         AuditOptions {
             out: s.out.clone(),
             formats: s.formats.clone(),
@@ -114,7 +118,7 @@ impl Tables {
 }
 
 /// Everything the audit computed, for the HTML page and the console summary.
-pub(crate) struct Audit {
+pub struct Audit {
     pub(crate) as_of: NaiveDate,
     pub(crate) tolerance_km: i64,
     pub(crate) vehicle_flags: DataFrame,
@@ -176,7 +180,7 @@ pub(crate) fn compute(
 }
 
 /// What `vmr audit` wrote.
-pub struct AuditReport {
+pub(crate) struct AuditReport {
     pub(crate) audit: Audit,
     /// The files written, in the order they were committed.
     pub(crate) files: Vec<PathBuf>,
@@ -249,7 +253,7 @@ fn write_table(
 }
 
 /// `vmr audit`: reads the tables in `o.out`, writes the audit beside them.
-pub fn run(o: &AuditOptions) -> Result<AuditReport, AuditError> {
+pub(crate) fn run(o: &AuditOptions) -> Result<AuditReport, AuditError> {
     let tables = Tables::scan(&o.out)?;
     let mut audit = compute(&tables, o.as_of, o.rollback_tolerance_km)?;
     let page = html::render(&audit).ctx("rendering audit.html")?;

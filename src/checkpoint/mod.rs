@@ -20,7 +20,7 @@ pub use state::{IllegalTransition, State};
 pub use writer::Writer;
 
 /// The schema this build writes. Bump it with a new entry in `MIGRATIONS`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// Forward migrations: entry `i` takes a checkpoint from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -162,12 +162,12 @@ pub fn db_path(state_dir: &Path) -> PathBuf {
 /// The held lock on a state directory; released when dropped (and by the kernel if the process
 /// dies, so a dead holder never blocks).
 #[derive(Debug)]
-pub struct DirLock {
+pub(crate) struct DirLock {
     _file: File,
 }
 
 impl DirLock {
-    pub fn acquire(dir: &Path) -> Result<DirLock, CheckpointError> {
+    pub(crate) fn acquire(dir: &Path) -> Result<DirLock, CheckpointError> {
         let io = |source| CheckpointError::Io {
             dir: dir.to_owned(),
             source,
@@ -218,7 +218,7 @@ impl DirLock {
 
 /// Whether a vmr process holds the state directory now. Checked with a shared lock taken and
 /// released at once, so a reader never blocks a writer for longer than that instant.
-pub fn writer_running(dir: &Path) -> bool {
+pub(crate) fn writer_running(dir: &Path) -> bool {
     let Ok(file) = File::open(dir.join("lock")) else {
         return false;
     };
@@ -312,16 +312,12 @@ impl Checkpoint {
         ))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn writer(&self) -> &Writer {
+    pub(crate) fn writer(&self) -> &Writer {
         &self.writer
     }
 
     /// A new read connection (WAL readers do not block the writer).
-    pub fn reader(&self) -> Result<Connection, CheckpointError> {
+    pub(crate) fn reader(&self) -> Result<Connection, CheckpointError> {
         open_reader(&self.path)
     }
 
@@ -333,7 +329,7 @@ impl Checkpoint {
     }
 
     /// Records the start of a run and returns its id.
-    pub fn begin_run(&self, command: &str) -> Result<i64, CheckpointError> {
+    pub(crate) fn begin_run(&self, command: &str) -> Result<i64, CheckpointError> {
         let command = command.to_owned();
         self.writer.write_blocking(move |c| {
             c.execute(
@@ -345,7 +341,12 @@ impl Checkpoint {
     }
 
     /// Records how a run ended.
-    pub fn end_run(&self, id: i64, exit_code: i32, outcome: &str) -> Result<(), CheckpointError> {
+    pub(crate) fn end_run(
+        &self,
+        id: i64,
+        exit_code: i32,
+        outcome: &str,
+    ) -> Result<(), CheckpointError> {
         let outcome = outcome.to_owned();
         self.writer.write_blocking(move |c| {
             c.execute(
@@ -574,7 +575,7 @@ fn set_fields(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
 
 /// A VIN to send to generate.
 #[derive(Debug, Clone)]
-pub struct SubmitTodo {
+pub(crate) struct SubmitTodo {
     pub vin_id: i64,
     pub vin: String,
     pub license_img_url: String,
@@ -583,7 +584,7 @@ pub struct SubmitTodo {
 
 /// A VIN to poll with get.
 #[derive(Debug, Clone)]
-pub struct PollTodo {
+pub(crate) struct PollTodo {
     pub vin_id: i64,
     pub vin: String,
     pub request_id: String,
@@ -594,7 +595,7 @@ pub struct PollTodo {
 
 /// Up to `limit` VINs in `states` with id greater than `after_id`, in id order (paged so that a
 /// million queued VINs never sit in memory at once).
-pub fn submit_page(
+pub(crate) fn submit_page(
     conn: &Connection,
     states: &[State],
     after_id: i64,
@@ -623,7 +624,7 @@ pub fn submit_page(
 }
 
 /// Up to `limit` pending VINs due at `now` with id greater than `after_id`, in id order.
-pub fn due_polls(
+pub(crate) fn due_polls(
     conn: &Connection,
     now: i64,
     after_id: i64,
@@ -647,7 +648,7 @@ pub fn due_polls(
 }
 
 /// When the next pending VIN is due, if any is pending.
-pub fn next_poll_due(conn: &Connection) -> Result<Option<i64>, CheckpointError> {
+pub(crate) fn next_poll_due(conn: &Connection) -> Result<Option<i64>, CheckpointError> {
     Ok(conn
         .prepare_cached("SELECT min(coalesce(next_poll_at, 0)) FROM vins WHERE state = 'pending'")?
         .query_row([], |r| r.get::<_, Option<i64>>(0))?)
@@ -656,7 +657,7 @@ pub fn next_poll_due(conn: &Connection) -> Result<Option<i64>, CheckpointError> 
 /// Number of VINs per state (every state present, zero included).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
-pub struct StateCounts(BTreeMap<State, i64>);
+pub(crate) struct StateCounts(BTreeMap<State, i64>);
 
 impl StateCounts {
     pub fn get(&self, state: State) -> i64 {
@@ -664,7 +665,7 @@ impl StateCounts {
     }
 
     /// VINs in any of `states`.
-    pub fn sum(&self, states: &[State]) -> i64 {
+    pub(crate) fn sum(&self, states: &[State]) -> i64 {
         states.iter().map(|s| self.get(*s)).sum()
     }
 
@@ -677,16 +678,16 @@ impl StateCounts {
             .sum()
     }
 
-    pub fn total(&self) -> i64 {
+    pub(crate) fn total(&self) -> i64 {
         self.0.values().sum()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (State, i64)> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (State, i64)> + '_ {
         self.0.iter().map(|(s, n)| (*s, *n))
     }
 }
 
-pub fn state_counts(conn: &Connection) -> Result<StateCounts, CheckpointError> {
+pub(crate) fn state_counts(conn: &Connection) -> Result<StateCounts, CheckpointError> {
     let mut out: BTreeMap<State, i64> = state::ALL.iter().map(|s| (*s, 0)).collect();
     let mut st = conn.prepare_cached("SELECT state, count(*) FROM vins GROUP BY state")?;
     for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
@@ -699,7 +700,7 @@ pub fn state_counts(conn: &Connection) -> Result<StateCounts, CheckpointError> {
 
 /// Calls made and billed, per endpoint.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct CallCounts {
+pub(crate) struct CallCounts {
     pub calls: i64,
     pub billed: i64,
     /// Sent, but no usable answer came back: may have been billed.
@@ -707,7 +708,9 @@ pub struct CallCounts {
     pub not_sent: i64,
 }
 
-pub fn call_counts(conn: &Connection) -> Result<BTreeMap<String, CallCounts>, CheckpointError> {
+pub(crate) fn call_counts(
+    conn: &Connection,
+) -> Result<BTreeMap<String, CallCounts>, CheckpointError> {
     let mut out = BTreeMap::new();
     for ep in ["generate", "get"] {
         out.insert(ep.to_owned(), CallCounts::default());
@@ -734,7 +737,7 @@ pub fn call_counts(conn: &Connection) -> Result<BTreeMap<String, CallCounts>, Ch
 }
 
 /// The vendor account the checkpoint belongs to, once bound.
-pub fn account(conn: &Connection) -> Result<Option<String>, CheckpointError> {
+pub(crate) fn account(conn: &Connection) -> Result<Option<String>, CheckpointError> {
     Ok(conn
         .prepare_cached("SELECT value FROM meta WHERE key = 'account'")?
         .query_row([], |r| r.get(0))
@@ -742,7 +745,7 @@ pub fn account(conn: &Connection) -> Result<Option<String>, CheckpointError> {
 }
 
 /// Whether any vendor call was ever recorded.
-pub fn has_calls(conn: &Connection) -> Result<bool, CheckpointError> {
+pub(crate) fn has_calls(conn: &Connection) -> Result<bool, CheckpointError> {
     Ok(conn
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM calls)")?
         .query_row([], |r| r.get(0))?)
@@ -750,7 +753,7 @@ pub fn has_calls(conn: &Connection) -> Result<bool, CheckpointError> {
 
 impl Checkpoint {
     /// Binds the checkpoint to `account` (idempotent).
-    pub fn bind_account(&self, account: &str) -> Result<(), CheckpointError> {
+    pub(crate) fn bind_account(&self, account: &str) -> Result<(), CheckpointError> {
         let account = account.to_owned();
         self.writer.write_blocking(move |c| {
             c.execute(

@@ -31,7 +31,7 @@ pub enum State {
     Rejected,
 }
 
-pub const ALL: [State; 8] = [
+pub(crate) const ALL: [State; 8] = [
     State::Queued,
     State::Submitting,
     State::Uncertain,
@@ -52,7 +52,7 @@ pub struct IllegalTransition {
 }
 
 impl State {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             State::Queued => "queued",
             State::Submitting => "submitting",
@@ -66,7 +66,7 @@ impl State {
     }
 
     /// No further work will happen for a VIN in a final state.
-    pub fn is_final(self) -> bool {
+    pub(crate) fn is_final(self) -> bool {
         matches!(
             self,
             State::Done | State::Failed | State::Expired | State::Rejected
@@ -74,7 +74,7 @@ impl State {
     }
 
     /// Whether `self -> to` is a legal move.
-    pub fn can_go(self, to: State) -> bool {
+    pub(crate) fn can_go(self, to: State) -> bool {
         use State::*;
         matches!(
             (self, to),
@@ -100,7 +100,7 @@ impl State {
     }
 
     /// Checks a move for `vin`.
-    pub fn check(self, to: State, vin: &str) -> Result<(), IllegalTransition> {
+    pub(crate) fn check(self, to: State, vin: &str) -> Result<(), IllegalTransition> {
         if self.can_go(to) {
             Ok(())
         } else {

@@ -35,7 +35,10 @@ impl Writer {
 
     /// Queues `f` for the next group commit and returns at once; the receiver answers once the
     /// group is durable.
-    pub fn submit<R, F>(&self, f: F) -> tokio::sync::oneshot::Receiver<Result<R, CheckpointError>>
+    pub(crate) fn submit<R, F>(
+        &self,
+        f: F,
+    ) -> tokio::sync::oneshot::Receiver<Result<R, CheckpointError>>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, CheckpointError> + Send + 'static,
@@ -57,7 +60,7 @@ impl Writer {
     }
 
     /// Runs `f` in the next group commit and waits until it is durable.
-    pub async fn write<R, F>(&self, f: F) -> Result<R, CheckpointError>
+    pub(crate) async fn write<R, F>(&self, f: F) -> Result<R, CheckpointError>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, CheckpointError> + Send + 'static,
@@ -68,7 +71,7 @@ impl Writer {
     }
 
     /// The same as [`Writer::write`], for code outside the async runtime.
-    pub fn write_blocking<R, F>(&self, f: F) -> Result<R, CheckpointError>
+    pub(crate) fn write_blocking<R, F>(&self, f: F) -> Result<R, CheckpointError>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, CheckpointError> + Send + 'static,

@@ -12,7 +12,7 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    pub fn new(rate: u32, burst: u32) -> Limiter {
+    pub(crate) fn new(rate: u32, burst: u32) -> Limiter {
         let inner = NonZeroU32::new(rate).map(|r| {
             let burst = NonZeroU32::new(burst.max(1)).expect("burst is at least 1");
             RateLimiter::direct(Quota::per_second(r).allow_burst(burst))
@@ -21,7 +21,7 @@ impl Limiter {
     }
 
     /// Waits until one more call may leave.
-    pub async fn acquire(&self) {
+    pub(crate) async fn acquire(&self) {
         if let Some(l) = &self.inner {
             l.until_ready().await;
         }

@@ -31,17 +31,17 @@ pub use stop::{Stop, StopReason};
 use streak::{Streaks, Verdict};
 
 /// How long in-flight calls may take to land after a signal before they are abandoned.
-pub const GRACE: Duration = Duration::from_secs(5);
+pub(crate) const GRACE: Duration = Duration::from_secs(5);
 
 /// Calls in a row without a usable answer after which the vendor is taken to be unavailable.
-pub const UNAVAILABLE_AFTER: u32 = 20;
+pub(crate) const UNAVAILABLE_AFTER: u32 = 20;
 
 /// The message prefix that marks a VIN whose billed answer held no usable report.
-pub const BILLED_UNUSABLE: &str = "billed_unusable";
+pub(crate) const BILLED_UNUSABLE: &str = "billed_unusable";
 
 /// Engine options, from the resolved settings.
 #[derive(Debug, Clone)]
-pub struct EngineOptions {
+pub(crate) struct EngineOptions {
     pub concurrency: usize,
     pub retry: RetryPolicy,
     pub poll_interval: Duration,
@@ -57,7 +57,7 @@ pub struct EngineOptions {
 
 /// Counters of one run.
 #[derive(Debug, Default)]
-pub struct RunCounters {
+pub(crate) struct RunCounters {
     pub calls: AtomicU64,
     pub billed: AtomicU64,
     pub unknown: AtomicU64,
@@ -70,7 +70,7 @@ pub struct RunCounters {
 }
 
 /// Everything the tasks of one run share.
-pub struct Engine {
+pub(crate) struct Engine {
     pub client: Client,
     pub ckpt: Checkpoint,
     pub limiter: Limiter,
@@ -81,7 +81,7 @@ pub struct Engine {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
 }
@@ -185,7 +185,7 @@ fn retry_wait(backoff: Duration, outcome: &Outcome) -> Duration {
 }
 
 impl Engine {
-    pub fn new(
+    pub(crate) fn new(
         client: Client,
         ckpt: Checkpoint,
         limiter: Limiter,
@@ -543,7 +543,7 @@ impl Engine {
 
 /// What one submit or poll pass did.
 #[derive(Debug, Default, Clone)]
-pub struct PassReport {
+pub(crate) struct PassReport {
     pub attempted: u64,
     pub by_state: std::collections::BTreeMap<State, u64>,
 }
@@ -696,7 +696,7 @@ async fn run_paged(
 
 /// The states whose VINs a submit sends to generate: the queue, and the uncertain VINs only when
 /// the user says so (they may have been billed already).
-pub fn send_states(resubmit_uncertain: bool) -> &'static [State] {
+pub(crate) fn send_states(resubmit_uncertain: bool) -> &'static [State] {
     if resubmit_uncertain {
         &[State::Queued, State::Uncertain]
     } else {
@@ -705,7 +705,10 @@ pub fn send_states(resubmit_uncertain: bool) -> &'static [State] {
 }
 
 /// Calls generate for every VIN in [`send_states`], `concurrency` at a time.
-pub async fn submit(engine: Arc<Engine>, progress: &Progress) -> Result<PassReport, EngineError> {
+pub(crate) async fn submit(
+    engine: Arc<Engine>,
+    progress: &Progress,
+) -> Result<PassReport, EngineError> {
     let reader = engine.ckpt.reader()?;
     let states = send_states(engine.opts.resubmit_uncertain);
     run_paged(
@@ -723,7 +726,10 @@ pub async fn submit(engine: Arc<Engine>, progress: &Progress) -> Result<PassRepo
 }
 
 /// One pass over the pending VINs that are due now.
-pub async fn poll_due(engine: Arc<Engine>, progress: &Progress) -> Result<PassReport, EngineError> {
+pub(crate) async fn poll_due(
+    engine: Arc<Engine>,
+    progress: &Progress,
+) -> Result<PassReport, EngineError> {
     let reader = engine.ckpt.reader()?;
     let now = now_ms();
     run_paged(
@@ -741,7 +747,7 @@ pub async fn poll_due(engine: Arc<Engine>, progress: &Progress) -> Result<PassRe
 }
 
 /// Polls until nothing is pending, the deadline passes, or the run is stopped.
-pub async fn poll_until(
+pub(crate) async fn poll_until(
     engine: Arc<Engine>,
     deadline: tokio::time::Instant,
     progress: &Progress,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::State;
 
-pub struct Progress {
+pub(crate) struct Progress {
     phase: &'static str,
     bar: Option<ProgressBar>,
     total: u64,
@@ -26,7 +26,7 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 
 impl Progress {
     /// A progress display for `phase` over `total` VINs; a bar only when stderr is a terminal.
-    pub fn new(phase: &'static str, total: u64) -> Progress {
+    pub(crate) fn new(phase: &'static str, total: u64) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             b.set_style(
@@ -50,20 +50,7 @@ impl Progress {
         }
     }
 
-    /// A display that shows nothing (tests, dry runs).
-    pub fn hidden() -> Progress {
-        Progress {
-            phase: "",
-            bar: None,
-            total: 0,
-            done: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            last_log: Mutex::new(Instant::now()),
-            started: Instant::now(),
-        }
-    }
-
-    pub fn finished(&self, state: State) {
+    pub(crate) fn finished(&self, state: State) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         if state == State::Failed {
             self.failed.fetch_add(1, Ordering::Relaxed);
@@ -94,7 +81,7 @@ impl Progress {
         }
     }
 
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }

@@ -16,7 +16,7 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub fn new(max_attempts: u32) -> RetryPolicy {
+    pub(crate) fn new(max_attempts: u32) -> RetryPolicy {
         RetryPolicy {
             max_attempts: max_attempts.max(1),
             min_delay: Duration::from_millis(200),
@@ -24,7 +24,7 @@ impl RetryPolicy {
         }
     }
 
-    pub fn attempts(&self) -> Attempts {
+    pub(crate) fn attempts(&self) -> Attempts {
         let delays = ExponentialBuilder::default()
             .with_min_delay(self.min_delay)
             .with_max_delay(self.max_delay)
@@ -37,7 +37,7 @@ impl RetryPolicy {
 }
 
 /// The attempts of one call.
-pub struct Attempts {
+pub(crate) struct Attempts {
     delays: ExponentialBackoff,
     made: u32,
 }
@@ -50,7 +50,7 @@ impl Attempts {
     }
 
     /// The wait before the next attempt, or `None` when the attempts are used up.
-    pub fn next_delay(&mut self) -> Option<Duration> {
+    pub(crate) fn next_delay(&mut self) -> Option<Duration> {
         self.delays.next()
     }
 }

@@ -7,6 +7,8 @@
 //! is the one whose exit code ranks first (signals, then refusals, then "run again later").
 
 use std::sync::Mutex;
+
+use crate::app::exit;
 use tokio::sync::watch;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -25,10 +27,10 @@ pub enum StopReason {
 
 impl StopReason {
     /// The process exit code for this reason (see the README's exit codes).
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
-            StopReason::Vendor { .. } | StopReason::BadCredentials { .. } => 3,
-            StopReason::Unavailable { .. } | StopReason::Budget { .. } => 75,
+            StopReason::Vendor { .. } | StopReason::BadCredentials { .. } => exit::REFUSED,
+            StopReason::Unavailable { .. } | StopReason::Budget { .. } => exit::WORK_REMAINS,
             StopReason::Signal(sig) => (128 + sig) as u8,
         }
     }
@@ -43,7 +45,7 @@ impl StopReason {
     }
 
     /// Whether only the short grace applies to calls in flight (a person asked to stop now).
-    pub fn is_signal(&self) -> bool {
+    pub(crate) fn is_signal(&self) -> bool {
         matches!(self, StopReason::Signal(_))
     }
 }
@@ -64,7 +66,7 @@ impl Default for Stop {
 
 impl Stop {
     /// Records `reason`, unless a reason that ranks at least as high is already set.
-    pub fn set(&self, reason: StopReason) {
+    pub(crate) fn set(&self, reason: StopReason) {
         let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
         if r.as_ref().is_none_or(|old| reason.rank() > old.rank()) {
             *r = Some(reason);
@@ -72,11 +74,11 @@ impl Stop {
         self.tx.send_replace(true);
     }
 
-    pub fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         *self.tx.borrow()
     }
 
-    pub fn reason(&self) -> Option<StopReason> {
+    pub(crate) fn reason(&self) -> Option<StopReason> {
         self.reason
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -84,7 +86,7 @@ impl Stop {
     }
 
     /// Resolves once a stop is set.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         let mut rx = self.tx.subscribe();
         let _ = rx.wait_for(|v| *v).await;
     }
@@ -93,7 +95,7 @@ impl Stop {
     /// once (every checkpoint write is a transaction, so the checkpoint stays consistent, and a
     /// generate cut off in flight is found `submitting` and made `uncertain` next time). Runs
     /// for as long as the process may be stopped, so no signal is ever swallowed.
-    pub async fn watch_signals(&self) {
+    pub(crate) async fn watch_signals(&self) {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut int), Ok(mut term)) = (
             signal(SignalKind::interrupt()),

@@ -33,14 +33,14 @@ struct Inner {
 }
 
 /// The run's two streaks (shared by all its tasks).
-pub struct Streaks {
+pub(crate) struct Streaks {
     bad_request_limit: u32,
     unavailable_after: u32,
     inner: Mutex<Inner>,
 }
 
 impl Streaks {
-    pub fn new(bad_request_limit: u32, unavailable_after: u32) -> Streaks {
+    pub(crate) fn new(bad_request_limit: u32, unavailable_after: u32) -> Streaks {
         Streaks {
             bad_request_limit: bad_request_limit.max(1),
             unavailable_after: unavailable_after.max(1),
@@ -53,7 +53,7 @@ impl Streaks {
     }
 
     /// Takes one landed call's outcome (`code` is the vendor code of a 2xx answer).
-    pub fn observe(&self, outcome: &Outcome, code: Option<i64>) -> Verdict {
+    pub(crate) fn observe(&self, outcome: &Outcome, code: Option<i64>) -> Verdict {
         let mut s = self.inner();
         if outcome.is_transient() {
             s.no_answer += 1;
@@ -88,7 +88,7 @@ impl Streaks {
 
     /// Parks a VIN whose generate got a 400 (already back in the queue) until a later real
     /// answer shows the 400 was the VIN's own.
-    pub fn park(&self, vin_id: i64) {
+    pub(crate) fn park(&self, vin_id: i64) {
         let mut s = self.inner();
         if !s.tripped {
             s.parked.push(vin_id);

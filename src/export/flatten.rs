@@ -62,7 +62,7 @@ impl Quality {
         *self.unusable_containers.entry(what).or_default() += 1;
     }
 
-    pub fn merge(&mut self, other: &Quality) {
+    pub(crate) fn merge(&mut self, other: &Quality) {
         for (k, v) in &other.coerced_to_null {
             *self.coerced_to_null.entry(k).or_default() += v;
         }
@@ -267,12 +267,12 @@ fn float(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<f64> {
 const EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 /// Days since 1970-01-01 (Arrow Date32).
-pub fn date32(d: NaiveDate) -> i32 {
+pub(crate) fn date32(d: NaiveDate) -> i32 {
     d.num_days_from_ce() - EPOCH_DAYS_FROM_CE
 }
 
 /// The date of a Date32 value.
-pub fn from_date32(days: i32) -> Option<NaiveDate> {
+pub(crate) fn from_date32(days: i32) -> Option<NaiveDate> {
     NaiveDate::from_num_days_from_ce_opt(days.checked_add(EPOCH_DAYS_FROM_CE)?)
 }
 
@@ -282,7 +282,7 @@ fn date(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<i32> {
 
 /// `mainTainDate` (Unix seconds, or milliseconds when larger than 1e11) as milliseconds, within
 /// years 1–9999 so every reader can show it.
-pub fn maintained_ms(v: i64) -> Option<i64> {
+pub(crate) fn maintained_ms(v: i64) -> Option<i64> {
     let ms = if v.unsigned_abs() > 100_000_000_000 {
         v
     } else {
@@ -297,7 +297,7 @@ const AMOUNT_MAX: i128 = 999_999_999_999_999_999;
 
 /// Parses a decimal amount (`100`, `-3.5`, `.5`, `1e3`) into hundredths, rounding half away
 /// from zero; `None` when it is not a number or does not fit DECIMAL(18,2).
-pub fn parse_amount(s: &str) -> Option<i128> {
+pub(crate) fn parse_amount(s: &str) -> Option<i128> {
     let (neg, digits, exp) = decimal_parts(s)?;
     // value = digits × 10^exp; hundredths = digits × 10^shift.
     let shift = exp.checked_add(2)?;
@@ -384,7 +384,7 @@ fn amount(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<i128> {
 /// Splits an overview finding at the first ASCII or full-width colon:
 /// `"前保:油漆"` → (`"前保"`, `Some("油漆")`); no colon → (whole, `None`).
 /// Empty sides become `None` for the finding and stay `""`-free for the component.
-pub fn split_finding(raw: &str) -> (String, Option<String>) {
+pub(crate) fn split_finding(raw: &str) -> (String, Option<String>) {
     match raw.find([':', '：']) {
         Some(i) => {
             let sep_len = raw[i..].chars().next().map(char::len_utf8).unwrap_or(1);
@@ -397,7 +397,7 @@ pub fn split_finding(raw: &str) -> (String, Option<String>) {
 }
 
 /// `type_name` from `type_code`.
-pub fn type_name(code: i8) -> Option<&'static str> {
+pub(crate) fn type_name(code: i8) -> Option<&'static str> {
     match code {
         1 => Some("maintenance"),
         2 => Some("repair"),

@@ -66,7 +66,7 @@ pub struct ExportOptions {
 }
 
 impl ExportOptions {
-    pub fn from_settings(s: &Settings) -> ExportOptions {
+    pub(crate) fn from_settings(s: &Settings) -> ExportOptions {
         ExportOptions {
             out: s.out.clone(),
             formats: s.formats.clone(),
@@ -181,7 +181,7 @@ struct Manifest<'a> {
 
 /// One file an export wrote, as the manifest lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FileEntry {
+pub(crate) struct FileEntry {
     /// Relative to the output directory.
     pub path: String,
     pub table: String,

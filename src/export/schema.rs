@@ -31,7 +31,7 @@ pub const TABLES: [&str; 6] = [
 
 /// The tables flattened from the stored report bodies, in the order `flatten` hands out their
 /// batches.
-pub const REPORT_TABLES: [&str; 4] = [
+pub(crate) const REPORT_TABLES: [&str; 4] = [
     ReportCols::TABLE,
     RecordCols::TABLE,
     OverviewCols::TABLE,
@@ -51,7 +51,7 @@ pub mod col {
     use arrow::datatypes::{DataType, TimeUnit};
 
     /// A column type of the output tables.
-    pub trait Type {
+    pub(crate) trait Type {
         type Builder: ArrayBuilder;
         fn data_type() -> DataType;
         /// A builder with room for `rows` values (text grows as it is filled).
@@ -61,7 +61,7 @@ pub mod col {
     macro_rules! primitive {
         ($($name:ident: $builder:ident = $dt:ident),* $(,)?) => {$(
             #[doc = concat!("Arrow `", stringify!($dt), "`.")]
-            pub struct $name;
+            pub(crate) struct $name;
             impl Type for $name {
                 type Builder = $builder;
                 fn data_type() -> DataType {
@@ -84,7 +84,7 @@ pub mod col {
     );
 
     /// Arrow `Utf8`.
-    pub struct Utf8;
+    pub(crate) struct Utf8;
     impl Type for Utf8 {
         type Builder = StringBuilder;
         fn data_type() -> DataType {
@@ -96,7 +96,7 @@ pub mod col {
     }
 
     /// A point in time: milliseconds since the epoch, UTC.
-    pub struct Timestamp;
+    pub(crate) struct Timestamp;
     impl Type for Timestamp {
         type Builder = TimestampMillisecondBuilder;
         fn data_type() -> DataType {
@@ -108,7 +108,7 @@ pub mod col {
     }
 
     /// A money amount: `DECIMAL(AMOUNT_PRECISION, AMOUNT_SCALE)`.
-    pub struct Amount;
+    pub(crate) struct Amount;
     impl Type for Amount {
         type Builder = Decimal128Builder;
         fn data_type() -> DataType {
@@ -122,7 +122,7 @@ pub mod col {
 
 /// One column as a table declares it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Column {
+pub(crate) struct Column {
     pub name: &'static str,
     pub data_type: DataType,
     pub nullable: bool,
@@ -131,7 +131,7 @@ pub struct Column {
 }
 
 impl Column {
-    pub fn new<T: col::Type>(name: &'static str) -> Column {
+    pub(crate) fn new<T: col::Type>(name: &'static str) -> Column {
         Column {
             name,
             data_type: T::data_type(),
@@ -140,18 +140,19 @@ impl Column {
         }
     }
 
-    /// Dictionary-encoded in Parquet.
-    pub fn dictionary(self) -> Column {
+    /// Never null (only the tests need a required column so far).
+    #[cfg(test)]
+    fn required(self) -> Column {
         Column {
-            dictionary: true,
+            nullable: false,
             ..self
         }
     }
 
-    /// Never null.
-    pub fn required(self) -> Column {
+    /// Dictionary-encoded in Parquet.
+    pub(crate) fn dictionary(self) -> Column {
         Column {
-            nullable: false,
+            dictionary: true,
             ..self
         }
     }
@@ -198,31 +199,31 @@ macro_rules! table {
         $($col:ident: $ty:ident $(+ $opt:ident)*),* $(,)?
     }) => {
         $(#[$doc])*
-        pub struct $cols {
+        pub(crate) struct $cols {
             $(pub $col: <col::$ty as col::Type>::Builder,)*
         }
 
         impl $cols {
-            pub const TABLE: &'static str = $table;
+            pub(crate) const TABLE: &'static str = $table;
 
             /// The columns, in order.
-            pub fn columns() -> Vec<Column> {
+            pub(crate) fn columns() -> Vec<Column> {
                 vec![$(Column::new::<col::$ty>(stringify!($col))$(.$opt())*),*]
             }
 
-            pub fn schema() -> SchemaRef {
+            pub(crate) fn schema() -> SchemaRef {
                 schema_of(&Self::columns())
             }
 
             /// Empty builders with room for `rows` rows.
-            pub fn with_capacity(rows: usize) -> Self {
+            pub(crate) fn with_capacity(rows: usize) -> Self {
                 $cols {
                     $($col: <col::$ty as col::Type>::builder(rows),)*
                 }
             }
 
             /// The rows built so far as one batch of [`Self::schema`].
-            pub fn finish(self) -> Result<RecordBatch, ArrowError> {
+            pub(crate) fn finish(self) -> Result<RecordBatch, ArrowError> {
                 batch_by_name(
                     Self::schema(),
                     vec![$((stringify!($col), finish_builder(self.$col))),*],
@@ -341,19 +342,13 @@ table!(
     }
 );
 
-pub fn requests() -> SchemaRef {
-    RequestCols::schema()
-}
-
-pub fn reports() -> SchemaRef {
-    ReportCols::schema()
-}
-
-pub fn records() -> SchemaRef {
+#[cfg(test)]
+fn records() -> SchemaRef {
     RecordCols::schema()
 }
 
-pub fn overview() -> SchemaRef {
+#[cfg(test)]
+fn overview() -> SchemaRef {
     OverviewCols::schema()
 }
 
@@ -366,7 +361,7 @@ pub fn calls() -> SchemaRef {
 }
 
 /// The columns of table `name` (one of [`TABLES`]).
-pub fn columns_of(name: &str) -> Option<Vec<Column>> {
+pub(crate) fn columns_of(name: &str) -> Option<Vec<Column>> {
     match name {
         RequestCols::TABLE => Some(RequestCols::columns()),
         ReportCols::TABLE => Some(ReportCols::columns()),
@@ -386,7 +381,7 @@ pub fn of(name: &str) -> Option<SchemaRef> {
 /// The names of the columns Parquet dictionary-encodes, in any table, in table order. The
 /// writer properties select columns by name, so a name is dictionary-encoded in every table
 /// that has it (a test holds the declarations to that).
-pub fn dictionary_columns() -> Vec<&'static str> {
+pub(crate) fn dictionary_columns() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = Vec::new();
     for table in TABLES {
         for c in columns_of(table).unwrap_or_default() {

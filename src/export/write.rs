@@ -35,7 +35,7 @@ use super::schema;
 
 /// Rows per Parquet row group: large enough for readers to scan efficiently, small enough that
 /// the writer's buffered row group stays a few MB.
-pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+pub(crate) const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// The Parquet writer properties every table shares.
 ///
@@ -69,7 +69,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
 
 /// A file being written aside; removed on drop unless committed.
 #[derive(Debug)]
-pub struct Staged {
+pub(crate) struct Staged {
     tmp: PathBuf,
     dest: PathBuf,
     committed: bool,
@@ -77,7 +77,7 @@ pub struct Staged {
 
 impl Staged {
     /// Creates `<dir>/.<name>.tmp-<pid>` for `<dir>/<name>`.
-    pub fn create(dir: &Path, name: &str) -> Result<(Staged, File), ExportError> {
+    pub(crate) fn create(dir: &Path, name: &str) -> Result<(Staged, File), ExportError> {
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let file = File::create(&tmp).map_err(io_err(&tmp))?;
         Ok((
@@ -91,12 +91,12 @@ impl Staged {
     }
 
     /// Where the file is being written.
-    pub fn tmp_path(&self) -> &Path {
+    pub(crate) fn tmp_path(&self) -> &Path {
         &self.tmp
     }
 
     /// The file name it will have once committed (`reports.parquet`).
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.dest
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -104,14 +104,14 @@ impl Staged {
     }
 
     /// The size of the written file, in bytes.
-    pub fn bytes(&self) -> Result<u64, ExportError> {
+    pub(crate) fn bytes(&self) -> Result<u64, ExportError> {
         fs::metadata(&self.tmp)
             .map(|m| m.len())
             .map_err(io_err(&self.tmp))
     }
 
     /// Renames the finished (already fsynced) file into place.
-    pub fn commit(mut self) -> Result<PathBuf, ExportError> {
+    pub(crate) fn commit(mut self) -> Result<PathBuf, ExportError> {
         fs::rename(&self.tmp, &self.dest).map_err(io_err(&self.dest))?;
         self.committed = true;
         Ok(self.dest.clone())
@@ -127,11 +127,11 @@ impl Drop for Staged {
 }
 
 /// The lock file in an output directory, held by the export writing to it.
-pub const LOCK_FILE: &str = ".vmr-export.lock";
+pub(crate) const LOCK_FILE: &str = ".vmr-export.lock";
 
 /// Takes the exclusive advisory lock on `<dir>/.vmr-export.lock`, waiting (and saying so in the
 /// log) while another export holds it. The lock goes with the returned file.
-pub fn lock_out(dir: &Path) -> Result<File, ExportError> {
+pub(crate) fn lock_out(dir: &Path) -> Result<File, ExportError> {
     let path = dir.join(LOCK_FILE);
     let mut file = fs::OpenOptions::new()
         .read(true)
@@ -172,7 +172,7 @@ pub fn lock_out(dir: &Path) -> Result<File, ExportError> {
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The PID in a temporary file name written by [`Staged::create`] (`.<name>.tmp-<pid>`).
-pub fn temp_pid(name: &str) -> Option<u32> {
+pub(crate) fn temp_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix('.')?;
     let (stem, pid) = rest.rsplit_once(".tmp-")?;
     if stem.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
@@ -193,7 +193,7 @@ fn pid_alive(pid: u32) -> Option<bool> {
 /// Removes the temporary files of exports (and audits) that died before they committed: any
 /// `.<name>.tmp-<pid>` in `dir` whose process no longer runs. The files of this process and of
 /// any live one are left alone. Returns the names removed.
-pub fn clean_stale(dir: &Path) -> Result<Vec<String>, ExportError> {
+pub(crate) fn clean_stale(dir: &Path) -> Result<Vec<String>, ExportError> {
     let own = std::process::id();
     let mut removed = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
@@ -232,7 +232,7 @@ pub fn clean_stale(dir: &Path) -> Result<Vec<String>, ExportError> {
 
 /// Removes `<dir>/<name>` if it is there, durably: the commit marker of the previous export,
 /// taken away before the new files replace the ones it describes.
-pub fn remove_durably(dir: &Path, name: &str) -> Result<(), ExportError> {
+pub(crate) fn remove_durably(dir: &Path, name: &str) -> Result<(), ExportError> {
     let path = dir.join(name);
     match fs::remove_file(&path) {
         Ok(()) => sync_dir(dir),
@@ -242,12 +242,12 @@ pub fn remove_durably(dir: &Path, name: &str) -> Result<(), ExportError> {
 }
 
 /// Flushes a finished file to disk.
-pub fn sync(file: &File, path: &Path) -> Result<(), ExportError> {
+pub(crate) fn sync(file: &File, path: &Path) -> Result<(), ExportError> {
     file.sync_all().map_err(io_err(path))
 }
 
 /// Makes the renames in `dir` durable.
-pub fn sync_dir(dir: &Path) -> Result<(), ExportError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), ExportError> {
     match File::open(dir) {
         Ok(d) => d.sync_all().map_err(io_err(dir)),
         Err(e) => Err(io_err(dir)(e)),
@@ -343,7 +343,7 @@ impl ParquetFile {
 }
 
 /// One table's outputs: Parquet and/or CSV, fed the same batches.
-pub struct TableSink {
+pub(crate) struct TableSink {
     parquet: Option<(Staged, ParquetFile)>,
     csv: Option<(Staged, csv::Writer<File>)>,
     cells: Vec<u8>,
@@ -351,7 +351,7 @@ pub struct TableSink {
 }
 
 impl TableSink {
-    pub fn create(
+    pub(crate) fn create(
         dir: &Path,
         table: &str,
         schema: SchemaRef,
@@ -389,7 +389,7 @@ impl TableSink {
         })
     }
 
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), ExportError> {
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), ExportError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -404,7 +404,7 @@ impl TableSink {
     }
 
     /// Closes and fsyncs the files; returns the row count and the files to commit.
-    pub fn finish(self) -> Result<(u64, Vec<Staged>), ExportError> {
+    pub(crate) fn finish(self) -> Result<(u64, Vec<Staged>), ExportError> {
         let mut staged = Vec::new();
         if let Some((s, w)) = self.parquet {
             let file = w.finish()?;
@@ -468,7 +468,8 @@ fn view(a: &dyn Array) -> Option<Col<'_>> {
 }
 
 /// A timestamp in RFC 3339, UTC, with a `Z` and milliseconds only when there are any.
-pub fn rfc3339_ms(ms: i64) -> Option<String> {
+#[cfg(test)]
+pub(crate) fn rfc3339_ms(ms: i64) -> Option<String> {
     let mut buf = Vec::with_capacity(24);
     write_rfc3339_ms(&mut buf, ms).then(|| String::from_utf8_lossy(&buf).into_owned())
 }
@@ -529,7 +530,8 @@ fn write_date(buf: &mut Vec<u8>, d: chrono::NaiveDate) {
 }
 
 /// A decimal in `scale` places, always written with exactly that many digits.
-pub fn decimal_text(v: i128, scale: u32) -> String {
+#[cfg(test)]
+pub(crate) fn decimal_text(v: i128, scale: u32) -> String {
     let mut buf = Vec::with_capacity(24);
     write_decimal(&mut buf, v, scale);
     String::from_utf8_lossy(&buf).into_owned()

@@ -443,13 +443,13 @@ impl InputReader {
     /// Set when reading stopped before the end of the file because the file itself could not
     /// be read any more (an I/O error, not a bad row). The rows after it were never seen, so
     /// a caller should report the batch as incomplete.
-    pub fn read_error(&self) -> Option<&str> {
+    pub(crate) fn read_error(&self) -> Option<&str> {
         self.read_error.as_deref()
     }
 
     /// The next data row, judged; `None` at the end of the file. Lines that are entirely blank
     /// (including Excel's trailing `,,,` rows) carry no vehicle and are skipped.
-    pub fn next_row(&mut self) -> Option<InputRow> {
+    pub(crate) fn next_row(&mut self) -> Option<InputRow> {
         loop {
             if self.finished {
                 return None;

@@ -166,7 +166,7 @@ impl RowProblem {
     }
 
     /// The sentence with its quoted values left out: rejections of one kind share it.
-    pub fn kind(&self) -> String {
+    pub(crate) fn kind(&self) -> String {
         let mut s = String::new();
         let _ = self.write(&mut s, &|_| ELIDED.to_owned());
         s

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 /// One injected fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// HTTP 200, JSON code 500 (system maintenance). Not billed, and the client can tell.
     Code500,
     /// HTTP 502 with an HTML page, as a proxy in front of the vendor answers. Not billed, and the
@@ -45,7 +45,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 5] = [
+    pub(crate) const ALL: [Fault; 5] = [
         Fault::Code500,
         Fault::Html502,
         Fault::Truncated,
@@ -54,7 +54,7 @@ impl Fault {
     ];
 
     /// A fault with probability `rate`, else `None`.
-    pub fn roll(rate: f64) -> Option<Fault> {
+    pub(crate) fn roll(rate: f64) -> Option<Fault> {
         if rate <= 0.0 {
             return None;
         }
@@ -66,7 +66,7 @@ impl Fault {
     }
 
     /// The answer for this fault; `Stall` sleeps for `stall` first.
-    pub async fn respond(self, stall: Duration) -> Response {
+    pub(crate) async fn respond(self, stall: Duration) -> Response {
         match self {
             Fault::Code500 => maintenance(),
             Fault::Html502 => (
@@ -107,7 +107,7 @@ impl Fault {
 /// a JSON body with the same code, and `Retry-After`. Answered before anything is checked or
 /// billed; the client sees a non-2xx status, so "not billed, retry after the delay".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     /// HTTP 503, `{"code":503,"msg":"Service Unavailable"}`.
     Unavailable,
     /// HTTP 429, `{"code":429,"msg":"Too Many Requests"}`.
@@ -116,7 +116,7 @@ pub enum GatewayError {
 
 impl GatewayError {
     /// A gateway error with probability `rate` (503 or 429, half each), else `None`.
-    pub fn roll(rate: f64) -> Option<GatewayError> {
+    pub(crate) fn roll(rate: f64) -> Option<GatewayError> {
         if rate <= 0.0 {
             return None;
         }
@@ -131,7 +131,7 @@ impl GatewayError {
         })
     }
 
-    pub fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             GatewayError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
@@ -139,7 +139,7 @@ impl GatewayError {
     }
 
     /// The answer, with `Retry-After: retry_after_secs`.
-    pub fn respond(self, retry_after_secs: u64) -> Response {
+    pub(crate) fn respond(self, retry_after_secs: u64) -> Response {
         let status = self.status();
         let msg = status.canonical_reason().unwrap_or("Error");
         let body = format!(r#"{{"code":{},"msg":"{msg}"}}"#, status.as_u16());

@@ -58,14 +58,14 @@ pub use crate::api::Endpoint;
 
 /// The ledger plus the remaining balance.
 #[derive(Debug, Default)]
-pub struct Books {
+pub(crate) struct Books {
     pub ledger: Ledger,
     /// Billable calls left; `None` is unlimited.
     pub remaining: Option<u64>,
 }
 
 impl Books {
-    pub fn new(balance: Option<u64>) -> Self {
+    pub(crate) fn new(balance: Option<u64>) -> Self {
         Books {
             ledger: Ledger::default(),
             remaining: balance,
@@ -73,13 +73,13 @@ impl Books {
     }
 
     /// Whether the balance is used up (every call then answers 603).
-    pub fn exhausted(&self) -> bool {
+    pub(crate) fn exhausted(&self) -> bool {
         self.remaining == Some(0)
     }
 
     /// Bills one call for `vin`, or returns `false` (answer 603, bill nothing) when the balance
     /// is used up.
-    pub fn try_bill(&mut self, endpoint: Endpoint, vin: &str) -> bool {
+    pub(crate) fn try_bill(&mut self, endpoint: Endpoint, vin: &str) -> bool {
         match &mut self.remaining {
             Some(0) => return false,
             Some(n) => *n -= 1,
@@ -102,7 +102,7 @@ impl Books {
     }
 
     /// Records that the billed call for `vin` just made will be answered only after the stall.
-    pub fn mark_late(&mut self, endpoint: Endpoint, vin: &str, request_id: Option<&str>) {
+    pub(crate) fn mark_late(&mut self, endpoint: Endpoint, vin: &str, request_id: Option<&str>) {
         let l = &mut self.ledger;
         l.late_billed += 1;
         let per = l.per_vin.entry(vin.to_owned()).or_default();
@@ -116,7 +116,7 @@ impl Books {
     }
 
     /// Records that the billed generate for `vin` just made is answered without a requestId.
-    pub fn mark_unusable(&mut self, vin: &str) {
+    pub(crate) fn mark_unusable(&mut self, vin: &str) {
         self.ledger.unusable += 1;
         self.ledger
             .per_vin

@@ -222,7 +222,7 @@ impl Sandbox {
     }
 
     /// The configuration it started with (`outage` is the starting value; see [`Sandbox::outage`]).
-    pub fn config(&self) -> &SandboxConfig {
+    pub(crate) fn config(&self) -> &SandboxConfig {
         &self.shared.cfg
     }
 

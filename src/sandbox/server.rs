@@ -53,7 +53,7 @@ struct Task {
 }
 
 impl Shared {
-    pub fn new(cfg: SandboxConfig) -> Self {
+    pub(crate) fn new(cfg: SandboxConfig) -> Self {
         Shared {
             books: Mutex::new(Books::new(cfg.balance)),
             outage: AtomicBool::new(cfg.outage),

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 
 /// The inline share [`truth`] assumes; [`super::SandboxConfig::inline_rate`] defaults to it.
-pub const DEFAULT_INLINE_RATE: f64 = 0.3;
+pub(crate) const DEFAULT_INLINE_RATE: f64 = 0.3;
 /// Share of deferred VINs whose `get` ends in 702.
 const FAIL_702_RATE: f64 = 0.04;
 /// Share of reported VINs with an odometer rollback.
@@ -163,7 +163,7 @@ const MAKES: &[(&str, &str, &[&str])] = &[
 ];
 
 /// The make for a WMI, or a generic name for WMIs outside the table.
-pub fn brand_for_wmi(wmi: &str) -> &'static str {
+pub(crate) fn brand_for_wmi(wmi: &str) -> &'static str {
     MAKES
         .iter()
         .find(|(w, _, _)| *w == wmi)
