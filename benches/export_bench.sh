@@ -6,14 +6,14 @@
 #
 # Builds release once, makes a checkpoint of N synthetic reports (benches/tools/make_checkpoint.rs),
 # then measures under /usr/bin/time -v (wall, peak RSS): export to parquet+csv, export to jsonl,
-# the serde_json parse floor (benches/tools/parse_floor.rs), and shared/bench/duckdb_flatten.py on
-# the jsonl export. Needs python3 with duckdb (`pip install duckdb`; installed when missing).
+# the serde_json parse floor (benches/tools/parse_floor.rs), and the DuckDB peer
+# (benches/duckdb_peer.py) on the jsonl export. Needs python3 with duckdb (`pip install duckdb`; installed when missing).
 set -euo pipefail
 
 N=${N:-100000}
 THREADS=${THREADS:-2}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-PEER=${PEER:-$ROOT/../shared/bench/duckdb_flatten.py}
+PEER=${PEER:-$ROOT/benches/duckdb_peer.py}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=${WORK:-$(mktemp -d -t vmr-export-bench.XXXXXX)}
 mkdir -p "$WORK"
