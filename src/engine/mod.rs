@@ -340,6 +340,19 @@ impl Engine {
         true
     }
 
+    /// Records a call that will be retried, then waits before the retry: the backoff, or the
+    /// server's `Retry-After` when longer.
+    async fn record_and_wait(
+        &self,
+        u: Update,
+        backoff: Duration,
+        outcome: &Outcome,
+    ) -> Result<(), CheckpointError> {
+        self.ckpt.apply(u).await?;
+        self.back_off(retry_wait(backoff, outcome)).await;
+        Ok(())
+    }
+
     /// Waits `delay` before a retry, or less if the run is stopped meanwhile.
     async fn back_off(&self, delay: Duration) {
         tokio::select! {
@@ -433,8 +446,7 @@ impl Engine {
                 // Not sent, not billed, or a 701 without a requestId: retried.
                 None => match attempts.next_delay() {
                     Some(delay) => {
-                        self.ckpt.apply(u).await?;
-                        self.back_off(retry_wait(delay, &ex.outcome)).await;
+                        self.record_and_wait(u, delay, &ex.outcome).await?;
                         continue;
                     }
                     None => unsold,
@@ -524,8 +536,7 @@ impl Engine {
                 // asked again at a later poll.
                 None => match attempts.next_delay() {
                     Some(delay) => {
-                        self.ckpt.apply(u).await?;
-                        self.back_off(retry_wait(delay, &ex.outcome)).await;
+                        self.record_and_wait(u, delay, &ex.outcome).await?;
                         continue;
                     }
                     None => later(&mut u),
