@@ -243,3 +243,51 @@ fn configuration_errors_exit_2_with_a_message_saying_what_to_do() {
         .assert()
         .code(2);
 }
+
+#[test]
+fn a_checkpoint_from_before_the_money_rules_is_migrated_and_adopted_once() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig::default();
+    let sb = sandbox(cfg.clone());
+    write_csv(&dir.join("in.csv"), &vins(40, 36));
+    vmr(&dir, &sb)
+        .args(["submit", "--input", "in.csv"])
+        .assert()
+        .code(75);
+    let pending = count(&dir, "SELECT count(*) FROM vins WHERE state = 'pending'");
+    assert!(pending > 0);
+    // Turn it into what the previous vmr (schema 1) left: no accepted_at, no call bodies, no
+    // resolutions, no account.
+    db(&dir)
+        .execute_batch(
+            "ALTER TABLE vins DROP COLUMN accepted_at;
+             ALTER TABLE calls DROP COLUMN body;
+             DROP TABLE resolutions;
+             DELETE FROM meta WHERE key = 'account';
+             PRAGMA user_version = 1;",
+        )
+        .expect("make a schema-1 checkpoint");
+    // It holds calls but names no account: refused until adopted, before any call.
+    let before = sb.ledger().calls_total;
+    vmr(&dir, &sb).args(["poll", "--wait"]).assert().code(2);
+    assert_eq!(sb.ledger().calls_total, before);
+    vmr(&dir, &sb)
+        .args(["poll", "--wait", "--adopt-account"])
+        .assert()
+        .code(0);
+    // Migrated: the poll deadline's start was recovered from the call log.
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM vins WHERE request_id IS NOT NULL AND accepted_at IS NULL"
+        ),
+        0
+    );
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM vins WHERE state = 'pending'"),
+        0
+    );
+    for (vin, l) in &sb.ledger().per_vin {
+        assert!(l.generate <= 1 && l.get <= 1, "{vin} bought twice");
+    }
+}
