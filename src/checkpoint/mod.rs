@@ -172,14 +172,16 @@ impl DirLock {
             dir: dir.to_owned(),
             source,
         };
-        fs::create_dir_all(dir).map_err(io)?;
-        let mut file = OpenOptions::new()
+        create_private_dir(dir).map_err(io)?;
+        let lock_path = dir.join("lock");
+        let mut file = private_file_options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(dir.join("lock"))
+            .open(&lock_path)
             .map_err(io)?;
+        set_private(&lock_path).map_err(io)?;
         // A reader (`vmr status`) holds a shared lock for an instant to see whether a vmr runs;
         // a writer starting at that instant waits it out instead of failing.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
@@ -214,6 +216,82 @@ impl DirLock {
         file.flush().map_err(io)?;
         Ok(DirLock { _file: file })
     }
+}
+
+/// Mode of the state directory: only its owner may list or enter it.
+#[cfg(unix)]
+const DIR_MODE: u32 = 0o700;
+/// Mode of every checkpoint file (database, `-wal`, `-shm`, lock) and of a backup: the reports
+/// bought are personal data (VINs, maintenance history), readable by their owner only.
+#[cfg(unix)]
+const FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` (and its missing parents) with the state directory's mode, whatever the umask;
+/// an existing directory is left as it is (it may be a mount point that is not ours to change).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)?;
+    }
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, DIR_MODE);
+    match builder.create(dir) {
+        Ok(()) => {}
+        // Another vmr created it between the check and here.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    // The umask can only narrow the mode given at creation; set it explicitly all the same.
+    #[cfg(unix)]
+    fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(DIR_MODE))?;
+    Ok(())
+}
+
+/// Options that create a file with the checkpoint files' mode (the umask may narrow it).
+pub(crate) fn private_file_options() -> OpenOptions {
+    #[allow(unused_mut)]
+    let mut o = OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, FILE_MODE);
+    o
+}
+
+/// Sets `path` to the checkpoint files' mode (owner read and write only).
+pub(crate) fn set_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    fs::set_permissions(
+        path,
+        std::os::unix::fs::PermissionsExt::from_mode(FILE_MODE),
+    )?;
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// The database with its `-wal` and `-shm` companions.
+fn db_files(db: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut s = db.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    [db.to_owned(), with("-wal"), with("-shm")]
+}
+
+/// Sets the database and its `-wal` and `-shm` (those present) to owner-only, so a state
+/// directory written by an older vmr, or under a loose umask, is tightened when opened for
+/// writing.
+fn tighten_db_files(db: &Path) -> std::io::Result<()> {
+    for f in db_files(db) {
+        match set_private(&f) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 /// Whether a vmr process holds the state directory now. Checked with a shared lock taken and
@@ -286,9 +364,22 @@ impl Checkpoint {
             path: path.clone(),
             source,
         };
+        let io = |source| CheckpointError::Io {
+            dir: state_dir.to_owned(),
+            source,
+        };
+        // Created empty with the private mode before SQLite opens it (an empty file is an empty
+        // database): SQLite gives the `-wal` and `-shm` it creates the database file's mode.
+        private_file_options()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
         let mut conn = Connection::open(&path).map_err(open_err)?;
         configure(&conn).map_err(open_err)?;
         migrate(&mut conn, &path)?;
+        tighten_db_files(&path).map_err(io)?;
         let uncertain = {
             let tx = conn.transaction()?;
             let vins: Vec<String> = {

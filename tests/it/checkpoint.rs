@@ -291,3 +291,56 @@ fn a_checkpoint_from_before_the_money_rules_is_migrated_and_adopted_once() {
         assert!(l.generate <= 1 && l.get <= 1, "{vin} bought twice");
     }
 }
+
+/// The permission bits of `path`.
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn the_state_directory_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_t, dir) = tempdir();
+    let state = dir.join("state");
+    // The usual umask leaves new files world-readable (0644) and directories 0755.
+    let old = unsafe { libc::umask(0o022) };
+    let opened = Checkpoint::open(&state);
+    unsafe { libc::umask(old) };
+    let (ckpt, _) = opened.expect("open");
+    let files = [
+        "checkpoint.sqlite",
+        "checkpoint.sqlite-wal",
+        "checkpoint.sqlite-shm",
+        "lock",
+    ];
+    assert_eq!(mode(&state), 0o700);
+    for f in files {
+        assert_eq!(mode(&state.join(f)), 0o600, "{f}");
+    }
+    drop(ckpt);
+
+    // A state directory left world-readable (by an older vmr) is tightened by the next writer.
+    for f in files {
+        let p = state.join(f);
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let sb = sandbox(SandboxConfig::default());
+    write_csv(&dir.join("in.csv"), &vins(3, 39));
+    vmr(&dir, &sb)
+        .args(["ingest", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    for f in files {
+        let p = state.join(f);
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{f}");
+        }
+    }
+}
