@@ -477,8 +477,7 @@ impl Settings {
         )?;
         let secret = match &self.app_secret_file {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read the app secret file {}", p.display()))?;
+                let text = read_secret_file(p)?;
                 let t = text.trim();
                 if t.is_empty() {
                     bail!("the app secret file {} is empty", p.display());
@@ -491,6 +490,29 @@ impl Settings {
         };
         Ok(Credentials::new(app_id, secret))
     }
+}
+
+/// Reads the app secret file, refusing one that group or others may read, as ssh refuses such
+/// a key. The mode checked is the target's: `metadata` follows symlinks, and Kubernetes mounts a
+/// secret's file through two of them.
+pub(crate) fn read_secret_file(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the app secret file {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            bail!(
+                "the app secret file {0} can be read by others than its owner (mode {mode:04o}); run `chmod 600 {0}` (or 400) and try again",
+                path.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the app secret file {}", path.display()))
 }
 
 /// Reads `vmr.toml`. No error message quotes the file: the toml crate's own messages print
@@ -884,6 +906,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("secret");
         std::fs::write(&secret, " s3cret \n").unwrap();
+        #[cfg(unix)]
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let text = format!("app-id = \"from-file\"\napp-secret-file = {:?}\n", secret);
         let s = resolved(&text, Options::default());
         if std::env::var_os("VMR_APP_ID").is_none() {

@@ -101,8 +101,8 @@ pub fn run(args: Args, app_secret_file: Option<&Path>) -> anyhow::Result<u8> {
     let from_env = std::env::var("VMR_SANDBOX_APP_SECRET").ok();
     let secret = match (app_secret_file, from_env) {
         (Some(path), _) => {
-            let s = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the app secret file {}", path.display()))?;
+            let s = crate::config::read_secret_file(path)
+                .map_err(|e| crate::app::Failure::new(crate::app::exit::USAGE, format!("{e:#}")))?;
             Secret::new(s.trim_end_matches(['\r', '\n']))
         }
         (None, Some(s)) => Secret::new(s),

@@ -4,7 +4,7 @@
 
 use crate::common::*;
 use vmr::checkpoint::{Checkpoint, State, Update};
-use vmr::sandbox::SandboxConfig;
+use vmr::sandbox::{DEFAULT_APP_SECRET, SandboxConfig};
 
 #[test]
 fn a_second_vmr_on_the_same_state_exits_75_at_once_naming_the_holder() {
@@ -242,6 +242,49 @@ fn configuration_errors_exit_2_with_a_message_saying_what_to_do() {
         .args(["poll", "--max-wait", "soon"])
         .assert()
         .code(2);
+}
+
+#[test]
+fn a_secret_file_others_can_read_is_refused_like_an_ssh_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    write_csv(&dir.join("in.csv"), &vins(4, 38));
+    let loose = dir.join("loose-secret");
+    std::fs::write(&loose, format!("{DEFAULT_APP_SECRET}\n")).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = vmr(&dir, &sb)
+        .env_remove("VMR_APP_SECRET")
+        .args(["--app-secret-file", loose.to_str().unwrap()])
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains(loose.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    assert!(stderr.contains("0644"), "{stderr}");
+    assert!(!stderr.contains(DEFAULT_APP_SECRET), "{stderr}");
+    assert_eq!(sb.ledger().calls_total, 0);
+
+    // As Kubernetes mounts a secret: a 0400 file reached through symlinks (whose own mode is
+    // 0777). The target's mode is what counts.
+    let data = dir.join("..2026_12_02");
+    std::fs::create_dir(&data).unwrap();
+    let target = data.join("app-secret");
+    std::fs::write(&target, format!("{DEFAULT_APP_SECRET}\n")).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o400)).unwrap();
+    std::os::unix::fs::symlink("..2026_12_02", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/app-secret", dir.join("app-secret")).unwrap();
+    vmr(&dir, &sb)
+        .env_remove("VMR_APP_SECRET")
+        .args(["--app-secret-file", "app-secret"])
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM vins WHERE state = 'done'"),
+        4
+    );
 }
 
 #[test]
