@@ -42,6 +42,9 @@ pub enum Command {
     Audit(cmd::audit::Args),
     /// Serve the simulated vendor API on a local address.
     Sandbox(cmd::sandbox::Args),
+    /// Look after the state directory: `vmr state backup PATH` copies the checkpoint, even
+    /// while another vmr writes it.
+    State(cmd::state::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -73,6 +76,7 @@ pub fn main() -> ExitCode {
                 Command::Export(a) => cmd::export::run(a, &settings),
                 Command::Audit(a) => cmd::audit::run(a, &settings),
                 Command::Sandbox(a) => cmd::sandbox::run(a, settings.app_secret_file.as_deref()),
+                Command::State(a) => cmd::state::run(a, &settings),
             }
         });
     match result {

@@ -152,6 +152,8 @@ pub enum CheckpointError {
     Commit(String),
     #[error("the checkpoint writer stopped")]
     WriterGone,
+    #[error("{0} already exists; a backup never overwrites a file: choose a new path")]
+    BackupExists(PathBuf),
 }
 
 /// The path of the database inside a state directory.
@@ -471,6 +473,73 @@ pub fn open_reader(path: &Path) -> Result<Connection, CheckpointError> {
         });
     }
     Ok(conn)
+}
+
+/// What [`backup`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    pub bytes: u64,
+    pub vins: i64,
+    pub reports: i64,
+}
+
+/// Writes a consistent copy of the checkpoint in `state_dir` to `dest` with SQLite's
+/// `VACUUM INTO`, from a read connection: it takes no lock on the state directory, so it runs
+/// while another vmr writes, and the copy is the checkpoint as of one instant (a WAL read
+/// snapshot), compacted. `dest` must not exist; the copy is created owner-only (`0600`) and
+/// fsynced. On failure nothing is left at `dest`.
+pub fn backup(state_dir: &Path, dest: &Path) -> Result<Backup, CheckpointError> {
+    let conn = open_reader(&db_path(state_dir))?;
+    let io = |source| CheckpointError::Io {
+        dir: dest.to_owned(),
+        source,
+    };
+    let Some(dest_str) = dest.to_str() else {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the backup path is not valid UTF-8",
+        )));
+    };
+    // Created empty (VACUUM INTO accepts an empty file) and owner-only before a byte is written;
+    // `create_new` refuses an existing path without a window for a race.
+    match private_file_options()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(CheckpointError::BackupExists(dest.to_owned()));
+        }
+        Err(e) => return Err(io(e)),
+    }
+    let written = (|| {
+        set_private(dest).map_err(io)?;
+        conn.execute("VACUUM INTO ?1", [dest_str])?;
+        File::open(dest).and_then(|f| f.sync_all()).map_err(io)?;
+        let parent = dest.parent().filter(|p| !p.as_os_str().is_empty());
+        let parent = parent.unwrap_or(Path::new("."));
+        if let Ok(d) = File::open(parent) {
+            // Makes the new directory entry durable; not every filesystem allows it.
+            let _ = d.sync_all();
+        }
+        let copy = open_reader(dest)?;
+        let (vins, reports) = copy.query_row(
+            "SELECT (SELECT count(*) FROM vins), (SELECT count(*) FROM reports)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let bytes = fs::metadata(dest).map_err(io)?.len();
+        Ok(Backup {
+            bytes,
+            vins,
+            reports,
+        })
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(dest);
+    }
+    written
 }
 
 /// One vendor call, as the call log records it.

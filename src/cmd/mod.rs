@@ -7,5 +7,6 @@ pub mod poll;
 pub mod resolve;
 pub mod run;
 pub mod sandbox;
+pub mod state;
 pub mod status;
 pub mod submit;

@@ -387,3 +387,117 @@ fn the_state_directory_is_private_whatever_the_umask() {
         }
     }
 }
+
+/// VIN → report body, from a checkpoint file.
+fn report_bodies(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("checkpoint opens");
+    let mut st = conn
+        .prepare("SELECT vin, body FROM reports")
+        .expect("query");
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows read")
+}
+
+#[test]
+fn a_backup_taken_while_a_run_writes_is_consistent_and_complete() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig {
+        latency: std::time::Duration::from_millis(40),
+        ..SandboxConfig::default()
+    });
+    write_csv(&dir.join("in.csv"), &vins(400, 37));
+    let mut run = vmr_std(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("vmr run starts");
+    let source = dir.join("state").join("checkpoint.sqlite");
+    // Wait until the run has stored some reports.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let before = loop {
+        // Until the run has created its tables, there is nothing to read.
+        let has_reports = source.exists()
+            && rusqlite::Connection::open_with_flags(
+                &source,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'reports'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .is_ok_and(|n| n == 1);
+        let held = if has_reports {
+            report_bodies(&source)
+        } else {
+            Default::default()
+        };
+        if held.len() >= 20 {
+            break held;
+        }
+        assert!(std::time::Instant::now() < deadline, "no reports stored");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // The run holds the state directory's lock: a backup that took it would exit 75.
+    let out = vmr(&dir, &sb)
+        .args(["state", "backup", "copy.sqlite"])
+        .assert()
+        .code(0);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(stdout.contains("copy.sqlite"), "{stdout}");
+    assert!(
+        run.try_wait().expect("wait").is_none(),
+        "the run should still be writing when the backup ends"
+    );
+    let copy = dir.join("copy.sqlite");
+    assert_eq!(
+        std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let check: String = rusqlite::Connection::open(&copy)
+        .expect("the copy opens")
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(check, "ok");
+    let copied = report_bodies(&copy);
+    assert!(
+        copied.len() >= before.len(),
+        "{} < {}",
+        copied.len(),
+        before.len()
+    );
+    for (vin, body) in &before {
+        assert_eq!(
+            copied.get(vin),
+            Some(body),
+            "{vin} is missing from the backup"
+        );
+    }
+    assert_eq!(run.wait().expect("run ends").code(), Some(0));
+    // Every report in the copy is one the source holds, byte for byte.
+    let after = report_bodies(&source);
+    assert!(
+        after.len() > copied.len(),
+        "the run went on after the backup"
+    );
+    for (vin, body) in &copied {
+        assert_eq!(after.get(vin), Some(body), "{vin}");
+    }
+
+    // An existing path is never overwritten.
+    let len = std::fs::metadata(&copy).unwrap().len();
+    let out = vmr(&dir, &sb)
+        .args(["state", "backup", "copy.sqlite"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("copy.sqlite already exists"), "{stderr}");
+    assert_eq!(std::fs::metadata(&copy).unwrap().len(), len);
+}
