@@ -6,6 +6,7 @@ mod audit;
 mod checkpoint;
 mod common;
 mod crash;
+mod deploy;
 mod engine;
 mod export;
 mod input;
