@@ -492,19 +492,31 @@ impl Settings {
     }
 }
 
-/// Reads the app secret file, refusing one that group or others may read, as ssh refuses such
-/// a key. The mode checked is the target's: `metadata` follows symlinks, and Kubernetes mounts a
-/// secret's file through two of them.
+/// Reads the app secret file, refusing one that others may read, or that its group may read when
+/// it is vmr's own file: as ssh refuses a private key, which it checks only when the user owns it.
+/// A file vmr does not own may be group-readable: that is how a platform hands one service a
+/// secret it keeps (Kubernetes' `fsGroup` makes a `0400` secret `0440`, owned by root; systemd's
+/// credentials may be granted by an ACL, which shows as group bits). The mode checked is the
+/// target's: `metadata` follows symlinks, and Kubernetes mounts a secret's file through two.
 pub(crate) fn read_secret_file(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path)
         .with_context(|| format!("cannot read the app secret file {}", path.display()))?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let ours = meta.uid() == unsafe { libc::geteuid() };
+        let who = if mode & 0o007 != 0 {
+            Some("others")
+        } else if ours && mode & 0o070 != 0 {
+            Some("its group")
+        } else {
+            None
+        };
+        if let Some(who) = who {
             bail!(
-                "the app secret file {0} can be read by others than its owner (mode {mode:04o}); run `chmod 600 {0}` (or 400) and try again",
+                "the app secret file {0} can be read by {who} (mode {mode:04o}); run `chmod 600 {0}` (or 400) and try again",
                 path.display()
             );
         }
@@ -915,6 +927,35 @@ mod tests {
             let c = s.credentials().unwrap();
             assert_eq!(c.app_id, "from-file");
             assert_eq!(c.app_secret.expose(), "s3cret");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_secret_file_is_refused_when_others_or_its_owners_group_may_read_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let set = |mode| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+        for mode in [0o600, 0o400] {
+            set(mode).unwrap();
+            assert_eq!(read_secret_file(&path).unwrap(), "s3cret\n");
+        }
+        for (mode, who) in [(0o644, "others"), (0o604, "others"), (0o640, "its group")] {
+            set(mode).unwrap();
+            let err = format!("{:#}", read_secret_file(&path).unwrap_err());
+            assert!(err.contains(who) && err.contains("chmod 600"), "{err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+        // Another user's file (a Kubernetes secret under fsGroup: root's, 0440) may be
+        // group-readable, never world-readable. Only root can give a file away to test it.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+            set(0o440).unwrap();
+            assert_eq!(read_secret_file(&path).unwrap(), "s3cret\n");
+            set(0o444).unwrap();
+            assert!(read_secret_file(&path).is_err());
         }
     }
 
