@@ -98,7 +98,8 @@ impl Progress {
     }
 
     /// VINs settled so far.
-    pub(crate) fn settled(&self) -> u64 {
+    #[cfg(test)]
+    fn settled(&self) -> u64 {
         self.done.load(Ordering::Relaxed)
     }
 

@@ -10,4 +10,5 @@ mod engine;
 mod export;
 mod input;
 mod money;
+mod ops;
 mod sandbox;
