@@ -2,7 +2,7 @@
 //! node_exporter, and the healthchecks-style pings.
 
 use crate::common::*;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use vmr::sandbox::SandboxConfig;
 
 /// `python3 -c <code> <args…>`, or `None` (with one line printed) when python3 or one of
@@ -140,4 +140,150 @@ print('valid')";
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// The samples of a Prometheus text file, `name{labels}` → value, read line by line.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (key, value) = l.rsplit_once(' ').expect("name and value");
+            (key.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// Parses the metrics file with prometheus_client and returns, per family, its type and the
+/// number of samples; `None` when python3 or prometheus_client is missing (outside CI).
+fn parsed_by_prometheus_client(path: &std::path::Path) -> Option<serde_json::Value> {
+    let code = "import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for f in text_string_to_metric_families(open(sys.argv[1]).read()):
+    assert f.documentation, f.name
+    out[f.name] = {'type': f.type, 'samples': {s.name + json.dumps(s.labels, sort_keys=True): s.value for s in f.samples}}
+print(json.dumps(out))";
+    let out = python(
+        &["prometheus_client"],
+        code,
+        &[path.to_str().expect("utf-8 path")],
+    )?;
+    assert!(
+        out.status.success(),
+        "prometheus_client cannot parse it: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).expect("JSON"))
+}
+
+/// The metrics file agrees with `vmr status --json`.
+fn assert_metrics_match_status(dir: &std::path::Path, sb: &vmr::sandbox::Sandbox, exit: u8) {
+    let text = std::fs::read_to_string(dir.join("vmr.prom")).expect("metrics file written");
+    let m = samples(&text);
+    let st = status_json(dir, sb);
+    for (state, n) in st["states"].as_object().expect("states") {
+        assert_eq!(
+            m[&format!("vmr_vins{{state=\"{state}\"}}")],
+            n.as_f64().expect("a count"),
+            "{state}"
+        );
+    }
+    for (ep, c) in st["calls"].as_object().expect("calls") {
+        assert_eq!(
+            m[&format!("vmr_billed_calls_total{{endpoint=\"{ep}\"}}")],
+            c["billed"].as_f64().expect("a count"),
+            "{ep}"
+        );
+    }
+    let count = |k: &str| st[k].as_f64().expect("a count");
+    assert_eq!(
+        m["vmr_unknown_outcome_calls_total"],
+        count("unknown_outcome_total")
+    );
+    assert_eq!(m["vmr_uncertain_vins"], count("uncertain_total"));
+    assert_eq!(
+        m["vmr_pending_reports"],
+        st["states"]["pending"].as_f64().expect("a count")
+    );
+    assert_eq!(m["vmr_last_run_exit_code"], f64::from(exit));
+    let (start, end) = (
+        m["vmr_last_run_start_timestamp_seconds"],
+        m["vmr_last_run_end_timestamp_seconds"],
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    assert!(start <= end && end <= now && now - start < 600.0, "{text}");
+    if m["vmr_pending_reports"] == 0.0 {
+        assert_eq!(m["vmr_oldest_pending_report_age_seconds"], 0.0);
+    }
+    if let Some(families) = parsed_by_prometheus_client(&dir.join("vmr.prom")) {
+        assert_eq!(families["vmr_vins"]["type"], "gauge");
+        assert_eq!(families["vmr_billed_calls"]["type"], "counter");
+        assert_eq!(families["vmr_last_run_exit_code"]["type"], "gauge");
+        let parsed: usize = families
+            .as_object()
+            .expect("families")
+            .values()
+            .map(|f| f["samples"].as_object().expect("samples").len())
+            .sum();
+        assert_eq!(parsed, m.len(), "every sample parsed: {families}");
+    }
+}
+
+#[test]
+fn metrics_file_for_the_textfile_collector_agrees_with_status() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    write_csv(&dir.join("in.csv"), &vins(200, 41));
+    // A submit with a budget leaves VINs queued and reports pending: exit 75, a success.
+    vmr(&dir, &sb)
+        .args(["submit", "--input", "in.csv", "--max-billed", "60"])
+        .args(["--metrics-file", "vmr.prom"])
+        .assert()
+        .code(75);
+    assert_metrics_match_status(&dir, &sb, 75);
+    let text = std::fs::read_to_string(dir.join("vmr.prom")).expect("metrics");
+    let m = samples(&text);
+    let success = m["vmr_last_success_timestamp_seconds"];
+    assert_eq!(success, m["vmr_last_run_end_timestamp_seconds"]);
+    assert!(m["vmr_pending_reports"] > 0.0);
+    assert!(m["vmr_oldest_pending_report_age_seconds"] >= 0.0);
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = l.split([' ', '{']).next().expect("a name");
+        assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name}");
+    }
+
+    // The wrong secret: a run of 400s, exit 3. The last success is kept from the old file.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    vmr(&dir, &sb)
+        .env("VMR_APP_SECRET", "not-the-sandbox-secret")
+        .env("VMR_METRICS_FILE", "vmr.prom")
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(3);
+    assert_metrics_match_status(&dir, &sb, 3);
+    let m = samples(&std::fs::read_to_string(dir.join("vmr.prom")).expect("metrics"));
+    assert_eq!(m["vmr_last_success_timestamp_seconds"], success);
+    assert!(m["vmr_last_run_end_timestamp_seconds"] > success);
+
+    // From vmr.toml too; a finished batch ends 0.
+    std::fs::write(dir.join("vmr.toml"), "metrics-file = \"vmr.prom\"\n").expect("config");
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    assert_metrics_match_status(&dir, &sb, 0);
+    let m = samples(&std::fs::read_to_string(dir.join("vmr.prom")).expect("metrics"));
+    assert!(m["vmr_last_success_timestamp_seconds"] > success);
+    assert_eq!(m["vmr_pending_reports"], 0.0);
+    // Written atomically: nothing but the file itself is left beside it.
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains("prom"))
+        .collect();
+    assert_eq!(left, ["vmr.prom"]);
 }
