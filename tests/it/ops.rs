@@ -287,3 +287,154 @@ fn metrics_file_for_the_textfile_collector_agrees_with_status() {
         .collect();
     assert_eq!(left, ["vmr.prom"]);
 }
+
+/// A check endpoint on a loopback port that records each request's method, path and body.
+struct PingServer {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+}
+
+impl PingServer {
+    fn start() -> PingServer {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!(
+            "http://{}/ping/tok-5f3e9a77",
+            listener.local_addr().expect("address")
+        );
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut line = String::new();
+                reader.read_line(&mut line).expect("request line");
+                let mut parts = line.split_whitespace();
+                let (method, path) = (
+                    parts.next().unwrap_or("").to_owned(),
+                    parts.next().unwrap_or("").to_owned(),
+                );
+                let mut length = 0;
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).expect("header");
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.split_once(':')
+                        && k.eq_ignore_ascii_case("content-length")
+                    {
+                        length = v.trim().parse().expect("a length");
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).expect("body");
+                record.lock().expect("lock").push((
+                    method,
+                    path,
+                    String::from_utf8_lossy(&body).to_string(),
+                ));
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK",
+                );
+            }
+        });
+        PingServer { url, seen }
+    }
+
+    /// The paths pinged since the last call, and their bodies.
+    fn take(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.seen.lock().expect("lock"))
+            .into_iter()
+            .map(|(method, path, body)| {
+                assert_eq!(method, "POST");
+                (path, body)
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn pings_say_how_each_run_ended_and_never_change_it() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    let hc = PingServer::start();
+    let paths = |pings: Vec<(String, String)>| -> Vec<String> {
+        pings.into_iter().map(|(p, _)| p).collect()
+    };
+    let base = "/ping/tok-5f3e9a77";
+
+    // 75 without uncertain VINs (reports not ready yet after a submit): a success.
+    write_csv(&dir.join("in.csv"), &vins(60, 42));
+    vmr(&dir, &sb)
+        .args(["submit", "--input", "in.csv", "--ping-url", &hc.url])
+        .assert()
+        .code(75);
+    assert_eq!(paths(hc.take()), [format!("{base}/start"), base.to_owned()]);
+
+    // 75 with uncertain VINs: a person is needed, so it is a failure, with the count.
+    db(&dir)
+        .execute_batch("UPDATE vins SET state = 'uncertain' WHERE id IN (SELECT id FROM vins WHERE state = 'done' ORDER BY id LIMIT 2)")
+        .expect("two uncertain");
+    vmr(&dir, &sb)
+        .env("VMR_PING_URL", &hc.url)
+        .args(["poll", "--wait"])
+        .assert()
+        .code(75);
+    let pings = hc.take();
+    assert_eq!(
+        paths(pings.clone()),
+        [format!("{base}/start"), format!("{base}/fail")]
+    );
+    assert!(pings[1].1.starts_with("2 uncertain VINs"), "{pings:?}");
+
+    // 0: every VIN final.
+    let (_t2, dir2) = tempdir();
+    write_csv(&dir2.join("in.csv"), &vins(30, 43));
+    vmr(&dir2, &sb)
+        .args(["run", "--input", "in.csv", "--ping-url", &hc.url])
+        .assert()
+        .code(0);
+    assert_eq!(paths(hc.take()), [format!("{base}/start"), base.to_owned()]);
+
+    // 3: the wrong secret, a run of 400s.
+    let (_t3, dir3) = tempdir();
+    write_csv(&dir3.join("in.csv"), &vins(30, 44));
+    let out = vmr(&dir3, &sb)
+        .env("VMR_APP_SECRET", "not-the-sandbox-secret")
+        .env("RUST_LOG", "debug")
+        .args(["run", "--input", "in.csv", "--ping-url", &hc.url])
+        .assert()
+        .code(3);
+    assert_eq!(
+        paths(hc.take()),
+        [format!("{base}/start"), format!("{base}/3")]
+    );
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        !stderr.contains("tok-5f3e9a77"),
+        "the token leaked: {stderr}"
+    );
+
+    // A check endpoint that is not there: logged by scheme and host, the outcome unchanged.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("address")
+    };
+    let (_t4, dir4) = tempdir();
+    write_csv(&dir4.join("in.csv"), &vins(10, 45));
+    let out = vmr(&dir4, &sb)
+        .args(["run", "--input", "in.csv"])
+        .args(["--ping-url", &format!("http://{closed}/ping/tok-5f3e9a77")])
+        .assert()
+        .code(0);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("the ping failed"), "{stderr}");
+    assert!(stderr.contains("http://127.0.0.1"), "{stderr}");
+    assert!(
+        !stderr.contains("tok-5f3e9a77"),
+        "the token leaked: {stderr}"
+    );
+    assert!(hc.take().is_empty());
+}
