@@ -288,7 +288,7 @@ options! {
         pub metrics_file: Option<PathBuf>,
         /// Healthchecks-style check URL: pinged at the start (URL/start) and end (URL, URL/fail
         /// or URL/<exit code>) of every run, submit and poll. Logged as scheme and host only.
-        #[arg(long, global = true, env = "VMR_PING_URL", value_name = "URL")]
+        #[arg(long, global = true, env = "VMR_PING_URL", value_name = "URL", hide_env_values = true)]
         pub ping_url: Option<String>,
         /// The account's app id: `app-id` in the file, where `VMR_APP_ID` (read by
         /// `env_credentials`) wins. Never a flag.

@@ -437,4 +437,14 @@ fn pings_say_how_each_run_ended_and_never_change_it() {
         "the token leaked: {stderr}"
     );
     assert!(hc.take().is_empty());
+
+    // `--help` names the variable but never shows its value.
+    let help = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmr"))
+        .env("VMR_PING_URL", &hc.url)
+        .args(["run", "--help"])
+        .output()
+        .expect("vmr runs");
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    assert!(help.contains("VMR_PING_URL"), "{help}");
+    assert!(!help.contains("tok-5f3e9a77"), "the token leaked: {help}");
 }
