@@ -66,13 +66,25 @@ pub(crate) fn exit_code_of(e: &anyhow::Error) -> u8 {
     exit::OTHER
 }
 
+/// Whether text logs may carry ANSI colours: only when stderr is a terminal and `NO_COLOR` is
+/// unset or empty (<https://no-color.org>). Cron mail, files and log shippers get plain text.
+pub(crate) fn log_colours(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 /// Logs go to stderr, as text or one JSON object per line. `RUST_LOG` refines the level.
 pub(crate) fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = log_colours(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -322,5 +334,20 @@ pub(crate) fn describe_stop(r: &crate::engine::StopReason) -> String {
             "signal {} received; in-flight calls were recorded; run again to continue",
             if *sig == 2 { "SIGINT" } else { "SIGTERM" }
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(log_colours(true, None));
+        assert!(log_colours(true, Some(OsStr::new(""))));
+        assert!(!log_colours(true, Some(OsStr::new("1"))));
+        assert!(!log_colours(false, None));
+        assert!(!log_colours(false, Some(OsStr::new(""))));
     }
 }

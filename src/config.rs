@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::api::{Credentials, Secret};
+use crate::monitor::PingUrl;
 
 /// Parses `500ms`, `90s`, `30m`, `24h` and combinations (`1h30m`).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -281,6 +282,14 @@ options! {
         /// Log format: text or json (one object per line).
         #[arg(long, global = true, env = "VMR_LOG_FORMAT", value_name = "FORMAT")]
         pub log_format: Option<LogFormat>,
+        /// After every run, submit and poll, write Prometheus metrics to this file (atomically),
+        /// for node_exporter's textfile collector.
+        #[arg(long, global = true, env = "VMR_METRICS_FILE", value_name = "FILE")]
+        pub metrics_file: Option<PathBuf>,
+        /// Healthchecks-style check URL: pinged at the start (URL/start) and end (URL, URL/fail
+        /// or URL/<exit code>) of every run, submit and poll. Logged as scheme and host only.
+        #[arg(long, global = true, env = "VMR_PING_URL", value_name = "URL", hide_env_values = true)]
+        pub ping_url: Option<String>,
         /// The account's app id: `app-id` in the file, where `VMR_APP_ID` (read by
         /// `env_credentials`) wins. Never a flag.
         #[arg(skip)]
@@ -378,6 +387,8 @@ pub struct Settings {
     pub formats: Vec<Format>,
     pub csv_bom: bool,
     pub log_format: LogFormat,
+    pub metrics_file: Option<PathBuf>,
+    pub ping_url: Option<PingUrl>,
     pub app_id: Option<String>,
     pub app_secret_file: Option<PathBuf>,
     pub vin_column: Option<String>,
@@ -451,6 +462,13 @@ impl Settings {
             formats,
             csv_bom: o.csv_bom,
             log_format: given(o.log_format),
+            metrics_file: o.metrics_file,
+            ping_url: o
+                .ping_url
+                .as_deref()
+                .map(PingUrl::parse)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
             app_id: o.app_id,
             app_secret_file: o.app_secret_file,
             vin_column: o.vin_column,

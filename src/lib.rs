@@ -25,8 +25,9 @@
 //!   what it billed; tests, benchmarks and new users talk to it.
 //! - [`pipeline`] runs the stages in a row for `run`, `submit` and `poll`; [`status`] and
 //!   [`resolve`] read and settle the checkpoint; [`config`] resolves options; [`app`] holds what
-//!   every command shares (logging, exit codes, the account check); [`cli`] and `cmd/` are the
-//!   command line, one thin file per subcommand.
+//!   every command shares (logging, exit codes, the account check); [`monitor`] writes the
+//!   metrics file and sends the pings around each run; [`cli`] and `cmd/` are the command line,
+//!   one thin file per subcommand.
 //!
 //! The contract these modules keep (VIN states, money rules, tables, exit codes) is written in
 //! `docs/design.md`; the README says how to use it.
@@ -42,6 +43,7 @@ pub mod engine;
 pub mod export;
 pub mod ingest;
 pub mod input;
+pub mod monitor;
 pub mod pipeline;
 pub mod resolve;
 pub mod sandbox;

@@ -6,7 +6,7 @@
 
 use anyhow::Result;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::app::{self, exit};
 use crate::checkpoint::{self, State};
@@ -15,6 +15,7 @@ use crate::engine::{self, progress::Progress};
 use crate::export::ExportOptions;
 use crate::ingest;
 use crate::input::InputOptions;
+use crate::monitor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PollMode {
@@ -63,12 +64,60 @@ impl Plan {
     }
 }
 
+/// Runs `plan` and returns the exit code; around it, unless it is a dry run, the pings
+/// (`--ping-url`) and the metrics file (`--metrics-file`), which never change the outcome.
+pub(crate) fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
+    if plan.dry_run {
+        return execute_plan(settings, plan);
+    }
+    let started = SystemTime::now();
+    if let Some(url) = &settings.ping_url {
+        monitor::ping(url, Some("start"), format!("vmr {} started", plan.command));
+    }
+    let result = execute_plan(settings, plan);
+    let code = match &result {
+        Ok(c) => *c,
+        Err(e) => app::exit_code_of(e),
+    };
+    let ended = SystemTime::now();
+    if settings.metrics_file.is_none() && settings.ping_url.is_none() {
+        return result;
+    }
+    // The checkpoint as `vmr status` reads it now that this run has let go of it; none when the
+    // run ended before there was one.
+    let snap = match monitor::snapshot(&settings.state, ended) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            if checkpoint::db_path(&settings.state).exists() {
+                tracing::warn!(error = %format!("{e:#}"), "cannot read the checkpoint for the metrics and the ping");
+            }
+            None
+        }
+    };
+    if let Some(path) = &settings.metrics_file {
+        let end = monitor::RunEnd {
+            started,
+            ended,
+            exit_code: code,
+        };
+        if let Err(e) = monitor::write_metrics(path, &end, snap.as_ref()) {
+            tracing::warn!(error = %format!("{e:#}"), "the metrics file was not written; the run's outcome is unchanged");
+        }
+    }
+    if let Some(url) = &settings.ping_url {
+        let uncertain = snap.as_ref().map_or(0, |s| s.status.uncertain_total);
+        let (suffix, body) = monitor::end_ping(code, uncertain);
+        monitor::ping(url, suffix.as_deref(), body);
+    }
+    result
+}
+
 /// Runs `plan` and returns the exit code.
 ///
 /// What can be checked without the vendor is checked before the checkpoint is touched: the
 /// credentials, that `--out` is writable, the input file. Then the account is bound (or another
 /// account's state refused) before any call.
-pub(crate) fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
+fn execute_plan(settings: &Settings, plan: &Plan) -> Result<u8> {
     let started = Instant::now();
     if plan.calls_vendor() && !settings.sandbox {
         settings

@@ -11,7 +11,28 @@ use std::collections::BTreeMap;
 
 use crate::checkpoint::{self, CallCounts, CheckpointError};
 
+/// Entries of a list that the text view shows.
 const LIST: usize = 20;
+
+/// Entries of a list that the status holds (and `--json` prints) at most.
+pub(crate) const JSON_LIST: usize = 100;
+
+/// The version of the shape of `vmr status --json` (docs/status.schema.json).
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+/// Where each list is found in full: the export's requests table has a row per VIN.
+#[derive(Debug, Serialize)]
+pub(crate) struct FullLists {
+    pub uncertain: &'static str,
+    pub billed_unusable: &'static str,
+    pub rejected: &'static str,
+}
+
+const FULL_LISTS: FullLists = FullLists {
+    uncertain: "vmr export: requests table, status = uncertain (or submitting, when no vmr is running)",
+    billed_unusable: "vmr export: requests table, status = failed and message starting with billed_unusable",
+    rejected: "vmr export: requests table, status = rejected",
+};
 
 #[derive(Debug, Serialize)]
 pub(crate) struct RejectedRow {
@@ -32,6 +53,8 @@ pub(crate) struct LastRun {
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Status {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
     pub checkpoint: String,
     pub total_vins: i64,
     pub states: checkpoint::StateCounts,
@@ -41,12 +64,21 @@ pub(crate) struct Status {
     pub reports_stored: i64,
     /// The vendor account the state belongs to (`sandbox`, or origin and app id).
     pub account: Option<String>,
-    /// VINs whose generate may have been billed without an answer: a person decides.
+    /// VINs whose generate may have been billed without an answer: a person decides. The first
+    /// [`JSON_LIST`].
     pub uncertain: Vec<String>,
-    /// VINs whose billed answer held no usable report (the body is kept in the checkpoint).
+    pub uncertain_total: i64,
+    /// VINs whose billed answer held no usable report (the body is kept in the checkpoint). The
+    /// first [`JSON_LIST`].
     pub billed_unusable: Vec<String>,
+    pub billed_unusable_total: i64,
+    /// The first [`JSON_LIST`] rejected input rows.
     pub rejected: Vec<RejectedRow>,
     pub rejected_total: i64,
+    /// The most entries a list holds.
+    pub list_limit: usize,
+    /// Where each list is found in full.
+    pub full_lists: FullLists,
     pub duplicates: i64,
     pub check_digit_warnings: i64,
     /// RFC 3339 time of the next due poll, when any VIN is pending.
@@ -75,8 +107,8 @@ pub(crate) fn read(
     } else {
         "('uncertain', 'submitting')"
     };
-    let uncertain = vins_where(conn, &format!("state IN {uncertain_states}"))?;
-    let billed_unusable = vins_where(
+    let (uncertain, uncertain_total) = vins_where(conn, &format!("state IN {uncertain_states}"))?;
+    let (billed_unusable, billed_unusable_total) = vins_where(
         conn,
         &format!(
             "state = 'failed' AND substr(message, 1, {}) = '{}'",
@@ -91,6 +123,7 @@ pub(crate) fn read(
     )?;
     let reports_stored: i64 = conn.query_row("SELECT count(*) FROM reports", [], |r| r.get(0))?;
     Ok(Status {
+        schema_version: SCHEMA_VERSION,
         checkpoint: path.to_owned(),
         total_vins: states.total(),
         rejected_total: states.get(checkpoint::State::Rejected),
@@ -101,8 +134,12 @@ pub(crate) fn read(
         reports_stored,
         account: checkpoint::account(conn)?,
         uncertain,
+        uncertain_total,
         billed_unusable,
+        billed_unusable_total,
         rejected: rejected_rows(conn)?,
+        list_limit: JSON_LIST,
+        full_lists: FULL_LISTS,
         duplicates,
         check_digit_warnings,
         next_poll_due: checkpoint::next_poll_due(conn)?.map(rfc3339),
@@ -110,21 +147,28 @@ pub(crate) fn read(
     })
 }
 
-/// The VINs matching `condition`, in the order they were read.
-fn vins_where(conn: &Connection, condition: &str) -> Result<Vec<String>, CheckpointError> {
-    Ok(conn
+/// The first [`JSON_LIST`] VINs matching `condition`, in the order they were read, and how many
+/// match.
+fn vins_where(conn: &Connection, condition: &str) -> Result<(Vec<String>, i64), CheckpointError> {
+    let vins = conn
         .prepare(&format!(
-            "SELECT vin FROM vins WHERE {condition} ORDER BY id"
+            "SELECT vin FROM vins WHERE {condition} ORDER BY id LIMIT {JSON_LIST}"
         ))?
         .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?)
+        .collect::<Result<_, _>>()?;
+    let total = conn.query_row(
+        &format!("SELECT count(*) FROM vins WHERE {condition}"),
+        [],
+        |r| r.get(0),
+    )?;
+    Ok((vins, total))
 }
 
 /// The first rejected rows, with their reasons.
 fn rejected_rows(conn: &Connection) -> Result<Vec<RejectedRow>, CheckpointError> {
     Ok(conn
         .prepare(&format!(
-            "SELECT input_file, input_line, vin, message FROM vins WHERE state = 'rejected' ORDER BY id LIMIT {LIST}"
+            "SELECT input_file, input_line, vin, message FROM vins WHERE state = 'rejected' ORDER BY id LIMIT {JSON_LIST}"
         ))?
         .query_map([], |r| {
             Ok(RejectedRow {
@@ -155,14 +199,27 @@ fn last_run(conn: &Connection) -> Result<Option<LastRun>, CheckpointError> {
         .optional()?)
 }
 
-/// A list of VINs under a heading, the first [`LIST`] by name.
-fn push_list(o: &mut String, heading: String, vins: &[String]) {
+/// A list under a heading: its first `shown` entries of `total`, then how many more and where
+/// they are.
+fn push_list(
+    o: &mut String,
+    heading: String,
+    lines: impl Iterator<Item = String>,
+    shown: usize,
+    total: i64,
+    full: &str,
+) {
     o.push_str(&heading);
-    for v in vins.iter().take(LIST) {
-        o.push_str(&format!("  {v}\n"));
+    let mut n = 0;
+    for l in lines.take(shown) {
+        o.push_str(&format!("  {l}\n"));
+        n += 1;
     }
-    if vins.len() > LIST {
-        o.push_str(&format!("  … and {} more\n", vins.len() - LIST));
+    if total > n as i64 {
+        o.push_str(&format!(
+            "  … and {} more (all of them: {full})\n",
+            total - n as i64
+        ));
     }
 }
 
@@ -218,24 +275,31 @@ impl Status {
 
     /// The VINs that need a person: uncertain ones, and billed answers without a report.
     fn render_money(&self, o: &mut String) {
-        if !self.uncertain.is_empty() {
-            // Every uncertain VIN is listed: each needs a decision.
-            o.push_str(&format!(
-                "{} uncertain VINs (a generate whose answer never arrived; the vendor may have billed it). Check the vendor's statement (`vmr export` writes every call to the calls table), then `vmr resolve --vin V --not-billed | --billed --request-id R | --abandon`, or send them again with --resubmit-uncertain:\n",
-                self.uncertain.len()
-            ));
-            for v in &self.uncertain {
-                o.push_str(&format!("  {v}\n"));
-            }
+        if self.uncertain_total > 0 {
+            // Every uncertain VIN the status holds is listed: each needs a decision.
+            push_list(
+                o,
+                format!(
+                    "{} uncertain VINs (a generate whose answer never arrived; the vendor may have billed it). Check the vendor's statement (`vmr export` writes every call to the calls table), then `vmr resolve --vin V --not-billed | --billed --request-id R | --abandon`, or send them again with --resubmit-uncertain:\n",
+                    self.uncertain_total
+                ),
+                self.uncertain.iter().cloned(),
+                JSON_LIST,
+                self.uncertain_total,
+                self.full_lists.uncertain,
+            );
         }
-        if !self.billed_unusable.is_empty() {
+        if self.billed_unusable_total > 0 {
             push_list(
                 o,
                 format!(
                     "{} VINs failed as billed_unusable (billed, but the answer held no usable report; its body is kept; not sent again automatically):\n",
-                    self.billed_unusable.len()
+                    self.billed_unusable_total
                 ),
-                &self.billed_unusable,
+                self.billed_unusable.iter().cloned(),
+                LIST,
+                self.billed_unusable_total,
+                self.full_lists.billed_unusable,
             );
         }
     }
@@ -250,23 +314,20 @@ impl Status {
         if self.rejected_total == 0 {
             return;
         }
-        o.push_str(&format!(
-            "{} rejected rows (never sent):\n",
-            self.rejected_total
-        ));
-        for r in &self.rejected {
-            o.push_str(&format!(
-                "  {} line {}: {}\n",
-                r.input_file.as_deref().unwrap_or("?"),
-                r.line.unwrap_or(0),
-                r.reason.as_deref().unwrap_or("")
-            ));
-        }
-        if self.rejected_total as usize > self.rejected.len() {
-            o.push_str(&format!(
-                "  … and {} more\n",
-                self.rejected_total as usize - self.rejected.len()
-            ));
-        }
+        push_list(
+            o,
+            format!("{} rejected rows (never sent):\n", self.rejected_total),
+            self.rejected.iter().map(|r| {
+                format!(
+                    "{} line {}: {}",
+                    r.input_file.as_deref().unwrap_or("?"),
+                    r.line.unwrap_or(0),
+                    r.reason.as_deref().unwrap_or("")
+                )
+            }),
+            LIST,
+            self.rejected_total,
+            self.full_lists.rejected,
+        );
     }
 }

@@ -571,7 +571,7 @@ impl PassReport {
 /// [`GRACE`]. Then the rest are abandoned (a generate abandoned in flight stays `submitting` and
 /// becomes `uncertain` on restart).
 async fn drain(
-    set: &mut JoinSet<Result<State, CheckpointError>>,
+    set: &mut JoinSet<Result<(State, State), CheckpointError>>,
     stop: &Stop,
     timeout: Duration,
     report: &mut PassReport,
@@ -607,9 +607,9 @@ async fn drain(
         };
         match next {
             None => return Ok(()),
-            Some(Ok(Ok(state))) => {
+            Some(Ok(Ok((from, state)))) => {
                 report.count(state);
-                progress.finished(state);
+                progress.finished(from, state);
             }
             Some(Ok(Err(e))) => return Err(e),
             Some(Err(e)) if e.is_cancelled() => {}
@@ -620,15 +620,15 @@ async fn drain(
 
 /// Takes finished tasks off the set without waiting.
 fn reap(
-    set: &mut JoinSet<Result<State, CheckpointError>>,
+    set: &mut JoinSet<Result<(State, State), CheckpointError>>,
     report: &mut PassReport,
     progress: &Progress,
 ) -> Result<(), CheckpointError> {
     while let Some(r) = set.try_join_next() {
         match r {
-            Ok(Ok(state)) => {
+            Ok(Ok((from, state))) => {
                 report.count(state);
-                progress.finished(state);
+                progress.finished(from, state);
             }
             Ok(Err(e)) => return Err(e),
             Err(e) if e.is_cancelled() => {}
@@ -654,10 +654,14 @@ impl Task {
         }
     }
 
-    async fn run(self, engine: Arc<Engine>) -> Result<State, CheckpointError> {
+    /// Runs the task; returns the VIN's state before it and after it.
+    async fn run(self, engine: Arc<Engine>) -> Result<(State, State), CheckpointError> {
         match self {
-            Task::Submit(t) => engine.submit_one(t).await,
-            Task::Poll(t) => engine.poll_one(t).await,
+            Task::Submit(t) => {
+                let from = t.state;
+                Ok((from, engine.submit_one(t).await?))
+            }
+            Task::Poll(t) => Ok((State::Pending, engine.poll_one(t).await?)),
         }
     }
 }

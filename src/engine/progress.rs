@@ -1,8 +1,13 @@
 //! Progress for people and for logs.
 //!
-//! On a terminal, an indicatif bar per phase (done/total, rate, ETA, failures). Elsewhere (cron,
-//! CI, a log shipper) no bar: a plain progress line through tracing every few seconds, so the
-//! log shows the run moving without drowning in one line per VIN.
+//! On a terminal, an indicatif bar per phase (settled/total, rate, ETA, failures). Elsewhere
+//! (cron, CI, a log shipper) no bar: a plain progress line through tracing every few seconds, so
+//! the log shows the run moving without drowning in one line per VIN.
+//!
+//! Both count VINs settled, not calls: a VIN counts once it has left the state its phase works
+//! on (`pending` for poll; `queued`, or `uncertain` when resubmitted, for submit), against the
+//! VINs there were to settle when the phase began. A poll pass that leaves a VIN pending, or a
+//! submit that sends a VIN back to the queue, does not advance the count.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -31,9 +36,15 @@ impl Progress {
             let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             b.set_style(
                 ProgressStyle::with_template(
-                    "{prefix:>7} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+                    "{prefix:>7} [{bar:30}] {pos}/{len} {rate} eta {eta} {msg}",
                 )
                 .expect("valid progress template")
+                .with_key(
+                    "rate",
+                    |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = w.write_str(&rate(s.per_sec()));
+                    },
+                )
                 .progress_chars("=> "),
             );
             b.set_prefix(phase);
@@ -50,9 +61,14 @@ impl Progress {
         }
     }
 
-    pub(crate) fn finished(&self, state: State) {
+    /// One VIN's task ended: it was in `from` and is now in `to`. It counts as settled only
+    /// when it left `from`.
+    pub(crate) fn finished(&self, from: State, to: State) {
+        if from == to {
+            return;
+        }
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
-        if state == State::Failed {
+        if to == State::Failed {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
         let failed = self.failed.load(Ordering::Relaxed);
@@ -75,15 +91,95 @@ impl Progress {
                 done,
                 total = self.total,
                 failed,
-                per_sec = format!("{:.1}", done as f64 / secs),
+                rate = rate(done as f64 / secs),
                 "progress"
             );
         }
+    }
+
+    /// VINs settled so far.
+    #[cfg(test)]
+    fn settled(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
     }
 
     pub(crate) fn close(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+    }
+}
+
+/// A rate for people: `1,245/s` (whole, with thousands separators) from 100 a second up,
+/// `12.3/s` (one decimal) below.
+pub(crate) fn rate(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec < 0.0 {
+        return "0.0/s".to_owned();
+    }
+    if per_sec < 99.95 {
+        return format!("{per_sec:.1}/s");
+    }
+    let digits = format!("{:.0}", per_sec.round());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out.push_str("/s");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_rounded_for_people() {
+        for (r, shown) in [
+            (0.0, "0.0/s"),
+            (0.04, "0.0/s"),
+            (3.1234, "3.1/s"),
+            (99.94, "99.9/s"),
+            (99.96, "100/s"),
+            (999.4, "999/s"),
+            (1245.4321, "1,245/s"),
+            (27571.9, "27,572/s"),
+            (1234567.0, "1,234,567/s"),
+            (f64::NAN, "0.0/s"),
+            (f64::INFINITY, "0.0/s"),
+        ] {
+            assert_eq!(rate(r), shown, "{r}");
+        }
+    }
+
+    #[test]
+    fn only_vins_that_left_their_state_count() {
+        // A poll over 3 pending VINs, in several passes: a get that leaves a VIN pending (701)
+        // does not advance the count, however many passes ask again.
+        let p = Progress::new("", 3);
+        for _ in 0..5 {
+            p.finished(State::Pending, State::Pending);
+        }
+        assert_eq!(p.settled(), 0);
+        p.finished(State::Pending, State::Done);
+        p.finished(State::Pending, State::Pending);
+        p.finished(State::Pending, State::Failed);
+        p.finished(State::Pending, State::Expired);
+        assert_eq!(p.settled(), 3);
+        assert_eq!(p.failed.load(Ordering::Relaxed), 1);
+
+        // Submit: back to the queue (retries used up, a stop) is not settled; uncertain, pending,
+        // done and failed are. A resubmitted uncertain VIN that stays uncertain is not.
+        let s = Progress::new("", 6);
+        s.finished(State::Queued, State::Queued);
+        s.finished(State::Uncertain, State::Uncertain);
+        assert_eq!(s.settled(), 0);
+        for to in [State::Pending, State::Done, State::Failed, State::Uncertain] {
+            s.finished(State::Queued, to);
+        }
+        s.finished(State::Uncertain, State::Pending);
+        assert_eq!(s.settled(), 5);
     }
 }

@@ -112,7 +112,7 @@ fn sigterm_stops_cleanly_with_143_and_a_rerun_finishes() {
     write_csv(&dir.join("in.csv"), &vins);
     let mut child = spawn({
         let mut c = vmr_std(&dir, &sb);
-        c.args(["run", "--input", "in.csv"]);
+        c.args(["run", "--input", "in.csv", "--metrics-file", "vmr.prom"]);
         c
     });
     std::thread::sleep(Duration::from_millis(1200));
@@ -130,6 +130,16 @@ fn sigterm_stops_cleanly_with_143_and_a_rerun_finishes() {
         count(&dir, "SELECT count(*) FROM runs WHERE exit_code = 143"),
         1,
         "the run log records the stop"
+    );
+    // So does the metrics file, without a success time: none yet.
+    let metrics = std::fs::read_to_string(dir.join("vmr.prom")).expect("metrics file written");
+    assert!(
+        metrics.contains("\nvmr_last_run_exit_code 143\n"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("vmr_last_success_timestamp_seconds"),
+        "{metrics}"
     );
     vmr(&dir, &sb)
         .args(["run", "--input", "in.csv"])

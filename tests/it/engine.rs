@@ -367,6 +367,22 @@ fn json_logs_are_one_object_per_line() {
 }
 
 #[test]
+fn text_logs_carry_no_colour_codes_off_a_terminal() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    write_csv(&dir.join("in.csv"), &vins(40, 11));
+    // stderr is a pipe here, as under cron; NO_COLOR is not set.
+    let out = vmr(&dir, &sb)
+        .env("RUST_LOG", "info")
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(stderr.contains("INFO"), "info lines are logged: {stderr}");
+    assert!(!stderr.contains("\x1b["), "ANSI codes in {stderr:?}");
+}
+
+#[test]
 fn a_closed_stdout_is_not_an_error() {
     let (_t, dir) = tempdir();
     let sb = sandbox(SandboxConfig::default());

@@ -11,4 +11,5 @@ mod engine;
 mod export;
 mod input;
 mod money;
+mod ops;
 mod sandbox;
