@@ -272,23 +272,23 @@ pub(crate) fn engine(
 
 /// The exit code once the network work is over: the stop reason's, else 0 when every VIN is
 /// final, else 75.
-pub(crate) fn finish_code(engine: &Engine) -> Result<u8> {
+pub(crate) fn finish_code(engine: &Engine, counts: &checkpoint::StateCounts) -> u8 {
     if let Some(r) = engine.stop.reason() {
-        return Ok(r.exit_code());
+        return r.exit_code();
     }
-    let reader = engine.ckpt.reader()?;
-    let open = checkpoint::state_counts(&reader)?.open();
-    Ok(if open == 0 {
+    if counts.open() == 0 {
         exit::OK
     } else {
         exit::WORK_REMAINS
-    })
+    }
 }
 
 /// The one summary every network run ends with.
-pub(crate) fn summary(engine: &Engine, started: Instant) -> Result<String> {
-    let reader = engine.ckpt.reader()?;
-    let counts = checkpoint::state_counts(&reader)?;
+pub(crate) fn summary(
+    engine: &Engine,
+    counts: &checkpoint::StateCounts,
+    started: Instant,
+) -> String {
     let c = &engine.counters;
     let mut s = String::from("VINs:");
     for (k, v) in counts.iter().filter(|(_, v)| *v > 0) {
@@ -310,7 +310,7 @@ pub(crate) fn summary(engine: &Engine, started: Instant) -> Result<String> {
             engine.opts.max_billed.unwrap_or_default()
         ));
     }
-    Ok(s)
+    s
 }
 
 /// One line naming the stop, the vendor's words and what to do.

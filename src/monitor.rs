@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::app::exit;
 use crate::checkpoint::{self, State};
+use crate::export::write::Staged;
 use crate::status::{self, Status};
+use std::io::Write as _;
 
 /// Seconds since the Unix epoch, as Prometheus writes timestamps.
 pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
@@ -195,22 +197,18 @@ pub(crate) fn write_metrics(path: &Path, end: &RunEnd, snap: Option<&Snapshot>) 
     let name = path
         .file_name()
         .with_context(|| format!("--metrics-file {} names no file", path.display()))?;
-    let tmp = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        anyhow::Error::new(e).context(format!("cannot write --metrics-file {}", path.display()))
-    })
+    let context = || format!("cannot write --metrics-file {}", path.display());
+    // The same write-aside-then-rename as the export's tables (removed again if not committed).
+    let (staged, mut file) = Staged::create(dir, &name.to_string_lossy()).with_context(context)?;
+    file.write_all(text.as_bytes())
+        .and_then(|_| file.sync_all())
+        .with_context(context)?;
+    staged.commit().with_context(context)?;
+    Ok(())
 }
 
 /// Where to ping: a healthchecks-style check URL. It holds a token, so it is shown (in logs,

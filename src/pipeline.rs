@@ -148,12 +148,13 @@ fn execute_plan(settings: &Settings, plan: &Plan) -> Result<u8> {
 }
 
 fn dry_run(settings: &Settings, plan: &Plan, ckpt: &checkpoint::Checkpoint) -> Result<u8> {
+    let counts = checkpoint::state_counts(&ckpt.reader()?)?;
     let n = if plan.submit {
-        count_states(ckpt, plan.send_states())?
+        counts.sum(plan.send_states())
     } else {
         0
     };
-    let pending = count_states(ckpt, &[State::Pending])?;
+    let pending = counts.get(State::Pending);
     // Each generate is billed once; a report not returned inline costs one get more. Unknown
     // until bought, so the estimate assumes the worst: every report deferred.
     let calls = n * 2 + pending;
@@ -163,10 +164,7 @@ fn dry_run(settings: &Settings, plan: &Plan, ckpt: &checkpoint::Checkpoint) -> R
         calls as f64 / settings.rate as f64
     };
     let mut text = format!(
-        "dry run: would call generate for {} VINs and get for {pending} pending reports: at most {calls} billed calls ({} generates, up to {} gets for reports not returned inline, {pending} gets for reports already bought); at --rate {} that takes about {}",
-        n,
-        n,
-        n,
+        "dry run: would call generate for {n} VINs and get for {pending} pending reports: at most {calls} billed calls ({n} generates, up to {n} gets for reports not returned inline, {pending} gets for reports already bought); at --rate {} that takes about {}",
         settings.rate,
         humantime::format_duration(std::time::Duration::from_secs(secs.ceil() as u64))
     );
@@ -197,13 +195,16 @@ fn stages(
     // The runtime lives until the end, export included, and with it the signal watcher: a
     // signal at any point from here on ends the process with 130/143.
     let rt = app::runtime()?;
-    let (engine, mut code) = rt.block_on(network(settings, plan, ckpt))?;
-    let mut text = app::summary(&engine, started)?;
+    let engine = rt.block_on(network(settings, plan, ckpt))?;
+    // One read of the states serves the exit code, the summary and what remains.
+    let counts = checkpoint::state_counts(&ckpt.reader()?)?;
+    let mut code = app::finish_code(&engine, &counts);
+    let mut text = app::summary(&engine, &counts, started);
     if let Some(r) = engine.stop.reason() {
         text.push_str(&format!("\nvmr: {}", app::describe_stop(&r)));
     }
     if code != exit::OK {
-        text.push_str(&what_remains(ckpt)?);
+        text.push_str(&what_remains(&counts));
     }
     app::report(settings.log_format, &text);
     // Export what the checkpoint holds (also after a vendor refusal), unless a signal asked to
@@ -223,12 +224,12 @@ fn stages(
 }
 
 /// The network stages: submit and poll as the plan says, with the signal watcher running.
-/// Returns the engine (its counters and stop reason) and the exit code so far.
+/// Returns the engine: its counters and stop reason.
 async fn network(
     settings: &Settings,
     plan: &Plan,
     ckpt: &checkpoint::Checkpoint,
-) -> Result<(std::sync::Arc<engine::Engine>, u8)> {
+) -> Result<std::sync::Arc<engine::Engine>> {
     let (client, sandbox) = app::connect(settings).await?;
     let engine = app::engine(settings, client, ckpt.clone(), plan.resubmit_uncertain)?;
     {
@@ -257,13 +258,11 @@ async fn network(
         progress.close();
     }
     drop(sandbox);
-    let code = app::finish_code(&engine)?;
-    Ok((engine, code))
+    Ok(engine)
 }
 
 /// One line per kind of work left, saying what the operator does about it.
-fn what_remains(ckpt: &checkpoint::Checkpoint) -> Result<String> {
-    let counts = checkpoint::state_counts(&ckpt.reader()?)?;
+fn what_remains(counts: &checkpoint::StateCounts) -> String {
     let mut text = String::new();
     let pending = counts.get(State::Pending);
     if pending > 0 {
@@ -279,5 +278,5 @@ fn what_remains(ckpt: &checkpoint::Checkpoint) -> Result<String> {
     if uncertain > 0 {
         text.push_str(&format!("\nvmr: {uncertain} VINs are uncertain: the vendor may have billed them (see `vmr status`); check the vendor's statement, then `vmr resolve` them or send them again with --resubmit-uncertain"));
     }
-    Ok(text)
+    text
 }
