@@ -104,7 +104,8 @@ UPDATE vins SET accepted_at = (
     SELECT max(c.ended_at) FROM calls c
     WHERE c.vin_id = vins.id AND c.endpoint = 'generate' AND (c.billed = 1 OR c.code = 701)
 ) WHERE request_id IS NOT NULL;
--- The raw body of a billed answer that is not stored as a report (billed but unusable).
+-- The raw body of a billed answer that is not stored as a report (a requestId to poll, or
+-- nothing usable).
 ALTER TABLE calls ADD COLUMN body BLOB;
 -- Every settlement of an uncertain VIN by a person (`vmr resolve`).
 CREATE TABLE resolutions (

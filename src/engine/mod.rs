@@ -112,8 +112,10 @@ fn call_log(ex: &Exchange, request_id: Option<&str>) -> CallLog {
         started_at: ex.started_at_ms,
         ended_at: ex.ended_at_ms,
         error,
-        // A billed answer that will not be stored as a report is kept here, byte for byte.
-        body: matches!(ex.outcome, Outcome::BilledUnusable { .. }).then(|| ex.body.clone()),
+        // Every billed answer is kept byte for byte: a report goes to the reports table, any
+        // other (a requestId to poll, or nothing usable) here.
+        body: (ex.billed() && !matches!(ex.outcome, Outcome::Report { .. }))
+            .then(|| ex.body.clone()),
     }
 }
 

@@ -394,9 +394,20 @@ fn a_billed_answer_without_a_report_is_kept_listed_and_never_resent() {
     assert_eq!(
         count(
             &dir,
-            "SELECT count(*) FROM calls WHERE billed = 1 AND body IS NOT NULL AND endpoint = 'generate'"
+            "SELECT count(*) FROM calls c JOIN vins v ON v.id = c.vin_id
+             WHERE c.billed = 1 AND c.body IS NOT NULL AND c.endpoint = 'generate'
+               AND v.message LIKE 'billed_unusable%'"
         ),
         failed
+    );
+    // And so is every other billed answer: in the reports table, or in the call log.
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM calls c WHERE c.billed = 1 AND c.body IS NULL
+               AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.vin_id = c.vin_id)"
+        ),
+        0
     );
     let out = vmr(&dir, &sb).args(["status", "--json"]).assert().code(0);
     let st: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("JSON");
