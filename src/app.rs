@@ -13,7 +13,12 @@ use crate::api::{Client, ClientOptions};
 use crate::checkpoint::{self, Checkpoint, Recovery};
 use crate::config::{LogFormat, Settings};
 use crate::engine::{Engine, EngineOptions, Limiter, RetryPolicy};
+#[cfg(feature = "sandbox")]
 use crate::sandbox::{Sandbox, SandboxConfig};
+
+/// Built without the sandbox feature there is never an in-process sandbox to keep alive.
+#[cfg(not(feature = "sandbox"))]
+pub(crate) enum Sandbox {}
 
 /// Exit codes (docs/design.md, "Exit codes").
 pub mod exit {
@@ -231,6 +236,15 @@ pub(crate) async fn connect(settings: &Settings) -> Result<(Client, Option<Sandb
         timeout: settings.timeout,
         pool_size: settings.concurrency,
     };
+    #[cfg(not(feature = "sandbox"))]
+    if settings.sandbox {
+        return Err(Failure::new(
+            exit::USAGE,
+            "--sandbox: this vmr was built without the sandbox feature",
+        )
+        .into());
+    }
+    #[cfg(feature = "sandbox")]
     if settings.sandbox {
         let cfg = SandboxConfig::default();
         let creds = crate::api::Credentials::new(cfg.app_id.clone(), cfg.app_secret.clone());
@@ -239,14 +253,13 @@ pub(crate) async fn connect(settings: &Settings) -> Result<(Client, Option<Sandb
             .context("cannot start the in-process sandbox")?;
         tracing::info!(base_url = %sb.base_url(), "sandbox started in-process");
         let client = Client::new(&opts(sb.base_url()), creds)?;
-        Ok((client, Some(sb)))
-    } else {
-        let creds = settings
-            .credentials()
-            .map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))?;
-        let client = Client::new(&opts(settings.base_url.clone()), creds)?;
-        Ok((client, None))
+        return Ok((client, Some(sb)));
     }
+    let creds = settings
+        .credentials()
+        .map_err(|e| Failure::new(exit::USAGE, format!("{e:#}")))?;
+    let client = Client::new(&opts(settings.base_url.clone()), creds)?;
+    Ok((client, None))
 }
 
 /// Builds the engine for a run.

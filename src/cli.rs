@@ -39,8 +39,10 @@ pub enum Command {
     /// Write the tables (Parquet, CSV, raw JSON lines) from the checkpoint; calls nothing.
     Export(cmd::export::Args),
     /// Risk flags per vehicle, a fleet summary and audit.html, from the exported tables.
+    #[cfg(feature = "audit")]
     Audit(cmd::audit::Args),
     /// Serve the simulated vendor API on a local address.
+    #[cfg(feature = "sandbox")]
     Sandbox(cmd::sandbox::Args),
     /// Look after the state directory: `vmr state backup PATH` copies the checkpoint, even
     /// while another vmr writes it.
@@ -74,7 +76,9 @@ pub fn main() -> ExitCode {
                 Command::Status(a) => cmd::status::run(a, &settings),
                 Command::Resolve(a) => cmd::resolve::run(a, &settings),
                 Command::Export(a) => cmd::export::run(a, &settings),
+                #[cfg(feature = "audit")]
                 Command::Audit(a) => cmd::audit::run(a, &settings),
+                #[cfg(feature = "sandbox")]
                 Command::Sandbox(a) => cmd::sandbox::run(a, settings.app_secret_file.as_deref()),
                 Command::State(a) => cmd::state::run(a, &settings),
             }

@@ -551,21 +551,26 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<String> {
 fn load_file(path: &Path) -> Result<Options> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
+    parse_config_text(path, &text)
+}
+
+/// Parses the text of the config file at `path` (named in errors); see [`load_file`].
+pub(crate) fn parse_config_text(path: &Path, text: &str) -> Result<Options> {
     let shown = path.display();
-    let doc = match toml::de::DeTable::parse(&text) {
+    let doc = match toml::de::DeTable::parse(text) {
         Ok(doc) => doc,
         Err(e) => bail!(
             "config file {shown}: line {} is not valid TOML (text values go in double quotes, like out = \"/srv/vmr\"); the line is not shown, in case it holds a secret",
-            line_of(&text, e.span())
+            line_of(text, e.span())
         ),
     };
     if let Some((key, span)) = secret_key(doc.get_ref(), "") {
         bail!(
             "config file {shown}: line {}: key `{key}` looks like a secret, and vmr.toml may not hold the app secret: remove it and give the secret by VMR_APP_SECRET or --app-secret-file",
-            line_of(&text, Some(span))
+            line_of(text, Some(span))
         );
     }
-    toml::from_str(&text).map_err(|e| file_error(path, &text, doc.get_ref(), &e))
+    toml::from_str(text).map_err(|e| file_error(path, text, doc.get_ref(), &e))
 }
 
 /// The 1-based line of the start of `span` (line 1 when there is no span).

@@ -34,6 +34,7 @@
 
 pub mod api;
 pub mod app;
+#[cfg(feature = "audit")]
 pub mod audit;
 pub mod checkpoint;
 pub mod cli;
@@ -41,10 +42,13 @@ pub mod cmd;
 pub mod config;
 pub mod engine;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod ingest;
 pub mod input;
 pub mod monitor;
 pub mod pipeline;
 pub mod resolve;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod status;

@@ -105,6 +105,32 @@ impl SandboxConfig {
     }
 }
 
+/// The fault rates of a running sandbox, as [`SandboxConfig`] sets them at start; change them
+/// while it runs with [`Sandbox::set_faults`] (a test's fault schedule).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Faults {
+    /// [`SandboxConfig::fault_rate`].
+    pub fault_rate: f64,
+    /// [`SandboxConfig::late_bill_rate`].
+    pub late_bill_rate: f64,
+    /// [`SandboxConfig::gateway_error_rate`].
+    pub gateway_error_rate: f64,
+    /// [`SandboxConfig::unusable_rate`].
+    pub unusable_rate: f64,
+}
+
+impl Faults {
+    /// The rates `cfg` starts with.
+    pub fn of(cfg: &SandboxConfig) -> Faults {
+        Faults {
+            fault_rate: cfg.fault_rate,
+            late_bill_rate: cfg.late_bill_rate,
+            gateway_error_rate: cfg.gateway_error_rate,
+            unusable_rate: cfg.unusable_rate,
+        }
+    }
+}
+
 /// When a deferred report becomes ready for get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadyAfter {
@@ -246,6 +272,11 @@ impl Sandbox {
     /// Whether a maintenance window is on.
     pub fn outage(&self) -> bool {
         self.shared.outage()
+    }
+
+    /// Changes the fault rates from the next call on (calls under way keep theirs).
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.set_faults(faults);
     }
 
     /// Stops the server (same as dropping it).

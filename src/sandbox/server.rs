@@ -8,7 +8,7 @@
 //! then be held for the stall (late) or carry `data: {}` (unusable).
 
 use super::ReadyAfter;
-use super::SandboxConfig;
+use super::{Faults, SandboxConfig};
 use super::answer::{json_response, success, vendor_error};
 use super::fault::{Fault, GatewayError};
 use super::ledger::{Books, Endpoint, Ledger};
@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     task_seq: AtomicU64,
     /// A maintenance window is on: every vendor call answers code 500.
     outage: AtomicBool,
+    /// The fault rates now (from `cfg`, changed by `Sandbox::set_faults`).
+    faults: Mutex<Faults>,
 }
 
 /// A report requested by generate, looked up by requestId on get.
@@ -57,6 +59,7 @@ impl Shared {
         Shared {
             books: Mutex::new(Books::new(cfg.balance)),
             outage: AtomicBool::new(cfg.outage),
+            faults: Mutex::new(Faults::of(&cfg)),
             cfg,
             tasks: Mutex::new(HashMap::new()),
             task_seq: AtomicU64::new(0),
@@ -86,6 +89,14 @@ impl Shared {
 
     pub fn outage(&self) -> bool {
         self.outage.load(Ordering::SeqCst)
+    }
+
+    pub fn faults(&self) -> Faults {
+        *self.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        *self.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
     }
 
     /// A 20-digit taskNo, unique per call: milliseconds since the epoch, then a call counter.
@@ -196,12 +207,13 @@ async fn vendor_call(
         s.books().ledger.outage_answers += 1;
         return vendor_error(500, "系统维护,请稍候再试");
     }
-    if let Some(gateway) = GatewayError::roll(s.cfg.gateway_error_rate) {
+    let faults = s.faults();
+    if let Some(gateway) = GatewayError::roll(faults.gateway_error_rate) {
         s.books().ledger.gateway_errors += 1;
         tracing::debug!(?gateway, "sandbox: gateway error");
         return gateway.respond(s.cfg.retry_after_secs);
     }
-    if let Some(fault) = Fault::roll(s.cfg.fault_rate) {
+    if let Some(fault) = Fault::roll(faults.fault_rate) {
         s.books().ledger.faults += 1;
         tracing::debug!(?fault, "sandbox: injecting fault");
         return fault.respond(s.cfg.stall).await;
@@ -289,8 +301,9 @@ fn generate_report(s: &Shared, p: &Params) -> Answer {
     if truth.fate == Fate::Unsupported703 {
         return vendor_error(703, "暂不支持该品牌").into();
     }
-    let unusable = chance(s.cfg.unusable_rate);
-    let late = chance(s.cfg.late_bill_rate);
+    let faults = s.faults();
+    let unusable = chance(faults.unusable_rate);
+    let late = chance(faults.late_bill_rate);
     // The task exists before the bill shows in the ledger, so a test that reads a late
     // requestId from the ledger can get it at once.
     let request_id = (!unusable).then(|| {
@@ -369,7 +382,7 @@ fn fetch_report(s: &Shared, p: &Params) -> Answer {
     if s.cfg.truth(&vin).fate == Fate::Fails702 {
         return vendor_error(702, "查询失败").into();
     }
-    let late = s.cfg.late_bill_get && chance(s.cfg.late_bill_rate);
+    let late = s.cfg.late_bill_get && chance(s.faults().late_bill_rate);
     {
         let mut books = s.books();
         if !books.try_bill(Endpoint::Get, &vin) {

@@ -1,0 +1,3 @@
+//! `vmr::fuzz::response` on any bytes; see fuzz/README.md.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| vmr::fuzz::response(data));

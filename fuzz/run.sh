@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Builds and runs vmr's fuzz targets (cargo-fuzz on the nightly toolchain). CI does not run
+# this: it would build the tree a second time, with sanitizers.
+#
+#   fuzz/run.sh                      # every target, 10 million executions each
+#   fuzz/run.sh report 1000000       # one target, a million executions
+#   fuzz/run.sh --build              # only build the targets
+#
+# New inputs that reach new coverage land in fuzz/corpus/<target>/; a crash is written to
+# fuzz/artifacts/<target>/ and the run stops. `fuzz/run.sh --minimize` shrinks every corpus
+# to the inputs that keep its coverage, before committing it.
+set -euo pipefail
+cd "$(dirname "$0")"
+TARGETS=(response report report_shaped input_csv config)
+
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  cargo install --locked cargo-fuzz
+fi
+
+case "${1:-}" in
+  --build)
+    cargo +nightly fuzz build --release
+    exit 0
+    ;;
+  --minimize)
+    for t in "${TARGETS[@]}"; do
+      cargo +nightly fuzz cmin "$t" "corpus/$t"
+    done
+    exit 0
+    ;;
+esac
+
+targets=("${1:-}")
+[ -z "${1:-}" ] && targets=("${TARGETS[@]}")
+runs="${2:-10000000}"
+for t in "${targets[@]}"; do
+  mkdir -p "corpus/$t"
+  # -rss_limit_mb and -malloc_limit_mb make unbounded allocation a finding; -timeout a hang.
+  cargo +nightly fuzz run "$t" "corpus/$t" -- \
+    -runs="$runs" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 \
+    -print_final_stats=1
+done
