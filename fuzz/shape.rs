@@ -110,7 +110,14 @@ pub struct Report {
 }
 
 const PARTS: [&str; 8] = [
-    "appearance", "engine", "frame", "airbag", "gearbox", "electrical", "sunroof", "unknown_part",
+    "appearance",
+    "engine",
+    "frame",
+    "airbag",
+    "gearbox",
+    "electrical",
+    "sunroof",
+    "unknown_part",
 ];
 
 fn put(m: &mut Map<String, Value>, key: &str, f: &Field) {
@@ -199,7 +206,10 @@ impl Report {
             ("get", report)
         };
         let body = json!({"code": 200, "msg": "成功", "taskNo": "t-1", "data": data});
-        (endpoint, serde_json::to_vec(&body).expect("a Value serialises"))
+        (
+            endpoint,
+            serde_json::to_vec(&body).expect("a Value serialises"),
+        )
     }
 }
 

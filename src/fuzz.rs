@@ -61,7 +61,10 @@ pub fn response(data: &[u8]) {
             }
         );
         let wrong_address = matches!(outcome, Outcome::Stop { code: 404, .. });
-        assert!(not_billed || wrong_address, "HTTP {status} classed {outcome:?}");
+        assert!(
+            not_billed || wrong_address,
+            "HTTP {status} classed {outcome:?}"
+        );
     }
     // What the engine stores as a report, export finds the REPORT in.
     if matches!(outcome, Outcome::Report { .. }) {
@@ -115,7 +118,10 @@ pub fn report_body(endpoint: &str, body: &[u8]) {
     );
     assert!(flat.jsonl_lines <= 1);
     if flat.jsonl_lines == 1 {
-        let line = flat.jsonl.strip_suffix(b"\n").expect("a JSON line ends with \\n");
+        let line = flat
+            .jsonl
+            .strip_suffix(b"\n")
+            .expect("a JSON line ends with \\n");
         assert!(!line.contains(&b'\n'), "one report, one line");
         serde_json::from_slice::<serde_json::Value>(line).expect("each JSON line is JSON");
     }
@@ -175,7 +181,10 @@ fn read_all(path: &Path, opts: &InputOptions) {
                 assert!(!row.license_img_url.is_empty(), "accepted without a URL");
             }
             Verdict::Rejected { reason } => {
-                assert!(!reason.to_string().is_empty(), "a rejection without a reason");
+                assert!(
+                    !reason.to_string().is_empty(),
+                    "a rejection without a reason"
+                );
             }
         }
     }

@@ -8,11 +8,11 @@
 //! then be held for the stall (late) or carry `data: {}` (unusable).
 
 use super::ReadyAfter;
-use super::{Faults, SandboxConfig};
 use super::answer::{json_response, success, vendor_error};
 use super::fault::{Fault, GatewayError};
 use super::ledger::{Books, Endpoint, Ledger};
 use super::synth::{self, Fate};
+use super::{Faults, SandboxConfig};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;

@@ -4,7 +4,7 @@
 
 use assert_cmd::Command;
 use rusqlite::Connection;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use vmr::sandbox::{DEFAULT_APP_ID, DEFAULT_APP_SECRET, Sandbox, SandboxConfig};
 
@@ -88,4 +88,35 @@ pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
     let d = tempfile::tempdir().expect("tempdir");
     let p = d.path().to_owned();
     (d, p)
+}
+
+/// Whether a run got as far as creating the checkpoint (a kill can come before). Opened
+/// read-only: the test must not create the file itself.
+pub fn has_checkpoint(dir: &Path) -> bool {
+    let path = dir.join("state").join("checkpoint.sqlite");
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    rusqlite::Connection::open_with_flags(path, flags).is_ok_and(|c| {
+        c.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'vins'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .is_ok_and(|n| n == 1)
+    })
+}
+
+/// VINs the checkpoint says were in flight (`submitting`, left by a kill) or left uncertain:
+/// possibly billed without an answer. Empty before any checkpoint exists.
+pub fn in_flight(dir: &Path) -> BTreeSet<String> {
+    if !has_checkpoint(dir) {
+        return BTreeSet::new();
+    }
+    let conn = db(dir);
+    let mut st = conn
+        .prepare("SELECT vin FROM vins WHERE state IN ('submitting', 'uncertain')")
+        .expect("query");
+    st.query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows read")
 }

@@ -15,18 +15,6 @@ fn spawn(mut c: std::process::Command) -> Child {
         .expect("vmr starts")
 }
 
-/// VINs the checkpoint says were in flight (or left uncertain by an earlier crash).
-fn in_flight(dir: &std::path::Path) -> BTreeSet<String> {
-    let conn = db(dir);
-    let mut st = conn
-        .prepare("SELECT vin FROM vins WHERE state IN ('submitting', 'uncertain')")
-        .expect("query");
-    st.query_map([], |r| r.get(0))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows read")
-}
-
 #[test]
 fn sigkill_three_times_then_finish_buys_nothing_twice_but_the_uncertain() {
     let (_t, dir) = tempdir();

@@ -100,22 +100,15 @@ fn run_step(dir: &Path, sb: &Sandbox, s: &Step) -> bool {
     false
 }
 
-/// VINs the checkpoint holds as possibly billed without an answer.
-fn possibly_billed(dir: &Path) -> BTreeSet<String> {
-    let conn = db(dir);
-    let mut st = conn
-        .prepare("SELECT vin FROM vins WHERE state IN ('submitting', 'uncertain')")
-        .expect("query");
-    st.query_map([], |r| r.get(0))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("rows read")
-}
-
 /// The invariants that hold after any step. `listed` holds every VIN ever seen uncertain (or
 /// submitting) so far; `kills` is the number of runs killed so far.
 fn check_invariants(dir: &Path, sb: &Sandbox, listed: &BTreeSet<String>, kills: u64) {
     let ledger = sb.ledger();
+    if !has_checkpoint(dir) {
+        // Killed before the checkpoint existed: nothing may have been called.
+        assert_eq!(ledger.calls_total, 0, "calls before the checkpoint existed");
+        return;
+    }
     for (vin, l) in &ledger.per_vin {
         assert!(
             l.generate <= 1 || listed.contains(vin),
@@ -153,12 +146,14 @@ fn check_invariants(dir: &Path, sb: &Sandbox, listed: &BTreeSet<String>, kills: 
     let states = st["states"].as_object().expect("states");
     let sum: u64 = states.values().map(|v| v.as_u64().expect("a count")).sum();
     assert_eq!(Some(sum), st["total_vins"].as_u64());
-    assert_eq!(sum, VINS as u64, "{st}");
+    // A run killed during ingest leaves part of the file ingested (the next run adds the rest).
+    assert_eq!(sum, count(dir, "SELECT count(*) FROM vins") as u64, "{st}");
+    assert!(sum <= VINS as u64, "{st}");
     let shown: BTreeSet<String> =
         serde_json::from_value(st["uncertain"].clone()).expect("uncertain list");
     assert_eq!(
         shown,
-        possibly_billed(dir),
+        in_flight(dir),
         "status lists exactly the uncertain VINs"
     );
     assert!(shown.is_subset(listed));
@@ -191,7 +186,7 @@ proptest! {
         for s in &schedule {
             kills += u64::from(run_step(&dir, &sb, s));
             // A VIN left `submitting` by a kill is uncertain from the next open on.
-            listed.extend(possibly_billed(&dir));
+            listed.extend(in_flight(&dir));
             check_invariants(&dir, &sb, &listed, kills);
         }
         // Calm: no faults, money on the account; the user resubmits the uncertain VINs.
@@ -201,7 +196,7 @@ proptest! {
         let mut rounds = 0;
         loop {
             let status = run_command(&dir, &sb, true).status().expect("vmr runs");
-            listed.extend(possibly_billed(&dir));
+            listed.extend(in_flight(&dir));
             check_invariants(&dir, &sb, &listed, kills);
             if status.code() == Some(0) {
                 break;
@@ -210,7 +205,6 @@ proptest! {
             prop_assert!(rounds < 6, "the calm runs do not finish: exit {status:?}");
         }
         let ledger = sb.ledger();
-        eprintln!("DEBUG kills={kills} listed={} billed={} late={} unusable={} faults={} gw={} outage={}", listed.len(), ledger.billed_total, ledger.late_billed, ledger.unusable, ledger.faults, ledger.gateway_errors, ledger.outage_answers);
         let st = states(&dir);
         for v in &vins {
             let (state, code) = &st[v];
