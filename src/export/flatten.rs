@@ -654,6 +654,41 @@ impl Builders {
 mod tests {
     use super::*;
 
+    /// Fuzzing finding (report_shaped): a REPORT may nest an unknown field deeper than
+    /// serde_json's recursion limit for a `Value` (128). vmr reads the REPORT without building a
+    /// `Value`, so such a body is a report like any other: one `reports` row, its records, and
+    /// a JSON line that holds the nesting as sent and is valid JSON.
+    #[test]
+    fn a_report_with_a_field_nested_past_any_recursion_limit_flattens_and_keeps_it() {
+        let deep = format!("{}1{}", "[".repeat(5_000), "]".repeat(5_000));
+        let body = format!(
+            r#"{{"code":200,"msg":"ok","data":{{"total_mileage":"12000","extra":{deep},"result_content":[{{"date":"2023-06-01","mileage":12000,"type_code":2}}]}}}}"#
+        );
+        let row = SourceReport {
+            vin: "LSVAB12345C000001".into(),
+            request_id: Some("r".into()),
+            task_no: None,
+            endpoint: "get".into(),
+            fetched_at: 1_714_550_400_000,
+            body: body.into_bytes(),
+        };
+        let want = Want {
+            tables: true,
+            jsonl: true,
+        };
+        let flat = flatten(std::slice::from_ref(&row), want).expect("flattens");
+        assert!(flat.bad.is_empty(), "{:?}", flat.bad);
+        assert_eq!(flat.batches[0].num_rows(), 1, "one report row");
+        assert_eq!(flat.batches[1].num_rows(), 1, "its record");
+        assert_eq!(flat.jsonl_lines, 1);
+        let line = flat.jsonl.strip_suffix(b"\n").expect("a line");
+        assert!(
+            std::str::from_utf8(line).expect("UTF-8").contains(&deep),
+            "the nesting is kept as sent"
+        );
+        serde_json::from_slice::<serde::de::IgnoredAny>(line).expect("valid JSON");
+    }
+
     #[test]
     fn amounts_round_half_away_from_zero() {
         for (s, want) in [
