@@ -17,10 +17,11 @@ use std::time::Duration;
 use crate::api::{Credentials, Secret};
 use crate::monitor::PingUrl;
 
-/// Parses `500ms`, `90s`, `30m`, `24h` and combinations (`1h30m`).
+/// Parses `500ms`, `90s`, `30m`, `24h`, `90d` and combinations (`1h30m`).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not a duration ({e}); write it like 500ms, 90s, 30m or 24h"))
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("{s:?} is not a duration ({e}); write it like 500ms, 90s, 30m, 24h or 90d")
+    })
 }
 
 /// Output formats of `export` and `audit`.
@@ -262,6 +263,12 @@ options! {
         /// only while a get is left for every pending report.
         #[arg(long, global = true, env = "VMR_MAX_BILLED", value_name = "N")]
         pub max_billed: Option<u64>,
+        /// Buy again the VINs of the input whose latest report was fetched more than this long
+        /// ago (`90d`); never a VIN whose purchase is still under way. `status` counts the
+        /// reports due under it.
+        #[arg(long, global = true, env = "VMR_REFRESH_OLDER_THAN", value_parser = parse_duration, value_name = "DURATION")]
+        #[serde(default, with = "humantime_serde")]
+        pub refresh_older_than: Option<Duration>,
         /// 400s in a row (no real answer between them) that stop the run as a sign, secret or
         /// clock problem, exit 3.
         #[arg(long, global = true, env = "VMR_BAD_REQUEST_STREAK", value_name = "N")]
@@ -382,6 +389,7 @@ pub struct Settings {
     pub poll_interval: Duration,
     pub poll_timeout: Duration,
     pub max_billed: Option<u64>,
+    pub refresh_older_than: Option<Duration>,
     pub bad_request_streak: u32,
     pub adopt_account: bool,
     pub formats: Vec<Format>,
@@ -457,6 +465,7 @@ impl Settings {
             poll_interval: given(o.poll_interval),
             poll_timeout: given(o.poll_timeout),
             max_billed: o.max_billed,
+            refresh_older_than: o.refresh_older_than,
             bad_request_streak: given(o.bad_request_streak),
             adopt_account: o.adopt_account,
             formats,
@@ -661,6 +670,7 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86400)));
         assert!(parse_duration("soon").is_err());
         assert_eq!(
             parse_formats("parquet, csv").unwrap(),

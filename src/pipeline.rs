@@ -36,12 +36,35 @@ pub(crate) struct Plan {
     pub export: bool,
     pub resubmit_uncertain: bool,
     pub dry_run: bool,
+    /// `--retry-failed`: `None` when not given, an empty list for every failure.
+    pub retry_failed: Option<Vec<checkpoint::FailedKind>>,
+    pub retry_expired: bool,
 }
 
 impl Plan {
     /// The states whose VINs this plan sends to generate.
     fn send_states(&self) -> &'static [State] {
         engine::send_states(self.resubmit_uncertain)
+    }
+
+    /// The VINs whose ended purchase this plan buys again; `batch` is the input's. Refreshes
+    /// need an input (only its VINs are refreshed); retries without one take any VIN.
+    fn rebuy(&self, settings: &Settings, batch: Option<String>) -> checkpoint::Rebuy {
+        if !self.submit {
+            return checkpoint::Rebuy::default();
+        }
+        let refresh_before = match (settings.refresh_older_than, &batch) {
+            (Some(age), Some(_)) => {
+                Some(crate::api::now_ms().saturating_sub(age.as_millis() as i64))
+            }
+            _ => None,
+        };
+        checkpoint::Rebuy {
+            batch,
+            refresh_before,
+            retry_failed: self.retry_failed.clone(),
+            retry_expired: self.retry_expired,
+        }
     }
 }
 
@@ -127,6 +150,13 @@ fn execute_plan(settings: &Settings, plan: &Plan) -> Result<u8> {
     if plan.submit && !plan.dry_run {
         app::check_out_writable(&settings.out)?;
     }
+    if plan.submit && plan.input.is_none() && settings.refresh_older_than.is_some() {
+        return Err(app::Failure::new(
+            exit::USAGE,
+            "--refresh-older-than (refresh-older-than in vmr.toml) refreshes the VINs of an input: give it with --input FILE".to_owned(),
+        )
+        .into());
+    }
     let input = match &plan.input {
         Some(path) => Some((path, ingest::open_input(path, &input_options(settings))?)),
         None => None,
@@ -147,10 +177,17 @@ fn execute_plan(settings: &Settings, plan: &Plan) -> Result<u8> {
     result
 }
 
-fn dry_run(settings: &Settings, plan: &Plan, ckpt: &checkpoint::Checkpoint) -> Result<u8> {
-    let counts = checkpoint::state_counts(&ckpt.reader()?)?;
+fn dry_run(
+    settings: &Settings,
+    plan: &Plan,
+    ckpt: &checkpoint::Checkpoint,
+    rebuy: &checkpoint::Rebuy,
+) -> Result<u8> {
+    let reader = ckpt.reader()?;
+    let counts = checkpoint::state_counts(&reader)?;
+    let again = checkpoint::rebuy_counts(&reader, rebuy)?;
     let n = if plan.submit {
-        counts.sum(plan.send_states())
+        counts.sum(plan.send_states()) + again.total()
     } else {
         0
     };
@@ -168,6 +205,18 @@ fn dry_run(settings: &Settings, plan: &Plan, ckpt: &checkpoint::Checkpoint) -> R
         settings.rate,
         humantime::format_duration(std::time::Duration::from_secs(secs.ceil() as u64))
     );
+    if rebuy.any() {
+        text.push_str(&format!(
+            "\nof those {n} generates, {} buy a VIN again: {} refreshes (reports older than {}), {} failed VINs retried, {} expired VINs retried",
+            again.total(),
+            again.refresh,
+            settings
+                .refresh_older_than
+                .map_or("-".to_owned(), |d| humantime::format_duration(d).to_string()),
+            again.retry_failed,
+            again.retry_expired
+        ));
+    }
     if let Some(max) = settings.max_billed {
         text.push_str(&format!(
             "\n--max-billed {max}: this run would stop buying at {max} billed calls, keeping one get for every pending report"
@@ -185,17 +234,20 @@ fn stages(
     input: Option<(&PathBuf, crate::input::InputReader)>,
     started: Instant,
 ) -> Result<u8> {
+    let mut batch = None;
     if let Some((path, reader)) = input {
         let summary = ingest::ingest(ckpt, path, reader)?;
         app::report(settings.log_format, &summary.render());
+        batch = Some(summary.batch_id);
     }
+    let rebuy = plan.rebuy(settings, batch);
     if plan.dry_run {
-        return dry_run(settings, plan, ckpt);
+        return dry_run(settings, plan, ckpt, &rebuy);
     }
     // The runtime lives until the end, export included, and with it the signal watcher: a
     // signal at any point from here on ends the process with 130/143.
     let rt = app::runtime()?;
-    let engine = rt.block_on(network(settings, plan, ckpt))?;
+    let engine = rt.block_on(network(settings, plan, ckpt, &rebuy))?;
     // One read of the states serves the exit code, the summary and what remains.
     let counts = checkpoint::state_counts(&ckpt.reader()?)?;
     let mut code = app::finish_code(&engine, &counts);
@@ -229,6 +281,7 @@ async fn network(
     settings: &Settings,
     plan: &Plan,
     ckpt: &checkpoint::Checkpoint,
+    rebuy: &checkpoint::Rebuy,
 ) -> Result<std::sync::Arc<engine::Engine>> {
     let (client, sandbox) = app::connect(settings).await?;
     let engine = app::engine(settings, client, ckpt.clone(), plan.resubmit_uncertain)?;
@@ -237,9 +290,13 @@ async fn network(
         tokio::spawn(async move { stop.watch_signals().await });
     }
     if plan.submit {
-        let total = count_states(ckpt, plan.send_states())?;
+        let again = checkpoint::rebuy_counts(&ckpt.reader()?, rebuy)?.total();
+        let total = count_states(ckpt, plan.send_states())? + again;
+        if again > 0 {
+            tracing::info!(vins = again, "buying VINs again (refreshes and retries)");
+        }
         let progress = Progress::new("submit", total as u64);
-        engine::submit(engine.clone(), &progress).await?;
+        engine::submit(engine.clone(), rebuy, &progress).await?;
         progress.close();
     }
     if !engine.stop.is_set() && plan.poll != PollMode::Skip {

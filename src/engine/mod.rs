@@ -412,18 +412,21 @@ impl Engine {
             return Ok(todo.state);
         }
         // Where the VIN goes when this attempt ends without a purchase: a VIN resubmitted from
-        // `uncertain` may still have been billed by its lost call, so it stays uncertain.
+        // `uncertain` may still have been billed by its lost call, so it stays uncertain. A VIN
+        // bought again (refresh, retry) starts a new purchase, which goes back to the queue.
         let unsold = if todo.state == State::Uncertain {
             State::Uncertain
         } else {
             State::Queued
         };
         // Durable before the request leaves: a crash from here on leaves the VIN `submitting`,
-        // which the next start turns into `uncertain`.
+        // which the next start turns into `uncertain`. For a VIN bought again, the new purchase
+        // starts in the same transaction (the ended one is kept with its reports).
         self.ckpt
             .apply(Update {
                 vin_id: todo.vin_id,
                 to: Some(State::Submitting),
+                rebuy: todo.state.can_rebuy(),
                 ..Update::default()
             })
             .await?;
@@ -660,7 +663,12 @@ impl Task {
     async fn run(self, engine: Arc<Engine>) -> Result<(State, State), CheckpointError> {
         match self {
             Task::Submit(t) => {
-                let from = t.state;
+                // A VIN bought again starts a new purchase, at `queued`.
+                let from = if t.state.can_rebuy() {
+                    State::Queued
+                } else {
+                    t.state
+                };
                 Ok((from, engine.submit_one(t).await?))
             }
             Task::Poll(t) => Ok((State::Pending, engine.poll_one(t).await?)),
@@ -721,9 +729,11 @@ pub(crate) fn send_states(resubmit_uncertain: bool) -> &'static [State] {
     }
 }
 
-/// Calls generate for every VIN in [`send_states`], `concurrency` at a time.
+/// Calls generate for every VIN in [`send_states`], and for those `rebuy` buys again,
+/// `concurrency` at a time.
 pub(crate) async fn submit(
     engine: Arc<Engine>,
+    rebuy: &checkpoint::Rebuy,
     progress: &Progress,
 ) -> Result<PassReport, EngineError> {
     let reader = engine.ckpt.reader()?;
@@ -733,10 +743,12 @@ pub(crate) async fn submit(
         progress,
         || engine.submit_halted(),
         |after| {
-            Ok(checkpoint::submit_page(&reader, states, after, PAGE)?
-                .into_iter()
-                .map(Task::Submit)
-                .collect())
+            Ok(
+                checkpoint::submit_page(&reader, states, rebuy, after, PAGE)?
+                    .into_iter()
+                    .map(Task::Submit)
+                    .collect(),
+            )
         },
     )
     .await

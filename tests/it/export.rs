@@ -133,8 +133,9 @@ fn add_report(
     body: &[u8],
 ) {
     c.execute(
-        "INSERT INTO reports (vin_id, vin, request_id, task_no, endpoint, fetched_at, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO reports (vin_id, version, purchase, vin, request_id, task_no, endpoint, fetched_at, body)
+         VALUES (?1, (SELECT coalesce(max(version), 0) + 1 FROM reports WHERE vin_id = ?1),
+            (SELECT purchase FROM vins WHERE id = ?1), ?2, ?3, ?4, ?5, ?6, ?7)",
         params![vin_id, vin, request_id, task_no, endpoint, fetched_at, body],
     )
     .expect("insert report");

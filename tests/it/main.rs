@@ -14,4 +14,5 @@ mod input;
 mod money;
 mod ops;
 mod properties;
+mod refresh;
 mod sandbox;

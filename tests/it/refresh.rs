@@ -1,0 +1,489 @@
+//! Re-audits: buying VINs again (`--refresh-older-than`, `--retry-failed`, `--retry-expired`),
+//! every purchase its own record, every report version kept; checked against the sandbox's
+//! ledger of what it billed.
+
+use crate::common::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+use vmr::sandbox::{Fate, ReadyAfter, SandboxConfig};
+
+/// VIN → every report version's (version, body), in version order.
+fn versions(dir: &Path) -> BTreeMap<String, Vec<(i64, Vec<u8>)>> {
+    let conn = db(dir);
+    let mut st = conn
+        .prepare("SELECT vin, version, body FROM reports ORDER BY vin, version")
+        .expect("query");
+    let mut out: BTreeMap<String, Vec<(i64, Vec<u8>)>> = BTreeMap::new();
+    let rows = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("rows");
+    for row in rows {
+        let (vin, version, body): (String, i64, Vec<u8>) = row.expect("row");
+        out.entry(vin).or_default().push((version, body));
+    }
+    out
+}
+
+/// VIN → billed generates, as the sandbox counted them.
+fn generates(sb: &vmr::sandbox::Sandbox) -> BTreeMap<String, u64> {
+    sb.ledger()
+        .per_vin
+        .iter()
+        .map(|(v, l)| (v.clone(), l.generate))
+        .collect()
+}
+
+fn stdout(out: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&out.get_output().stdout).into_owned()
+}
+
+#[test]
+fn a_refresh_buys_again_exactly_the_old_reports_of_the_current_input_once_each() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig {
+        seed: 5,
+        ..SandboxConfig::default()
+    };
+    let sb = sandbox(cfg.clone());
+    let old = vins(30, 51);
+    write_csv(&dir.join("old.csv"), &old);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "old.csv"])
+        .assert()
+        .code(0);
+    let first = versions(&dir);
+    let done_old: BTreeSet<String> = old
+        .iter()
+        .filter(|v| cfg.truth(v).has_report())
+        .cloned()
+        .collect();
+    assert_eq!(first.keys().cloned().collect::<BTreeSet<_>>(), done_old);
+    assert!(done_old.len() > 15 && done_old.len() < old.len());
+
+    // A month later (here: a second), the same fleet comes back with ten new vehicles.
+    std::thread::sleep(Duration::from_millis(1200));
+    let new = vins(10, 52);
+    let mut fleet = old.clone();
+    fleet.extend(new.iter().cloned());
+    write_csv(&dir.join("fleet.csv"), &fleet);
+    let before = generates(&sb);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "fleet.csv", "--refresh-older-than", "1s"])
+        .assert()
+        .code(0);
+    let after = generates(&sb);
+    for v in &fleet {
+        let was = before.get(v).copied().unwrap_or(0);
+        let now = after.get(v).copied().unwrap_or(0);
+        let want = if done_old.contains(v) {
+            // Refreshed: billed once more, exactly once.
+            was + 1
+        } else if new.contains(v) {
+            // Bought for the first time (703 VINs are never billed).
+            u64::from(cfg.truth(v).fate != Fate::Unsupported703)
+        } else {
+            // Failed (702) or unsupported: never bought again without --retry-failed.
+            was
+        };
+        assert_eq!(now, want, "{v}: billed generates");
+    }
+    // Both versions kept, the first byte for byte.
+    let second = versions(&dir);
+    for v in &done_old {
+        let vs = &second[v];
+        assert_eq!(
+            vs.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![1, 2],
+            "{v}"
+        );
+        assert_eq!(vs[0].1, first[v][0].1, "{v}: version 1 changed");
+    }
+    // The first purchase of each refreshed VIN is kept as it ended, with its report version.
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM purchases WHERE purchase = 1 AND state = 'done' AND report_version = 1"
+        ),
+        done_old.len() as i64
+    );
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM vins WHERE purchase = 2 AND state = 'done'"
+        ),
+        done_old.len() as i64
+    );
+    // Every call of a refresh belongs to the second purchase.
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM calls c JOIN vins v ON v.id = c.vin_id
+             WHERE c.purchase = 2 AND c.endpoint = 'generate' AND c.billed = 1"
+        ),
+        done_old.len() as i64
+    );
+
+    // The reports are fresh now: the same option buys nothing, nor does a run without it.
+    let calls = sb.ledger().calls_total;
+    vmr(&dir, &sb)
+        .args(["run", "--input", "fleet.csv", "--refresh-older-than", "1h"])
+        .assert()
+        .code(0);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "fleet.csv"])
+        .assert()
+        .code(0);
+    assert_eq!(sb.ledger().calls_total, calls);
+
+    // Only the VINs of the current input are refreshed: a file of five old VINs refreshes five.
+    std::thread::sleep(Duration::from_millis(600));
+    let part: Vec<String> = done_old.iter().take(5).cloned().collect();
+    write_csv(&dir.join("part.csv"), &part);
+    let before = generates(&sb);
+    vmr(&dir, &sb)
+        .args([
+            "submit",
+            "--input",
+            "part.csv",
+            "--refresh-older-than",
+            "500ms",
+        ])
+        .assert()
+        .code(75);
+    let after = generates(&sb);
+    for v in &fleet {
+        let extra = after.get(v).copied().unwrap_or(0) - before.get(v).copied().unwrap_or(0);
+        assert_eq!(extra, u64::from(part.contains(v)), "{v}");
+    }
+}
+
+#[test]
+fn a_refresh_never_touches_a_purchase_under_way_and_the_dry_run_counts_it() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig {
+        seed: 6,
+        inline_rate: 0.5,
+        // Deferred reports are not ready for a long while: their VINs stay pending.
+        ready_after: ReadyAfter::Duration(Duration::from_secs(3600)),
+        ..SandboxConfig::default()
+    };
+    let sb = sandbox(cfg.clone());
+    let fleet = vins(24, 53);
+    write_csv(&dir.join("in.csv"), &fleet);
+    vmr(&dir, &sb)
+        .args(["submit", "--input", "in.csv"])
+        .assert()
+        .code(75);
+    let inline: BTreeSet<String> = fleet
+        .iter()
+        .filter(|v| cfg.truth(v).fate == Fate::Inline)
+        .cloned()
+        .collect();
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM vins WHERE state = 'done'"),
+        inline.len() as i64
+    );
+    let pending = count(&dir, "SELECT count(*) FROM vins WHERE state = 'pending'");
+    assert!(pending > 0 && !inline.is_empty());
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The dry run says how many would be bought again, and buys nothing.
+    let calls = sb.ledger().calls_total;
+    let out = vmr(&dir, &sb)
+        .args([
+            "submit",
+            "--input",
+            "in.csv",
+            "--refresh-older-than",
+            "200ms",
+            "--dry-run",
+        ])
+        .assert()
+        .code(0);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "would call generate for {} VINs and get for {pending} pending reports",
+            inline.len()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{} refreshes", inline.len())),
+        "{text}"
+    );
+    assert_eq!(sb.ledger().calls_total, calls);
+
+    let before = generates(&sb);
+    vmr(&dir, &sb)
+        .args([
+            "submit",
+            "--input",
+            "in.csv",
+            "--refresh-older-than",
+            "200ms",
+        ])
+        .assert()
+        .code(75);
+    let after = generates(&sb);
+    for v in &fleet {
+        let extra = after.get(v).copied().unwrap_or(0) - before.get(v).copied().unwrap_or(0);
+        assert_eq!(extra, u64::from(inline.contains(v)), "{v}");
+    }
+
+    // Without an input there is nothing to refresh: a usage error, before any call.
+    vmr(&dir, &sb)
+        .args(["submit", "--refresh-older-than", "1ms"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn retry_failed_buys_again_only_the_codes_named_and_retry_expired_the_expired() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig {
+        seed: 7,
+        inline_rate: 0.0,
+        ..SandboxConfig::default()
+    };
+    let sb = sandbox(cfg.clone());
+    // Two VINs of an unsupported make (703) beside the fleet.
+    let mut fleet = vins(60, 54);
+    fleet.push(with_check_digit("LRW54ABC000000001"));
+    fleet.push(with_check_digit("LNB54ABC000000002"));
+    write_csv(&dir.join("in.csv"), &fleet);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    let failed_702: BTreeSet<String> = fleet
+        .iter()
+        .filter(|v| cfg.truth(v).fate == Fate::Fails702)
+        .cloned()
+        .collect();
+    assert!(!failed_702.is_empty());
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM vins WHERE state = 'failed' AND code = 703"
+        ),
+        2
+    );
+
+    let out = vmr(&dir, &sb)
+        .args(["submit", "--retry-failed", "702", "--dry-run"])
+        .assert()
+        .code(0);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("{} failed VINs retried", failed_702.len())),
+        "{text}"
+    );
+
+    let before = generates(&sb);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv", "--retry-failed", "702"])
+        .assert()
+        .code(0);
+    let after = generates(&sb);
+    for v in &fleet {
+        let extra = after.get(v).copied().unwrap_or(0) - before.get(v).copied().unwrap_or(0);
+        assert_eq!(extra, u64::from(failed_702.contains(v)), "{v}");
+    }
+    // The 702s failed again (the sandbox's verdict does not change): two purchases each, both
+    // failed, and still no report.
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM vins v JOIN purchases p ON p.vin_id = v.id
+             WHERE v.purchase = 2 AND v.state = 'failed' AND p.state = 'failed' AND p.code = 702"
+        ),
+        failed_702.len() as i64
+    );
+    // Every failure, 703 included, when no code is named.
+    let out = vmr(&dir, &sb)
+        .args(["submit", "--retry-failed", "--dry-run"])
+        .assert()
+        .code(0);
+    assert!(
+        stdout(&out).contains(&format!("{} failed VINs retried", failed_702.len() + 2)),
+        "{}",
+        stdout(&out)
+    );
+    // A code that is not one is a usage error.
+    vmr(&dir, &sb)
+        .args(["submit", "--retry-failed", "7o2", "--dry-run"])
+        .assert()
+        .code(2);
+
+    // Expired: reports never ready before a short poll timeout.
+    let (_t2, dir2) = tempdir();
+    let slow = sandbox(SandboxConfig {
+        seed: 7,
+        inline_rate: 0.0,
+        ready_after: ReadyAfter::Duration(Duration::from_secs(3600)),
+        ..SandboxConfig::default()
+    });
+    let few = vins(6, 55);
+    write_csv(&dir2.join("in.csv"), &few);
+    vmr(&dir2, &slow)
+        .args(["run", "--input", "in.csv", "--poll-timeout", "200ms"])
+        .assert()
+        .code(0);
+    let expired = count(&dir2, "SELECT count(*) FROM vins WHERE state = 'expired'");
+    assert!(expired > 0);
+    let before = slow.ledger().generate_billed;
+    let out = vmr(&dir2, &slow)
+        .args(["submit", "--retry-expired", "--dry-run"])
+        .assert()
+        .code(0);
+    assert!(
+        stdout(&out).contains(&format!("{expired} expired VINs retried")),
+        "{}",
+        stdout(&out)
+    );
+    vmr(&dir2, &slow)
+        .args(["submit", "--retry-expired"])
+        .assert()
+        .code(75);
+    assert_eq!(slow.ledger().generate_billed, before + expired as u64);
+    assert_eq!(
+        count(
+            &dir2,
+            "SELECT count(*) FROM vins WHERE state = 'pending' AND purchase = 2"
+        ),
+        expired
+    );
+}
+
+#[test]
+fn a_checkpoint_from_before_refreshes_migrates_its_reports_as_version_1() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig {
+        seed: 8,
+        ..SandboxConfig::default()
+    });
+    let fleet = vins(20, 56);
+    write_csv(&dir.join("in.csv"), &fleet);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    let bodies: BTreeMap<String, Vec<u8>> = versions(&dir)
+        .into_iter()
+        .map(|(v, mut vs)| (v, vs.remove(0).1))
+        .collect();
+    // Turn it into what the previous vmr (schema 2) left.
+    db(&dir)
+        .execute_batch(
+            "CREATE TABLE reports_v2 (
+                vin_id INTEGER PRIMARY KEY, vin TEXT NOT NULL, request_id TEXT, task_no TEXT,
+                endpoint TEXT NOT NULL, fetched_at INTEGER NOT NULL, body BLOB NOT NULL);
+             INSERT INTO reports_v2 SELECT vin_id, vin, request_id, task_no, endpoint, fetched_at, body FROM reports;
+             DROP TABLE reports;
+             ALTER TABLE reports_v2 RENAME TO reports;
+             DROP TABLE purchases;
+             DROP TABLE batch_vins;
+             ALTER TABLE vins DROP COLUMN purchase;
+             ALTER TABLE calls DROP COLUMN purchase;
+             PRAGMA user_version = 2;",
+        )
+        .expect("make a schema-2 checkpoint");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = generates(&sb);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv", "--refresh-older-than", "200ms"])
+        .assert()
+        .code(0);
+    assert_eq!(count(&dir, "PRAGMA user_version"), 3);
+    let after = versions(&dir);
+    assert_eq!(after.len(), bodies.len());
+    for (vin, body) in &bodies {
+        let vs = &after[vin];
+        assert_eq!(vs.len(), 2, "{vin}");
+        assert_eq!((vs[0].0, &vs[0].1), (1, body), "{vin}: version 1 kept");
+        assert_eq!(vs[1].0, 2);
+        assert_eq!(after_minus(&generates(&sb), &before, vin), 1, "{vin}");
+    }
+}
+
+fn after_minus(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>, vin: &str) -> u64 {
+    after.get(vin).copied().unwrap_or(0) - before.get(vin).copied().unwrap_or(0)
+}
+
+#[test]
+fn a_crash_during_a_refresh_keeps_every_version_and_buys_nothing_twice_but_the_uncertain() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig {
+        seed: 9,
+        latency: Duration::from_millis(20),
+        ..SandboxConfig::default()
+    };
+    let sb = sandbox(cfg.clone());
+    let fleet = vins(1000, 57);
+    write_csv(&dir.join("in.csv"), &fleet);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    let first = versions(&dir);
+    std::thread::sleep(Duration::from_millis(2100));
+    let bought_once = generates(&sb);
+
+    // Killed partway through the refresh.
+    let mut child: Child = {
+        let mut c = vmr_std(&dir, &sb);
+        c.args(["run", "--input", "in.csv", "--refresh-older-than", "2s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        c.spawn().expect("vmr starts")
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let refreshed_by_then = count(&dir, "SELECT count(*) FROM purchases");
+    assert!(
+        refreshed_by_then > 0 && refreshed_by_then < first.len() as i64,
+        "the kill came at {refreshed_by_then} of {} refreshes",
+        first.len()
+    );
+
+    // The next run (the same option) finishes the refresh; the uncertain are left to a person.
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv", "--refresh-older-than", "2s"])
+        .assert()
+        .code(75);
+    let uncertain: BTreeSet<String> = {
+        let conn = db(&dir);
+        let mut st = conn
+            .prepare("SELECT vin FROM vins WHERE state = 'uncertain'")
+            .expect("query");
+        st.query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows read")
+    };
+    assert!(uncertain.len() <= 16, "{} uncertain", uncertain.len());
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv", "--resubmit-uncertain"])
+        .assert()
+        .code(0);
+    let after = generates(&sb);
+    let second = versions(&dir);
+    for (vin, vs) in &first {
+        let extra = after.get(vin).copied().unwrap_or(0) - bought_once[vin];
+        if uncertain.contains(vin) {
+            assert!((1..=2).contains(&extra), "{vin}: {extra} more generates");
+        } else {
+            assert_eq!(extra, 1, "{vin}: refreshed once");
+        }
+        // Every version kept, numbered without a gap, the first unchanged.
+        let got = &second[vin];
+        let numbers: Vec<i64> = got.iter().map(|(n, _)| *n).collect();
+        assert_eq!(numbers, (1..=got.len() as i64).collect::<Vec<_>>(), "{vin}");
+        assert!(got.len() >= 2, "{vin}");
+        assert_eq!(got[0].1, vs[0].1, "{vin}: version 1 changed");
+    }
+}
