@@ -108,12 +108,43 @@ impl Tables {
             };
             LazyFrame::scan_parquet(PlRefPath::try_from_path(&path).ctx(&what)?, args).ctx(&what)
         };
-        Ok(Tables {
+        let mut tables = Tables {
             requests: scan(requests)?,
             reports: scan(reports)?,
             records: scan(records)?,
             overview: scan(overview)?,
-        })
+        };
+        // Export keeps every version of a VIN's report; the vehicle as it is today is its
+        // latest. Tables exported before versions hold one report per VIN.
+        let what = format!("reading {}", dir.join("reports.parquet").display());
+        let versioned = tables
+            .reports
+            .clone()
+            .collect_schema()
+            .ctx(&what)?
+            .contains("is_latest");
+        if versioned {
+            tables.latest_only();
+        }
+        Ok(tables)
+    }
+
+    /// Keeps only the latest version of each VIN's report, and the rows of the other report
+    /// tables that belong to it (joined on `(vin, version)`).
+    fn latest_only(&mut self) {
+        self.reports = self.reports.clone().filter(col("is_latest"));
+        let keys = [col("vin"), col("version")];
+        let latest = self.reports.clone().select(keys.clone());
+        let join = |t: LazyFrame| {
+            t.join(
+                latest.clone(),
+                keys.clone(),
+                keys.clone(),
+                JoinArgs::new(JoinType::Inner),
+            )
+        };
+        self.records = join(self.records.clone());
+        self.overview = join(self.overview.clone());
     }
 }
 

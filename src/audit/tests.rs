@@ -156,6 +156,9 @@ impl Fleet {
 
     fn report(&mut self, vin: &'static str, mut cols: Row) -> &mut Self {
         cols.push(("vin", S(vin)));
+        // The fleet's first and only report per vehicle.
+        cols.push(("version", I(1)));
+        cols.push(("is_latest", B(true)));
         self.reports.push(cols);
         self.requests
             .push(vec![("vin", S(vin)), ("status", S("done"))]);
@@ -169,7 +172,12 @@ impl Fleet {
         visits: &[(Option<&'static str>, Option<i64>)],
     ) -> &mut Self {
         for (seq, (date, km)) in visits.iter().enumerate() {
-            let mut r: Row = vec![("vin", S(vin)), ("seq", I(seq as i64)), ("type_code", I(1))];
+            let mut r: Row = vec![
+                ("vin", S(vin)),
+                ("version", I(1)),
+                ("seq", I(seq as i64)),
+                ("type_code", I(1)),
+            ];
             if let Some(d) = date {
                 r.push(("visit_date", D(d)));
             }
@@ -187,7 +195,7 @@ impl Fleet {
         part: &'static str,
         exception: Option<bool>,
     ) -> &mut Self {
-        let mut r: Row = vec![("vin", S(vin)), ("part", S(part))];
+        let mut r: Row = vec![("vin", S(vin)), ("version", I(1)), ("part", S(part))];
         if let Some(e) = exception {
             r.push(("has_exception", B(e)));
         }
@@ -397,6 +405,7 @@ fn same_day_visits_are_ordered_by_maintained_at_then_seq() {
     // seq 0 was maintained later in the day than seq 1: 20,000 (08:00) then 5,000 (17:00).
     let base = 1_577_836_800_000i64; // 2020-01-01T00:00:00Z
     fleet.records.push(vec![
+        ("version", I(1)),
         ("vin", S(V1)),
         ("seq", I(0)),
         ("visit_date", D("2020-01-01")),
@@ -404,6 +413,7 @@ fn same_day_visits_are_ordered_by_maintained_at_then_seq() {
         ("mileage_km", I(5_000)),
     ]);
     fleet.records.push(vec![
+        ("version", I(1)),
         ("vin", S(V1)),
         ("seq", I(1)),
         ("visit_date", D("2020-01-01")),
@@ -509,6 +519,7 @@ fn counts_amounts_and_gaps() {
         (3, "2021-03-02", 3, 0.0),
     ] {
         fleet.records.push(vec![
+            ("version", I(1)),
             ("vin", S(V1)),
             ("seq", I(seq)),
             ("visit_date", D(date)),
@@ -519,6 +530,7 @@ fn counts_amounts_and_gaps() {
     }
     // A record without an amount adds nothing.
     fleet.records.push(vec![
+        ("version", I(1)),
         ("vin", S(V1)),
         ("seq", I(4)),
         ("visit_date", D("2021-03-03")),

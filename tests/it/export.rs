@@ -391,11 +391,13 @@ fn schemas_are_the_contracts_names_and_types_in_order() {
             "requests",
             "vin str, license_img_url str, status str, code i32, message str, request_id str, \
              task_no str, submit_attempts i32, poll_attempts i32, billed_calls i32, \
-             first_seen_at ts, submitted_at ts, completed_at ts, input_file str, input_line i32",
+             first_seen_at ts, submitted_at ts, completed_at ts, input_file str, input_line i32, \
+             purchases i32, report_version i32",
         ),
         (
             "reports",
-            "vin str, request_id str, task_no str, brand_name str, brand_logo_url str, \
+            "vin str, version i32, is_latest bool, request_id str, task_no str, brand_name str, \
+             brand_logo_url str, \
              vin_masked str, first_visit_date date, last_visit_date date, \
              first_visit_mileage_km i64, last_visit_mileage_km i64, total_mileage_km i64, \
              avg_yearly_mileage_km f64, avg_yearly_services f64, record_count i32, \
@@ -404,18 +406,19 @@ fn schemas_are_the_contracts_names_and_types_in_order() {
         ),
         (
             "records",
-            "vin str, request_id str, seq i32, visit_date date, maintained_at ts, type_code i8, \
+            "vin str, version i32, request_id str, seq i32, visit_date date, maintained_at ts, type_code i8, \
              type_name str, type_label str, content str, materials str, remark str, \
              mileage_km i64, pay_type str, total_amount dec(18,2)",
         ),
         (
             "overview",
-            "vin str, request_id str, part str, label str, has_exception bool, \
+            "vin str, version i32, request_id str, part str, label str, has_exception bool, \
              exception_count i32",
         ),
         (
             "exceptions",
-            "vin str, request_id str, part str, label str, seq i32, raw str, component str, \
+            "vin str, version i32, request_id str, part str, label str, seq i32, raw str, \
+             component str, \
              finding str",
         ),
         (
@@ -457,23 +460,23 @@ fn golden_samples_export_to_exactly_the_expected_rows() {
     };
     assert_eq!(
         names("requests").join(", "),
-        "vin, license_img_url, status, code, message, request_id, task_no, submit_attempts, poll_attempts, billed_calls, first_seen_at, submitted_at, completed_at, input_file, input_line"
+        "vin, license_img_url, status, code, message, request_id, task_no, submit_attempts, poll_attempts, billed_calls, first_seen_at, submitted_at, completed_at, input_file, input_line, purchases, report_version"
     );
     assert_eq!(
         names("reports").join(", "),
-        "vin, request_id, task_no, brand_name, brand_logo_url, vin_masked, first_visit_date, last_visit_date, first_visit_mileage_km, last_visit_mileage_km, total_mileage_km, avg_yearly_mileage_km, avg_yearly_services, record_count, accident_status, accident_grade, accident_reason, report_updated_date, fetched_at"
+        "vin, version, is_latest, request_id, task_no, brand_name, brand_logo_url, vin_masked, first_visit_date, last_visit_date, first_visit_mileage_km, last_visit_mileage_km, total_mileage_km, avg_yearly_mileage_km, avg_yearly_services, record_count, accident_status, accident_grade, accident_reason, report_updated_date, fetched_at"
     );
     assert_eq!(
         names("records").join(", "),
-        "vin, request_id, seq, visit_date, maintained_at, type_code, type_name, type_label, content, materials, remark, mileage_km, pay_type, total_amount"
+        "vin, version, request_id, seq, visit_date, maintained_at, type_code, type_name, type_label, content, materials, remark, mileage_km, pay_type, total_amount"
     );
     assert_eq!(
         names("overview").join(", "),
-        "vin, request_id, part, label, has_exception, exception_count"
+        "vin, version, request_id, part, label, has_exception, exception_count"
     );
     assert_eq!(
         names("exceptions").join(", "),
-        "vin, request_id, part, label, seq, raw, component, finding"
+        "vin, version, request_id, part, label, seq, raw, component, finding"
     );
 
     // The rows: tests/it/fixtures/export/<table>.csv.
@@ -485,7 +488,7 @@ fn golden_samples_export_to_exactly_the_expected_rows() {
     let manifest: Value =
         serde_json::from_slice(&fs::read(out.join("manifest.json")).expect("manifest"))
             .expect("manifest is JSON");
-    assert_eq!(manifest["schema_version"], json!(1));
+    assert_eq!(manifest["schema_version"], json!(2));
     assert_eq!(manifest["vmr_version"], json!(env!("CARGO_PKG_VERSION")));
     assert_eq!(
         manifest["row_counts"],

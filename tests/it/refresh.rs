@@ -487,3 +487,149 @@ fn a_crash_during_a_refresh_keeps_every_version_and_buys_nothing_twice_but_the_u
         assert_eq!(got[0].1, vs[0].1, "{vin}: version 1 changed");
     }
 }
+
+/// The rows of `<dir>/out/<table>.csv`, each as column name → value.
+fn table(dir: &Path, name: &str) -> Vec<BTreeMap<String, String>> {
+    let path = dir.join("out").join(format!("{name}.csv"));
+    let mut r = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header: Vec<String> = r
+        .headers()
+        .expect("header")
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    r.records()
+        .map(|rec| {
+            header
+                .iter()
+                .cloned()
+                .zip(rec.expect("csv record").iter().map(str::to_owned))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn export_holds_every_version_and_requests_stays_one_row_per_vin() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig {
+        seed: 10,
+        ..SandboxConfig::default()
+    };
+    let sb = sandbox(cfg.clone());
+    let fleet = vins(24, 58);
+    write_csv(&dir.join("in.csv"), &fleet);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    let with_report: BTreeSet<String> = fleet
+        .iter()
+        .filter(|v| cfg.truth(v).has_report())
+        .cloned()
+        .collect();
+    // Refresh half of them: those of a file holding the first half of the fleet.
+    std::thread::sleep(Duration::from_millis(400));
+    let half: Vec<String> = fleet[..12].to_vec();
+    write_csv(&dir.join("half.csv"), &half);
+    vmr(&dir, &sb)
+        .args([
+            "run",
+            "--input",
+            "half.csv",
+            "--refresh-older-than",
+            "300ms",
+        ])
+        .assert()
+        .code(0);
+    let refreshed: BTreeSet<String> = half
+        .iter()
+        .filter(|v| with_report.contains(*v))
+        .cloned()
+        .collect();
+    assert!(!refreshed.is_empty() && refreshed.len() < with_report.len());
+
+    // reports: one row per version, `is_latest` on the newest only.
+    let reports = table(&dir, "reports");
+    let mut got: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for r in &reports {
+        got.entry(r["vin"].clone())
+            .or_default()
+            .push((r["version"].clone(), r["is_latest"].clone()));
+    }
+    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), with_report);
+    for (vin, vs) in &got {
+        let want: Vec<(String, String)> = if refreshed.contains(vin) {
+            vec![("1".into(), "false".into()), ("2".into(), "true".into())]
+        } else {
+            vec![("1".into(), "true".into())]
+        };
+        assert_eq!(vs, &want, "{vin}");
+    }
+    // records: each version's own rows, as many as the records in that version's body.
+    let records = table(&dir, "records");
+    let bodies = versions(&dir);
+    for r in &reports {
+        let n = records
+            .iter()
+            .filter(|x| x["vin"] == r["vin"] && x["version"] == r["version"])
+            .count();
+        let version: usize = r["version"].parse().expect("version");
+        let body: serde_json::Value =
+            serde_json::from_slice(&bodies[&r["vin"]][version - 1].1).expect("JSON body");
+        let data = &body["data"];
+        let report = if data["info"].is_object() {
+            &data["info"]
+        } else {
+            data
+        };
+        let want = report["result_content"]
+            .as_array()
+            .map_or(0, |l| l.iter().filter(|x| x.is_object()).count());
+        assert_eq!(n, want, "{} v{}", r["vin"], r["version"]);
+    }
+    for t in ["overview", "exceptions"] {
+        for row in table(&dir, t) {
+            let v = &got[&row["vin"]];
+            assert!(v.iter().any(|(n, _)| *n == row["version"]), "{t}: {row:?}");
+        }
+    }
+    // requests: one row per input VIN, the latest purchase's status, counts over all.
+    let requests = table(&dir, "requests");
+    assert_eq!(requests.len(), fleet.len());
+    for r in &requests {
+        let vin = &r["vin"];
+        let (purchases, version) = if refreshed.contains(vin) {
+            ("2", "2")
+        } else if with_report.contains(vin) {
+            ("1", "1")
+        } else {
+            ("1", "")
+        };
+        assert_eq!(
+            (r["purchases"].as_str(), r["report_version"].as_str()),
+            (purchases, version),
+            "{vin}"
+        );
+        if refreshed.contains(vin) {
+            assert_eq!(r["status"], "done");
+            let billed: u64 = r["billed_calls"].parse().expect("billed_calls");
+            let ledger = &sb.ledger().per_vin[vin];
+            assert_eq!(
+                billed,
+                ledger.generate + ledger.get,
+                "{vin}: billed over both"
+            );
+        }
+    }
+
+    // The audit grades each vehicle once, as its latest report shows it.
+    vmr(&dir, &sb)
+        .args(["audit", "--as-of", "2026-01-01"])
+        .assert()
+        .success();
+    let flags = table(&dir, "vehicle_flags");
+    assert_eq!(flags.len(), with_report.len());
+    let vins: BTreeSet<String> = flags.iter().map(|f| f["vin"].clone()).collect();
+    assert_eq!(vins, with_report);
+}
