@@ -65,6 +65,11 @@ pub struct Args {
     /// App id the sandbox accepts.
     #[arg(long, default_value = DEFAULT_APP_ID)]
     app_id: String,
+    /// How far a VIN's report moves on each time it is bought again (whole days, e.g. 90d):
+    /// newer visits, and for a few vehicles a new accident or a rolled-back history. Report
+    /// content only; the sign check's clock is never changed.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    report_age: Duration,
 }
 
 /// The sandbox configuration the flags describe.
@@ -85,6 +90,7 @@ fn config(args: &Args, secret: Secret) -> SandboxConfig {
         app_id: args.app_id.clone(),
         app_secret: secret,
         inline_rate: args.inline_rate,
+        report_age: args.report_age,
     }
 }
 

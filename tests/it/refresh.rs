@@ -633,3 +633,43 @@ fn export_holds_every_version_and_requests_stays_one_row_per_vin() {
     let vins: BTreeSet<String> = flags.iter().map(|f| f["vin"].clone()).collect();
     assert_eq!(vins, with_report);
 }
+
+#[test]
+fn a_sandbox_with_a_report_age_sells_the_newer_history_to_a_refresh() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig {
+        seed: 12,
+        report_age: Duration::from_secs(90 * 86_400),
+        ..SandboxConfig::default()
+    };
+    let sb = sandbox(cfg.clone());
+    let fleet = vins(40, 59);
+    write_csv(&dir.join("in.csv"), &fleet);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    std::thread::sleep(Duration::from_millis(300));
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv", "--refresh-older-than", "200ms"])
+        .assert()
+        .code(0);
+    let records = table(&dir, "records");
+    let per_version = |vin: &str, v: &str| {
+        records
+            .iter()
+            .filter(|r| r["vin"] == vin && r["version"] == v)
+            .count()
+    };
+    let mut grew = 0;
+    for vin in fleet.iter().filter(|v| cfg.truth(v).has_report()) {
+        let t = vmr::sandbox::aging_truth(vin, cfg.seed, cfg.age_days(1), cfg.age_days(2));
+        assert_eq!(
+            per_version(vin, "2"),
+            per_version(vin, "1") + t.new_records as usize,
+            "{vin}"
+        );
+        grew += usize::from(t.new_records > 0);
+    }
+    assert!(grew > 10, "{grew} reports with newer records");
+}
