@@ -217,13 +217,77 @@ fn dry_run(
             again.retry_expired
         ));
     }
+    if let Some(p) = &settings.price {
+        text.push('\n');
+        text.push_str(&money_estimate(p, settings.rate, n, pending, &reader)?);
+    }
     if let Some(max) = settings.max_billed {
         text.push_str(&format!(
             "\n--max-billed {max}: this run would stop buying at {max} billed calls, keeping one get for every pending report"
         ));
     }
+    if let (Some(p), Some(m)) = (&settings.price, settings.max_spend) {
+        text.push_str(&format!(
+            "\n--max-spend {}: this run would stop buying at {} billed calls ({}), keeping one get for every pending report",
+            p.amount(m),
+            crate::price::count(p.calls_for(m)),
+            p.amount(p.cost(p.calls_for(m)))
+        ));
+    }
     app::print(&format!("{text}\n"))?;
     Ok(exit::OK)
+}
+
+/// Share of reports that come after a get, when the checkpoint holds none yet to tell (the
+/// vendor's usual share: about 3 in 10 come inline).
+const DEFERRED_SHARE: f64 = 0.7;
+
+/// The dry run's estimate in money: `generates` reports bought, the gets the deferred ones will
+/// need (at the share this checkpoint has seen, else [`DEFERRED_SHARE`]) and those `pending`
+/// reports already owe, at `price`, and how long they take at `rate`.
+fn money_estimate(
+    price: &crate::price::Price,
+    rate: u32,
+    generates: i64,
+    pending: i64,
+    reader: &rusqlite::Connection,
+) -> Result<String> {
+    use crate::price::count;
+    let (reports, by_get): (i64, i64) = reader.query_row(
+        "SELECT count(*), coalesce(sum(endpoint = 'get'), 0) FROM reports",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let share = if reports > 0 {
+        by_get as f64 / reports as f64
+    } else {
+        DEFERRED_SHARE
+    };
+    let mut gets = (generates as f64 * share).round() as u64 + pending.max(0) as u64;
+    if gets >= 1000 {
+        gets = (gets as f64 / 100.0).round() as u64 * 100;
+    }
+    let generates = generates.max(0) as u64;
+    let calls = generates + gets;
+    let time = if rate == 0 {
+        "at an unlimited --rate".to_owned()
+    } else {
+        let secs = (calls as f64 / f64::from(rate)).ceil() as u64;
+        let took = if secs >= 60 {
+            format!("{} min", secs.div_ceil(60))
+        } else {
+            format!("{secs} s")
+        };
+        format!("{took} at --rate {rate}")
+    };
+    Ok(format!(
+        "would buy {} reports: {} generates + about {} gets = {} at {} per call, {time}",
+        count(generates),
+        count(generates),
+        count(gets),
+        price.about(price.cost(calls)),
+        price.per_call_text()
+    ))
 }
 
 /// The stages of `plan` on an open checkpoint.
@@ -251,7 +315,7 @@ fn stages(
     // One read of the states serves the exit code, the summary and what remains.
     let counts = checkpoint::state_counts(&ckpt.reader()?)?;
     let mut code = app::finish_code(&engine, &counts);
-    let mut text = app::summary(&engine, &counts, started);
+    let mut text = app::summary(&engine, &counts, started, settings.price.as_ref());
     if let Some(r) = engine.stop.reason() {
         text.push_str(&format!("\nvmr: {}", app::describe_stop(&r)));
     }

@@ -84,6 +84,8 @@ pub(crate) struct Status {
     /// RFC 3339 time of the next due poll, when any VIN is pending.
     pub next_poll_due: Option<String>,
     pub last_run: Option<LastRun>,
+    /// What the billed calls cost, every run and every purchase: null without `--price`.
+    pub money: Option<crate::price::Spent>,
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -144,6 +146,7 @@ pub(crate) fn read(
         check_digit_warnings,
         next_poll_due: checkpoint::next_poll_due(conn)?.map(rfc3339),
         last_run: last_run(conn)?,
+        money: None,
     })
 }
 
@@ -235,6 +238,26 @@ impl Status {
         }
         o.push('\n');
         self.render_calls(&mut o);
+        if let Some(m) = &self.money {
+            let p = crate::price::Price {
+                per_call: m.price_per_call,
+                currency: m.currency.clone(),
+            };
+            o.push_str(&format!(
+                "spent: {} ({} billed calls at {} per call)",
+                p.amount(m.spent),
+                crate::price::count(m.billed_calls),
+                p.per_call_text()
+            ));
+            if m.unknown_outcome_calls > 0 {
+                o.push_str(&format!(
+                    ", and up to {} more if the {} calls without an answer were billed",
+                    p.amount(m.possibly_spent),
+                    crate::price::count(m.unknown_outcome_calls)
+                ));
+            }
+            o.push('\n');
+        }
         self.render_money(&mut o);
         self.render_input(&mut o);
         if let Some(t) = &self.next_poll_due {

@@ -46,7 +46,11 @@ pub(crate) struct EngineOptions {
     pub retry: RetryPolicy,
     pub poll_interval: Duration,
     pub poll_timeout: Duration,
+    /// The most calls billed (or possibly billed) in the run: `--max-billed`, or the calls
+    /// `--max-spend` pays for, whichever is smaller.
     pub max_billed: Option<u64>,
+    /// How that budget is named in messages.
+    pub budget_name: String,
     pub resubmit_uncertain: bool,
     /// 400s in a row that stop the run as a credentials problem.
     pub bad_request_streak: u32,

@@ -63,6 +63,9 @@ pub struct ExportOptions {
     pub out: PathBuf,
     pub formats: Vec<Format>,
     pub csv_bom: bool,
+    /// The price of a billed call (`--price`): the manifest then says what the checkpoint's
+    /// billed calls cost.
+    pub price: Option<crate::price::Price>,
 }
 
 impl ExportOptions {
@@ -71,6 +74,7 @@ impl ExportOptions {
             out: s.out.clone(),
             formats: s.formats.clone(),
             csv_bom: s.csv_bom,
+            price: s.price.clone(),
         }
     }
 
@@ -177,6 +181,10 @@ struct Manifest<'a> {
     jsonl_lines: Option<u64>,
     billed_unusable: BilledUnusable,
     data_quality: DataQuality<'a>,
+    /// What the checkpoint's billed calls cost, every run and every purchase; present only
+    /// with `--price`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    money: Option<crate::price::Spent>,
 }
 
 /// One file an export wrote, as the manifest lists it.
@@ -516,6 +524,17 @@ fn commit(
             unusable_containers: &collected.quality.unusable_containers,
             bad_bodies: collected.bad_bodies,
             bad_body_list: &collected.bad_body_list,
+        },
+        money: match &opts.price {
+            Some(p) => {
+                let (billed, unknown): (i64, i64) = conn.query_row(
+                    "SELECT coalesce(sum(billed), 0), coalesce(sum(delivery = 'unknown'), 0) FROM calls",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                Some(crate::price::Spent::of(p, billed as u64, unknown as u64))
+            }
+            None => None,
         },
     };
     files.push(write_manifest(out, &manifest)?);

@@ -262,6 +262,7 @@ fn opts(out: &Path, formats: &[Format]) -> ExportOptions {
         out: out.to_owned(),
         formats: formats.to_vec(),
         csv_bom: false,
+        price: None,
     }
 }
 
