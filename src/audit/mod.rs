@@ -8,6 +8,7 @@
 //! the checkpoint or the raw JSON, so every flag can be reproduced with SQL on the tables.
 //! Only [`run`] and its options, report and error are public; the steps are the crate's own.
 
+mod changes;
 mod flags;
 mod fmt;
 pub mod html;
@@ -114,8 +115,7 @@ impl Tables {
             records: scan(records)?,
             overview: scan(overview)?,
         };
-        // Export keeps every version of a VIN's report; the vehicle as it is today is its
-        // latest. Tables exported before versions hold one report per VIN.
+        // Tables exported before versions hold one report per VIN: its first and latest.
         let what = format!("reading {}", dir.join("reports.parquet").display());
         let versioned = tables
             .reports
@@ -123,18 +123,21 @@ impl Tables {
             .collect_schema()
             .ctx(&what)?
             .contains("is_latest");
-        if versioned {
-            tables.latest_only();
+        if !versioned {
+            let first = |t: LazyFrame| t.with_column(lit(1i32).alias("version"));
+            tables.reports = first(tables.reports).with_column(lit(true).alias("is_latest"));
+            tables.records = first(tables.records);
+            tables.overview = first(tables.overview);
         }
         Ok(tables)
     }
 
-    /// Keeps only the latest version of each VIN's report, and the rows of the other report
-    /// tables that belong to it (joined on `(vin, version)`).
-    fn latest_only(&mut self) {
-        self.reports = self.reports.clone().filter(col("is_latest"));
+    /// The latest version of each VIN's report, and the rows of the other report tables that
+    /// belong to it (joined on `(vin, version)`): the vehicle as it is today.
+    pub(crate) fn latest(&self) -> Tables {
+        let reports = self.reports.clone().filter(col("is_latest"));
         let keys = [col("vin"), col("version")];
-        let latest = self.reports.clone().select(keys.clone());
+        let latest = reports.clone().select(keys.clone());
         let join = |t: LazyFrame| {
             t.join(
                 latest.clone(),
@@ -143,8 +146,12 @@ impl Tables {
                 JoinArgs::new(JoinType::Inner),
             )
         };
-        self.records = join(self.records.clone());
-        self.overview = join(self.overview.clone());
+        Tables {
+            requests: self.requests.clone(),
+            records: join(self.records.clone()),
+            overview: join(self.overview.clone()),
+            reports,
+        }
     }
 }
 
@@ -192,7 +199,19 @@ pub(crate) fn compute(
         rollback_tolerance_km,
         as_of_days: Date32Type::from_naive_date(as_of),
     };
-    let plain = flags::plan(tables, opts)
+    // Each vehicle as its latest report shows it, and what changed since the one before.
+    let plain = flags::plan(&tables.latest(), opts)
+        .join(
+            changes::plan(tables, rollback_tolerance_km),
+            [col("vin")],
+            [col("vin")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .with_columns([
+            col("report_versions").fill_null(lit(1i32)),
+            col("rollback_between_reports").fill_null(lit(false)),
+        ])
+        .sort(["vin"], SortMultipleOptions::default())
         .collect()
         .ctx("computing vehicle_flags")?;
     let (vehicle_flags, reasons) = flags::with_risk(plain).ctx("grading vehicle_flags")?;

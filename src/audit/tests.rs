@@ -713,3 +713,125 @@ fn run_writes_every_output_atomically_and_escapes_data_in_the_page() {
         &DataType::Decimal(18, 2)
     );
 }
+
+/// A second report of `vin` (version 2, the latest) beside the first the fleet already holds:
+/// the first loses `is_latest`.
+fn second_report(f: &mut Fleet, vin: &'static str, report: Row) {
+    for r in f.reports.iter_mut() {
+        if r.iter()
+            .any(|(n, c)| *n == "vin" && matches!(c, S(v) if *v == vin))
+        {
+            r.retain(|(n, _)| *n != "is_latest");
+            r.push(("is_latest", B(false)));
+        }
+    }
+    let mut r = report;
+    r.push(("vin", S(vin)));
+    r.push(("version", I(2)));
+    r.push(("is_latest", B(true)));
+    f.reports.push(r);
+}
+
+/// Records of version 2 of `vin`: `(visit_date, mileage, type_code)`.
+fn second_visits(f: &mut Fleet, vin: &'static str, visits: &[(&'static str, i64, i64)]) {
+    for (seq, (d, km, code)) in visits.iter().enumerate() {
+        f.records.push(vec![
+            ("vin", S(vin)),
+            ("version", I(2)),
+            ("seq", I(seq as i64)),
+            ("visit_date", D(d)),
+            ("mileage_km", I(*km)),
+            ("type_code", I(*code)),
+        ]);
+    }
+}
+
+#[test]
+fn changes_since_the_previous_report_compare_the_latest_version_with_the_one_before() {
+    let mut f = Fleet::default();
+    let first = [
+        (Some("2020-01-01"), Some(10_000)),
+        (Some("2021-01-01"), Some(30_000)),
+    ];
+    // V1 driven on: two more visits, one a repair, a new frame exception and grade D.
+    f.vehicle(V1, "大众")
+        .visits(V1, &first)
+        .part(V1, "frame", Some(false));
+    second_report(
+        &mut f,
+        V1,
+        vec![
+            ("brand_name", S("大众")),
+            ("accident_status", I(1)),
+            ("accident_grade", S("D")),
+        ],
+    );
+    second_visits(
+        &mut f,
+        V1,
+        &[
+            ("2020-01-01", 10_000, 1),
+            ("2021-01-01", 30_000, 1),
+            ("2022-01-01", 41_000, 2),
+            ("2023-01-01", 52_500, 1),
+        ],
+    );
+    f.overview.push(vec![
+        ("vin", S(V1)),
+        ("version", I(2)),
+        ("part", S("frame")),
+        ("has_exception", B(true)),
+    ]);
+    // V2 rolled back between the reports: the latest history tops out 9,000 km lower.
+    f.vehicle(V2, "大众").visits(V2, &first);
+    second_report(
+        &mut f,
+        V2,
+        vec![
+            ("brand_name", S("大众")),
+            ("accident_status", I(0)),
+            ("accident_grade", S("A")),
+        ],
+    );
+    second_visits(
+        &mut f,
+        V2,
+        &[("2020-01-01", 7_000, 1), ("2021-01-01", 21_000, 1)],
+    );
+    // V3 bought once.
+    f.vehicle(V3, "大众").visits(V3, &first);
+
+    let flags = f.audit();
+    for c in changes::COLUMNS {
+        assert!(flags.cells[V1].contains_key(c), "{c}");
+    }
+    let row = |vin: &str| {
+        changes::COLUMNS
+            .iter()
+            .map(|c| flags.get(vin, c).to_owned())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    // report_versions, km_since_previous, new_records, new_repairs, became_accident,
+    // new_structural, rollback_between_reports, rollback_between_km
+    assert_eq!(row(V1), "2,22500,2,1,true,true,false,0");
+    assert_eq!(row(V2), "2,-9000,0,0,false,false,true,9000");
+    assert_eq!(row(V3), "1,null,null,null,null,null,false,null");
+    // The vehicle is graded by its latest report, and a rollback between reports is high risk.
+    assert_eq!(flags.get(V1, "accident_grade"), "D");
+    assert_eq!(flags.get(V1, "record_count"), "4");
+    assert_eq!(flags.get(V2, "risk_level"), "high");
+    assert!(
+        flags
+            .get(V2, "risk_reasons")
+            .contains("rollback_between_reports"),
+        "{}",
+        flags.get(V2, "risk_reasons")
+    );
+    assert_eq!(flags.audit.vehicle_flags.height(), 3);
+    // Within the tolerance it is not one.
+    assert_eq!(
+        f.audit_with(9_000).get(V2, "rollback_between_reports"),
+        "false"
+    );
+}

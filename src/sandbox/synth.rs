@@ -285,10 +285,11 @@ pub fn aging_truth(vin: &str, seed: u64, from_days: u32, to_days: u32) -> AgingT
         new_records: new.len() as u32,
         new_repairs: new.iter().filter(|c| **c == 2).count() as u32,
         became_accident: after.accident && !before.accident,
-        km_since_previous: after.max_km - before.max_km,
-        rollback_between_km: (after.max_km < before.max_km)
-            .then(|| (before.max_km - after.max_km) as u64)
-            .unwrap_or(0),
+        km_since_previous: after.max_km.zip(before.max_km).map(|(a, b)| a - b),
+        rollback_between_km: match (after.max_km, before.max_km) {
+            (Some(a), Some(b)) if a < b => (b - a) as u64,
+            _ => 0,
+        },
     }
 }
 
@@ -302,8 +303,8 @@ pub struct AgingTruth {
     /// The report now shows an accident (a frame finding, grade D) it did not show before.
     pub became_accident: bool,
     /// The highest odometer reading now minus the previous report's (negative after a rollback
-    /// between the reports).
-    pub km_since_previous: i64,
+    /// between the reports); `None` when either report has no reading.
+    pub km_since_previous: Option<i64>,
     /// How far the highest reading now is below the previous report's; 0 when it is not.
     pub rollback_between_km: u64,
 }
@@ -314,7 +315,7 @@ pub struct AgingTruth {
 struct Made {
     codes: Vec<u8>,
     accident: bool,
-    max_km: i64,
+    max_km: Option<i64>,
 }
 
 /// How a VIN's report moves on with time. The visits after the first report come from their
@@ -544,7 +545,7 @@ fn report_with(vin: &str, seed: u64, age_days: u32) -> (Value, Made) {
     let made = Made {
         codes,
         accident: accident.is_accident == 1,
-        max_km: max_mileage,
+        max_km: visits.iter().map(|v| v.mileage).max(),
     };
     (Value::Object(r), made)
 }
@@ -895,7 +896,9 @@ mod tests {
             assert_eq!(added_repairs, a.new_repairs as usize, "{vin}");
             repairs += added_repairs;
             let top = |r: &[Value]| r.iter().map(|x| mileage(&x["mileage"])).max().unwrap_or(0);
-            assert_eq!(top(&new) - top(&old), a.km_since_previous, "{vin}");
+            if !old.is_empty() {
+                assert_eq!(Some(top(&new) - top(&old)), a.km_since_previous, "{vin}");
+            }
             if a.rollback_between_km > 0 {
                 rollbacks += 1;
                 assert!(a.rollback_between_km >= 4_000, "{vin}: {a:?}");

@@ -673,3 +673,76 @@ fn a_sandbox_with_a_report_age_sells_the_newer_history_to_a_refresh() {
     }
     assert!(grew > 10, "{grew} reports with newer records");
 }
+
+#[test]
+fn the_audit_of_changes_equals_the_sandboxs_truth_including_rollbacks_between_reports() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig {
+        seed: 13,
+        report_age: Duration::from_secs(90 * 86_400),
+        ..SandboxConfig::default()
+    };
+    let sb = sandbox(cfg.clone());
+    let fleet = vins(400, 62);
+    write_csv(&dir.join("in.csv"), &fleet);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    std::thread::sleep(Duration::from_millis(300));
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv", "--refresh-older-than", "200ms"])
+        .assert()
+        .code(0);
+    vmr(&dir, &sb)
+        .args(["audit", "--as-of", "2026-06-30"])
+        .assert()
+        .success();
+    let flags: BTreeMap<String, BTreeMap<String, String>> = table(&dir, "vehicle_flags")
+        .into_iter()
+        .map(|r| (r["vin"].clone(), r))
+        .collect();
+    let (mut accidents, mut rollbacks) = (0, 0);
+    for vin in fleet.iter().filter(|v| cfg.truth(v).has_report()) {
+        let t = vmr::sandbox::aging_truth(vin, cfg.seed, cfg.age_days(1), cfg.age_days(2));
+        let f = &flags[vin];
+        let got = [
+            "report_versions",
+            "km_since_previous",
+            "new_records",
+            "new_repairs",
+            "became_accident",
+            "new_structural",
+            "rollback_between_reports",
+            "rollback_between_km",
+        ]
+        .map(|c| f[c].clone());
+        let want = [
+            "2".to_owned(),
+            t.km_since_previous.map_or(String::new(), |k| k.to_string()),
+            t.new_records.to_string(),
+            t.new_repairs.to_string(),
+            t.became_accident.to_string(),
+            t.became_accident.to_string(),
+            (t.rollback_between_km > 1_000).to_string(),
+            t.rollback_between_km.to_string(),
+        ];
+        assert_eq!(got, want, "{vin}: {t:?}");
+        if t.rollback_between_km > 0 {
+            rollbacks += 1;
+            assert_eq!(f["risk_level"], "high", "{vin}");
+            assert!(
+                f["risk_reasons"].contains("rollback_between_reports"),
+                "{vin}"
+            );
+        }
+        accidents += usize::from(t.became_accident);
+    }
+    assert!(
+        accidents >= 3 && rollbacks >= 3,
+        "{accidents} accidents, {rollbacks} rollbacks"
+    );
+    // The page has the section.
+    let page = std::fs::read_to_string(dir.join("out").join("audit.html")).expect("audit.html");
+    assert!(page.contains("Since the last audit"), "no section");
+}
