@@ -380,12 +380,17 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), CheckpointError> {
             found: version,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
     }
+    // Every step in one transaction: a checkpoint is never left between two schemas, and a new
+    // one costs one commit, not one per step.
+    let tx = conn.transaction()?;
+    for sql in MIGRATIONS.iter().skip(version as usize) {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -520,7 +525,36 @@ pub fn open_reader(path: &Path) -> Result<Connection, CheckpointError> {
             found: version,
         });
     }
+    if version < SCHEMA_VERSION {
+        // A checkpoint from an older vmr that no writer has opened since: readers (status,
+        // export, backup) read this schema only, so it is migrated first, under the lock.
+        drop(conn);
+        upgrade(path)?;
+        return open_reader(path);
+    }
     Ok(conn)
+}
+
+/// Migrates the checkpoint at `path` to [`SCHEMA_VERSION`], holding the state directory's lock
+/// for the moment it takes (a vmr writing it now has migrated it already).
+fn upgrade(path: &Path) -> Result<(), CheckpointError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let _lock = DirLock::acquire(dir)?;
+    let open_err = |source| CheckpointError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let mut conn = Connection::open(path).map_err(open_err)?;
+    configure(&conn).map_err(open_err)?;
+    migrate(&mut conn, path)?;
+    tighten_db_files(path).map_err(|source| CheckpointError::Io {
+        dir: dir.to_owned(),
+        source,
+    })?;
+    Ok(())
 }
 
 /// What [`backup`] wrote.

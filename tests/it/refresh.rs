@@ -391,6 +391,14 @@ fn a_checkpoint_from_before_refreshes_migrates_its_reports_as_version_1() {
              PRAGMA user_version = 2;",
         )
         .expect("make a schema-2 checkpoint");
+    // Readers upgrade it too: status and export work on it before any writer opened it.
+    vmr(&dir, &sb).args(["status", "--json"]).assert().code(0);
+    vmr(&dir, &sb).arg("export").assert().code(0);
+    assert!(
+        table(&dir, "reports")
+            .iter()
+            .all(|r| r["version"] == "1" && r["is_latest"] == "true")
+    );
     std::thread::sleep(Duration::from_millis(300));
     let before = generates(&sb);
     vmr(&dir, &sb)
@@ -745,4 +753,93 @@ fn the_audit_of_changes_equals_the_sandboxs_truth_including_rollbacks_between_re
     // The page has the section.
     let page = std::fs::read_to_string(dir.join("out").join("audit.html")).expect("audit.html");
     assert!(page.contains("Since the last audit"), "no section");
+}
+
+#[test]
+fn status_says_per_input_how_many_reports_are_current_due_and_how_old() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig {
+        seed: 14,
+        ..SandboxConfig::default()
+    };
+    let sb = sandbox(cfg.clone());
+    let old = vins(20, 63);
+    write_csv(&dir.join("old.csv"), &old);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "old.csv"])
+        .assert()
+        .code(0);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut new = vins(10, 64);
+    new.extend(old[..5].iter().cloned());
+    write_csv(&dir.join("new.csv"), &new);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "new.csv"])
+        .assert()
+        .code(0);
+    let reported = |vs: &[String]| vs.iter().filter(|v| cfg.truth(v).has_report()).count() as i64;
+
+    let out = vmr(&dir, &sb)
+        .args(["status", "--json", "--refresh-older-than", "1s"])
+        .assert()
+        .code(0);
+    let st: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("JSON");
+    assert_eq!(st["refresh_older_than"], "1s");
+    assert_eq!(st["batches_total"], 2);
+    let (b_new, b_old) = (&st["batches"][0], &st["batches"][1]);
+    assert_eq!(b_new["input_file"], "new.csv");
+    assert_eq!(b_new["vins"], 15);
+    assert_eq!(b_new["with_report"], reported(&new));
+    // Only the five old VINs' reports are over a second old.
+    let due_new = reported(&old[..5]);
+    assert_eq!(b_new["due_for_refresh"], due_new);
+    assert_eq!(b_new["reports_current"], reported(&new) - due_new);
+    assert_eq!(b_old["input_file"], "old.csv");
+    assert_eq!(
+        (
+            &b_old["vins"],
+            &b_old["due_for_refresh"],
+            &b_old["reports_current"]
+        ),
+        (&20.into(), &reported(&old).into(), &0.into())
+    );
+    for b in [b_new, b_old] {
+        assert!(
+            b["oldest_report_age_secs"].as_i64().expect("age") >= 1,
+            "{b}"
+        );
+        assert!(b["oldest_report_at"].is_string());
+    }
+    // The dry run of that refresh agrees; without the option nothing is due.
+    let out = vmr(&dir, &sb)
+        .args([
+            "submit",
+            "--input",
+            "new.csv",
+            "--refresh-older-than",
+            "1s",
+            "--dry-run",
+        ])
+        .assert()
+        .code(0);
+    let text = stdout(&out);
+    assert!(text.contains(&format!("{due_new} refreshes")), "{text}");
+    let out = vmr(&dir, &sb).args(["status", "--json"]).assert().code(0);
+    let st: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("JSON");
+    assert!(st["batches"][0]["due_for_refresh"].is_null());
+    assert_eq!(st["batches"][0]["reports_current"], reported(&new));
+    let out = vmr(&dir, &sb)
+        .args(["status", "--refresh-older-than", "1s"])
+        .assert()
+        .code(0);
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "input new.csv (first read {}): 15 VINs, {} with a report, {} current, {due_new} due for refresh (older than 1s); oldest report ",
+            b_new["first_seen_at"].as_str().expect("time"),
+            reported(&new),
+            reported(&new) - due_new
+        )),
+        "{text}"
+    );
 }
