@@ -123,7 +123,7 @@ fn age_text(secs: u64) -> String {
         (0, 0, 0) => format!("{secs}s"),
         (0, 0, m) => format!("{m}m {}s", secs % 60),
         (0, h, m) => format!("{h}h {m}m"),
-        (d, 0, _) if secs % 86_400 == 0 => format!("{d}d"),
+        (d, 0, _) if secs.is_multiple_of(86_400) => format!("{d}d"),
         (d, h, _) => format!("{d}d {h}h"),
     }
 }

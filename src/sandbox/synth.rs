@@ -374,7 +374,7 @@ impl Aging {
         let mut day = start;
         let mut out = Vec::new();
         loop {
-            day = day + Days::days(rng.random_range(20..200));
+            day += Days::days(rng.random_range(20..200));
             let step = rng.random_range(300..6_000);
             if day > until {
                 return out;
