@@ -304,7 +304,12 @@ pub(crate) fn finish_code(engine: &Engine, counts: &checkpoint::StateCounts) -> 
     if let Some(r) = engine.stop.reason() {
         return r.exit_code();
     }
-    if counts.open() == 0 {
+    // The budget left something unbought (a queued VIN, or one due to be bought again).
+    let budget_reached = engine
+        .counters
+        .generate_budget_spent
+        .load(std::sync::atomic::Ordering::SeqCst);
+    if counts.open() == 0 && !budget_reached {
         exit::OK
     } else {
         exit::WORK_REMAINS

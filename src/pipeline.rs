@@ -322,6 +322,12 @@ fn stages(
     if code != exit::OK {
         text.push_str(&what_remains(&counts));
     }
+    if rebuy.any() {
+        let due = checkpoint::rebuy_counts(&ckpt.reader()?, &rebuy)?.total();
+        if due > 0 {
+            text.push_str(&format!("\nvmr: {due} VINs due to be bought again (refresh or retry) were not: run again with the same option to buy them"));
+        }
+    }
     app::report(settings.log_format, &text);
     // Export what the checkpoint holds (also after a vendor refusal), unless a signal asked to
     // stop: the tables can be redone from the checkpoint by `vmr export` at any time.

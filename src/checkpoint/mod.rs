@@ -697,6 +697,10 @@ pub struct Update {
     /// (a refresh or a retry): the current purchase is moved to `purchases` and the VIN starts
     /// again from `queued`, before `to` is checked. Its reports stay where they are.
     pub rebuy: bool,
+    /// Undoes the VIN's current purchase, begun by `rebuy`, once it has ended without anything
+    /// billed or possibly billed: the previous purchase is the VIN's current one again. Applied
+    /// last, so a call this update logs stays in the call log.
+    pub undo_rebuy: bool,
 }
 
 fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
@@ -740,6 +744,9 @@ fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
         log_call(conn, u.vin_id, call)?;
     }
     set_fields(conn, u)?;
+    if u.undo_rebuy {
+        undo_purchase(conn, u.vin_id, &vin)?;
+    }
     if let Some(r) = &u.report {
         // The next version of the VIN's report, bought by its current purchase.
         conn.prepare_cached(
@@ -781,6 +788,44 @@ fn start_purchase(conn: &Connection, vin_id: i64) -> Result<(), CheckpointError>
          WHERE id = ?1",
     )?
     .execute([vin_id])?;
+    Ok(())
+}
+
+/// Puts back the purchase [`start_purchase`] moved to `purchases`, when the one started since
+/// is `submitting` and has nothing billed or possibly billed; else refuses, changing nothing.
+fn undo_purchase(conn: &Connection, vin_id: i64, vin: &str) -> Result<(), CheckpointError> {
+    let (state, purchase, charged): (String, i64, i64) = conn
+        .prepare_cached(
+            "SELECT v.state, v.purchase,
+                (SELECT count(*) FROM calls c WHERE c.vin_id = v.id AND c.purchase = v.purchase
+                   AND (c.billed = 1 OR c.delivery = 'unknown'))
+             FROM vins v WHERE v.id = ?1",
+        )?
+        .query_row([vin_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let previous: Option<String> = conn
+        .prepare_cached("SELECT state FROM purchases WHERE vin_id = ?1 AND purchase = ?2")?
+        .query_row(params![vin_id, purchase - 1], |r| r.get(0))
+        .optional()?;
+    let current: State = state.parse().map_err(CheckpointError::Commit)?;
+    let Some(previous) = previous.filter(|_| current == State::Submitting && charged == 0) else {
+        return Err(CheckpointError::Commit(format!(
+            "VIN {vin}: purchase {purchase} ({state}) cannot be undone: only a purchase bought again, still submitting, with nothing billed"
+        )));
+    };
+    let previous: State = previous.parse().map_err(CheckpointError::Commit)?;
+    conn.prepare_cached(
+        "UPDATE vins SET (state, code, message, request_id, task_no, submitted_at, accepted_at,
+                completed_at, purchase) =
+            (SELECT p.state, p.code, p.message, p.request_id, p.task_no, p.submitted_at,
+                p.accepted_at, p.completed_at, p.purchase
+             FROM purchases p WHERE p.vin_id = vins.id AND p.purchase = vins.purchase - 1),
+            next_poll_at = NULL, poll_interval_ms = NULL
+         WHERE id = ?1",
+    )?
+    .execute([vin_id])?;
+    conn.prepare_cached("DELETE FROM purchases WHERE vin_id = ?1 AND purchase = ?2")?
+        .execute(params![vin_id, purchase - 1])?;
+    debug_assert!(previous.can_rebuy());
     Ok(())
 }
 

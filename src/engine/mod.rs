@@ -411,13 +411,15 @@ impl Engine {
     /// not billed is retried; retries used up send the VIN back to the queue. An unknown answer
     /// is never resent: the VIN becomes `uncertain` at once. A billed answer is kept whatever
     /// its shape.
-    async fn submit_one(&self, todo: SubmitTodo) -> Result<State, CheckpointError> {
+    async fn submit_one(&self, todo: SubmitTodo) -> Result<(State, State), CheckpointError> {
         if self.submit_halted() {
-            return Ok(todo.state);
+            return Ok((todo.state, todo.state));
         }
+        // A VIN bought again (refresh, retry) starts a new purchase at `queued`.
+        let rebuy = todo.state.can_rebuy();
+        let from = if rebuy { State::Queued } else { todo.state };
         // Where the VIN goes when this attempt ends without a purchase: a VIN resubmitted from
-        // `uncertain` may still have been billed by its lost call, so it stays uncertain. A VIN
-        // bought again (refresh, retry) starts a new purchase, which goes back to the queue.
+        // `uncertain` may still have been billed by its lost call, so it stays uncertain.
         let unsold = if todo.state == State::Uncertain {
             State::Uncertain
         } else {
@@ -430,21 +432,32 @@ impl Engine {
             .apply(Update {
                 vin_id: todo.vin_id,
                 to: Some(State::Submitting),
-                rebuy: todo.state.can_rebuy(),
+                rebuy,
                 ..Update::default()
             })
             .await?;
+        // A purchase bought again that ends without anything billed (nothing sent, a stop, the
+        // budget, retries used up, a 400) is undone: the VIN is back at its previous purchase,
+        // and only an option given again buys it (docs/design.md, "Purchases and versions").
+        let undo = |mut u: Update| {
+            u.to = None;
+            u.undo_rebuy = true;
+            u
+        };
         let mut attempts = self.opts.retry.attempts();
         loop {
             if !self.may_send(Endpoint::Generate).await {
-                self.ckpt
-                    .apply(Update {
-                        vin_id: todo.vin_id,
-                        to: Some(unsold),
-                        ..Update::default()
-                    })
-                    .await?;
-                return Ok(unsold);
+                let u = Update {
+                    vin_id: todo.vin_id,
+                    to: Some(unsold),
+                    ..Update::default()
+                };
+                if rebuy {
+                    self.ckpt.apply(undo(u)).await?;
+                    return Ok((todo.state, todo.state));
+                }
+                self.ckpt.apply(u).await?;
+                return Ok((from, unsold));
             }
             attempts.start();
             let ex = self.client.generate(&todo.vin, &todo.license_img_url).await;
@@ -461,12 +474,16 @@ impl Engine {
                     None => unsold,
                 },
             };
+            if rebuy && state == unsold {
+                self.ckpt.apply(undo(u)).await?;
+                return Ok((todo.state, todo.state));
+            }
             u.to = Some(state);
             self.ckpt.apply(u).await?;
             if matches!(ex.outcome, Outcome::BadRequest { .. }) && unsold == State::Queued {
                 self.streaks.park(todo.vin_id);
             }
-            return Ok(state);
+            return Ok((from, state));
         }
     }
 
@@ -666,15 +683,7 @@ impl Task {
     /// Runs the task; returns the VIN's state before it and after it.
     async fn run(self, engine: Arc<Engine>) -> Result<(State, State), CheckpointError> {
         match self {
-            Task::Submit(t) => {
-                // A VIN bought again starts a new purchase, at `queued`.
-                let from = if t.state.can_rebuy() {
-                    State::Queued
-                } else {
-                    t.state
-                };
-                Ok((from, engine.submit_one(t).await?))
-            }
+            Task::Submit(t) => engine.submit_one(t).await,
             Task::Poll(t) => Ok((State::Pending, engine.poll_one(t).await?)),
         }
     }

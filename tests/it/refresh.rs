@@ -843,3 +843,147 @@ fn status_says_per_input_how_many_reports_are_current_due_and_how_old() {
         "{text}"
     );
 }
+
+#[test]
+fn max_billed_counts_refreshes_and_their_gets_and_an_unsent_refresh_is_not_started() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig {
+        seed: 15,
+        inline_rate: 0.0,
+        ..SandboxConfig::default()
+    };
+    let sb = sandbox(cfg.clone());
+    let fleet = vins(30, 65);
+    write_csv(&dir.join("in.csv"), &fleet);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    let done = count(&dir, "SELECT count(*) FROM vins WHERE state = 'done'");
+    assert!(done > 10);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = sb.ledger();
+    // One call at a time, 10 billed calls: 5 refreshes (each leaving room for its get), 5 gets.
+    let out = vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv", "--refresh-older-than", "200ms"])
+        .args(["--max-billed", "10", "--concurrency", "1"])
+        .assert()
+        .code(75);
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        err.contains(&format!(
+            "{} VINs due to be bought again (refresh or retry) were not",
+            done - 5
+        )),
+        "{err}"
+    );
+    let after = sb.ledger();
+    assert_eq!(
+        (
+            after.generate_billed - before.generate_billed,
+            after.get_billed - before.get_billed
+        ),
+        (5, 5)
+    );
+    assert_eq!(count(&dir, "SELECT count(*) FROM purchases"), 5);
+    // The refreshes the budget did not reach were never started: still done, one report each,
+    // nothing queued. So a run without the option buys nothing.
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM vins WHERE state = 'done'"),
+        done
+    );
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM vins WHERE state = 'queued'"),
+        0
+    );
+    assert_eq!(count(&dir, "SELECT count(*) FROM reports"), done + 5);
+    let calls = sb.ledger().calls_total;
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    assert_eq!(sb.ledger().calls_total, calls);
+}
+
+#[test]
+fn a_refresh_that_fails_leaves_the_previous_report_the_latest_and_can_be_retried() {
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig {
+        seed: 16,
+        ..SandboxConfig::default()
+    };
+    let sb = sandbox(cfg.clone());
+    let fleet = vins(12, 66);
+    write_csv(&dir.join("in.csv"), &fleet);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    let with_report: BTreeSet<String> = fleet
+        .iter()
+        .filter(|v| cfg.truth(v).has_report())
+        .cloned()
+        .collect();
+    let first = versions(&dir);
+    std::thread::sleep(Duration::from_millis(300));
+    // Every refresh is billed but answered without a report: failed as billed_unusable.
+    sb.set_faults(vmr::sandbox::Faults {
+        unusable_rate: 1.0,
+        ..vmr::sandbox::Faults::default()
+    });
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv", "--refresh-older-than", "200ms"])
+        .assert()
+        .code(0);
+    assert_eq!(versions(&dir), first, "no report changed or was added");
+    let requests = table(&dir, "requests");
+    for r in requests.iter().filter(|r| with_report.contains(&r["vin"])) {
+        assert_eq!(r["status"], "failed", "{r:?}");
+        assert!(r["message"].starts_with("billed_unusable"), "{r:?}");
+        assert_eq!(
+            (r["purchases"].as_str(), r["report_version"].as_str()),
+            ("2", "1")
+        );
+    }
+    assert!(
+        table(&dir, "reports")
+            .iter()
+            .all(|r| r["version"] == "1" && r["is_latest"] == "true")
+    );
+    // The audit still grades them by that report.
+    vmr(&dir, &sb)
+        .args(["audit", "--as-of", "2026-01-01"])
+        .assert()
+        .success();
+    assert_eq!(table(&dir, "vehicle_flags").len(), with_report.len());
+    // A failed refresh is not refreshed again by the option, only by --retry-failed.
+    sb.set_faults(vmr::sandbox::Faults::default());
+    let calls = sb.ledger().calls_total;
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv", "--refresh-older-than", "1ms"])
+        .assert()
+        .code(0);
+    assert_eq!(sb.ledger().calls_total, calls);
+    vmr(&dir, &sb)
+        .args([
+            "run",
+            "--input",
+            "in.csv",
+            "--retry-failed",
+            "billed_unusable",
+        ])
+        .assert()
+        .code(0);
+    let now = versions(&dir);
+    for v in &with_report {
+        assert_eq!(now[v].len(), 2, "{v}");
+        assert_eq!(now[v][0], first[v][0], "{v}");
+    }
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM vins WHERE purchase = 3 AND state = 'done'"
+        ),
+        with_report.len() as i64
+    );
+}
