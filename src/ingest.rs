@@ -96,13 +96,15 @@ fn write_chunk(
                         .query_row([&row.vin], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                         .optional()?;
                     match &seen {
+                        // Recorded, with its membership, by an earlier ingest of this file.
                         Some((Some(b), Some(l), _)) if b == batch && *l == row.line as i64 => {
                             res.already += 1
                         }
-                        _ => res.duplicates += 1,
-                    }
-                    if let Some((_, _, id)) = seen {
-                        member.execute(params![batch, id])?;
+                        Some((_, _, id)) => {
+                            res.duplicates += 1;
+                            member.execute(params![batch, id])?;
+                        }
+                        None => res.duplicates += 1,
                     }
                 }
             }
