@@ -167,6 +167,16 @@ mod tests {
         assert_eq!(c.outage, d.outage);
         assert_eq!(c.unusable_rate, d.unusable_rate);
         assert_eq!(c.stall, d.stall);
+        assert_eq!(c.report_age, d.report_age);
+        assert_eq!(c.age_days(2), 0, "reports do not move on unless asked");
+    }
+
+    #[test]
+    fn the_report_age_is_whole_days_per_purchase() {
+        let c = cfg(&["--report-age", "90d"]);
+        assert_eq!(c.report_age, std::time::Duration::from_secs(90 * 86_400));
+        assert_eq!((c.age_days(1), c.age_days(2), c.age_days(3)), (0, 90, 180));
+        assert_eq!(cfg(&["--report-age", "36h"]).age_days(2), 1);
     }
 
     #[test]
