@@ -25,10 +25,12 @@
 //!   what it billed; tests, benchmarks and new users talk to it.
 //! - [`pipeline`] runs the stages in a row for `run`, `submit` and `poll`; [`status`] and
 //!   [`resolve`] read and settle the checkpoint; [`config`] resolves options ([`price`] turns
-//!   billed calls into money); [`app`] holds what
-//!   every command shares (logging, exit codes, the account check); [`monitor`] writes the
-//!   metrics file and sends the pings around each run; [`cli`] and `cmd/` are the command line,
-//!   one thin file per subcommand.
+//!   billed calls into money); [`app`] holds what every command shares (logging, exit codes,
+//!   the account check); [`monitor`] writes the metrics file and sends the pings around each
+//!   run; [`cli`] and `cmd/` are the command line, one thin file per subcommand.
+//!
+//! A VIN may be bought more than once (a refresh, a retry): the checkpoint keeps each purchase
+//! and every report version, and the tables and the audit carry the versions.
 //!
 //! The contract these modules keep (VIN states, money rules, tables, exit codes) is written in
 //! `docs/design.md`; the README says how to use it.
