@@ -845,8 +845,9 @@ fn write_calls(
                      WHEN c.delivery = 'not_sent' THEN 'not_sent'
                      WHEN c.delivery = 'unknown' THEN 'unknown'
                      ELSE 'not_billed' END,
-                c.task_no, c.request_id, c.attempt
-         FROM (SELECT *, row_number() OVER (PARTITION BY vin_id, endpoint ORDER BY id) AS attempt
+                c.task_no, c.request_id, c.attempt, c.purchase
+         FROM (SELECT *,
+                  row_number() OVER (PARTITION BY vin_id, purchase, endpoint ORDER BY id) AS attempt
                FROM calls) c
          LEFT JOIN vins v ON v.id = c.vin_id
          ORDER BY c.id",
@@ -891,6 +892,12 @@ fn push_call(
     c.task_no.append_option(text_col(r.get_ref(7)?));
     c.request_id.append_option(text_col(r.get_ref(8)?));
     small(int_col(r.get_ref(9)?), "calls.attempt", &mut c.attempt, q);
+    small(
+        int_col(r.get_ref(10)?),
+        "calls.purchase",
+        &mut c.purchase,
+        q,
+    );
     Ok(())
 }
 

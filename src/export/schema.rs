@@ -346,6 +346,7 @@ table!(
         task_no: Utf8,
         request_id: Utf8,
         attempt: Int32,
+        purchase: Int32,
     }
 );
 

@@ -425,7 +425,7 @@ fn schemas_are_the_contracts_names_and_types_in_order() {
         (
             "calls",
             "vin str, endpoint str, started_at ts, ended_at ts, http_status i32, code i32, \
-             class str, task_no str, request_id str, attempt i32",
+             class str, task_no str, request_id str, attempt i32, purchase i32",
         ),
     ];
     let tables: Vec<&str> = want.iter().map(|(t, _)| *t).collect();
@@ -1173,7 +1173,7 @@ fn calls_table_has_a_row_per_call_with_its_class_and_attempt() {
         .collect();
     assert_eq!(
         names.join(", "),
-        "vin, endpoint, started_at, ended_at, http_status, code, class, task_no, request_id, attempt"
+        "vin, endpoint, started_at, ended_at, http_status, code, class, task_no, request_id, attempt, purchase"
     );
     let ts = |ms: i64| {
         DateTime::from_timestamp_millis(T0 + ms)
@@ -1184,10 +1184,12 @@ fn calls_table_has_a_row_per_call_with_its_class_and_attempt() {
         .iter()
         .map(|ms| [ts(*ms), ts(ms + 250)])
         .collect();
+    // Every call here is for the VIN's first purchase.
     let r = |i: usize, rest: [&'static str; 10]| -> Vec<String> {
         let mut row: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
         row[2] = t[i][0].clone();
         row[3] = t[i][1].clone();
+        row.push("1".to_owned());
         row
     };
     let want = vec![

@@ -631,6 +631,20 @@ fn export_holds_every_version_and_requests_stays_one_row_per_vin() {
         }
     }
 
+    // calls: each call names its purchase; attempts count within a purchase.
+    let calls = table(&dir, "calls");
+    for vin in &refreshed {
+        let generates: Vec<(String, String)> = calls
+            .iter()
+            .filter(|c| &c["vin"] == vin && c["endpoint"] == "generate" && c["class"] == "billed")
+            .map(|c| (c["purchase"].clone(), c["attempt"].clone()))
+            .collect();
+        assert_eq!(
+            generates,
+            vec![("1".into(), "1".into()), ("2".into(), "1".into())],
+            "{vin}"
+        );
+    }
     // The audit grades each vehicle once, as its latest report shows it.
     vmr(&dir, &sb)
         .args(["audit", "--as-of", "2026-01-01"])
