@@ -274,7 +274,8 @@ pub(crate) fn engine(
         retry: RetryPolicy::new(settings.max_attempts),
         poll_interval: settings.poll_interval,
         poll_timeout: settings.poll_timeout,
-        max_billed: settings.max_billed,
+        max_billed: settings.billed_budget(),
+        budget_name: budget_name(settings),
         resubmit_uncertain,
         bad_request_streak: settings.bad_request_streak,
         timeout: settings.timeout,
@@ -283,13 +284,32 @@ pub(crate) fn engine(
     Ok(Arc::new(Engine::new(client, ckpt, limiter, opts)?))
 }
 
+/// How the run's budget is named in messages: `--max-billed N`, or `--max-spend A CUR (N
+/// calls at P)` when the spend limit is the tighter one.
+fn budget_name(settings: &Settings) -> String {
+    match (&settings.price, settings.max_spend) {
+        (Some(p), Some(m)) if settings.billed_budget() != settings.max_billed => format!(
+            "--max-spend {} ({} billed calls at {} per call)",
+            p.amount(m),
+            crate::price::count(p.calls_for(m)),
+            p.per_call_text()
+        ),
+        _ => format!("--max-billed {}", settings.max_billed.unwrap_or_default()),
+    }
+}
+
 /// The exit code once the network work is over: the stop reason's, else 0 when every VIN is
 /// final, else 75.
 pub(crate) fn finish_code(engine: &Engine, counts: &checkpoint::StateCounts) -> u8 {
     if let Some(r) = engine.stop.reason() {
         return r.exit_code();
     }
-    if counts.open() == 0 {
+    // The budget left something unbought (a queued VIN, or one due to be bought again).
+    let budget_reached = engine
+        .counters
+        .generate_budget_spent
+        .load(std::sync::atomic::Ordering::SeqCst);
+    if counts.open() == 0 && !budget_reached {
         exit::OK
     } else {
         exit::WORK_REMAINS
@@ -301,6 +321,7 @@ pub(crate) fn summary(
     engine: &Engine,
     counts: &checkpoint::StateCounts,
     started: Instant,
+    price: Option<&crate::price::Price>,
 ) -> String {
     let c = &engine.counters;
     let mut s = String::from("VINs:");
@@ -315,12 +336,29 @@ pub(crate) fn summary(
         c.unknown.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64()
     ));
+    if let Some(p) = price {
+        let billed = c.billed.load(Ordering::Relaxed);
+        let unknown = c.unknown.load(Ordering::Relaxed);
+        s.push_str(&format!(
+            "\nthis run spent {} ({} billed calls at {} per call)",
+            p.amount(p.cost(billed)),
+            crate::price::count(billed),
+            p.per_call_text()
+        ));
+        if unknown > 0 {
+            s.push_str(&format!(
+                ", and up to {} more if the vendor billed the {} calls whose answer never came",
+                p.amount(p.cost(unknown)),
+                crate::price::count(unknown)
+            ));
+        }
+    }
     if let Some(r) = engine.stop.reason() {
         s.push_str(&format!("\nstopped: {}", describe_stop(&r)));
     } else if c.generate_budget_spent.load(Ordering::SeqCst) {
         s.push_str(&format!(
-            "\nstopped buying: --max-billed {} reached (calls billed, possibly billed, and one get kept for each pending report); run again to continue",
-            engine.opts.max_billed.unwrap_or_default()
+            "\nstopped buying: {} reached (calls billed, possibly billed, and one get kept for each pending report); run again to continue",
+            engine.opts.budget_name
         ));
     }
     s
@@ -341,7 +379,7 @@ pub(crate) fn describe_stop(r: &crate::engine::StopReason) -> String {
             "the vendor is unavailable: {streak} calls in a row without a usable answer (last: {last}). No further calls were sent and no VIN was failed for it; run again later"
         ),
         Budget { billed } => format!(
-            "--max-billed reached ({billed} calls billed in this run); run again to continue"
+            "the run's budget (--max-billed or --max-spend) is reached ({billed} calls billed in this run); run again to continue"
         ),
         Signal(sig) => format!(
             "signal {} received; in-flight calls were recorded; run again to continue",

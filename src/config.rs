@@ -17,10 +17,11 @@ use std::time::Duration;
 use crate::api::{Credentials, Secret};
 use crate::monitor::PingUrl;
 
-/// Parses `500ms`, `90s`, `30m`, `24h` and combinations (`1h30m`).
+/// Parses `500ms`, `90s`, `30m`, `24h`, `90d` and combinations (`1h30m`).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not a duration ({e}); write it like 500ms, 90s, 30m or 24h"))
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("{s:?} is not a duration ({e}); write it like 500ms, 90s, 30m, 24h or 90d")
+    })
 }
 
 /// Output formats of `export` and `audit`.
@@ -138,7 +139,8 @@ option_types! {
     Option<usize> => WHOLE, |n| n.to_string();
     Option<String> => TEXT, |s| s.clone();
     Option<PathBuf> => TEXT, |p| p.display().to_string();
-    Option<Duration> => "is not a duration; write it like \"500ms\", \"90s\", \"30m\" or \"24h\"",
+    Option<f64> => "takes a number like 2.5, without quotes", |x| x.to_string();
+    Option<Duration> => "is not a duration; write it like \"500ms\", \"90s\", \"30m\", \"24h\" or \"90d\"",
         |d| show_duration(*d);
     Option<LogFormat> => "takes \"text\" or \"json\"", |f| value_name(f);
     Option<Vec<Format>> => "is not a list of formats; write it like \"parquet,csv\" (parquet, csv, jsonl)",
@@ -262,6 +264,24 @@ options! {
         /// only while a get is left for every pending report.
         #[arg(long, global = true, env = "VMR_MAX_BILLED", value_name = "N")]
         pub max_billed: Option<u64>,
+        /// What one billed call costs (generate or get alike): turns every count of billed
+        /// calls into money in the summary, status, --dry-run and the manifest. Without it vmr
+        /// says nothing about money.
+        #[arg(long, global = true, env = "VMR_PRICE", value_name = "AMOUNT")]
+        pub price: Option<f64>,
+        /// The label of --price's amounts (nothing is converted).
+        #[arg(long, global = true, env = "VMR_CURRENCY", value_name = "CODE")]
+        pub currency: Option<String>,
+        /// At most this much spent (or possibly spent) in this run: --max-billed's rule on the
+        /// calls it pays for at --price (which it needs).
+        #[arg(long, global = true, env = "VMR_MAX_SPEND", value_name = "AMOUNT")]
+        pub max_spend: Option<f64>,
+        /// Buy again the VINs of the input whose latest report was fetched more than this long
+        /// ago (`90d`); never a VIN whose purchase is still under way. `status` counts the
+        /// reports due under it.
+        #[arg(long, global = true, env = "VMR_REFRESH_OLDER_THAN", value_parser = parse_duration, value_name = "DURATION")]
+        #[serde(default, with = "humantime_serde")]
+        pub refresh_older_than: Option<Duration>,
         /// 400s in a row (no real answer between them) that stop the run as a sign, secret or
         /// clock problem, exit 3.
         #[arg(long, global = true, env = "VMR_BAD_REQUEST_STREAK", value_name = "N")]
@@ -382,6 +402,10 @@ pub struct Settings {
     pub poll_interval: Duration,
     pub poll_timeout: Duration,
     pub max_billed: Option<u64>,
+    pub refresh_older_than: Option<Duration>,
+    /// The price of a billed call, when given.
+    pub price: Option<crate::price::Price>,
+    pub max_spend: Option<f64>,
     pub bad_request_streak: u32,
     pub adopt_account: bool,
     pub formats: Vec<Format>,
@@ -457,6 +481,13 @@ impl Settings {
             poll_interval: given(o.poll_interval),
             poll_timeout: given(o.poll_timeout),
             max_billed: o.max_billed,
+            refresh_older_than: o.refresh_older_than,
+            price: o
+                .price
+                .map(|p| crate::price::Price::new(p, o.currency.clone()))
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+            max_spend: o.max_spend,
             bad_request_streak: given(o.bad_request_streak),
             adopt_account: o.adopt_account,
             formats,
@@ -484,7 +515,30 @@ impl Settings {
         if s.bad_request_streak == 0 {
             bail!("--bad-request-streak must be at least 1");
         }
+        if let Some(m) = s.max_spend {
+            if !m.is_finite() || m < 0.0 {
+                bail!("--max-spend {m} is not an amount: give 0 or more (like 5000)");
+            }
+            if s.price.is_none() {
+                bail!(
+                    "--max-spend needs --price (VMR_PRICE, or price in vmr.toml): the price of one billed call"
+                );
+            }
+        }
         Ok(s)
+    }
+
+    /// The most billed calls a run may make: `--max-billed`, and the calls `--max-spend` pays
+    /// for at `--price`, whichever is smaller.
+    pub(crate) fn billed_budget(&self) -> Option<u64> {
+        let by_spend = match (&self.price, self.max_spend) {
+            (Some(p), Some(m)) => Some(p.calls_for(m)),
+            _ => None,
+        };
+        match (self.max_billed, by_spend) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The account credentials for the real vendor: the app id, and the secret from
@@ -661,6 +715,7 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86400)));
         assert!(parse_duration("soon").is_err());
         assert_eq!(
             parse_formats("parquet, csv").unwrap(),

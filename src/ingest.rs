@@ -69,8 +69,11 @@ fn write_chunk(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
     let mut origin = conn.prepare_cached(
-        "SELECT batch_id, input_line FROM vins WHERE vin = ?1 AND state <> 'rejected'",
+        "SELECT batch_id, input_line, id FROM vins WHERE vin = ?1 AND state <> 'rejected'",
     )?;
+    // Every VIN of this input, new or seen before: a refresh buys only the current input's.
+    let mut member =
+        conn.prepare_cached("INSERT OR IGNORE INTO batch_vins (batch_id, vin_id) VALUES (?1, ?2)")?;
     for row in rows {
         match &row.verdict {
             Verdict::Accepted { check_digit_ok } => {
@@ -87,15 +90,21 @@ fn write_chunk(
                 ])?;
                 if n == 1 {
                     res.queued += 1;
+                    member.execute(params![batch, conn.last_insert_rowid()])?;
                 } else {
-                    let seen: Option<(Option<String>, Option<i64>)> = origin
-                        .query_row([&row.vin], |r| Ok((r.get(0)?, r.get(1)?)))
+                    let seen: Option<(Option<String>, Option<i64>, i64)> = origin
+                        .query_row([&row.vin], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                         .optional()?;
-                    match seen {
-                        Some((Some(b), Some(l))) if b == batch && l == row.line as i64 => {
+                    match &seen {
+                        // Recorded, with its membership, by an earlier ingest of this file.
+                        Some((Some(b), Some(l), _)) if b == batch && *l == row.line as i64 => {
                             res.already += 1
                         }
-                        _ => res.duplicates += 1,
+                        Some((_, _, id)) => {
+                            res.duplicates += 1;
+                            member.execute(params![batch, id])?;
+                        }
+                        None => res.duplicates += 1,
                     }
                 }
             }

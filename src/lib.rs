@@ -24,10 +24,13 @@
 //! - [`sandbox`]: a simulator of the vendor API beside all this, with faults and a ledger of
 //!   what it billed; tests, benchmarks and new users talk to it.
 //! - [`pipeline`] runs the stages in a row for `run`, `submit` and `poll`; [`status`] and
-//!   [`resolve`] read and settle the checkpoint; [`config`] resolves options; [`app`] holds what
-//!   every command shares (logging, exit codes, the account check); [`monitor`] writes the
-//!   metrics file and sends the pings around each run; [`cli`] and `cmd/` are the command line,
-//!   one thin file per subcommand.
+//!   [`resolve`] read and settle the checkpoint; [`config`] resolves options ([`price`] turns
+//!   billed calls into money); [`app`] holds what every command shares (logging, exit codes,
+//!   the account check); [`monitor`] writes the metrics file and sends the pings around each
+//!   run; [`cli`] and `cmd/` are the command line, one thin file per subcommand.
+//!
+//! A VIN may be bought more than once (a refresh, a retry): the checkpoint keeps each purchase
+//! and every report version, and the tables and the audit carry the versions.
 //!
 //! The contract these modules keep (VIN states, money rules, tables, exit codes) is written in
 //! `docs/design.md`; the README says how to use it.
@@ -48,6 +51,7 @@ pub mod ingest;
 pub mod input;
 pub mod monitor;
 pub mod pipeline;
+pub mod price;
 pub mod resolve;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;

@@ -45,6 +45,7 @@ pub(crate) fn snapshot(state: &Path, now: SystemTime) -> Result<Snapshot> {
         &conn,
         &path.display().to_string(),
         checkpoint::writer_running(state),
+        None,
     )?;
     let oldest: Option<i64> = conn.query_row(
         "SELECT min(accepted_at) FROM vins WHERE state = 'pending'",

@@ -36,12 +36,35 @@ pub(crate) struct Plan {
     pub export: bool,
     pub resubmit_uncertain: bool,
     pub dry_run: bool,
+    /// `--retry-failed`: `None` when not given, an empty list for every failure.
+    pub retry_failed: Option<Vec<checkpoint::FailedKind>>,
+    pub retry_expired: bool,
 }
 
 impl Plan {
     /// The states whose VINs this plan sends to generate.
     fn send_states(&self) -> &'static [State] {
         engine::send_states(self.resubmit_uncertain)
+    }
+
+    /// The VINs whose ended purchase this plan buys again; `batch` is the input's. Refreshes
+    /// need an input (only its VINs are refreshed); retries without one take any VIN.
+    fn rebuy(&self, settings: &Settings, batch: Option<String>) -> checkpoint::Rebuy {
+        if !self.submit {
+            return checkpoint::Rebuy::default();
+        }
+        let refresh_before = match (settings.refresh_older_than, &batch) {
+            (Some(age), Some(_)) => {
+                Some(crate::api::now_ms().saturating_sub(age.as_millis() as i64))
+            }
+            _ => None,
+        };
+        checkpoint::Rebuy {
+            batch,
+            refresh_before,
+            retry_failed: self.retry_failed.clone(),
+            retry_expired: self.retry_expired,
+        }
     }
 }
 
@@ -127,6 +150,13 @@ fn execute_plan(settings: &Settings, plan: &Plan) -> Result<u8> {
     if plan.submit && !plan.dry_run {
         app::check_out_writable(&settings.out)?;
     }
+    if plan.submit && plan.input.is_none() && settings.refresh_older_than.is_some() {
+        return Err(app::Failure::new(
+            exit::USAGE,
+            "--refresh-older-than (refresh-older-than in vmr.toml) refreshes the VINs of an input: give it with --input FILE".to_owned(),
+        )
+        .into());
+    }
     let input = match &plan.input {
         Some(path) => Some((path, ingest::open_input(path, &input_options(settings))?)),
         None => None,
@@ -147,10 +177,17 @@ fn execute_plan(settings: &Settings, plan: &Plan) -> Result<u8> {
     result
 }
 
-fn dry_run(settings: &Settings, plan: &Plan, ckpt: &checkpoint::Checkpoint) -> Result<u8> {
-    let counts = checkpoint::state_counts(&ckpt.reader()?)?;
+fn dry_run(
+    settings: &Settings,
+    plan: &Plan,
+    ckpt: &checkpoint::Checkpoint,
+    rebuy: &checkpoint::Rebuy,
+) -> Result<u8> {
+    let reader = ckpt.reader()?;
+    let counts = checkpoint::state_counts(&reader)?;
+    let again = checkpoint::rebuy_counts(&reader, rebuy)?;
     let n = if plan.submit {
-        counts.sum(plan.send_states())
+        counts.sum(plan.send_states()) + again.total()
     } else {
         0
     };
@@ -168,13 +205,89 @@ fn dry_run(settings: &Settings, plan: &Plan, ckpt: &checkpoint::Checkpoint) -> R
         settings.rate,
         humantime::format_duration(std::time::Duration::from_secs(secs.ceil() as u64))
     );
+    if rebuy.any() {
+        text.push_str(&format!(
+            "\nof those {n} generates, {} buy a VIN again: {} refreshes (reports older than {}), {} failed VINs retried, {} expired VINs retried",
+            again.total(),
+            again.refresh,
+            settings
+                .refresh_older_than
+                .map_or("-".to_owned(), |d| humantime::format_duration(d).to_string()),
+            again.retry_failed,
+            again.retry_expired
+        ));
+    }
+    if let Some(p) = &settings.price {
+        text.push('\n');
+        text.push_str(&money_estimate(p, settings.rate, n, pending, &reader)?);
+    }
     if let Some(max) = settings.max_billed {
         text.push_str(&format!(
             "\n--max-billed {max}: this run would stop buying at {max} billed calls, keeping one get for every pending report"
         ));
     }
+    if let (Some(p), Some(m)) = (&settings.price, settings.max_spend) {
+        text.push_str(&format!(
+            "\n--max-spend {}: this run would stop buying at {} billed calls ({}), keeping one get for every pending report",
+            p.amount(m),
+            crate::price::count(p.calls_for(m)),
+            p.amount(p.cost(p.calls_for(m)))
+        ));
+    }
     app::print(&format!("{text}\n"))?;
     Ok(exit::OK)
+}
+
+/// Share of reports that come after a get, when the checkpoint holds none yet to tell (the
+/// vendor's usual share: about 3 in 10 come inline).
+const DEFERRED_SHARE: f64 = 0.7;
+
+/// The dry run's estimate in money: `generates` reports bought, the gets the deferred ones will
+/// need (at the share this checkpoint has seen, else [`DEFERRED_SHARE`]) and those `pending`
+/// reports already owe, at `price`, and how long they take at `rate`.
+fn money_estimate(
+    price: &crate::price::Price,
+    rate: u32,
+    generates: i64,
+    pending: i64,
+    reader: &rusqlite::Connection,
+) -> Result<String> {
+    use crate::price::count;
+    let (reports, by_get): (i64, i64) = reader.query_row(
+        "SELECT count(*), coalesce(sum(endpoint = 'get'), 0) FROM reports",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let share = if reports > 0 {
+        by_get as f64 / reports as f64
+    } else {
+        DEFERRED_SHARE
+    };
+    let mut gets = (generates as f64 * share).round() as u64 + pending.max(0) as u64;
+    if gets >= 1000 {
+        gets = (gets as f64 / 100.0).round() as u64 * 100;
+    }
+    let generates = generates.max(0) as u64;
+    let calls = generates + gets;
+    let time = if rate == 0 {
+        "at an unlimited --rate".to_owned()
+    } else {
+        let secs = (calls as f64 / f64::from(rate)).ceil() as u64;
+        let took = if secs >= 60 {
+            format!("{} min", secs.div_ceil(60))
+        } else {
+            format!("{secs} s")
+        };
+        format!("{took} at --rate {rate}")
+    };
+    Ok(format!(
+        "would buy {} reports: {} generates + about {} gets = {} at {} per call, {time}",
+        count(generates),
+        count(generates),
+        count(gets),
+        price.about(price.cost(calls)),
+        price.per_call_text()
+    ))
 }
 
 /// The stages of `plan` on an open checkpoint.
@@ -185,26 +298,35 @@ fn stages(
     input: Option<(&PathBuf, crate::input::InputReader)>,
     started: Instant,
 ) -> Result<u8> {
+    let mut batch = None;
     if let Some((path, reader)) = input {
         let summary = ingest::ingest(ckpt, path, reader)?;
         app::report(settings.log_format, &summary.render());
+        batch = Some(summary.batch_id);
     }
+    let rebuy = plan.rebuy(settings, batch);
     if plan.dry_run {
-        return dry_run(settings, plan, ckpt);
+        return dry_run(settings, plan, ckpt, &rebuy);
     }
     // The runtime lives until the end, export included, and with it the signal watcher: a
     // signal at any point from here on ends the process with 130/143.
     let rt = app::runtime()?;
-    let engine = rt.block_on(network(settings, plan, ckpt))?;
+    let engine = rt.block_on(network(settings, plan, ckpt, &rebuy))?;
     // One read of the states serves the exit code, the summary and what remains.
     let counts = checkpoint::state_counts(&ckpt.reader()?)?;
     let mut code = app::finish_code(&engine, &counts);
-    let mut text = app::summary(&engine, &counts, started);
+    let mut text = app::summary(&engine, &counts, started, settings.price.as_ref());
     if let Some(r) = engine.stop.reason() {
         text.push_str(&format!("\nvmr: {}", app::describe_stop(&r)));
     }
     if code != exit::OK {
         text.push_str(&what_remains(&counts));
+    }
+    if rebuy.any() {
+        let due = checkpoint::rebuy_counts(&ckpt.reader()?, &rebuy)?.total();
+        if due > 0 {
+            text.push_str(&format!("\nvmr: {due} VINs due to be bought again (refresh or retry) were not: run again with the same option to buy them"));
+        }
     }
     app::report(settings.log_format, &text);
     // Export what the checkpoint holds (also after a vendor refusal), unless a signal asked to
@@ -229,6 +351,7 @@ async fn network(
     settings: &Settings,
     plan: &Plan,
     ckpt: &checkpoint::Checkpoint,
+    rebuy: &checkpoint::Rebuy,
 ) -> Result<std::sync::Arc<engine::Engine>> {
     let (client, sandbox) = app::connect(settings).await?;
     let engine = app::engine(settings, client, ckpt.clone(), plan.resubmit_uncertain)?;
@@ -237,9 +360,13 @@ async fn network(
         tokio::spawn(async move { stop.watch_signals().await });
     }
     if plan.submit {
-        let total = count_states(ckpt, plan.send_states())?;
+        let again = checkpoint::rebuy_counts(&ckpt.reader()?, rebuy)?.total();
+        let total = count_states(ckpt, plan.send_states())? + again;
+        if again > 0 {
+            tracing::info!(vins = again, "buying VINs again (refreshes and retries)");
+        }
         let progress = Progress::new("submit", total as u64);
-        engine::submit(engine.clone(), &progress).await?;
+        engine::submit(engine.clone(), rebuy, &progress).await?;
         progress.close();
     }
     if !engine.stop.is_set() && plan.poll != PollMode::Skip {

@@ -42,6 +42,29 @@ pub(crate) struct RejectedRow {
     pub reason: Option<String>,
 }
 
+/// One input file (batch) and how fresh its reports are.
+#[derive(Debug, Serialize)]
+pub(crate) struct BatchStatus {
+    pub batch_id: String,
+    pub input_file: String,
+    /// RFC 3339 time the file was first ingested.
+    pub first_seen_at: String,
+    /// Accepted rows' VINs in the file (a VIN first read from another file counted too).
+    pub vins: i64,
+    /// Of those, VINs with a report (any version).
+    pub with_report: i64,
+    /// VINs with a report that is not due for refresh (all of `with_report` without
+    /// `--refresh-older-than`).
+    pub reports_current: i64,
+    /// VINs a refresh under `--refresh-older-than` would buy again now: `done`, the latest
+    /// report fetched longer ago than that; null without the option.
+    pub due_for_refresh: Option<i64>,
+    /// RFC 3339 time the oldest of the VINs' latest reports was fetched; null without reports.
+    pub oldest_report_at: Option<String>,
+    /// Its age in seconds, at the time of the status.
+    pub oldest_report_age_secs: Option<i64>,
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct LastRun {
     pub command: String,
@@ -84,6 +107,25 @@ pub(crate) struct Status {
     /// RFC 3339 time of the next due poll, when any VIN is pending.
     pub next_poll_due: Option<String>,
     pub last_run: Option<LastRun>,
+    /// `--refresh-older-than` as given to this status (`90d`), null without it.
+    pub refresh_older_than: Option<String>,
+    /// The input files, newest first: the first [`JSON_LIST`].
+    pub batches: Vec<BatchStatus>,
+    pub batches_total: i64,
+    /// What the billed calls cost, every run and every purchase: null without `--price`.
+    pub money: Option<crate::price::Spent>,
+}
+
+/// An age as people say it: `90d`, `3d 4h`, `5h 12m`, `42s`.
+fn age_text(secs: u64) -> String {
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3_600, secs % 3_600 / 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{secs}s"),
+        (0, 0, m) => format!("{m}m {}s", secs % 60),
+        (0, h, m) => format!("{h}h {m}m"),
+        (d, 0, _) if secs.is_multiple_of(86_400) => format!("{d}d"),
+        (d, h, _) => format!("{d}d {h}h"),
+    }
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -99,6 +141,7 @@ pub(crate) fn read(
     conn: &Connection,
     path: &str,
     writer_running: bool,
+    refresh_older_than: Option<std::time::Duration>,
 ) -> Result<Status, CheckpointError> {
     let states = checkpoint::state_counts(conn)?;
     let calls = checkpoint::call_counts(conn)?;
@@ -144,7 +187,59 @@ pub(crate) fn read(
         check_digit_warnings,
         next_poll_due: checkpoint::next_poll_due(conn)?.map(rfc3339),
         last_run: last_run(conn)?,
+        refresh_older_than: refresh_older_than.map(|d| age_text(d.as_secs())),
+        batches: batches(conn, refresh_older_than, crate::api::now_ms())?,
+        batches_total: conn.query_row("SELECT count(*) FROM batches", [], |r| r.get(0))?,
+        money: None,
     })
+}
+
+/// The first [`JSON_LIST`] input files, newest first, with the freshness of their reports at
+/// `now` (ms); `refresh` is `--refresh-older-than`, when given.
+fn batches(
+    conn: &Connection,
+    refresh: Option<std::time::Duration>,
+    now: i64,
+) -> Result<Vec<BatchStatus>, CheckpointError> {
+    let list: Vec<(String, String, i64)> = conn
+        .prepare(&format!(
+            "SELECT id, input_file, first_seen_at FROM batches ORDER BY first_seen_at DESC, id LIMIT {JSON_LIST}"
+        ))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut st = conn.prepare(
+        "SELECT count(*), count(latest), min(latest)
+         FROM (SELECT (SELECT max(r.fetched_at) FROM reports r WHERE r.vin_id = b.vin_id) AS latest
+               FROM batch_vins b WHERE b.batch_id = ?1)",
+    )?;
+    let mut out = Vec::with_capacity(list.len());
+    for (id, input_file, first_seen) in list {
+        let (vins, with_report, oldest): (i64, i64, Option<i64>) =
+            st.query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let due = match refresh {
+            Some(age) => {
+                let rebuy = checkpoint::Rebuy {
+                    batch: Some(id.clone()),
+                    refresh_before: Some(now.saturating_sub(age.as_millis() as i64)),
+                    ..checkpoint::Rebuy::default()
+                };
+                Some(checkpoint::rebuy_counts(conn, &rebuy)?.refresh)
+            }
+            None => None,
+        };
+        out.push(BatchStatus {
+            batch_id: id,
+            input_file,
+            first_seen_at: rfc3339(first_seen),
+            vins,
+            with_report,
+            reports_current: with_report - due.unwrap_or(0),
+            due_for_refresh: due,
+            oldest_report_at: oldest.map(rfc3339),
+            oldest_report_age_secs: oldest.map(|t| ((now - t) / 1000).max(0)),
+        });
+    }
+    Ok(out)
 }
 
 /// The first [`JSON_LIST`] VINs matching `condition`, in the order they were read, and how many
@@ -235,8 +330,29 @@ impl Status {
         }
         o.push('\n');
         self.render_calls(&mut o);
+        if let Some(m) = &self.money {
+            let p = crate::price::Price {
+                per_call: m.price_per_call,
+                currency: m.currency.clone(),
+            };
+            o.push_str(&format!(
+                "spent: {} ({} billed calls at {} per call)",
+                p.amount(m.spent),
+                crate::price::count(m.billed_calls),
+                p.per_call_text()
+            ));
+            if m.unknown_outcome_calls > 0 {
+                o.push_str(&format!(
+                    ", and up to {} more if the {} calls without an answer were billed",
+                    p.amount(m.possibly_spent),
+                    crate::price::count(m.unknown_outcome_calls)
+                ));
+            }
+            o.push('\n');
+        }
         self.render_money(&mut o);
         self.render_input(&mut o);
+        self.render_batches(&mut o);
         if let Some(t) = &self.next_poll_due {
             o.push_str(&format!("next poll due: {t}\n"));
         }
@@ -301,6 +417,32 @@ impl Status {
                 self.billed_unusable_total,
                 self.full_lists.billed_unusable,
             );
+        }
+    }
+
+    /// Per input file: its VINs, reports, how many are due for refresh, the oldest report.
+    fn render_batches(&self, o: &mut String) {
+        for b in self.batches.iter().take(LIST) {
+            o.push_str(&format!(
+                "input {} (first read {}): {} VINs, {} with a report",
+                b.input_file, b.first_seen_at, b.vins, b.with_report
+            ));
+            if let (Some(due), Some(age)) = (b.due_for_refresh, &self.refresh_older_than) {
+                o.push_str(&format!(
+                    ", {} current, {due} due for refresh (older than {age})",
+                    b.reports_current
+                ));
+            }
+            if let Some(secs) = b.oldest_report_age_secs {
+                o.push_str(&format!("; oldest report {} old", age_text(secs as u64)));
+            }
+            o.push('\n');
+        }
+        if self.batches_total > LIST as i64 {
+            o.push_str(&format!(
+                "  … and {} more input files (vmr status --json lists {JSON_LIST})\n",
+                self.batches_total - LIST as i64
+            ));
         }
     }
 

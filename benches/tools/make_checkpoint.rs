@@ -55,8 +55,8 @@ fn main() -> anyhow::Result<()> {
                  VALUES (?1, ?2, 'done', 200, '成功', ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, 'bench.csv', ?10, 'bench')",
             )?;
             let mut reports = tx.prepare(
-                "INSERT INTO reports (vin_id, vin, request_id, task_no, endpoint, fetched_at, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO reports (vin_id, version, purchase, vin, request_id, task_no, endpoint, fetched_at, body)
+                 VALUES (?1, 1, 1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for (k, (vin, endpoint, body)) in rows.iter().enumerate() {
                 let i = start + k;

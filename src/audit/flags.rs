@@ -180,6 +180,8 @@ fn facts(df: &DataFrame) -> PolarsResult<Vec<Facts>> {
     let drop = df.column("max_rollback_km")?.i64()?;
     let parts = df.column("exception_parts")?.i32()?;
     let days = df.column("days_since_last_visit")?.i32()?;
+    let between = df.column("rollback_between_reports")?.bool()?;
+    let between_km = df.column("rollback_between_km")?.i64()?;
     Ok((0..df.height())
         .map(|i| Facts {
             accident_status: status.get(i).and_then(|s| i8::try_from(s).ok()),
@@ -188,6 +190,8 @@ fn facts(df: &DataFrame) -> PolarsResult<Vec<Facts>> {
             engine_exception: engine.get(i).unwrap_or(false),
             odometer_rollback: rollback.get(i).unwrap_or(false),
             max_rollback_km: drop.get(i).unwrap_or(0),
+            rollback_between_reports: between.get(i).unwrap_or(false),
+            rollback_between_km: between_km.get(i).unwrap_or(0),
             exception_parts: parts.get(i).unwrap_or(0),
             days_since_last_visit: days.get(i).map(i64::from),
         })

@@ -75,6 +75,7 @@ pub fn render(a: &Audit) -> PolarsResult<String> {
                 (title(a))
                 (headline(a, &rows, total.as_ref()))
                 (charts_section(&rows, &brands))
+                (since_last_audit(a, &rows))
                 (brand_table(&brands, total.as_ref()))
                 (high_risk(a, &rows))
                 (rules())
@@ -192,6 +193,70 @@ fn charts_section(rows: &[Row], brands: &[Fleet]) -> Markup {
     }
 }
 
+/// What changed for the vehicles bought again: how many, the ones now high risk because of a
+/// change (and which), and the km driven since their previous report.
+fn since_last_audit(a: &Audit, rows: &[Row]) -> Markup {
+    let refreshed = rows.iter().filter(|r| r.versions >= 2).count();
+    let changed: Vec<(&Row, &[Reason])> = rows
+        .iter()
+        .zip(a.reasons.iter().map(Vec::as_slice))
+        .filter(|(r, reasons)| {
+            risk::level_of(reasons) == RiskLevel::High
+                && (r.became_accident || r.new_structural || r.rollback_between)
+        })
+        .collect();
+    let km = charts::km_since_previous_histogram(rows);
+    html! {
+        h2 { "Since the last audit · 自上次审计以来" }
+        section id="since-last-audit" {
+            @if refreshed == 0 {
+                p.sub { "No vehicle has a second report yet. · 尚无车辆重新查询报告。" }
+            } @else {
+                div.cards {
+                    (card("", &thousands(refreshed as i64), "Vehicles refreshed · 重新查询车辆"))
+                    (card("high", &thousands(changed.len() as i64), "Newly high risk · 新增高风险"))
+                    (card("high", &thousands(rows.iter().filter(|r| r.rollback_between).count() as i64),
+                        "Rollbacks between reports · 两次报告间里程回滚"))
+                }
+                figure {
+                    figcaption { "Km since the previous report · 距上次报告行驶里程 (vehicles · 车辆数)" }
+                    (charts::bar_chart("chart-km-since-previous", "Km driven since the previous report", &km))
+                }
+                @if !changed.is_empty() {
+                    table id="newly-high-risk" {
+                        thead { tr {
+                            th { "VIN · 车架号" }
+                            th { "What changed · 变化" }
+                            th { "New records · 新增记录" }
+                            th { "Km since previous · 新增里程" }
+                        } }
+                        tbody {
+                            @for (row, _) in changed.iter().take(MAX_LISTED) {
+                                tr {
+                                    td.vin { (row.vin) }
+                                    td { ul.reasons {
+                                        @if row.rollback_between {
+                                            li { "Odometer lower than the previous report · 两次报告间里程回滚" }
+                                        }
+                                        @if row.became_accident {
+                                            li { "Accident status or grade worse · 事故状态或等级变差" }
+                                        }
+                                        @if row.new_structural {
+                                            li { "New frame/airbag exception · 新增车架/气囊异常" }
+                                        }
+                                    } }
+                                    td.num { (row.new_records.map(i64::from).map(thousands).unwrap_or_else(|| NONE.into())) }
+                                    td.num { (row.km_since_previous.map(thousands).unwrap_or_else(|| NONE.into())) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `fleet_summary` as a table: one row per brand, then the total.
 fn brand_table(brands: &[Fleet], total: Option<&Fleet>) -> Markup {
     html! {
@@ -304,8 +369,8 @@ fn vehicle_row(row: &Row, reasons: &[Reason]) -> Markup {
 fn rules() -> Markup {
     html! {
         p.sub {
-            "Rules · 规则: high = frame/airbag exception, odometer rollback, accident recorded or "
-            "grade D; medium = engine exception, grade C, accident unknown with exceptions, or no "
+            "Rules · 规则: high = frame/airbag exception, odometer rollback (within a report, or "
+            "between the previous report and the latest), accident recorded or grade D; medium = engine exception, grade C, accident unknown with exceptions, or no "
             "workshop visit for 2+ years; otherwise low. Computed from the exported tables "
             "(vehicle_flags, fleet_summary)."
         }
@@ -327,6 +392,12 @@ mod tests {
             total_km: None,
             yearly_km: None,
             spent: None,
+            versions: 1,
+            km_since_previous: None,
+            new_records: None,
+            became_accident: false,
+            new_structural: false,
+            rollback_between: false,
         };
         let html = vehicle_row(&row, &[]).into_string();
         assert!(

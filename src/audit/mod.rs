@@ -8,6 +8,7 @@
 //! the checkpoint or the raw JSON, so every flag can be reproduced with SQL on the tables.
 //! Only [`run`] and its options, report and error are public; the steps are the crate's own.
 
+mod changes;
 mod flags;
 mod fmt;
 pub mod html;
@@ -108,12 +109,49 @@ impl Tables {
             };
             LazyFrame::scan_parquet(PlRefPath::try_from_path(&path).ctx(&what)?, args).ctx(&what)
         };
-        Ok(Tables {
+        let mut tables = Tables {
             requests: scan(requests)?,
             reports: scan(reports)?,
             records: scan(records)?,
             overview: scan(overview)?,
-        })
+        };
+        // Tables exported before versions hold one report per VIN: its first and latest.
+        let what = format!("reading {}", dir.join("reports.parquet").display());
+        let versioned = tables
+            .reports
+            .clone()
+            .collect_schema()
+            .ctx(&what)?
+            .contains("is_latest");
+        if !versioned {
+            let first = |t: LazyFrame| t.with_column(lit(1i32).alias("version"));
+            tables.reports = first(tables.reports).with_column(lit(true).alias("is_latest"));
+            tables.records = first(tables.records);
+            tables.overview = first(tables.overview);
+        }
+        Ok(tables)
+    }
+
+    /// The latest version of each VIN's report, and the rows of the other report tables that
+    /// belong to it (joined on `(vin, version)`): the vehicle as it is today.
+    pub(crate) fn latest(&self) -> Tables {
+        let reports = self.reports.clone().filter(col("is_latest"));
+        let keys = [col("vin"), col("version")];
+        let latest = reports.clone().select(keys.clone());
+        let join = |t: LazyFrame| {
+            t.join(
+                latest.clone(),
+                keys.clone(),
+                keys.clone(),
+                JoinArgs::new(JoinType::Inner),
+            )
+        };
+        Tables {
+            requests: self.requests.clone(),
+            records: join(self.records.clone()),
+            overview: join(self.overview.clone()),
+            reports,
+        }
     }
 }
 
@@ -161,7 +199,19 @@ pub(crate) fn compute(
         rollback_tolerance_km,
         as_of_days: Date32Type::from_naive_date(as_of),
     };
-    let plain = flags::plan(tables, opts)
+    // Each vehicle as its latest report shows it, and what changed since the one before.
+    let plain = flags::plan(&tables.latest(), opts)
+        .join(
+            changes::plan(tables, rollback_tolerance_km),
+            [col("vin")],
+            [col("vin")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .with_columns([
+            col("report_versions").fill_null(lit(1i32)),
+            col("rollback_between_reports").fill_null(lit(false)),
+        ])
+        .sort(["vin"], SortMultipleOptions::default())
         .collect()
         .ctx("computing vehicle_flags")?;
     let (vehicle_flags, reasons) = flags::with_risk(plain).ctx("grading vehicle_flags")?;

@@ -32,13 +32,24 @@ impl RiskLevel {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Reason {
     StructuralDamage,
-    OdometerRollback { km: i64 },
+    OdometerRollback {
+        km: i64,
+    },
+    /// The latest report's highest reading is below the previous report's by more than the
+    /// tolerance: the vendor itself said more, earlier.
+    RollbackBetweenReports {
+        km: i64,
+    },
     AccidentRecorded,
     GradeD,
     EngineException,
     GradeC,
-    AccidentUnknownWithExceptions { parts: i32 },
-    NoRecentVisit { days: i64 },
+    AccidentUnknownWithExceptions {
+        parts: i32,
+    },
+    NoRecentVisit {
+        days: i64,
+    },
     NoVisitRecorded,
 }
 
@@ -47,6 +58,7 @@ impl Reason {
         match self {
             Reason::StructuralDamage
             | Reason::OdometerRollback { .. }
+            | Reason::RollbackBetweenReports { .. }
             | Reason::AccidentRecorded
             | Reason::GradeD => RiskLevel::High,
             _ => RiskLevel::Medium,
@@ -58,6 +70,7 @@ impl Reason {
         match self {
             Reason::StructuralDamage => "structural_damage",
             Reason::OdometerRollback { .. } => "odometer_rollback",
+            Reason::RollbackBetweenReports { .. } => "rollback_between_reports",
             Reason::AccidentRecorded => "accident",
             Reason::GradeD => "grade_d",
             Reason::EngineException => "engine_exception",
@@ -75,6 +88,10 @@ impl Reason {
             Reason::OdometerRollback { km } => {
                 format!("Odometer rollback of {} km · 里程回滚", thousands(*km))
             }
+            Reason::RollbackBetweenReports { km } => format!(
+                "Odometer {} km lower than the previous report · 两次报告间里程回滚",
+                thousands(*km)
+            ),
             Reason::AccidentRecorded => "Accident recorded · 事故车".into(),
             Reason::GradeD => "Accident grade D · 事故等级 D".into(),
             Reason::EngineException => "Engine exception · 发动机异常".into(),
@@ -101,6 +118,9 @@ pub(crate) struct Facts {
     pub(crate) engine_exception: bool,
     pub(crate) odometer_rollback: bool,
     pub(crate) max_rollback_km: i64,
+    /// Between the previous report and the latest (vehicles bought again).
+    pub(crate) rollback_between_reports: bool,
+    pub(crate) rollback_between_km: i64,
     pub(crate) exception_parts: i32,
     pub(crate) days_since_last_visit: Option<i64>,
 }
@@ -116,6 +136,11 @@ pub(crate) fn assess(f: &Facts) -> Vec<Reason> {
     if f.odometer_rollback {
         out.push(Reason::OdometerRollback {
             km: f.max_rollback_km,
+        });
+    }
+    if f.rollback_between_reports {
+        out.push(Reason::RollbackBetweenReports {
+            km: f.rollback_between_km,
         });
     }
     if f.accident_status == Some(1) {

@@ -156,6 +156,9 @@ impl Fleet {
 
     fn report(&mut self, vin: &'static str, mut cols: Row) -> &mut Self {
         cols.push(("vin", S(vin)));
+        // The fleet's first and only report per vehicle.
+        cols.push(("version", I(1)));
+        cols.push(("is_latest", B(true)));
         self.reports.push(cols);
         self.requests
             .push(vec![("vin", S(vin)), ("status", S("done"))]);
@@ -169,7 +172,12 @@ impl Fleet {
         visits: &[(Option<&'static str>, Option<i64>)],
     ) -> &mut Self {
         for (seq, (date, km)) in visits.iter().enumerate() {
-            let mut r: Row = vec![("vin", S(vin)), ("seq", I(seq as i64)), ("type_code", I(1))];
+            let mut r: Row = vec![
+                ("vin", S(vin)),
+                ("version", I(1)),
+                ("seq", I(seq as i64)),
+                ("type_code", I(1)),
+            ];
             if let Some(d) = date {
                 r.push(("visit_date", D(d)));
             }
@@ -187,7 +195,7 @@ impl Fleet {
         part: &'static str,
         exception: Option<bool>,
     ) -> &mut Self {
-        let mut r: Row = vec![("vin", S(vin)), ("part", S(part))];
+        let mut r: Row = vec![("vin", S(vin)), ("version", I(1)), ("part", S(part))];
         if let Some(e) = exception {
             r.push(("has_exception", B(e)));
         }
@@ -397,6 +405,7 @@ fn same_day_visits_are_ordered_by_maintained_at_then_seq() {
     // seq 0 was maintained later in the day than seq 1: 20,000 (08:00) then 5,000 (17:00).
     let base = 1_577_836_800_000i64; // 2020-01-01T00:00:00Z
     fleet.records.push(vec![
+        ("version", I(1)),
         ("vin", S(V1)),
         ("seq", I(0)),
         ("visit_date", D("2020-01-01")),
@@ -404,6 +413,7 @@ fn same_day_visits_are_ordered_by_maintained_at_then_seq() {
         ("mileage_km", I(5_000)),
     ]);
     fleet.records.push(vec![
+        ("version", I(1)),
         ("vin", S(V1)),
         ("seq", I(1)),
         ("visit_date", D("2020-01-01")),
@@ -509,6 +519,7 @@ fn counts_amounts_and_gaps() {
         (3, "2021-03-02", 3, 0.0),
     ] {
         fleet.records.push(vec![
+            ("version", I(1)),
             ("vin", S(V1)),
             ("seq", I(seq)),
             ("visit_date", D(date)),
@@ -519,6 +530,7 @@ fn counts_amounts_and_gaps() {
     }
     // A record without an amount adds nothing.
     fleet.records.push(vec![
+        ("version", I(1)),
         ("vin", S(V1)),
         ("seq", I(4)),
         ("visit_date", D("2021-03-03")),
@@ -699,5 +711,127 @@ fn run_writes_every_output_atomically_and_escapes_data_in_the_page() {
     assert_eq!(
         back.column("total_spent").expect("col").dtype(),
         &DataType::Decimal(18, 2)
+    );
+}
+
+/// A second report of `vin` (version 2, the latest) beside the first the fleet already holds:
+/// the first loses `is_latest`.
+fn second_report(f: &mut Fleet, vin: &'static str, report: Row) {
+    for r in f.reports.iter_mut() {
+        if r.iter()
+            .any(|(n, c)| *n == "vin" && matches!(c, S(v) if *v == vin))
+        {
+            r.retain(|(n, _)| *n != "is_latest");
+            r.push(("is_latest", B(false)));
+        }
+    }
+    let mut r = report;
+    r.push(("vin", S(vin)));
+    r.push(("version", I(2)));
+    r.push(("is_latest", B(true)));
+    f.reports.push(r);
+}
+
+/// Records of version 2 of `vin`: `(visit_date, mileage, type_code)`.
+fn second_visits(f: &mut Fleet, vin: &'static str, visits: &[(&'static str, i64, i64)]) {
+    for (seq, (d, km, code)) in visits.iter().enumerate() {
+        f.records.push(vec![
+            ("vin", S(vin)),
+            ("version", I(2)),
+            ("seq", I(seq as i64)),
+            ("visit_date", D(d)),
+            ("mileage_km", I(*km)),
+            ("type_code", I(*code)),
+        ]);
+    }
+}
+
+#[test]
+fn changes_since_the_previous_report_compare_the_latest_version_with_the_one_before() {
+    let mut f = Fleet::default();
+    let first = [
+        (Some("2020-01-01"), Some(10_000)),
+        (Some("2021-01-01"), Some(30_000)),
+    ];
+    // V1 driven on: two more visits, one a repair, a new frame exception and grade D.
+    f.vehicle(V1, "大众")
+        .visits(V1, &first)
+        .part(V1, "frame", Some(false));
+    second_report(
+        &mut f,
+        V1,
+        vec![
+            ("brand_name", S("大众")),
+            ("accident_status", I(1)),
+            ("accident_grade", S("D")),
+        ],
+    );
+    second_visits(
+        &mut f,
+        V1,
+        &[
+            ("2020-01-01", 10_000, 1),
+            ("2021-01-01", 30_000, 1),
+            ("2022-01-01", 41_000, 2),
+            ("2023-01-01", 52_500, 1),
+        ],
+    );
+    f.overview.push(vec![
+        ("vin", S(V1)),
+        ("version", I(2)),
+        ("part", S("frame")),
+        ("has_exception", B(true)),
+    ]);
+    // V2 rolled back between the reports: the latest history tops out 9,000 km lower.
+    f.vehicle(V2, "大众").visits(V2, &first);
+    second_report(
+        &mut f,
+        V2,
+        vec![
+            ("brand_name", S("大众")),
+            ("accident_status", I(0)),
+            ("accident_grade", S("A")),
+        ],
+    );
+    second_visits(
+        &mut f,
+        V2,
+        &[("2020-01-01", 7_000, 1), ("2021-01-01", 21_000, 1)],
+    );
+    // V3 bought once.
+    f.vehicle(V3, "大众").visits(V3, &first);
+
+    let flags = f.audit();
+    for c in changes::COLUMNS {
+        assert!(flags.cells[V1].contains_key(c), "{c}");
+    }
+    let row = |vin: &str| {
+        changes::COLUMNS
+            .iter()
+            .map(|c| flags.get(vin, c).to_owned())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    // report_versions, km_since_previous, new_records, new_repairs, became_accident,
+    // new_structural, rollback_between_reports, rollback_between_km
+    assert_eq!(row(V1), "2,22500,2,1,true,true,false,0");
+    assert_eq!(row(V2), "2,-9000,0,0,false,false,true,9000");
+    assert_eq!(row(V3), "1,null,null,null,null,null,false,null");
+    // The vehicle is graded by its latest report, and a rollback between reports is high risk.
+    assert_eq!(flags.get(V1, "accident_grade"), "D");
+    assert_eq!(flags.get(V1, "record_count"), "4");
+    assert_eq!(flags.get(V2, "risk_level"), "high");
+    assert!(
+        flags
+            .get(V2, "risk_reasons")
+            .contains("rollback_between_reports"),
+        "{}",
+        flags.get(V2, "risk_reasons")
+    );
+    assert_eq!(flags.audit.vehicle_flags.height(), 3);
+    // Within the tolerance it is not one.
+    assert_eq!(
+        f.audit_with(9_000).get(V2, "rollback_between_reports"),
+        "false"
     );
 }

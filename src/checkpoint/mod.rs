@@ -20,7 +20,7 @@ pub use state::{IllegalTransition, State};
 pub use writer::Writer;
 
 /// The schema this build writes. Bump it with a new entry in `MIGRATIONS`.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Forward migrations: entry `i` takes a checkpoint from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -118,6 +118,53 @@ CREATE TABLE resolutions (
     from_state TEXT NOT NULL,
     to_state TEXT NOT NULL
 );
+"#,
+    r#"
+-- Re-audits: a VIN may be bought more than once (docs/design.md, "Purchases and versions").
+-- `vins` holds the VIN's current purchase; `purchase` numbers it (1 for the first).
+ALTER TABLE vins ADD COLUMN purchase INTEGER NOT NULL DEFAULT 1;
+-- The purchase each call belonged to.
+ALTER TABLE calls ADD COLUMN purchase INTEGER NOT NULL DEFAULT 1;
+-- Every report version of a VIN, kept byte for byte: version 1 is its first report.
+CREATE TABLE reports_v3 (
+    vin_id INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    purchase INTEGER NOT NULL,
+    vin TEXT NOT NULL,
+    request_id TEXT,
+    task_no TEXT,
+    endpoint TEXT NOT NULL,
+    fetched_at INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (vin_id, version)
+);
+INSERT INTO reports_v3 (vin_id, version, purchase, vin, request_id, task_no, endpoint, fetched_at, body)
+    SELECT vin_id, 1, 1, vin, request_id, task_no, endpoint, fetched_at, body FROM reports;
+DROP TABLE reports;
+ALTER TABLE reports_v3 RENAME TO reports;
+-- The earlier purchases of a VIN, each as it ended, moved here when the next one starts.
+CREATE TABLE purchases (
+    vin_id INTEGER NOT NULL,
+    purchase INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    code INTEGER,
+    message TEXT,
+    request_id TEXT,
+    task_no TEXT,
+    submitted_at INTEGER,
+    accepted_at INTEGER,
+    completed_at INTEGER,
+    report_version INTEGER,
+    PRIMARY KEY (vin_id, purchase)
+);
+-- Which VINs each input file holds (a VIN first seen in an older file is in the newer one too).
+CREATE TABLE batch_vins (
+    batch_id TEXT NOT NULL,
+    vin_id INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, vin_id)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO batch_vins (batch_id, vin_id)
+    SELECT batch_id, id FROM vins WHERE state <> 'rejected' AND batch_id IS NOT NULL;
 "#,
 ];
 
@@ -333,12 +380,17 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), CheckpointError> {
             found: version,
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
     }
+    // Every step in one transaction: a checkpoint is never left between two schemas, and a new
+    // one costs one commit, not one per step.
+    let tx = conn.transaction()?;
+    for sql in MIGRATIONS.iter().skip(version as usize) {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -473,7 +525,36 @@ pub fn open_reader(path: &Path) -> Result<Connection, CheckpointError> {
             found: version,
         });
     }
+    if version < SCHEMA_VERSION {
+        // A checkpoint from an older vmr that no writer has opened since: readers (status,
+        // export, backup) read this schema only, so it is migrated first, under the lock.
+        drop(conn);
+        upgrade(path)?;
+        return open_reader(path);
+    }
     Ok(conn)
+}
+
+/// Migrates the checkpoint at `path` to [`SCHEMA_VERSION`], holding the state directory's lock
+/// for the moment it takes (a vmr writing it now has migrated it already).
+fn upgrade(path: &Path) -> Result<(), CheckpointError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let _lock = DirLock::acquire(dir)?;
+    let open_err = |source| CheckpointError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let mut conn = Connection::open(path).map_err(open_err)?;
+    configure(&conn).map_err(open_err)?;
+    migrate(&mut conn, path)?;
+    tighten_db_files(path).map_err(|source| CheckpointError::Io {
+        dir: dir.to_owned(),
+        source,
+    })?;
+    Ok(())
 }
 
 /// What [`backup`] wrote.
@@ -612,6 +693,14 @@ pub struct Update {
     /// When the billed generate that issued the VIN's requestId answered.
     pub accepted_at: Option<i64>,
     pub report: Option<ReportRow>,
+    /// Starts a new purchase of a VIN whose current one is `done`, `failed` or `expired`
+    /// (a refresh or a retry): the current purchase is moved to `purchases` and the VIN starts
+    /// again from `queued`, before `to` is checked. Its reports stay where they are.
+    pub rebuy: bool,
+    /// Undoes the VIN's current purchase, begun by `rebuy`, once it has ended without anything
+    /// billed or possibly billed: the previous purchase is the VIN's current one again. Applied
+    /// last, so a call this update logs stays in the call log.
+    pub undo_rebuy: bool,
 }
 
 fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
@@ -620,9 +709,21 @@ fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
         .query_row([u.vin_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
         .ok_or(CheckpointError::UnknownVin(u.vin_id))?;
-    let current: State = current
+    let mut current: State = current
         .parse()
         .map_err(|e: String| CheckpointError::Commit(e))?;
+    if u.rebuy {
+        if !current.can_rebuy() {
+            return Err(IllegalTransition {
+                vin,
+                from: current,
+                to: State::Queued,
+            }
+            .into());
+        }
+        start_purchase(conn, u.vin_id)?;
+        current = State::Queued;
+    }
     if let Some(to) = u.to {
         // The state machine first: an illegal move is refused before anything is written.
         current.check(to, &vin)?;
@@ -643,10 +744,17 @@ fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
         log_call(conn, u.vin_id, call)?;
     }
     set_fields(conn, u)?;
+    if u.undo_rebuy {
+        undo_purchase(conn, u.vin_id, &vin)?;
+    }
     if let Some(r) = &u.report {
+        // The next version of the VIN's report, bought by its current purchase.
         conn.prepare_cached(
-            "INSERT INTO reports (vin_id, vin, request_id, task_no, endpoint, fetched_at, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO reports (vin_id, version, purchase, vin, request_id, task_no, endpoint, fetched_at, body)
+             VALUES (?1,
+                (SELECT coalesce(max(version), 0) + 1 FROM reports WHERE vin_id = ?1),
+                (SELECT purchase FROM vins WHERE id = ?1),
+                ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
             u.vin_id,
@@ -661,11 +769,72 @@ fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
     Ok(())
 }
 
+/// Moves the VIN's current purchase (final) into `purchases` and starts the next one at
+/// `queued`. The call counters stay: they count over every purchase of the VIN.
+fn start_purchase(conn: &Connection, vin_id: i64) -> Result<(), CheckpointError> {
+    conn.prepare_cached(
+        "INSERT INTO purchases (vin_id, purchase, state, code, message, request_id, task_no,
+            submitted_at, accepted_at, completed_at, report_version)
+         SELECT v.id, v.purchase, v.state, v.code, v.message, v.request_id, v.task_no,
+            v.submitted_at, v.accepted_at, v.completed_at,
+            (SELECT max(version) FROM reports r WHERE r.vin_id = v.id AND r.purchase = v.purchase)
+         FROM vins v WHERE v.id = ?1",
+    )?
+    .execute([vin_id])?;
+    conn.prepare_cached(
+        "UPDATE vins SET purchase = purchase + 1, state = 'queued', code = NULL, message = NULL,
+            request_id = NULL, task_no = NULL, next_poll_at = NULL, poll_interval_ms = NULL,
+            submitted_at = NULL, accepted_at = NULL, completed_at = NULL
+         WHERE id = ?1",
+    )?
+    .execute([vin_id])?;
+    Ok(())
+}
+
+/// Puts back the purchase [`start_purchase`] moved to `purchases`, when the one started since
+/// is `submitting` and has nothing billed or possibly billed; else refuses, changing nothing.
+fn undo_purchase(conn: &Connection, vin_id: i64, vin: &str) -> Result<(), CheckpointError> {
+    let (state, purchase, charged): (String, i64, i64) = conn
+        .prepare_cached(
+            "SELECT v.state, v.purchase,
+                (SELECT count(*) FROM calls c WHERE c.vin_id = v.id AND c.purchase = v.purchase
+                   AND (c.billed = 1 OR c.delivery = 'unknown'))
+             FROM vins v WHERE v.id = ?1",
+        )?
+        .query_row([vin_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let previous: Option<String> = conn
+        .prepare_cached("SELECT state FROM purchases WHERE vin_id = ?1 AND purchase = ?2")?
+        .query_row(params![vin_id, purchase - 1], |r| r.get(0))
+        .optional()?;
+    let current: State = state.parse().map_err(CheckpointError::Commit)?;
+    let Some(previous) = previous.filter(|_| current == State::Submitting && charged == 0) else {
+        return Err(CheckpointError::Commit(format!(
+            "VIN {vin}: purchase {purchase} ({state}) cannot be undone: only a purchase bought again, still submitting, with nothing billed"
+        )));
+    };
+    let previous: State = previous.parse().map_err(CheckpointError::Commit)?;
+    conn.prepare_cached(
+        "UPDATE vins SET (state, code, message, request_id, task_no, submitted_at, accepted_at,
+                completed_at, purchase) =
+            (SELECT p.state, p.code, p.message, p.request_id, p.task_no, p.submitted_at,
+                p.accepted_at, p.completed_at, p.purchase
+             FROM purchases p WHERE p.vin_id = vins.id AND p.purchase = vins.purchase - 1),
+            next_poll_at = NULL, poll_interval_ms = NULL
+         WHERE id = ?1",
+    )?
+    .execute([vin_id])?;
+    conn.prepare_cached("DELETE FROM purchases WHERE vin_id = ?1 AND purchase = ?2")?
+        .execute(params![vin_id, purchase - 1])?;
+    debug_assert!(previous.can_rebuy());
+    Ok(())
+}
+
 /// One call into the call log, and the VIN's call counters.
 fn log_call(conn: &Connection, vin_id: i64, call: &CallLog) -> Result<(), CheckpointError> {
     conn.prepare_cached(
-        "INSERT INTO calls (vin_id, endpoint, request_id, http_status, code, msg, task_no, billed, delivery, started_at, ended_at, error, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        "INSERT INTO calls (vin_id, endpoint, request_id, http_status, code, msg, task_no, billed, delivery, started_at, ended_at, error, body, purchase)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,
+            (SELECT purchase FROM vins WHERE id = ?1))",
     )?
     .execute(params![
         vin_id,
@@ -754,11 +923,132 @@ pub(crate) struct PollTodo {
     pub poll_interval_ms: Option<i64>,
 }
 
-/// Up to `limit` VINs in `states` with id greater than `after_id`, in id order (paged so that a
-/// million queued VINs never sit in memory at once).
+/// Which VINs whose purchase has ended a submit buys again (docs/design.md, "Purchases and
+/// versions"). The default buys nothing again.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Rebuy {
+    /// Only VINs of this input (batch id); `None`: any VIN of the checkpoint.
+    pub batch: Option<String>,
+    /// `done` VINs whose latest report was fetched before this instant (ms since the epoch).
+    pub refresh_before: Option<i64>,
+    /// `failed` VINs to send again: `None` none, an empty list all of them, else those whose
+    /// last code or kind is listed.
+    pub retry_failed: Option<Vec<FailedKind>>,
+    /// `expired` VINs to send again.
+    pub retry_expired: bool,
+}
+
+/// A kind of failure `--retry-failed` names: a vendor code, or `billed_unusable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailedKind {
+    Code(i64),
+    BilledUnusable,
+}
+
+impl std::str::FromStr for FailedKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s == "billed_unusable" {
+            return Ok(FailedKind::BilledUnusable);
+        }
+        s.parse::<i64>()
+            .map(FailedKind::Code)
+            .map_err(|_| format!("{s:?} is not a vendor code (like 702) or billed_unusable"))
+    }
+}
+
+/// How many VINs a [`Rebuy`] would send again, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub(crate) struct RebuyCounts {
+    pub refresh: i64,
+    pub retry_failed: i64,
+    pub retry_expired: i64,
+}
+
+impl RebuyCounts {
+    pub(crate) fn total(&self) -> i64 {
+        self.refresh + self.retry_failed + self.retry_expired
+    }
+}
+
+impl Rebuy {
+    /// Whether it buys anything again.
+    pub(crate) fn any(&self) -> bool {
+        self.refresh_before.is_some() || self.retry_failed.is_some() || self.retry_expired
+    }
+
+    /// The SQL condition on `vins v` for each reason, in the order refresh, failed, expired;
+    /// `:batch` is bound to the batch, `:before` to `refresh_before`. Only literals are built in.
+    fn conditions(&self) -> [String; 3] {
+        use crate::engine::BILLED_UNUSABLE;
+        let failed = match &self.retry_failed {
+            None => "0".to_owned(),
+            Some(kinds) if kinds.is_empty() => "1".to_owned(),
+            Some(kinds) => {
+                let mut any: Vec<String> = kinds
+                    .iter()
+                    .map(|k| match k {
+                        FailedKind::Code(c) => {
+                            format!("(v.code = {c} AND coalesce(v.message, '') NOT LIKE '{BILLED_UNUSABLE}%')")
+                        }
+                        FailedKind::BilledUnusable => {
+                            format!("coalesce(v.message, '') LIKE '{BILLED_UNUSABLE}%'")
+                        }
+                    })
+                    .collect();
+                any.dedup();
+                format!("({})", any.join(" OR "))
+            }
+        };
+        let in_batch = "(:batch IS NULL OR EXISTS (SELECT 1 FROM batch_vins b WHERE b.batch_id = :batch AND b.vin_id = v.id))";
+        [
+            format!(
+                "(v.state = 'done' AND :before IS NOT NULL AND {in_batch}
+                  AND (SELECT max(fetched_at) FROM reports r WHERE r.vin_id = v.id) < :before)"
+            ),
+            format!("(v.state = 'failed' AND {failed} AND {in_batch})"),
+            format!(
+                "(v.state = 'expired' AND {} AND {in_batch})",
+                self.retry_expired as i32
+            ),
+        ]
+    }
+}
+
+/// How many VINs `rebuy` would send again now.
+pub(crate) fn rebuy_counts(
+    conn: &Connection,
+    rebuy: &Rebuy,
+) -> Result<RebuyCounts, CheckpointError> {
+    if !rebuy.any() {
+        return Ok(RebuyCounts::default());
+    }
+    let [refresh, failed, expired] = rebuy.conditions();
+    let sql = format!(
+        "SELECT coalesce(sum({refresh}), 0), coalesce(sum({failed}), 0), coalesce(sum({expired}), 0)
+         FROM vins v WHERE v.state IN ('done', 'failed', 'expired')"
+    );
+    Ok(conn.query_row(
+        &sql,
+        rusqlite::named_params! {":batch": rebuy.batch, ":before": rebuy.refresh_before},
+        |r| {
+            Ok(RebuyCounts {
+                refresh: r.get(0)?,
+                retry_failed: r.get(1)?,
+                retry_expired: r.get(2)?,
+            })
+        },
+    )?)
+}
+
+/// Up to `limit` VINs with id greater than `after_id`, in id order, that a submit sends to
+/// generate: those in `states`, and those `rebuy` buys again (paged so that a million queued
+/// VINs never sit in memory at once).
 pub(crate) fn submit_page(
     conn: &Connection,
     states: &[State],
+    rebuy: &Rebuy,
     after_id: i64,
     limit: usize,
 ) -> Result<Vec<SubmitTodo>, CheckpointError> {
@@ -767,12 +1057,18 @@ pub(crate) fn submit_page(
         .map(|s| format!("'{}'", s.as_str()))
         .collect::<Vec<_>>()
         .join(",");
+    let again = if rebuy.any() {
+        let [refresh, failed, expired] = rebuy.conditions();
+        format!(" OR {refresh} OR {failed} OR {expired}")
+    } else {
+        String::new()
+    };
     let sql = format!(
-        "SELECT id, vin, coalesce(license_img_url, ''), state FROM vins
-         WHERE state IN ({list}) AND id > ?1 ORDER BY id LIMIT ?2"
+        "SELECT v.id, v.vin, coalesce(v.license_img_url, ''), v.state FROM vins v
+         WHERE v.id > :after AND (v.state IN ({list}){again}) ORDER BY v.id LIMIT :limit"
     );
     let mut st = conn.prepare_cached(&sql)?;
-    let rows = st.query_map(params![after_id, limit as i64], |r| {
+    let row = |r: &rusqlite::Row<'_>| {
         let state: String = r.get(3)?;
         Ok(SubmitTodo {
             vin_id: r.get(0)?,
@@ -780,8 +1076,25 @@ pub(crate) fn submit_page(
             license_img_url: r.get(2)?,
             state: state.parse().unwrap_or(State::Queued),
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    };
+    let (after, limit) = (after_id, limit as i64);
+    let rows = if rebuy.any() {
+        st.query_map(
+            rusqlite::named_params! {
+                ":after": after, ":limit": limit,
+                ":batch": rebuy.batch, ":before": rebuy.refresh_before,
+            },
+            row,
+        )?
+        .collect::<Result<_, _>>()?
+    } else {
+        st.query_map(
+            rusqlite::named_params! {":after": after, ":limit": limit},
+            row,
+        )?
+        .collect::<Result<_, _>>()?
+    };
+    Ok(rows)
 }
 
 /// Up to `limit` pending VINs due at `now` with id greater than `after_id`, in id order.

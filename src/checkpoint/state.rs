@@ -73,6 +73,14 @@ impl State {
         )
     }
 
+    /// Whether a new purchase of the VIN may start from here (a refresh of a `done` VIN, a retry
+    /// of a `failed` or `expired` one). This is not a move of the purchase: that one stays as it
+    /// ended, and the new purchase starts at `queued` (docs/design.md, "Purchases and versions").
+    /// Never from a purchase still under way, nor for a rejected row.
+    pub(crate) fn can_rebuy(self) -> bool {
+        matches!(self, State::Done | State::Failed | State::Expired)
+    }
+
     /// Whether `self -> to` is a legal move.
     pub(crate) fn can_go(self, to: State) -> bool {
         use State::*;
@@ -165,6 +173,12 @@ mod tests {
         for s in ALL.into_iter().filter(|s| s.is_final()) {
             assert!(ALL.iter().all(|&to| !s.can_go(to)), "{s}");
         }
+    }
+
+    #[test]
+    fn only_finished_purchases_may_be_bought_again() {
+        let rebuyable: Vec<State> = ALL.into_iter().filter(|s| s.can_rebuy()).collect();
+        assert_eq!(rebuyable, vec![Done, Failed, Expired]);
     }
 
     #[test]

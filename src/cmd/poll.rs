@@ -28,6 +28,8 @@ pub fn run(args: Args, settings: &Settings) -> Result<u8> {
             export: false,
             resubmit_uncertain: false,
             dry_run: false,
+            retry_failed: None,
+            retry_expired: false,
         },
     )
 }

@@ -27,6 +27,8 @@ pub fn run(args: Args, settings: &Settings) -> Result<u8> {
             export: true,
             resubmit_uncertain: args.send.resubmit_uncertain,
             dry_run: args.send.dry_run,
+            retry_failed: args.send.retry_failed()?,
+            retry_expired: args.send.retry_expired,
         },
     )
 }

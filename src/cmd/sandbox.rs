@@ -65,6 +65,11 @@ pub struct Args {
     /// App id the sandbox accepts.
     #[arg(long, default_value = DEFAULT_APP_ID)]
     app_id: String,
+    /// How far a VIN's report moves on each time it is bought again (whole days, e.g. 90d):
+    /// newer visits, and for a few vehicles a new accident or a rolled-back history. Report
+    /// content only; the sign check's clock is never changed.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    report_age: Duration,
 }
 
 /// The sandbox configuration the flags describe.
@@ -85,6 +90,7 @@ fn config(args: &Args, secret: Secret) -> SandboxConfig {
         app_id: args.app_id.clone(),
         app_secret: secret,
         inline_rate: args.inline_rate,
+        report_age: args.report_age,
     }
 }
 
@@ -161,6 +167,16 @@ mod tests {
         assert_eq!(c.outage, d.outage);
         assert_eq!(c.unusable_rate, d.unusable_rate);
         assert_eq!(c.stall, d.stall);
+        assert_eq!(c.report_age, d.report_age);
+        assert_eq!(c.age_days(2), 0, "reports do not move on unless asked");
+    }
+
+    #[test]
+    fn the_report_age_is_whole_days_per_purchase() {
+        let c = cfg(&["--report-age", "90d"]);
+        assert_eq!(c.report_age, std::time::Duration::from_secs(90 * 86_400));
+        assert_eq!((c.age_days(1), c.age_days(2), c.age_days(3)), (0, 90, 180));
+        assert_eq!(cfg(&["--report-age", "36h"]).age_days(2), 1);
     }
 
     #[test]

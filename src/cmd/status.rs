@@ -18,7 +18,15 @@ pub fn run(args: Args, settings: &Settings) -> Result<u8> {
     let path = checkpoint::db_path(&settings.state);
     let conn = checkpoint::open_reader(&path)?;
     let running = checkpoint::writer_running(&settings.state);
-    let st = status::read(&conn, &path.display().to_string(), running)?;
+    let mut st = status::read(
+        &conn,
+        &path.display().to_string(),
+        running,
+        settings.refresh_older_than,
+    )?;
+    st.money = settings.price.as_ref().map(|p| {
+        crate::price::Spent::of(p, st.billed_total as u64, st.unknown_outcome_total as u64)
+    });
     if args.json {
         crate::app::print(&format!("{}\n", serde_json::to_string_pretty(&st)?))?;
     } else {

@@ -46,7 +46,11 @@ pub(crate) struct EngineOptions {
     pub retry: RetryPolicy,
     pub poll_interval: Duration,
     pub poll_timeout: Duration,
+    /// The most calls billed (or possibly billed) in the run: `--max-billed`, or the calls
+    /// `--max-spend` pays for, whichever is smaller.
     pub max_billed: Option<u64>,
+    /// How that budget is named in messages.
+    pub budget_name: String,
     pub resubmit_uncertain: bool,
     /// 400s in a row that stop the run as a credentials problem.
     pub bad_request_streak: u32,
@@ -407,10 +411,13 @@ impl Engine {
     /// not billed is retried; retries used up send the VIN back to the queue. An unknown answer
     /// is never resent: the VIN becomes `uncertain` at once. A billed answer is kept whatever
     /// its shape.
-    async fn submit_one(&self, todo: SubmitTodo) -> Result<State, CheckpointError> {
+    async fn submit_one(&self, todo: SubmitTodo) -> Result<(State, State), CheckpointError> {
         if self.submit_halted() {
-            return Ok(todo.state);
+            return Ok((todo.state, todo.state));
         }
+        // A VIN bought again (refresh, retry) starts a new purchase at `queued`.
+        let rebuy = todo.state.can_rebuy();
+        let from = if rebuy { State::Queued } else { todo.state };
         // Where the VIN goes when this attempt ends without a purchase: a VIN resubmitted from
         // `uncertain` may still have been billed by its lost call, so it stays uncertain.
         let unsold = if todo.state == State::Uncertain {
@@ -419,25 +426,38 @@ impl Engine {
             State::Queued
         };
         // Durable before the request leaves: a crash from here on leaves the VIN `submitting`,
-        // which the next start turns into `uncertain`.
+        // which the next start turns into `uncertain`. For a VIN bought again, the new purchase
+        // starts in the same transaction (the ended one is kept with its reports).
         self.ckpt
             .apply(Update {
                 vin_id: todo.vin_id,
                 to: Some(State::Submitting),
+                rebuy,
                 ..Update::default()
             })
             .await?;
+        // A purchase bought again that ends without anything billed (nothing sent, a stop, the
+        // budget, retries used up, a 400) is undone: the VIN is back at its previous purchase,
+        // and only an option given again buys it (docs/design.md, "Purchases and versions").
+        let undo = |mut u: Update| {
+            u.to = None;
+            u.undo_rebuy = true;
+            u
+        };
         let mut attempts = self.opts.retry.attempts();
         loop {
             if !self.may_send(Endpoint::Generate).await {
-                self.ckpt
-                    .apply(Update {
-                        vin_id: todo.vin_id,
-                        to: Some(unsold),
-                        ..Update::default()
-                    })
-                    .await?;
-                return Ok(unsold);
+                let u = Update {
+                    vin_id: todo.vin_id,
+                    to: Some(unsold),
+                    ..Update::default()
+                };
+                if rebuy {
+                    self.ckpt.apply(undo(u)).await?;
+                    return Ok((todo.state, todo.state));
+                }
+                self.ckpt.apply(u).await?;
+                return Ok((from, unsold));
             }
             attempts.start();
             let ex = self.client.generate(&todo.vin, &todo.license_img_url).await;
@@ -454,12 +474,16 @@ impl Engine {
                     None => unsold,
                 },
             };
+            if rebuy && state == unsold {
+                self.ckpt.apply(undo(u)).await?;
+                return Ok((todo.state, todo.state));
+            }
             u.to = Some(state);
             self.ckpt.apply(u).await?;
             if matches!(ex.outcome, Outcome::BadRequest { .. }) && unsold == State::Queued {
                 self.streaks.park(todo.vin_id);
             }
-            return Ok(state);
+            return Ok((from, state));
         }
     }
 
@@ -659,10 +683,7 @@ impl Task {
     /// Runs the task; returns the VIN's state before it and after it.
     async fn run(self, engine: Arc<Engine>) -> Result<(State, State), CheckpointError> {
         match self {
-            Task::Submit(t) => {
-                let from = t.state;
-                Ok((from, engine.submit_one(t).await?))
-            }
+            Task::Submit(t) => engine.submit_one(t).await,
             Task::Poll(t) => Ok((State::Pending, engine.poll_one(t).await?)),
         }
     }
@@ -721,9 +742,11 @@ pub(crate) fn send_states(resubmit_uncertain: bool) -> &'static [State] {
     }
 }
 
-/// Calls generate for every VIN in [`send_states`], `concurrency` at a time.
+/// Calls generate for every VIN in [`send_states`], and for those `rebuy` buys again,
+/// `concurrency` at a time.
 pub(crate) async fn submit(
     engine: Arc<Engine>,
+    rebuy: &checkpoint::Rebuy,
     progress: &Progress,
 ) -> Result<PassReport, EngineError> {
     let reader = engine.ckpt.reader()?;
@@ -733,10 +756,12 @@ pub(crate) async fn submit(
         progress,
         || engine.submit_halted(),
         |after| {
-            Ok(checkpoint::submit_page(&reader, states, after, PAGE)?
-                .into_iter()
-                .map(Task::Submit)
-                .collect())
+            Ok(
+                checkpoint::submit_page(&reader, states, rebuy, after, PAGE)?
+                    .into_iter()
+                    .map(Task::Submit)
+                    .collect(),
+            )
         },
     )
     .await

@@ -96,17 +96,46 @@ pub struct Want {
     pub jsonl: bool,
 }
 
-/// Flattens `rows` into one batch per table.
+/// Which version of its VIN's report a [`SourceReport`] is (1 for the first report bought).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportVersion {
+    pub version: i32,
+    /// The VIN's newest report.
+    pub is_latest: bool,
+}
+
+impl Default for ReportVersion {
+    fn default() -> Self {
+        ReportVersion {
+            version: 1,
+            is_latest: true,
+        }
+    }
+}
+
+/// Flattens `rows` into one batch per table, each the first and only version of its VIN's
+/// report.
 pub fn flatten(rows: &[SourceReport], want: Want) -> Result<Flat, ArrowError> {
+    flatten_versions(rows, &[], want)
+}
+
+/// Flattens `rows` into one batch per table; `versions[i]` says which version `rows[i]` is
+/// (a row past the end of `versions` is version 1, the latest).
+pub fn flatten_versions(
+    rows: &[SourceReport],
+    versions: &[ReportVersion],
+    want: Want,
+) -> Result<Flat, ArrowError> {
     let mut b = Builders::with_capacity(rows.len());
     let mut quality = Quality::default();
     let mut bad = Vec::new();
     let mut jsonl = Vec::new();
     let mut jsonl_lines = 0;
-    for row in rows {
+    for (i, row) in rows.iter().enumerate() {
+        let v = versions.get(i).copied().unwrap_or_default();
         if want.tables {
             match parse(row) {
-                Ok(Some(report)) => b.push(row, &report, &mut quality),
+                Ok(Some(report)) => b.push(row, v, &report, &mut quality),
                 Ok(None) => {
                     bad.push(BadBody {
                         vin: row.vin.clone(),
@@ -129,7 +158,7 @@ pub fn flatten(rows: &[SourceReport], want: Want) -> Result<Flat, ArrowError> {
         }
         if want.jsonl {
             match locate(row) {
-                Ok(raw) => jsonl_lines += u64::from(push_jsonl(&mut jsonl, row, raw)),
+                Ok(raw) => jsonl_lines += u64::from(push_jsonl(&mut jsonl, row, v, raw)),
                 Err(reason) if !want.tables => bad.push(BadBody {
                     vin: row.vin.clone(),
                     reason,
@@ -192,6 +221,7 @@ fn locate(row: &SourceReport) -> Result<&RawValue, String> {
 #[derive(Serialize)]
 struct JsonLine<'a> {
     vin: &'a str,
+    version: i32,
     request_id: Option<&'a str>,
     body: &'a RawValue,
 }
@@ -199,10 +229,11 @@ struct JsonLine<'a> {
 /// One `reports.jsonl` line: the REPORT exactly as bought. JSON allows raw line breaks only as
 /// whitespace between tokens (never inside strings), so blanking them keeps the value intact
 /// while keeping one report per line. `false` when nothing could be written.
-fn push_jsonl(out: &mut Vec<u8>, row: &SourceReport, raw: &RawValue) -> bool {
+fn push_jsonl(out: &mut Vec<u8>, row: &SourceReport, v: ReportVersion, raw: &RawValue) -> bool {
     let start = out.len();
     let line = JsonLine {
         vin: &row.vin,
+        version: v.version,
         request_id: row.request_id.as_deref(),
         body: raw,
     };
@@ -410,6 +441,28 @@ pub(crate) fn type_name(code: i8) -> Option<&'static str> {
 // ---- builders ----------------------------------------------------------------------------
 
 /// The four report tables' builders (declared in schema.rs).
+/// What ties a row of `records`, `overview` or `exceptions` to its report: the VIN, the
+/// report's version and its requestId.
+#[derive(Clone, Copy)]
+struct Key<'a> {
+    vin: &'a str,
+    version: i32,
+    rid: Option<&'a str>,
+}
+
+impl Key<'_> {
+    fn put(
+        &self,
+        vin: &mut arrow::array::StringBuilder,
+        version: &mut arrow::array::Int32Builder,
+        rid: &mut arrow::array::StringBuilder,
+    ) {
+        vin.append_value(self.vin);
+        version.append_value(self.version);
+        rid.append_option(self.rid);
+    }
+}
+
 struct Builders {
     rep: ReportCols,
     rec: RecordCols,
@@ -428,11 +481,18 @@ impl Builders {
         }
     }
 
-    fn push(&mut self, row: &SourceReport, r: &ReportView<'_>, q: &mut Quality) {
+    fn push(&mut self, row: &SourceReport, v: ReportVersion, r: &ReportView<'_>, q: &mut Quality) {
         let vin = row.vin.as_str();
         let rid = row.request_id.as_deref();
+        let key = Key {
+            vin,
+            version: v.version,
+            rid,
+        };
         let p = &mut self.rep;
         p.vin.append_value(vin);
+        p.version.append_value(v.version);
+        p.is_latest.append_value(v.is_latest);
         p.request_id.append_option(rid);
         p.task_no.append_option(row.task_no.as_deref());
         p.brand_name
@@ -482,17 +542,11 @@ impl Builders {
             .append_option(date(&r.updatetime, "reports.report_updated_date", q));
         p.fetched_at.append_value(row.fetched_at);
 
-        self.push_records(vin, rid, &r.result_content, q);
-        self.push_overview(vin, rid, &r.overview, q);
+        self.push_records(key, &r.result_content, q);
+        self.push_overview(key, &r.overview, q);
     }
 
-    fn push_records(
-        &mut self,
-        vin: &str,
-        rid: Option<&str>,
-        records: &RecordsView<'_>,
-        q: &mut Quality,
-    ) {
+    fn push_records(&mut self, key: Key<'_>, records: &RecordsView<'_>, q: &mut Quality) {
         let Some(list) = usable(&records.0, "reports.result_content", q) else {
             return;
         };
@@ -506,8 +560,7 @@ impl Builders {
                 q.coerced("records.seq");
                 continue;
             };
-            c.vin.append_value(vin);
-            c.request_id.append_option(rid);
+            key.put(&mut c.vin, &mut c.version, &mut c.request_id);
             c.seq.append_value(seq);
             c.visit_date
                 .append_option(date(&rec.date, "records.visit_date", q));
@@ -540,21 +593,14 @@ impl Builders {
         }
     }
 
-    fn push_overview(
-        &mut self,
-        vin: &str,
-        rid: Option<&str>,
-        overview: &OverviewView<'_>,
-        q: &mut Quality,
-    ) {
+    fn push_overview(&mut self, key: Key<'_>, overview: &OverviewView<'_>, q: &mut Quality) {
         let Some(parts) = usable(&overview.0, "reports.overview", q) else {
             return;
         };
-        for (key, slot) in parts {
+        for (part_key, slot) in parts {
             let o = &mut self.ov;
-            o.vin.append_value(vin);
-            o.request_id.append_option(rid);
-            o.part.append_value(key);
+            key.put(&mut o.vin, &mut o.version, &mut o.request_id);
+            o.part.append_value(part_key);
             let part = match slot {
                 PartSlot::Part(part) => part,
                 PartSlot::Null => {
@@ -595,7 +641,7 @@ impl Builders {
                     continue;
                 }
             };
-            let count = self.push_exceptions(vin, rid, key, label.as_deref(), list, q);
+            let count = self.push_exceptions(key, part_key, label.as_deref(), list, q);
             self.ov.exception_count.append_value(count);
         }
     }
@@ -604,8 +650,7 @@ impl Builders {
     /// keep their position in `seq`).
     fn push_exceptions(
         &mut self,
-        vin: &str,
-        rid: Option<&str>,
+        key: Key<'_>,
         part: &str,
         label: Option<&str>,
         list: &[Finding<'_>],
@@ -625,8 +670,7 @@ impl Builders {
             count = count.saturating_add(1);
             let (component, finding) = split_finding(raw);
             let e = &mut self.ex;
-            e.vin.append_value(vin);
-            e.request_id.append_option(rid);
+            key.put(&mut e.vin, &mut e.version, &mut e.request_id);
             e.part.append_value(part);
             e.label.append_option(label);
             e.seq.append_value(seq);

@@ -63,6 +63,9 @@ pub struct ExportOptions {
     pub out: PathBuf,
     pub formats: Vec<Format>,
     pub csv_bom: bool,
+    /// The price of a billed call (`--price`): the manifest then says what the checkpoint's
+    /// billed calls cost.
+    pub price: Option<crate::price::Price>,
 }
 
 impl ExportOptions {
@@ -71,6 +74,7 @@ impl ExportOptions {
             out: s.out.clone(),
             formats: s.formats.clone(),
             csv_bom: s.csv_bom,
+            price: s.price.clone(),
         }
     }
 
@@ -177,6 +181,10 @@ struct Manifest<'a> {
     jsonl_lines: Option<u64>,
     billed_unusable: BilledUnusable,
     data_quality: DataQuality<'a>,
+    /// What the checkpoint's billed calls cost, every run and every purchase; present only
+    /// with `--price`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    money: Option<crate::price::Spent>,
 }
 
 /// One file an export wrote, as the manifest lists it.
@@ -517,6 +525,17 @@ fn commit(
             bad_bodies: collected.bad_bodies,
             bad_body_list: &collected.bad_body_list,
         },
+        money: match &opts.price {
+            Some(p) => {
+                let (billed, unknown): (i64, i64) = conn.query_row(
+                    "SELECT coalesce(sum(billed), 0), coalesce(sum(delivery = 'unknown'), 0) FROM calls",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                Some(crate::price::Spent::of(p, billed as u64, unknown as u64))
+            }
+            None => None,
+        },
     };
     files.push(write_manifest(out, &manifest)?);
     Ok(ExportSummary {
@@ -606,24 +625,33 @@ fn produce(
     jsonl: Option<&SyncSender<(u64, Vec<u8>)>>,
     collected: &mut Collected,
 ) -> Result<(), ExportError> {
+    // Every version of every report, in (VIN, version) order. A report stored without its
+    // requestId takes the one of the purchase that bought it.
     let mut st = conn.prepare(
-        "SELECT r.vin_id, r.vin, coalesce(r.request_id, v.request_id), r.task_no, r.endpoint, r.fetched_at, r.body
+        "SELECT r.vin_id, r.version, r.vin,
+                coalesce(r.request_id,
+                    CASE WHEN r.purchase = v.purchase THEN v.request_id END,
+                    (SELECT p.request_id FROM purchases p
+                     WHERE p.vin_id = r.vin_id AND p.purchase = r.purchase)),
+                r.task_no, r.endpoint, r.fetched_at, r.body,
+                r.version = (SELECT max(m.version) FROM reports m WHERE m.vin_id = r.vin_id)
          FROM reports r LEFT JOIN vins v ON v.id = r.vin_id
-         WHERE r.vin_id > ?1 ORDER BY r.vin_id LIMIT ?2",
+         WHERE (r.vin_id, r.version) > (?1, ?2) ORDER BY r.vin_id, r.version LIMIT ?3",
     )?;
     let stopped = || ExportError::Internal("a table writer stopped".into());
-    let mut after = i64::MIN;
+    let mut after = (i64::MIN, i64::MIN);
     let mut chunk = read_chunk(&mut st, &mut after)?;
-    while !chunk.is_empty() {
+    while !chunk.0.is_empty() {
         // Flatten this chunk on the pool while this thread reads the next one from SQLite.
         let mut flats: Vec<Result<flatten::Flat, ArrowError>> = Vec::new();
-        let mut next = Ok(Vec::new());
+        let mut next = Ok((Vec::new(), Vec::new()));
         rayon::in_place_scope(|s| {
-            let (flats, chunk) = (&mut flats, &chunk);
+            let (flats, (rows, versions)) = (&mut flats, &chunk);
             s.spawn(move |_| {
-                *flats = chunk
+                *flats = rows
                     .par_chunks(SLICE_ROWS)
-                    .map(|slice| flatten::flatten(slice, want))
+                    .zip(versions.par_chunks(SLICE_ROWS))
+                    .map(|(slice, v)| flatten::flatten_versions(slice, v, want))
                     .collect();
             });
             next = read_chunk(&mut st, &mut after);
@@ -652,29 +680,36 @@ fn produce(
     Ok(())
 }
 
-/// The next `CHUNK_ROWS` reports after VIN id `after` (which it advances).
+/// The next `CHUNK_ROWS` reports after (VIN id, version) `after` (which it advances), with
+/// which version of its VIN's report each one is.
 fn read_chunk(
     st: &mut rusqlite::Statement<'_>,
-    after: &mut i64,
-) -> Result<Vec<SourceReport>, ExportError> {
+    after: &mut (i64, i64),
+) -> Result<(Vec<SourceReport>, Vec<flatten::ReportVersion>), ExportError> {
     let mut chunk: Vec<SourceReport> = Vec::with_capacity(CHUNK_ROWS);
-    let mut q = st.query(rusqlite::params![*after, CHUNK_ROWS as i64])?;
+    let mut versions = Vec::with_capacity(CHUNK_ROWS);
+    let mut q = st.query(rusqlite::params![after.0, after.1, CHUNK_ROWS as i64])?;
     while let Some(r) = q.next()? {
-        *after = r.get(0)?;
-        let body = match r.get_ref(6)? {
+        *after = (r.get(0)?, r.get(1)?);
+        let body = match r.get_ref(7)? {
             ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
             _ => Vec::new(),
         };
         chunk.push(SourceReport {
-            vin: r.get(1)?,
-            request_id: r.get(2)?,
-            task_no: r.get(3)?,
-            endpoint: r.get(4)?,
-            fetched_at: r.get(5)?,
+            vin: r.get(2)?,
+            request_id: r.get(3)?,
+            task_no: r.get(4)?,
+            endpoint: r.get(5)?,
+            fetched_at: r.get(6)?,
             body,
         });
+        let version: i64 = r.get(1)?;
+        versions.push(flatten::ReportVersion {
+            version: i32::try_from(version).unwrap_or(i32::MAX),
+            is_latest: r.get(8)?,
+        });
     }
-    Ok(chunk)
+    Ok((chunk, versions))
 }
 
 /// Rows of `requests` and `calls` per batch.
@@ -689,7 +724,9 @@ fn write_requests(
     let mut st = conn.prepare(
         "SELECT id, vin, license_img_url, state, code, message, request_id, task_no,
                 submit_attempts, poll_attempts, billed_calls, first_seen_at, submitted_at,
-                completed_at, input_file, input_line
+                completed_at, input_file, input_line,
+                CASE WHEN state = 'rejected' THEN 0 ELSE purchase END,
+                (SELECT max(r.version) FROM reports r WHERE r.vin_id = vins.id)
          FROM vins WHERE id > ?1 ORDER BY id LIMIT ?2",
     )?;
     let mut after = i64::MIN;
@@ -742,6 +779,10 @@ fn push_request(
     c.input_file.append_option(text_col(r.get_ref(14)?));
     let line = int_col(r.get_ref(15)?);
     small(line, "requests.input_line", &mut c.input_line, q);
+    let purchases = int_col(r.get_ref(16)?);
+    small(purchases, "requests.purchases", &mut c.purchases, q);
+    let version = int_col(r.get_ref(17)?);
+    small(version, "requests.report_version", &mut c.report_version, q);
     Ok(())
 }
 
@@ -804,8 +845,9 @@ fn write_calls(
                      WHEN c.delivery = 'not_sent' THEN 'not_sent'
                      WHEN c.delivery = 'unknown' THEN 'unknown'
                      ELSE 'not_billed' END,
-                c.task_no, c.request_id, c.attempt
-         FROM (SELECT *, row_number() OVER (PARTITION BY vin_id, endpoint ORDER BY id) AS attempt
+                c.task_no, c.request_id, c.attempt, c.purchase
+         FROM (SELECT *,
+                  row_number() OVER (PARTITION BY vin_id, purchase, endpoint ORDER BY id) AS attempt
                FROM calls) c
          LEFT JOIN vins v ON v.id = c.vin_id
          ORDER BY c.id",
@@ -850,6 +892,12 @@ fn push_call(
     c.task_no.append_option(text_col(r.get_ref(7)?));
     c.request_id.append_option(text_col(r.get_ref(8)?));
     small(int_col(r.get_ref(9)?), "calls.attempt", &mut c.attempt, q);
+    small(
+        int_col(r.get_ref(10)?),
+        "calls.purchase",
+        &mut c.purchase,
+        q,
+    );
     Ok(())
 }
 

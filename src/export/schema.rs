@@ -17,7 +17,7 @@ use arrow::error::ArrowError;
 use std::sync::Arc;
 
 /// The version of the exported tables' layout; bump it when a column changes.
-pub const EXPORT_SCHEMA_VERSION: u32 = 1;
+pub const EXPORT_SCHEMA_VERSION: u32 = 2;
 
 /// The tables, in the order they are listed.
 pub const TABLES: [&str; 6] = [
@@ -251,13 +251,17 @@ table!(
         completed_at: Timestamp,
         input_file: Utf8,
         input_line: Int32,
+        purchases: Int32,
+        report_version: Int32,
     }
 );
 
 table!(
-    /// `reports`: one row per report bought.
+    /// `reports`: one row per report bought, every version of a VIN's report.
     ReportCols = "reports" {
         vin: Utf8,
+        version: Int32,
+        is_latest: Boolean,
         request_id: Utf8,
         task_no: Utf8,
         brand_name: Utf8 + dictionary,
@@ -283,6 +287,7 @@ table!(
     /// `records`: one row per maintenance record of a report.
     RecordCols = "records" {
         vin: Utf8,
+        version: Int32,
         request_id: Utf8,
         seq: Int32,
         visit_date: Date32,
@@ -303,6 +308,7 @@ table!(
     /// `overview`: one row per part of a report's body overview.
     OverviewCols = "overview" {
         vin: Utf8,
+        version: Int32,
         request_id: Utf8,
         part: Utf8 + dictionary,
         label: Utf8 + dictionary,
@@ -315,6 +321,7 @@ table!(
     /// `exceptions`: one row per finding listed under an overview part.
     ExceptionCols = "exceptions" {
         vin: Utf8,
+        version: Int32,
         request_id: Utf8,
         part: Utf8 + dictionary,
         label: Utf8 + dictionary,
@@ -339,6 +346,7 @@ table!(
         task_no: Utf8,
         request_id: Utf8,
         attempt: Int32,
+        purchase: Int32,
     }
 );
 
@@ -453,6 +461,7 @@ mod tests {
     fn finish_builds_a_batch_of_the_tables_schema() {
         let mut c = OverviewCols::with_capacity(1);
         c.vin.append_value("V");
+        c.version.append_value(1);
         c.request_id.append_null();
         c.part.append_value("engine");
         c.label.append_value("发动机");

@@ -19,7 +19,7 @@ pub mod synth;
 
 pub use ledger::{Ledger, VinLedger};
 pub use server::{GENERATE_PATH, GET_PATH};
-pub use synth::{Fate, VinTruth, truth, truth_with_rate};
+pub use synth::{AgingTruth, Fate, VinTruth, aging_truth, truth, truth_with_rate};
 
 use crate::api::Secret;
 use anyhow::Context as _;
@@ -74,6 +74,12 @@ pub struct SandboxConfig {
     pub app_secret: Secret,
     /// Share of VINs whose report comes inline from generate.
     pub inline_rate: f64,
+    /// How far a VIN's report moves on between two purchases of it: the n-th purchase sells the
+    /// report as it stands (n - 1) × `report_age` after the first (newer visits, for a few
+    /// vehicles a new accident or a rolled-back history: `synth::report_aged`). Whole days;
+    /// zero sells the same report every time. Changes report content only, never the clock the
+    /// sign check uses.
+    pub report_age: Duration,
 }
 
 impl Default for SandboxConfig {
@@ -94,11 +100,18 @@ impl Default for SandboxConfig {
             app_id: DEFAULT_APP_ID.to_owned(),
             app_secret: Secret::new(DEFAULT_APP_SECRET),
             inline_rate: synth::DEFAULT_INLINE_RATE,
+            report_age: Duration::ZERO,
         }
     }
 }
 
 impl SandboxConfig {
+    /// How many days the report of a VIN's `nth` purchase (1 for the first) has moved on.
+    pub fn age_days(&self, nth: u64) -> u32 {
+        let days = self.report_age.as_secs() / 86_400;
+        u32::try_from(days.saturating_mul(nth.saturating_sub(1))).unwrap_or(u32::MAX)
+    }
+
     /// What this sandbox does for `vin` (uses this config's seed and inline rate).
     pub fn truth(&self, vin: &str) -> VinTruth {
         truth_with_rate(vin, self.seed, self.inline_rate)

@@ -49,6 +49,8 @@ pub(crate) struct Shared {
 /// A report requested by generate, looked up by requestId on get.
 struct Task {
     vin: String,
+    /// How far the report has moved on since the VIN's first purchase (days).
+    age_days: u32,
     created: Instant,
     /// Gets answered 701 so far.
     polls: u32,
@@ -312,12 +314,14 @@ fn generate_report(s: &Shared, p: &Params) -> Answer {
             id.clone(),
             Task {
                 vin: vin.to_owned(),
+                age_days: 0,
                 created: Instant::now(),
                 polls: 0,
             },
         );
         id
     });
+    let age_days;
     {
         let mut books = s.books();
         if !books.try_bill(Endpoint::Generate, vin) {
@@ -327,6 +331,14 @@ fn generate_report(s: &Shared, p: &Params) -> Answer {
             }
             return vendor_error(603, "余额不足请充值").into();
         }
+        // The VIN's n-th purchase sells its report as it stands (n - 1) report ages later.
+        let nth = books.ledger.per_vin.get(vin).map_or(1, |l| l.generate);
+        age_days = s.cfg.age_days(nth);
+        if let Some(id) = &request_id
+            && let Some(task) = s.tasks().get_mut(id)
+        {
+            task.age_days = age_days;
+        }
         if unusable {
             books.mark_unusable(vin);
         }
@@ -335,7 +347,7 @@ fn generate_report(s: &Shared, p: &Params) -> Answer {
         }
     }
     let answer = match request_id {
-        Some(id) => generate_success(s, vin, truth.fate, id),
+        Some(id) => generate_success(s, vin, truth.fate, id, age_days),
         // Billed, yet nothing to get a report with.
         None => success(s.task_no(), Value::Object(Map::new())),
     };
@@ -347,11 +359,20 @@ fn generate_report(s: &Shared, p: &Params) -> Answer {
 }
 
 /// The code-200 answer to a generate: the requestId, and the report if it comes inline.
-fn generate_success(s: &Shared, vin: &str, fate: Fate, request_id: String) -> Response {
+fn generate_success(
+    s: &Shared,
+    vin: &str,
+    fate: Fate,
+    request_id: String,
+    age_days: u32,
+) -> Response {
     let mut data = Map::new();
     data.insert("requestId".into(), Value::String(request_id));
     if fate == Fate::Inline {
-        data.insert("info".into(), synth::report(vin, s.cfg.seed));
+        data.insert(
+            "info".into(),
+            synth::report_aged(vin, s.cfg.seed, age_days),
+        );
     } else if let Some(info) = synth::deferred_info(vin, s.cfg.seed) {
         data.insert("info".into(), info);
     }
@@ -363,7 +384,7 @@ fn fetch_report(s: &Shared, p: &Params) -> Answer {
         Some(r) if !r.is_empty() => r,
         _ => return vendor_error(400, "参数错误:requestId不能为空").into(),
     };
-    let vin = {
+    let (vin, age_days) = {
         let mut tasks = s.tasks();
         let Some(task) = tasks.get_mut(request_id) else {
             return vendor_error(400, "参数错误:requestId不存在").into();
@@ -377,7 +398,7 @@ fn fetch_report(s: &Shared, p: &Params) -> Answer {
             task.polls += 1;
             return vendor_error(701, "报告还未生成,请稍后查询").into();
         }
-        task.vin.clone()
+        (task.vin.clone(), task.age_days)
     };
     if s.cfg.truth(&vin).fate == Fate::Fails702 {
         return vendor_error(702, "查询失败").into();
@@ -392,7 +413,10 @@ fn fetch_report(s: &Shared, p: &Params) -> Answer {
             books.mark_late(Endpoint::Get, &vin, None);
         }
     }
-    let answer = success(s.task_no(), synth::report(&vin, s.cfg.seed));
+    let answer = success(
+        s.task_no(),
+        synth::report_aged(&vin, s.cfg.seed, age_days),
+    );
     if late {
         Answer::Late(answer)
     } else {

@@ -261,28 +261,181 @@ struct Visit {
     mileage: i64,
 }
 
-/// The full REPORT for `vin`, as generate's `data.info` or get's `data`.
+/// The full REPORT for `vin`, as generate's `data.info` or get's `data`: the report as first
+/// bought.
+pub fn report(vin: &str, seed: u64) -> Value {
+    report_aged(vin, seed, 0)
+}
+
+/// The REPORT for `vin` bought `age_days` after the first report (see [`Aging`]): the same
+/// history, plus the visits made since, and for a few vehicles a new accident or a history whose
+/// odometer readings were rolled back. `report_aged(vin, seed, 0)` is [`report`].
+pub fn report_aged(vin: &str, seed: u64, age_days: u32) -> Value {
+    report_with(vin, seed, age_days).0
+}
+
+/// What the sandbox's report of `vin` says changed between the report bought `from_days` and
+/// the one bought `to_days` after the first (`from_days < to_days`), for tests to check an
+/// audit of changes against.
+pub fn aging_truth(vin: &str, seed: u64, from_days: u32, to_days: u32) -> AgingTruth {
+    let (_, before) = report_with(vin, seed, from_days);
+    let (_, after) = report_with(vin, seed, to_days);
+    let new: Vec<u8> = after.codes[before.codes.len().min(after.codes.len())..].to_vec();
+    AgingTruth {
+        new_records: new.len() as u32,
+        new_repairs: new.iter().filter(|c| **c == 2).count() as u32,
+        became_accident: after.accident && !before.accident,
+        km_since_previous: after.max_km.zip(before.max_km).map(|(a, b)| a - b),
+        rollback_between_km: match (after.max_km, before.max_km) {
+            (Some(a), Some(b)) if a < b => (b - a) as u64,
+            _ => 0,
+        },
+    }
+}
+
+/// How a report bought again differs from the previous one, as the sandbox made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AgingTruth {
+    /// Maintenance records added since.
+    pub new_records: u32,
+    /// Of those, repairs (`type_code` 2).
+    pub new_repairs: u32,
+    /// The report now shows an accident (a frame finding, grade D) it did not show before.
+    pub became_accident: bool,
+    /// The highest odometer reading now minus the previous report's (negative after a rollback
+    /// between the reports); `None` when either report has no reading.
+    pub km_since_previous: Option<i64>,
+    /// How far the highest reading now is below the previous report's; 0 when it is not.
+    pub rollback_between_km: u64,
+}
+
+/// What [`report_with`] made, beside the body: each record's type code in the order the
+/// records were made (the first report's, then the newer ones), whether the report shows a
+/// serious accident, and its highest odometer reading.
+struct Made {
+    codes: Vec<u8>,
+    accident: bool,
+    max_km: Option<i64>,
+}
+
+/// How a VIN's report moves on with time. The visits after the first report come from their
+/// own random stream, one visit after the other from the end of 2025, so a report bought later
+/// holds every newer visit an earlier one held, and more. A few vehicles (5 % each, decided by
+/// their own hashes, never both, never one with a rollback inside its first report) change for
+/// the worse once their report is bought again: a new frame finding (an accident, grade D), or
+/// a history whose every reading is lower than the first report's (rolled back by
+/// [`Aging::rollback_km`] at the top, 8,000–30,000 km), the newer visits staying below the old
+/// top by at least half of that.
+struct Aging {
+    /// Days since the first report.
+    days: u32,
+    new_accident: bool,
+    rollback_km: Option<i64>,
+}
+
+/// Share of vehicles that show a new accident when bought again.
+const AGED_ACCIDENT_RATE: f64 = 0.05;
+/// Share of vehicles whose history reads lower when bought again.
+const AGED_ROLLBACK_RATE: f64 = 0.05;
+
+impl Aging {
+    fn of(vin: &str, seed: u64, days: u32, first: &[Visit], serious: bool) -> Aging {
+        let top = first.iter().map(|v| v.mileage).max().unwrap_or(0);
+        let planted = rollback_km(vin, seed).is_some();
+        let roll = unit(vin, seed, b"aged_rollback") < AGED_ROLLBACK_RATE;
+        let rollback_km = (days > 0 && roll && !planted)
+            .then(|| 8_000 + (hash(vin, seed, b"aged_rollback_km") % 22_001) as i64)
+            .filter(|drop| top > drop + 2_000);
+        let new_accident = days > 0
+            && rollback_km.is_none()
+            && !serious
+            && !roll
+            && unit(vin, seed, b"aged_accident") < AGED_ACCIDENT_RATE;
+        Aging {
+            days,
+            new_accident,
+            rollback_km,
+        }
+    }
+
+    /// The visits since the first report, up to `days` after the end of 2025.
+    fn newer_visits(&self, vin: &str, seed: u64, first: &[Visit]) -> Vec<Visit> {
+        if self.days == 0 {
+            return Vec::new();
+        }
+        let mut rng = StdRng::seed_from_u64(hash(vin, seed, b"aged_visits"));
+        let start = date(2025, 12, 31);
+        let until = start + Days::days(i64::from(self.days));
+        let top = first.iter().map(|v| v.mileage).max().unwrap_or(0);
+        let (mut mileage, cap) = match self.rollback_km {
+            Some(drop) => (top - drop, top - drop / 2),
+            None => (top, i64::MAX),
+        };
+        let mut day = start;
+        let mut out = Vec::new();
+        loop {
+            day += Days::days(rng.random_range(20..200));
+            let step = rng.random_range(300..6_000);
+            if day > until {
+                return out;
+            }
+            mileage = (mileage + step).min(cap);
+            out.push(Visit { date: day, mileage });
+        }
+    }
+}
+
+/// The record of the `i`-th visit after the first report, from its own random stream.
+fn newer_record(vin: &str, seed: u64, i: usize, v: &Visit) -> (Value, u8) {
+    let mut rng = StdRng::seed_from_u64(hash(vin, seed, b"aged_record") ^ i as u64);
+    record_coded(&mut rng, v)
+}
+
+/// The REPORT bought `age_days` after the first, and what went into it.
 ///
 /// Long on purpose: it writes the REPORT's fields in the vendor's order, one after the other,
-/// which reads best as one list.
-pub fn report(vin: &str, seed: u64) -> Value {
+/// which reads best as one list. The report's own random stream is drawn exactly as for the
+/// first report whatever the age, so the first report's fields and records stay as they were.
+fn report_with(vin: &str, seed: u64, age_days: u32) -> (Value, Made) {
     let rollback = rollback_km(vin, seed);
     let mut rng = rng_for(vin, seed);
     let wmi = wmi(vin);
 
-    let visits = visits(&mut rng, rollback);
+    let mut first = visits(&mut rng, rollback);
     let mut r = Map::new();
 
-    let (overview, accident) = overview(&mut rng);
+    let (mut overview, mut accident) = overview(&mut rng);
+    let aging = Aging::of(vin, seed, age_days, &first, accident.grade == 'D');
+    if aging.new_accident {
+        let finding = FRAME[(hash(vin, seed, b"aged_frame") % FRAME.len() as u64) as usize];
+        overview.insert(
+            "frame".into(),
+            json!({"is_exception": 1, "label": "车架", "exceptions": [finding]}),
+        );
+        let component = finding.split([':', '：']).next().unwrap_or(finding);
+        accident.reason.push_str(component);
+        accident.reason.push(';');
+        accident.grade = 'D';
+        accident.is_accident = 1;
+    }
+    let newer = aging.newer_visits(vin, seed, &first);
+    if let Some(drop) = aging.rollback_km {
+        // Every reading of the history is lower now, the top by exactly `drop`.
+        let top = first.iter().map(|v| v.mileage).max().unwrap_or(0);
+        for v in &mut first {
+            v.mileage = v.mileage * (top - drop) / top;
+        }
+    }
+    let visits: Vec<&Visit> = first.iter().chain(newer.iter()).collect();
     r.insert("overview".into(), Value::Object(overview));
 
-    let first = visits.first();
-    let last = visits.last();
+    let first_visit = visits.first().copied();
+    let last = visits.last().copied();
     let date_str = |v: Option<&Visit>| {
         v.map(|v| Value::String(v.date.format("%Y-%m-%d").to_string()))
             .unwrap_or_else(|| Value::String(String::new()))
     };
-    r.insert("first_time_to_shop".into(), date_str(first));
+    r.insert("first_time_to_shop".into(), date_str(first_visit));
     put_untidy(
         &mut rng,
         &mut r,
@@ -311,7 +464,7 @@ pub fn report(vin: &str, seed: u64) -> Value {
         Value::String(format!("{wmi}**************")),
     );
 
-    let years = match (first, last) {
+    let years = match (first_visit, last) {
         (Some(f), Some(l)) => ((l.date - f.date).num_days() as f64 / 365.25).max(1.0),
         _ => 1.0,
     };
@@ -340,21 +493,27 @@ pub fn report(vin: &str, seed: u64) -> Value {
         "is_accident_reason".into(),
         Value::String(accident.reason.clone()),
     );
-    if let Some(f) = first {
+    if let Some(f) = first_visit {
         put_untidy(&mut rng, &mut r, "first_mileage", Num::Int(f.mileage));
     } else {
         r.insert("first_mileage".into(), Value::String(String::new()));
     }
     r.insert("is_accident".into(), json!(accident.is_accident));
 
-    let records = records(&mut rng, &visits);
+    let (mut records, mut codes) = records(&mut rng, &first);
+    for (i, v) in newer.iter().enumerate() {
+        let (record, code) = newer_record(vin, seed, i, v);
+        records.push(record);
+        codes.push(code);
+    }
     r.insert("result_content".into(), Value::Array(records));
+    let horizon = date(2025, 12, 31) + Days::days(i64::from(age_days));
     let updated = last
         .map(|l| l.date)
         .unwrap_or_else(|| date(2020, 1, 1))
         .checked_add_signed(Days::days(rng.random_range(1..400)))
-        .unwrap_or_else(|| date(2025, 12, 31))
-        .min(date(2025, 12, 31));
+        .unwrap_or(horizon)
+        .min(horizon);
     r.insert(
         "updatetime".into(),
         Value::String(updated.format("%Y-%m-%d").to_string()),
@@ -383,7 +542,12 @@ pub fn report(vin: &str, seed: u64) -> Value {
             ),
         );
     }
-    Value::Object(r)
+    let made = Made {
+        codes,
+        accident: accident.is_accident == 1,
+        max_km: visits.iter().map(|v| v.mileage).max(),
+    };
+    (Value::Object(r), made)
 }
 
 fn as_num(x: f64) -> Num {
@@ -450,21 +614,23 @@ fn visits(rng: &mut StdRng, rollback: Option<u64>) -> Vec<Visit> {
     out
 }
 
-fn records(rng: &mut StdRng, visits: &[Visit]) -> Vec<Value> {
-    let mut out: Vec<Value> = visits.iter().map(|v| record(rng, v)).collect();
+/// The records of `visits`, with each one's type code.
+fn records(rng: &mut StdRng, visits: &[Visit]) -> (Vec<Value>, Vec<u8>) {
+    let (mut out, codes): (Vec<Value>, Vec<u8>) =
+        visits.iter().map(|v| record_coded(rng, v)).unzip();
     // Records come in date order, mostly.
     if out.len() >= 2 && rng.random_bool(0.15) {
         let i = rng.random_range(0..out.len() - 1);
         out.swap(i, i + 1);
     }
-    out
+    (out, codes)
 }
 
 /// One maintenance record, with the wire untidiness of the vendor page.
 ///
 /// Long on purpose: one field after the other, in the vendor's order, each with its own ways of
 /// being untidy.
-fn record(rng: &mut StdRng, v: &Visit) -> Value {
+fn record_coded(rng: &mut StdRng, v: &Visit) -> (Value, u8) {
     let code: u8 = match rng.random_range(0..10) {
         0..=4 => 1,
         5..=7 => 2,
@@ -527,7 +693,7 @@ fn record(rng: &mut StdRng, v: &Visit) -> Value {
         Num::Int(money)
     };
     put_untidy(rng, &mut m, "totalMoney", money);
-    Value::Object(m)
+    (Value::Object(m), code)
 }
 
 struct Accident {
@@ -704,6 +870,68 @@ mod tests {
             report("LSVAB123456789012", 1),
             report("LSVAB123456789012", 2)
         );
+    }
+
+    #[test]
+    fn a_report_bought_later_keeps_its_history_and_adds_the_newer_visits() {
+        let (mut accidents, mut rollbacks, mut repairs) = (0, 0, 0);
+        for vin in vins(2000) {
+            if !truth(&vin, 4).has_report() {
+                continue;
+            }
+            let first = report(&vin, 4);
+            let later = report_aged(&vin, 4, 180);
+            let latest = report_aged(&vin, 4, 360);
+            let a = aging_truth(&vin, 4, 0, 180);
+            let list = |r: &Value| r["result_content"].as_array().expect("records").clone();
+            let (old, new, newest) = (list(&first), list(&later), list(&latest));
+            assert_eq!(new.len(), old.len() + a.new_records as usize, "{vin}");
+            // A later report holds every record an earlier one bought again held.
+            assert_eq!(newest[..new.len()], new[..], "{vin}");
+            let code = |r: &Value| match &r["type_code"] {
+                Value::String(s) => s.parse::<u8>().expect("type code"),
+                v => v.as_u64().expect("type code") as u8,
+            };
+            let added_repairs = new[old.len()..].iter().filter(|r| code(r) == 2).count();
+            assert_eq!(added_repairs, a.new_repairs as usize, "{vin}");
+            repairs += added_repairs;
+            let top = |r: &[Value]| r.iter().map(|x| mileage(&x["mileage"])).max().unwrap_or(0);
+            if !old.is_empty() {
+                assert_eq!(Some(top(&new) - top(&old)), a.km_since_previous, "{vin}");
+            }
+            if a.rollback_between_km > 0 {
+                rollbacks += 1;
+                assert!(a.rollback_between_km >= 4_000, "{vin}: {a:?}");
+                assert!(!truth(&vin, 4).has_rollback, "{vin}");
+            } else {
+                // The same history, record for record.
+                assert_eq!(new[..old.len()], old[..], "{vin}");
+            }
+            if a.became_accident {
+                accidents += 1;
+                assert_ne!(first["accident_grade"], json!("D"), "{vin}");
+                assert_eq!(later["accident_grade"], json!("D"), "{vin}");
+                assert_eq!(later["is_accident"], json!(1), "{vin}");
+            } else {
+                assert_eq!(first["overview"], later["overview"], "{vin}");
+            }
+            // Between the two later reports nothing gets worse: the change happens once.
+            let b = aging_truth(&vin, 4, 180, 360);
+            assert!(
+                !b.became_accident && b.rollback_between_km == 0,
+                "{vin}: {b:?}"
+            );
+        }
+        assert!((40..200).contains(&accidents), "{accidents} new accidents");
+        assert!(
+            (40..200).contains(&rollbacks),
+            "{rollbacks} rollbacks between reports"
+        );
+        assert!(repairs > 100, "{repairs} new repairs");
+        // Not bought again: nothing changes.
+        let v = "LSVA0000000000001";
+        assert_eq!(report_aged(v, 4, 0), report(v, 4));
+        assert_eq!(aging_truth(v, 4, 0, 0).new_records, 0);
     }
 
     #[test]

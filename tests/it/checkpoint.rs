@@ -300,10 +300,20 @@ fn a_checkpoint_from_before_the_money_rules_is_migrated_and_adopted_once() {
     let pending = count(&dir, "SELECT count(*) FROM vins WHERE state = 'pending'");
     assert!(pending > 0);
     // Turn it into what the previous vmr (schema 1) left: no accepted_at, no call bodies, no
-    // resolutions, no account.
+    // resolutions, no account; and nothing of schema 3 (purchases, report versions).
     db(&dir)
         .execute_batch(
-            "ALTER TABLE vins DROP COLUMN accepted_at;
+            "CREATE TABLE reports_v1 (
+                vin_id INTEGER PRIMARY KEY, vin TEXT NOT NULL, request_id TEXT, task_no TEXT,
+                endpoint TEXT NOT NULL, fetched_at INTEGER NOT NULL, body BLOB NOT NULL);
+             INSERT INTO reports_v1 SELECT vin_id, vin, request_id, task_no, endpoint, fetched_at, body FROM reports;
+             DROP TABLE reports;
+             ALTER TABLE reports_v1 RENAME TO reports;
+             DROP TABLE purchases;
+             DROP TABLE batch_vins;
+             ALTER TABLE vins DROP COLUMN purchase;
+             ALTER TABLE calls DROP COLUMN purchase;
+             ALTER TABLE vins DROP COLUMN accepted_at;
              ALTER TABLE calls DROP COLUMN body;
              DROP TABLE resolutions;
              DELETE FROM meta WHERE key = 'account';

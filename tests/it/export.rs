@@ -133,8 +133,9 @@ fn add_report(
     body: &[u8],
 ) {
     c.execute(
-        "INSERT INTO reports (vin_id, vin, request_id, task_no, endpoint, fetched_at, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO reports (vin_id, version, purchase, vin, request_id, task_no, endpoint, fetched_at, body)
+         VALUES (?1, (SELECT coalesce(max(version), 0) + 1 FROM reports WHERE vin_id = ?1),
+            (SELECT purchase FROM vins WHERE id = ?1), ?2, ?3, ?4, ?5, ?6, ?7)",
         params![vin_id, vin, request_id, task_no, endpoint, fetched_at, body],
     )
     .expect("insert report");
@@ -261,6 +262,7 @@ fn opts(out: &Path, formats: &[Format]) -> ExportOptions {
         out: out.to_owned(),
         formats: formats.to_vec(),
         csv_bom: false,
+        price: None,
     }
 }
 
@@ -390,11 +392,13 @@ fn schemas_are_the_contracts_names_and_types_in_order() {
             "requests",
             "vin str, license_img_url str, status str, code i32, message str, request_id str, \
              task_no str, submit_attempts i32, poll_attempts i32, billed_calls i32, \
-             first_seen_at ts, submitted_at ts, completed_at ts, input_file str, input_line i32",
+             first_seen_at ts, submitted_at ts, completed_at ts, input_file str, input_line i32, \
+             purchases i32, report_version i32",
         ),
         (
             "reports",
-            "vin str, request_id str, task_no str, brand_name str, brand_logo_url str, \
+            "vin str, version i32, is_latest bool, request_id str, task_no str, brand_name str, \
+             brand_logo_url str, \
              vin_masked str, first_visit_date date, last_visit_date date, \
              first_visit_mileage_km i64, last_visit_mileage_km i64, total_mileage_km i64, \
              avg_yearly_mileage_km f64, avg_yearly_services f64, record_count i32, \
@@ -403,24 +407,25 @@ fn schemas_are_the_contracts_names_and_types_in_order() {
         ),
         (
             "records",
-            "vin str, request_id str, seq i32, visit_date date, maintained_at ts, type_code i8, \
+            "vin str, version i32, request_id str, seq i32, visit_date date, maintained_at ts, type_code i8, \
              type_name str, type_label str, content str, materials str, remark str, \
              mileage_km i64, pay_type str, total_amount dec(18,2)",
         ),
         (
             "overview",
-            "vin str, request_id str, part str, label str, has_exception bool, \
+            "vin str, version i32, request_id str, part str, label str, has_exception bool, \
              exception_count i32",
         ),
         (
             "exceptions",
-            "vin str, request_id str, part str, label str, seq i32, raw str, component str, \
+            "vin str, version i32, request_id str, part str, label str, seq i32, raw str, \
+             component str, \
              finding str",
         ),
         (
             "calls",
             "vin str, endpoint str, started_at ts, ended_at ts, http_status i32, code i32, \
-             class str, task_no str, request_id str, attempt i32",
+             class str, task_no str, request_id str, attempt i32, purchase i32",
         ),
     ];
     let tables: Vec<&str> = want.iter().map(|(t, _)| *t).collect();
@@ -456,23 +461,23 @@ fn golden_samples_export_to_exactly_the_expected_rows() {
     };
     assert_eq!(
         names("requests").join(", "),
-        "vin, license_img_url, status, code, message, request_id, task_no, submit_attempts, poll_attempts, billed_calls, first_seen_at, submitted_at, completed_at, input_file, input_line"
+        "vin, license_img_url, status, code, message, request_id, task_no, submit_attempts, poll_attempts, billed_calls, first_seen_at, submitted_at, completed_at, input_file, input_line, purchases, report_version"
     );
     assert_eq!(
         names("reports").join(", "),
-        "vin, request_id, task_no, brand_name, brand_logo_url, vin_masked, first_visit_date, last_visit_date, first_visit_mileage_km, last_visit_mileage_km, total_mileage_km, avg_yearly_mileage_km, avg_yearly_services, record_count, accident_status, accident_grade, accident_reason, report_updated_date, fetched_at"
+        "vin, version, is_latest, request_id, task_no, brand_name, brand_logo_url, vin_masked, first_visit_date, last_visit_date, first_visit_mileage_km, last_visit_mileage_km, total_mileage_km, avg_yearly_mileage_km, avg_yearly_services, record_count, accident_status, accident_grade, accident_reason, report_updated_date, fetched_at"
     );
     assert_eq!(
         names("records").join(", "),
-        "vin, request_id, seq, visit_date, maintained_at, type_code, type_name, type_label, content, materials, remark, mileage_km, pay_type, total_amount"
+        "vin, version, request_id, seq, visit_date, maintained_at, type_code, type_name, type_label, content, materials, remark, mileage_km, pay_type, total_amount"
     );
     assert_eq!(
         names("overview").join(", "),
-        "vin, request_id, part, label, has_exception, exception_count"
+        "vin, version, request_id, part, label, has_exception, exception_count"
     );
     assert_eq!(
         names("exceptions").join(", "),
-        "vin, request_id, part, label, seq, raw, component, finding"
+        "vin, version, request_id, part, label, seq, raw, component, finding"
     );
 
     // The rows: tests/it/fixtures/export/<table>.csv.
@@ -484,7 +489,7 @@ fn golden_samples_export_to_exactly_the_expected_rows() {
     let manifest: Value =
         serde_json::from_slice(&fs::read(out.join("manifest.json")).expect("manifest"))
             .expect("manifest is JSON");
-    assert_eq!(manifest["schema_version"], json!(1));
+    assert_eq!(manifest["schema_version"], json!(2));
     assert_eq!(manifest["vmr_version"], json!(env!("CARGO_PKG_VERSION")));
     assert_eq!(
         manifest["row_counts"],
@@ -1168,7 +1173,7 @@ fn calls_table_has_a_row_per_call_with_its_class_and_attempt() {
         .collect();
     assert_eq!(
         names.join(", "),
-        "vin, endpoint, started_at, ended_at, http_status, code, class, task_no, request_id, attempt"
+        "vin, endpoint, started_at, ended_at, http_status, code, class, task_no, request_id, attempt, purchase"
     );
     let ts = |ms: i64| {
         DateTime::from_timestamp_millis(T0 + ms)
@@ -1179,10 +1184,12 @@ fn calls_table_has_a_row_per_call_with_its_class_and_attempt() {
         .iter()
         .map(|ms| [ts(*ms), ts(ms + 250)])
         .collect();
+    // Every call here is for the VIN's first purchase.
     let r = |i: usize, rest: [&'static str; 10]| -> Vec<String> {
         let mut row: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
         row[2] = t[i][0].clone();
         row[3] = t[i][1].clone();
+        row.push("1".to_owned());
         row
     };
     let want = vec![

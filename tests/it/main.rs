@@ -13,5 +13,7 @@ mod fuzz_corpus;
 mod input;
 mod money;
 mod ops;
+mod price;
 mod properties;
+mod refresh;
 mod sandbox;

@@ -168,3 +168,32 @@ pub(crate) fn yearly_km_histogram(rows: &[Row]) -> Vec<Bar> {
         })
         .collect()
 }
+
+/// Km driven since the previous report: bins of [`SINCE_BIN`] km, below zero (a rollback
+/// between the reports) first, the last bin open-ended. Vehicles bought once are not counted.
+pub(crate) fn km_since_previous_histogram(rows: &[Row]) -> Vec<Bar> {
+    let mut below = 0i64;
+    let mut counts = [0i64; SINCE_BINS];
+    for km in rows.iter().filter_map(|r| r.km_since_previous) {
+        if km < 0 {
+            below += 1;
+        } else {
+            counts[((km / SINCE_BIN) as usize).min(SINCE_BINS - 1)] += 1;
+        }
+    }
+    let mut bars = vec![("< 0".to_owned(), below, HIGH)];
+    bars.extend(counts.iter().enumerate().map(|(i, c)| {
+        let from = i as i64 * SINCE_BIN / 1000;
+        let label = if i + 1 == SINCE_BINS {
+            format!("{from}k+")
+        } else {
+            format!("{from}–{}k", from + SINCE_BIN / 1000)
+        };
+        (label, *c, NEUTRAL)
+    }));
+    bars
+}
+
+/// Km-since-previous histogram: bins of this width, the last one open-ended.
+const SINCE_BIN: i64 = 2_000;
+const SINCE_BINS: usize = 8;

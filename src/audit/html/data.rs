@@ -18,6 +18,14 @@ pub(crate) struct Row {
     pub(crate) total_km: Option<i64>,
     pub(crate) yearly_km: Option<f64>,
     pub(crate) spent: Option<f64>,
+    /// Report versions bought (2 or more: the vehicle was bought again).
+    pub(crate) versions: i32,
+    /// Since the previous report (vehicles bought again).
+    pub(crate) km_since_previous: Option<i64>,
+    pub(crate) new_records: Option<i32>,
+    pub(crate) became_accident: bool,
+    pub(crate) new_structural: bool,
+    pub(crate) rollback_between: bool,
 }
 
 /// The rows of `vehicle_flags`, in its order (the order of `Audit::reasons`).
@@ -34,6 +42,12 @@ pub(crate) fn rows(df: &DataFrame) -> PolarsResult<Vec<Row>> {
             col("total_mileage_km"),
             col("avg_yearly_mileage_km"),
             col("total_spent").cast(DataType::Float64),
+            col("report_versions").cast(DataType::Int32),
+            col("km_since_previous").cast(DataType::Int64),
+            col("new_records").cast(DataType::Int32),
+            col("became_accident"),
+            col("new_structural"),
+            col("rollback_between_reports"),
         ])
         .collect()?;
     let vin = v.column("vin")?.str()?;
@@ -44,6 +58,12 @@ pub(crate) fn rows(df: &DataFrame) -> PolarsResult<Vec<Row>> {
     let km = v.column("total_mileage_km")?.i64()?;
     let yearly = v.column("avg_yearly_mileage_km")?.f64()?;
     let spent = v.column("total_spent")?.f64()?;
+    let versions = v.column("report_versions")?.i32()?;
+    let since = v.column("km_since_previous")?.i64()?;
+    let new_records = v.column("new_records")?.i32()?;
+    let became = v.column("became_accident")?.bool()?;
+    let structural = v.column("new_structural")?.bool()?;
+    let between = v.column("rollback_between_reports")?.bool()?;
     Ok((0..v.height())
         .map(|i| Row {
             vin: vin.get(i).unwrap_or_default().to_owned(),
@@ -54,6 +74,12 @@ pub(crate) fn rows(df: &DataFrame) -> PolarsResult<Vec<Row>> {
             total_km: km.get(i),
             yearly_km: yearly.get(i),
             spent: spent.get(i),
+            versions: versions.get(i).unwrap_or(1),
+            km_since_previous: since.get(i),
+            new_records: new_records.get(i),
+            became_accident: became.get(i).unwrap_or(false),
+            new_structural: structural.get(i).unwrap_or(false),
+            rollback_between: between.get(i).unwrap_or(false),
         })
         .collect())
 }
