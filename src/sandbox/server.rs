@@ -369,10 +369,7 @@ fn generate_success(
     let mut data = Map::new();
     data.insert("requestId".into(), Value::String(request_id));
     if fate == Fate::Inline {
-        data.insert(
-            "info".into(),
-            synth::report_aged(vin, s.cfg.seed, age_days),
-        );
+        data.insert("info".into(), synth::report_aged(vin, s.cfg.seed, age_days));
     } else if let Some(info) = synth::deferred_info(vin, s.cfg.seed) {
         data.insert("info".into(), info);
     }
@@ -413,10 +410,7 @@ fn fetch_report(s: &Shared, p: &Params) -> Answer {
             books.mark_late(Endpoint::Get, &vin, None);
         }
     }
-    let answer = success(
-        s.task_no(),
-        synth::report_aged(&vin, s.cfg.seed, age_days),
-    );
+    let answer = success(s.task_no(), synth::report_aged(&vin, s.cfg.seed, age_days));
     if late {
         Answer::Late(answer)
     } else {
