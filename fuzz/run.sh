@@ -23,8 +23,13 @@ case "${1:-}" in
     exit 0
     ;;
   --minimize)
+    # Named findings (finding-*) stay whatever their coverage: cmin would drop them.
     for t in "${TARGETS[@]}"; do
+      keep=$(mktemp -d)
+      find "corpus/$t" -name 'finding-*' -exec mv {} "$keep" \;
       cargo +nightly fuzz cmin "$t" "corpus/$t"
+      find "$keep" -type f -exec mv {} "corpus/$t" \;
+      rmdir "$keep"
     done
     exit 0
     ;;
