@@ -656,16 +656,27 @@ fn export_holds_every_version_and_requests_stays_one_row_per_vin() {
     assert_eq!(vins, with_report);
 }
 
-#[test]
-fn a_sandbox_with_a_report_age_sells_the_newer_history_to_a_refresh() {
+/// A fleet of `n` VINs bought once, then refreshed, from a sandbox (seed `seed`) whose reports
+/// move on 90 days per purchase.
+fn bought_twice(
+    seed: u64,
+    n: usize,
+    salt: u32,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    SandboxConfig,
+    vmr::sandbox::Sandbox,
+    Vec<String>,
+) {
     let (_t, dir) = tempdir();
     let cfg = SandboxConfig {
-        seed: 12,
+        seed,
         report_age: Duration::from_secs(90 * 86_400),
         ..SandboxConfig::default()
     };
     let sb = sandbox(cfg.clone());
-    let fleet = vins(40, 59);
+    let fleet = vins(n, salt);
     write_csv(&dir.join("in.csv"), &fleet);
     vmr(&dir, &sb)
         .args(["run", "--input", "in.csv"])
@@ -676,6 +687,12 @@ fn a_sandbox_with_a_report_age_sells_the_newer_history_to_a_refresh() {
         .args(["run", "--input", "in.csv", "--refresh-older-than", "200ms"])
         .assert()
         .code(0);
+    (_t, dir, cfg, sb, fleet)
+}
+
+#[test]
+fn a_sandbox_with_a_report_age_sells_the_newer_history_to_a_refresh() {
+    let (_t, dir, cfg, _sb, fleet) = bought_twice(12, 40, 59);
     let records = table(&dir, "records");
     let per_version = |vin: &str, v: &str| {
         records
@@ -698,24 +715,7 @@ fn a_sandbox_with_a_report_age_sells_the_newer_history_to_a_refresh() {
 
 #[test]
 fn the_audit_of_changes_equals_the_sandboxs_truth_including_rollbacks_between_reports() {
-    let (_t, dir) = tempdir();
-    let cfg = SandboxConfig {
-        seed: 13,
-        report_age: Duration::from_secs(90 * 86_400),
-        ..SandboxConfig::default()
-    };
-    let sb = sandbox(cfg.clone());
-    let fleet = vins(400, 62);
-    write_csv(&dir.join("in.csv"), &fleet);
-    vmr(&dir, &sb)
-        .args(["run", "--input", "in.csv"])
-        .assert()
-        .code(0);
-    std::thread::sleep(Duration::from_millis(300));
-    vmr(&dir, &sb)
-        .args(["run", "--input", "in.csv", "--refresh-older-than", "200ms"])
-        .assert()
-        .code(0);
+    let (_t, dir, cfg, sb, fleet) = bought_twice(13, 400, 62);
     vmr(&dir, &sb)
         .args(["audit", "--as-of", "2026-06-30"])
         .assert()
