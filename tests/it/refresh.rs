@@ -517,6 +517,15 @@ fn table(dir: &Path, name: &str) -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
+/// The VINs of `fleet` the sandbox sells a report for.
+fn with_report(cfg: &SandboxConfig, fleet: &[String]) -> BTreeSet<String> {
+    fleet
+        .iter()
+        .filter(|v| cfg.truth(v).has_report())
+        .cloned()
+        .collect()
+}
+
 #[test]
 fn export_holds_every_version_and_requests_stays_one_row_per_vin() {
     let (_t, dir) = tempdir();
@@ -531,11 +540,7 @@ fn export_holds_every_version_and_requests_stays_one_row_per_vin() {
         .args(["run", "--input", "in.csv"])
         .assert()
         .code(0);
-    let with_report: BTreeSet<String> = fleet
-        .iter()
-        .filter(|v| cfg.truth(v).has_report())
-        .cloned()
-        .collect();
+    let with_report = with_report(&cfg, &fleet);
     // Refresh half of them: those of a file holding the first half of the fleet.
     std::thread::sleep(Duration::from_millis(400));
     let half: Vec<String> = fleet[..12].to_vec();
@@ -933,11 +938,7 @@ fn a_refresh_that_fails_leaves_the_previous_report_the_latest_and_can_be_retried
         .args(["run", "--input", "in.csv"])
         .assert()
         .code(0);
-    let with_report: BTreeSet<String> = fleet
-        .iter()
-        .filter(|v| cfg.truth(v).has_report())
-        .cloned()
-        .collect();
+    let with_report = with_report(&cfg, &fleet);
     let first = versions(&dir);
     std::thread::sleep(Duration::from_millis(300));
     // Every refresh is billed but answered without a report: failed as billed_unusable.
