@@ -54,6 +54,11 @@ pub(crate) fn exit_code_of(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<crate::input::InputError>().is_some() {
         return exit::USAGE;
     }
+    if e.downcast_ref::<crate::export::ExportError>()
+        .is_some_and(|e| e.is_usage())
+    {
+        return exit::USAGE;
+    }
     match e.downcast_ref::<crate::checkpoint::CheckpointError>() {
         Some(
             crate::checkpoint::CheckpointError::Missing(_)
@@ -198,6 +203,10 @@ pub(crate) fn check_account(ckpt: &Checkpoint, settings: &Settings) -> Result<()
 /// writable directory, or can be created in the nearest directory above it that exists. Nothing
 /// is left behind (the directory itself is created by the export).
 pub(crate) fn check_out_writable(out: &std::path::Path) -> Result<()> {
+    // An object store: the bucket is there and the credentials may list it.
+    if crate::export::lake::check_reachable(out)? {
+        return Ok(());
+    }
     let fail = |why: String| -> anyhow::Error {
         Failure::new(
             exit::USAGE,

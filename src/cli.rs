@@ -12,6 +12,9 @@ use crate::config::{Options, Settings};
 #[command(
     name = "vmr",
     version,
+    // A flag given twice takes its last value, as in most tools (a wrapper script's default
+    // can then be overridden by appending).
+    args_override_self = true,
     about = "Vehicle maintenance reports: buy, checkpoint and flatten Jumdata reports",
     long_about = "Buys one maintenance-history report per vehicle from the Jumdata API, checkpoints every call, and writes typed Parquet and CSV tables.\n\nCredentials come from VMR_APP_ID and VMR_APP_SECRET (or --app-secret-file); --sandbox runs against the built-in simulator instead."
 )]

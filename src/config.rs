@@ -32,6 +32,17 @@ pub enum Format {
     Jsonl,
 }
 
+/// How `export` lays the tables out under `--out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// One file per table and format, rewritten whole by every export.
+    Flat,
+    /// `<table>/fetched_month=YYYY-MM/part-<export-id>-<n>.parquet`, append-only: each export
+    /// adds only the reports not yet in the destination (see docs/lake.md).
+    Hive,
+}
+
 /// The file's `format = "parquet,csv"`: the value names of `--format`, in any case,
 /// comma-separated; a repeated format counts once.
 pub(crate) fn parse_formats(s: &str) -> Result<Vec<Format>, String> {
@@ -143,6 +154,7 @@ option_types! {
     Option<Duration> => "is not a duration; write it like \"500ms\", \"90s\", \"30m\", \"24h\" or \"90d\"",
         |d| show_duration(*d);
     Option<LogFormat> => "takes \"text\" or \"json\"", |f| value_name(f);
+    Option<Layout> => "takes \"flat\" or \"hive\"", |l| value_name(l);
     Option<Vec<Format>> => "is not a list of formats; write it like \"parquet,csv\" (parquet, csv, jsonl)",
         |fs| fs.iter().map(value_name).collect::<Vec<_>>().join(",");
 }
@@ -222,7 +234,8 @@ options! {
         /// State directory holding the checkpoint.
         #[arg(long, global = true, env = "VMR_STATE", value_name = "DIR")]
         pub state: Option<PathBuf>,
-        /// Output directory for tables.
+        /// Where the tables go: a directory, or s3://bucket/prefix (credentials from the
+        /// standard AWS environment).
         #[arg(long, global = true, env = "VMR_OUT", value_name = "DIR")]
         pub out: Option<PathBuf>,
         /// Vendor base URL.
@@ -295,6 +308,10 @@ options! {
         #[arg(value_parser = FormatName::default(), value_delimiter = ',', ignore_case = true)]
         #[serde(default, deserialize_with = "format_list")]
         pub format: Option<Vec<Format>>,
+        /// Table layout under --out: flat (one file per table, rewritten) or hive (partitioned
+        /// by fetched month, append-only, for data lakes).
+        #[arg(long, global = true, env = "VMR_LAYOUT", value_name = "LAYOUT", ignore_case = true)]
+        pub layout: Option<Layout>,
         /// Start CSV outputs with a UTF-8 byte-order mark (for Excel on Windows).
         #[arg(long, global = true)]
         #[serde(default)]
@@ -409,6 +426,7 @@ pub struct Settings {
     pub bad_request_streak: u32,
     pub adopt_account: bool,
     pub formats: Vec<Format>,
+    pub layout: Layout,
     pub csv_bom: bool,
     pub log_format: LogFormat,
     pub metrics_file: Option<PathBuf>,
@@ -491,6 +509,7 @@ impl Settings {
             bad_request_streak: given(o.bad_request_streak),
             adopt_account: o.adopt_account,
             formats,
+            layout: o.layout.unwrap_or(Layout::Flat),
             csv_bom: o.csv_bom,
             log_format: given(o.log_format),
             metrics_file: o.metrics_file,

@@ -11,12 +11,21 @@ use crate::config::Settings;
 use crate::export::{self, ExportOptions};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// With --layout hive: start a new history in an empty destination (refused where exports
+    /// already are).
+    #[arg(long)]
+    full: bool,
+}
 
-pub fn run(_args: Args, settings: &Settings) -> Result<u8> {
+pub fn run(args: Args, settings: &Settings) -> Result<u8> {
     let path = checkpoint::db_path(&settings.state);
     let conn = checkpoint::open_reader(&path)?;
-    let summary = export::export(&conn, &ExportOptions::from_settings(settings))?;
+    let opts = ExportOptions {
+        full: args.full,
+        ..ExportOptions::from_settings(settings)
+    };
+    let summary = export::export(&conn, &opts)?;
     crate::app::print(&summary.render())?;
     Ok(exit::OK)
 }

@@ -15,6 +15,7 @@
 //! present, and the manifest lists the files it covers with their rows and bytes.
 
 pub mod flatten;
+pub mod lake;
 pub mod schema;
 pub mod write;
 
@@ -36,7 +37,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Instant;
 
-use crate::config::{Format, Settings};
+use crate::config::{Format, Layout, Settings};
 use flatten::{BadBody, Quality, SourceReport, Want};
 use schema::{CallCols, RequestCols};
 use write::{Staged, TableSink};
@@ -66,6 +67,10 @@ pub struct ExportOptions {
     /// The price of a billed call (`--price`): the manifest then says what the checkpoint's
     /// billed calls cost.
     pub price: Option<crate::price::Price>,
+    /// `--layout`: flat files, or hive partitions added to by each export.
+    pub layout: Layout,
+    /// `--full`: a hive export that starts a new history, refused where exports already are.
+    pub full: bool,
 }
 
 impl ExportOptions {
@@ -75,6 +80,8 @@ impl ExportOptions {
             formats: s.formats.clone(),
             csv_bom: s.csv_bom,
             price: s.price.clone(),
+            layout: s.layout,
+            full: false,
         }
     }
 
@@ -100,6 +107,30 @@ pub enum ExportError {
     Csv(#[from] csv::Error),
     #[error("export failed: {0} (a bug in vmr; please report it)")]
     Internal(String),
+    /// The object store (or a local hive destination) failed; `permanent` when retrying cannot
+    /// help (no such bucket, refused credentials), which is a usage error.
+    #[error("{url}: {reason}")]
+    Store {
+        url: String,
+        reason: String,
+        permanent: bool,
+    },
+    /// The destination is not one this export may write to (exit 2).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl ExportError {
+    /// Whether the user must change something before trying again (exit 2).
+    pub(crate) fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            ExportError::Store {
+                permanent: true,
+                ..
+            } | ExportError::Refused(_)
+        )
+    }
 }
 
 /// What an export wrote.
@@ -233,6 +264,30 @@ struct DataQuality<'a> {
     bad_body_list: &'a [BadBody],
 }
 
+fn format_names(formats: &[Format]) -> Vec<String> {
+    formats.iter().map(|f| format_name(*f).to_owned()).collect()
+}
+
+/// What the checkpoint's billed calls cost, with `--price`.
+fn money(
+    conn: &Connection,
+    opts: &ExportOptions,
+) -> Result<Option<crate::price::Spent>, ExportError> {
+    let Some(p) = &opts.price else {
+        return Ok(None);
+    };
+    let (billed, unknown): (i64, i64) = conn.query_row(
+        "SELECT coalesce(sum(billed), 0), coalesce(sum(delivery = 'unknown'), 0) FROM calls",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(Some(crate::price::Spent::of(
+        p,
+        billed as u64,
+        unknown as u64,
+    )))
+}
+
 fn format_name(f: Format) -> &'static str {
     match f {
         Format::Parquet => "parquet",
@@ -241,9 +296,23 @@ fn format_name(f: Format) -> &'static str {
     }
 }
 
-/// Exports everything in the checkpoint behind `conn` to `opts.out`.
+/// Exports everything in the checkpoint behind `conn` to `opts.out`: flat files in a local
+/// directory, or through [`lake`] to an object store or in the hive layout.
 pub fn export(conn: &Connection, opts: &ExportOptions) -> Result<ExportSummary, ExportError> {
     let started = Instant::now();
+    match lake::route(opts)? {
+        (lake::Dest::Local(_), Layout::Flat) => export_local(conn, opts, started),
+        (lake::Dest::Store(t), Layout::Flat) => lake::export_flat_to_store(conn, opts, t, started),
+        (dest, Layout::Hive) => lake::export_hive(conn, opts, dest, started),
+    }
+}
+
+/// The flat export to the local directory `opts.out`.
+fn export_local(
+    conn: &Connection,
+    opts: &ExportOptions,
+    started: Instant,
+) -> Result<ExportSummary, ExportError> {
     fs::create_dir_all(&opts.out).map_err(|source| ExportError::Io {
         path: opts.out.clone(),
         source,
@@ -501,11 +570,7 @@ fn commit(
         collected,
     } = done;
     let (entries, mut files) = commit_files(out, staged)?;
-    let formats: Vec<String> = opts
-        .formats
-        .iter()
-        .map(|f| format_name(*f).to_owned())
-        .collect();
+    let formats = format_names(&opts.formats);
     let manifest = Manifest {
         vmr_version: env!("CARGO_PKG_VERSION"),
         schema_version: EXPORT_SCHEMA_VERSION,
@@ -525,17 +590,7 @@ fn commit(
             bad_bodies: collected.bad_bodies,
             bad_body_list: &collected.bad_body_list,
         },
-        money: match &opts.price {
-            Some(p) => {
-                let (billed, unknown): (i64, i64) = conn.query_row(
-                    "SELECT coalesce(sum(billed), 0), coalesce(sum(delivery = 'unknown'), 0) FROM calls",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?;
-                Some(crate::price::Spent::of(p, billed as u64, unknown as u64))
-            }
-            None => None,
-        },
+        money: money(conn, opts)?,
     };
     files.push(write_manifest(out, &manifest)?);
     Ok(ExportSummary {

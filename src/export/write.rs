@@ -403,6 +403,11 @@ impl TableSink {
         Ok(())
     }
 
+    /// Rows written so far.
+    pub(crate) fn rows(&self) -> u64 {
+        self.rows
+    }
+
     /// Closes and fsyncs the files; returns the row count and the files to commit.
     pub(crate) fn finish(self) -> Result<(u64, Vec<Staged>), ExportError> {
         let mut staged = Vec::new();

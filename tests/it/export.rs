@@ -263,6 +263,8 @@ fn opts(out: &Path, formats: &[Format]) -> ExportOptions {
         formats: formats.to_vec(),
         csv_bom: false,
         price: None,
+        layout: vmr::config::Layout::Flat,
+        full: false,
     }
 }
 

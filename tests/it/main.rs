@@ -11,6 +11,7 @@ mod engine;
 mod export;
 mod fuzz_corpus;
 mod input;
+mod lake;
 mod money;
 mod ops;
 mod price;
