@@ -223,7 +223,7 @@ impl Target {
         let permanent = is_permanent(&e);
         ExportError::Store {
             url: self.shown.clone(),
-            reason: format!("{what}: {e}"),
+            reason: format!("{what}: {}", one_line(&e.to_string())),
             permanent,
         }
     }
@@ -268,7 +268,7 @@ impl Target {
                 .is_some_and(is_permanent);
             return Err(ExportError::Store {
                 url: self.shown.clone(),
-                reason: format!("uploading {rel}: {e}"),
+                reason: format!("uploading {rel}: {}", one_line(&e.to_string())),
                 permanent,
             });
         }
@@ -310,6 +310,26 @@ impl Target {
             .try_collect::<()>()
             .await
     }
+}
+
+/// A store's error on one line: S3 answers with an XML document, of which the `Code` and
+/// `Message` are what a person needs (`NoSuchBucket: The specified bucket does not exist`).
+fn one_line(text: &str) -> String {
+    let tag = |name: &str| -> Option<&str> {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let len = text[start..].find(&format!("</{name}>"))?;
+        Some(&text[start..start + len])
+    };
+    let head = text.split("<?xml").next().unwrap_or(text);
+    let head = head.trim().trim_end_matches(':').trim();
+    let mut out = match (tag("Code"), tag("Message")) {
+        (Some(code), Some(msg)) => format!("{head}: {code}: {msg}"),
+        (Some(code), None) => format!("{head}: {code}"),
+        _ => head.to_owned(),
+    };
+    out.retain(|c| c != '\n' && c != '\r');
+    out
 }
 
 /// Whether retrying cannot help: no such bucket, a refused or unknown credential, a missing
@@ -1118,6 +1138,16 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn an_s3_error_document_is_told_in_one_line() {
+        let text = "Error performing GET http://h/bk?list-type=2 in 17ms - Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message><BucketName>bk</BucketName></Error>";
+        assert_eq!(
+            one_line(text),
+            "Error performing GET http://h/bk?list-type=2 in 17ms - Server returned non-2xx status code: 404 Not Found: NoSuchBucket: The specified bucket does not exist"
+        );
+        assert_eq!(one_line("timed out\n"), "timed out");
     }
 
     #[test]
