@@ -170,12 +170,15 @@ impl Dest {
 /// Retries with exponential backoff and jitter on transient store errors (timeouts, 5xx, 429),
 /// for up to two minutes per request.
 fn retry() -> object_store::RetryConfig {
-    let mut r = object_store::RetryConfig::default();
-    r.max_retries = 8;
-    r.retry_timeout = std::time::Duration::from_secs(120);
-    r.backoff.init_backoff = std::time::Duration::from_millis(200);
-    r.backoff.max_backoff = std::time::Duration::from_secs(15);
-    r
+    object_store::RetryConfig {
+        max_retries: 8,
+        retry_timeout: std::time::Duration::from_secs(120),
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(200),
+            max_backoff: std::time::Duration::from_secs(15),
+            ..Default::default()
+        },
+    }
 }
 
 impl Target {
@@ -618,6 +621,10 @@ struct StagedExport {
     collected: Collected,
 }
 
+/// What [`Parts::finish`] gives: each file (local path, entry), the rows per report table, and
+/// the lines of raw reports.
+type PartsDone = (Vec<(PathBuf, LakeFile)>, Vec<u64>, u64);
+
 /// The open part files of one export, per table and month.
 struct Parts<'a> {
     dir: &'a Path,
@@ -768,8 +775,8 @@ impl<'a> Parts<'a> {
         Ok(())
     }
 
-    /// Closes every part; returns the files and the rows per table.
-    fn finish(mut self) -> Result<(Vec<(PathBuf, LakeFile)>, Vec<u64>, u64), ExportError> {
+    /// Closes every part; returns the files, the rows per report table and the JSON lines.
+    fn finish(mut self) -> Result<PartsDone, ExportError> {
         let keys: Vec<_> = self.open.keys().cloned().collect();
         for k in keys {
             self.close(&k)?;
