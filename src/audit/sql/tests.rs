@@ -173,7 +173,9 @@ fn the_dialects_differ_where_the_engines_do() {
     assert!(spark.contains("TRIM(BOTH decode(unhex('"));
     assert!(!spark.contains("chr("));
     assert!(duckdb.contains("TRIM(BOTH concat(chr(9), chr(10)"));
-    assert_eq!(duckdb, trino.replace("", ""), "DuckDB and Trino share every function used");
+    // Every function the views use means the same in DuckDB and Trino, so past the header the
+    // two texts are one.
+    assert_eq!(duckdb, trino);
 }
 
 #[test]
