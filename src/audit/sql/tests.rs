@@ -18,8 +18,8 @@ const ALL: [Dialect; 3] = [Dialect::Duckdb, Dialect::Spark, Dialect::Trino];
 fn code(sql: &str) -> String {
     sql.lines()
         .map(|l| l.split("--").next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 /// The output names of the last top-level `SELECT … FROM` of `view` (its columns, in order).
@@ -29,7 +29,7 @@ fn columns(sql: &str, view: &str) -> Vec<String> {
         .find(&format!("VIEW {view} AS"))
         .unwrap_or_else(|| panic!("{view} not created"));
     let body = &code[start..];
-    let body = &body[..body.find(';').expect("statement ends")];
+    let body = &body[..body.find(";\n").expect("statement ends")];
     // The final SELECT is the last one at depth 0.
     let (mut depth, mut last) = (0i32, None);
     let bytes = body.as_bytes();
