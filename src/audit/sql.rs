@@ -74,7 +74,10 @@ impl Dialect {
         match self {
             // Both engines' `chr` takes a Unicode code point.
             Dialect::Duckdb | Dialect::Trino => {
-                let parts: Vec<String> = chars.iter().map(|c| format!("chr({})", u32::from(*c))).collect();
+                let parts: Vec<String> = chars
+                    .iter()
+                    .map(|c| format!("chr({})", u32::from(*c)))
+                    .collect();
                 format!("concat({})", parts.join(", "))
             }
             // Spark's `chr` is ASCII only, and whether a literal's `\u` escapes are read depends

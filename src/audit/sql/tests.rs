@@ -63,12 +63,7 @@ fn columns(sql: &str, view: &str) -> Vec<String> {
     }
     items
         .iter()
-        .map(|i| {
-            i.split_whitespace()
-                .last()
-                .expect("an item")
-                .to_owned()
-        })
+        .map(|i| i.split_whitespace().last().expect("an item").to_owned())
         .collect()
 }
 
@@ -143,7 +138,10 @@ fn the_options_are_baked_in_as_literals() {
         assert!(sql.contains("max_drop > 4321"), "{d:?}");
         assert!(sql.contains("br.top_km - nr.top_km > 4321"), "{d:?}");
         assert!(sql.contains(&format!("> {STALE_DAYS}")), "{d:?}");
-        assert!(!sql.contains("1000"), "{d:?}: the default tolerance left in");
+        assert!(
+            !sql.contains("1000"),
+            "{d:?}: the default tolerance left in"
+        );
     }
 }
 
@@ -152,7 +150,10 @@ fn the_dialects_differ_where_the_engines_do() {
     let [duckdb, spark, trino] = ALL.map(|d| code(&emit(&options(d))));
     // Views: Spark's over temporary views must be temporary.
     for (sql, temp) in [(&duckdb, false), (&spark, true), (&trino, false)] {
-        assert_eq!(sql.matches("CREATE OR REPLACE TEMP VIEW").count(), if temp { 2 } else { 0 });
+        assert_eq!(
+            sql.matches("CREATE OR REPLACE TEMP VIEW").count(),
+            if temp { 2 } else { 0 }
+        );
         assert_eq!(sql.matches("CREATE OR REPLACE ").count(), 2);
     }
     // Days between dates: date_diff(unit, start, end) in DuckDB and Trino, Spark's datediff
