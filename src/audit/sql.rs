@@ -140,7 +140,7 @@ fn vehicle_flags(o: &SqlOptions) -> String {
     format!(
         "{create}
 WITH
--- Each VIN's latest report: its highest version (hive files have no is_latest column).
+-- The latest report of each VIN: its highest version (hive files have no is_latest column).
 latest_report AS (
   SELECT vin, version, brand_name, accident_status, accident_grade, total_mileage_km,
          avg_yearly_mileage_km, last_visit_date
@@ -266,7 +266,7 @@ flags AS (
   LEFT JOIN overview_facts ofa ON ofa.vin = lr.vin
   LEFT JOIN version_changes vc ON vc.vin = lr.vin
 ),
--- Which risk rules fire (the README's table; vmr's risk::assess).
+-- Which risk rules fire (the risk table of the README, risk::assess in vmr).
 graded AS (
   SELECT f.*,
          CAST({days_since} AS INTEGER) AS days_since_last_visit,
@@ -289,7 +289,7 @@ SELECT vin, brand_name, accident_status, accident_grade, structural_damage, engi
            OR days_since_last_visit IS NULL OR days_since_last_visit > {STALE_DAYS} THEN 'medium'
          ELSE 'low'
        END AS risk_level,
-       -- The reasons high first, in risk::assess's order; '' when none fires.
+       -- The reasons, high first, in the order of risk::assess, and empty when none fires.
        concat_ws(';',
          CASE WHEN structural_damage THEN 'structural_damage' END,
          CASE WHEN odometer_rollback THEN 'odometer_rollback' END,
@@ -414,8 +414,8 @@ pub(crate) fn emit(o: &SqlOptions) -> String {
     format!(
         "-- vmr audit --emit-sql {dialect} --as-of {as_of} --rollback-tolerance-km {tolerance}
 -- (vmr {version}). Reads the relations requests, reports, records and overview, exported
--- tables flat or hive, any mix of report versions (each VIN's highest version is its latest);
--- creates the views vehicle_flags and fleet_summary, as `vmr audit` computes them.
+-- tables flat or hive, any mix of report versions (the highest version of a VIN is its
+-- latest), and creates the views vehicle_flags and fleet_summary, as `vmr audit` computes them.
 
 {flags}
 {summary}",

@@ -201,3 +201,23 @@ fn the_trimmed_characters_are_those_rust_trims() {
     assert_eq!(duckdb.matches("chr(").count(), 25);
     assert!(duckdb.contains("chr(12288)") && duckdb.contains("chr(133)"));
 }
+
+#[test]
+fn the_script_splits_into_its_two_statements_at_line_ends() {
+    // Spark's `spark.sql` takes one statement at a time, and statement splitters (spark-sql's
+    // among them) have tripped on quotes and semicolons in comments: comments hold neither, and
+    // every statement ends with `;` at the end of a line, the only place one is.
+    for d in ALL {
+        let sql = emit(&options(d));
+        for line in sql.lines() {
+            if let Some((_, comment)) = line.split_once("--") {
+                assert!(!comment.contains(['\'', ';']), "{d:?}: {line}");
+            }
+        }
+        let statements: Vec<&str> = sql.split(";\n").filter(|s| !s.trim().is_empty()).collect();
+        assert_eq!(statements.len(), 2, "{d:?}");
+        assert!(statements[0].contains("VIEW vehicle_flags AS"));
+        assert!(statements[1].contains("VIEW fleet_summary AS"));
+        assert!(sql.ends_with(";\n"));
+    }
+}
