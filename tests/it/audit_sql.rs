@@ -10,7 +10,8 @@
 //! visits, untrimmed and lower-case grades, missing brands), audited with another tolerance.
 //!
 //! DuckDB comes from python3's `duckdb` package: without it the tests skip with one line, except
-//! in CI (`CI=true`), which installs it and requires it.
+//! in CI (`CI=true`), which installs it and requires it. The Spark text is run the same way by
+//! an ignored test (`--ignored`), which needs python3's `pyspark` and Java 17.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -193,6 +194,51 @@ elif cmd == "edge":
     edge(sys.argv[2], sys.argv[3])
 else:
     compare(*sys.argv[2:6])
+"#;
+
+/// The Spark side: `SPARK (TABLES SQL EXPECTED)…` registers the flat tables in `TABLES` as
+/// temporary views, runs the SQL one statement at a time (as `spark.sql` must), and prints JSON:
+/// every difference from `vmr audit`'s Parquet in `EXPECTED`, types and row order included.
+const SPARK: &str = r#"
+import json, sys
+from pyspark.sql import SparkSession
+
+spark = (SparkSession.builder.master("local[2]").appName("vmr-audit-sql")
+         .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "4")
+         .getOrCreate())
+spark.sparkContext.setLogLevel("ERROR")
+
+def same(a, b):
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or abs(a - b) <= 1e-9 * max(abs(a), abs(b))
+    return type(a) is type(b) and a == b
+
+problems, counts = [], {}
+args = sys.argv[1:]
+for tables, sql_path, expected in zip(args[0::3], args[1::3], args[2::3]):
+    for t in ["requests", "reports", "records", "overview"]:
+        spark.read.parquet(f"{tables}/{t}.parquet").createOrReplaceTempView(t)
+    for statement in open(sql_path, encoding="utf-8").read().split(";\n"):
+        if statement.strip():
+            spark.sql(statement)
+    for view in ["vehicle_flags", "fleet_summary"]:
+        got = spark.table(view)
+        # One Parquet file, read back in its row order.
+        want = spark.read.parquet(f"{expected}/{view}.parquet")
+        got_cols = [(f.name, f.dataType.simpleString()) for f in got.schema.fields]
+        want_cols = [(f.name, f.dataType.simpleString()) for f in want.schema.fields]
+        if got_cols != want_cols:
+            problems.append(f"{expected} {view} columns: spark {got_cols}, vmr {want_cols}")
+            continue
+        g, w = got.collect(), want.collect()
+        if len(g) != len(w):
+            problems.append(f"{expected} {view}: spark {len(g)} rows, vmr {len(w)}")
+        for i, (a, b) in enumerate(zip(g, w)):
+            for name, x, y in zip(want.columns, a, b):
+                if not same(x, y):
+                    problems.append(f"{expected} {view} row {i} ({b[0]}, {b[1]}) {name}: spark {x!r}, vmr {y!r}")
+        counts[f"{expected}/{view}"] = len(w)
+print(json.dumps({"problems": problems[:40], "problem_count": len(problems), "counts": counts}))
 "#;
 
 /// A sandbox fleet bought, refreshed, exported and audited once for every test in this file.
@@ -435,4 +481,55 @@ fn emit_sql_reads_no_export_and_prints_every_dialect() {
         .args(["audit", "--emit-sql", "oracle"])
         .assert()
         .code(2);
+}
+
+#[test]
+#[ignore = "needs python3 with pyspark (pip install pyspark) and Java 17; about 3 minutes"]
+fn spark_runs_the_emitted_spark_sql_to_vmr_audits_tables() {
+    if !have_duckdb() {
+        return;
+    }
+    let f = fleet();
+    let edge = f.dir.join("edge-spark");
+    copy_tables("edge", &f.out(), &edge);
+    let opts = ["--as-of", "2025-12-31", "--rollback-tolerance-km", "300"];
+    vmr_offline(&f.dir)
+        .args(["--out", "edge-spark", "--format", "parquet", "audit"])
+        .args(opts)
+        .assert()
+        .success();
+    let p = |p: &Path| p.to_str().expect("UTF-8 path").to_owned();
+    let mut args = Vec::new();
+    for (tables, sql) in [
+        (f.out(), emit_sql(&f.dir, "spark", &["--as-of", AS_OF])),
+        (edge.clone(), emit_sql(&f.dir, "spark", &opts)),
+    ] {
+        let sql_path = tables.with_extension("spark.sql");
+        std::fs::write(&sql_path, sql).expect("write the SQL");
+        args.extend([p(&tables), p(&sql_path), p(&tables)]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let Some(out) = python(&["pyspark"], SPARK, &args) else {
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "Spark failed on the emitted SQL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = stdout.lines().last().unwrap_or_default();
+    let report: serde_json::Value =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(
+        report["problem_count"],
+        0,
+        "the Spark SQL disagrees with vmr audit:\n{}",
+        serde_json::to_string_pretty(&report["problems"]).expect("JSON")
+    );
+    assert_eq!(
+        report["counts"].as_object().map(|c| c.len()),
+        Some(4),
+        "{report}"
+    );
 }
