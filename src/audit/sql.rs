@@ -12,9 +12,10 @@
 //! - SQL has no row order of its own, so each view ends in the `ORDER BY` of `vmr audit`'s
 //!   table (engines that drop it from a view, like Trino, need it on the query; the docs say so).
 //!
-//! The integration test `audit_sql` runs the DuckDB text over a sandbox fleet and compares
-//! every cell with `vmr audit`'s own tables; the Spark and Trino texts differ from it only where
-//! [`Dialect`] says.
+//! The integration tests `audit_sql` run the DuckDB text over a sandbox fleet and compare
+//! every cell with `vmr audit`'s own tables (an ignored one does the same with the Spark text in
+//! a local Spark); the Spark and Trino texts differ from the DuckDB one only where [`Dialect`]
+//! says.
 
 use chrono::NaiveDate;
 
@@ -67,6 +68,7 @@ impl Dialect {
     /// `TRIM(BOTH … FROM …)`: SQL's plain `trim` removes spaces only, or an engine's own idea
     /// of whitespace.
     fn whitespace(self) -> String {
+        // U+3000 (ideographic space) is the last White_Space character.
         let chars: Vec<char> = (0..=0x3000u32)
             .filter_map(char::from_u32)
             .filter(|c| c.is_whitespace())
