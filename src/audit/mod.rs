@@ -5,7 +5,8 @@
 //! computes per-vehicle flags (`flags`), grades them (`risk`), summarises them per brand
 //! (`summary`) and writes `vehicle_flags` and `fleet_summary` beside the inputs (Parquet
 //! and/or CSV, like export) plus `audit.html` ([`html`]), each file atomically. It never reads
-//! the checkpoint or the raw JSON, so every flag can be reproduced with SQL on the tables.
+//! the checkpoint or the raw JSON, so every flag can be reproduced with SQL on the tables:
+//! [`sql`] writes that SQL (`vmr audit --emit-sql DIALECT`).
 //! Only [`run`] and its options, report and error are public; the steps are the crate's own.
 
 mod changes;
@@ -13,6 +14,7 @@ mod flags;
 mod fmt;
 pub mod html;
 mod risk;
+pub(crate) mod sql;
 mod summary;
 
 use arrow::datatypes::Date32Type;

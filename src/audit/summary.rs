@@ -75,7 +75,7 @@ fn measures() -> Vec<Expr> {
     ]
 }
 
-const COLUMNS: [&str; 14] = [
+pub(crate) const COLUMNS: [&str; 14] = [
     "scope",
     "brand_name",
     "vehicles",

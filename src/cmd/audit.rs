@@ -4,11 +4,15 @@
 //! Reads `<out>/{requests,reports,records,overview}.parquet`, writes `vehicle_flags` and
 //! `fleet_summary` in `--format` (Parquet and/or CSV) and `audit.html` beside them. A missing
 //! table is a usage error (exit 2): run `vmr export` first.
+//!
+//! With `--emit-sql DIALECT` it reads nothing: it prints the same rules as SQL views over the
+//! exported tables (options baked in) for a lake engine to run, and exits 0.
 
 use anyhow::Result;
 use chrono::NaiveDate;
 
 use crate::app::{Failure, exit};
+use crate::audit::sql::{self, Dialect, SqlOptions};
 use crate::audit::{self, AuditError, AuditOptions};
 use crate::config::Settings;
 
@@ -20,6 +24,10 @@ pub struct Args {
     /// The audit date `days_since_last_visit` counts to, as YYYY-MM-DD [default: today].
     #[arg(long, value_name = "DATE")]
     pub as_of: Option<NaiveDate>,
+    /// Print the audit as SQL views (vehicle_flags, fleet_summary) over the exported tables,
+    /// for DIALECT, with the options above filled in, and exit; reads no export.
+    #[arg(long, value_name = "DIALECT", value_enum)]
+    pub emit_sql: Option<Dialect>,
 }
 
 pub fn run(args: Args, settings: &Settings) -> Result<u8> {
@@ -29,6 +37,14 @@ pub fn run(args: Args, settings: &Settings) -> Result<u8> {
     let as_of = args
         .as_of
         .unwrap_or_else(|| chrono::Local::now().date_naive());
+    if let Some(dialect) = args.emit_sql {
+        crate::app::print(&sql::emit(&SqlOptions {
+            dialect,
+            as_of,
+            rollback_tolerance_km: args.rollback_tolerance_km,
+        }))?;
+        return Ok(exit::OK);
+    }
     let opts = AuditOptions::from_settings(settings, as_of, args.rollback_tolerance_km);
     match audit::run(&opts) {
         Ok(report) => {

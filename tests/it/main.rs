@@ -3,6 +3,7 @@
 
 mod api_samples;
 mod audit;
+mod audit_sql;
 mod checkpoint;
 mod common;
 mod crash;
