@@ -45,6 +45,21 @@ pub fn run(args: Args, settings: &Settings) -> Result<u8> {
         }))?;
         return Ok(exit::OK);
     }
+    // The audit itself reads a local flat export; a lake is audited by its own engine.
+    let remote = settings
+        .out
+        .to_str()
+        .is_some_and(|o| o.contains("://") && !o.starts_with("file://"));
+    if remote || settings.layout == crate::config::Layout::Hive {
+        return Err(Failure::new(
+            exit::USAGE,
+            format!(
+                "vmr audit reads a local flat export (--layout flat in a directory), not {}; export one with `vmr export --out DIR`, or run the audit's rules on your lake's engine: vmr audit --emit-sql duckdb|spark|trino (docs/audit-sql.md)",
+                if remote { "an object store" } else { "a hive layout" }
+            ),
+        )
+        .into());
+    }
     let opts = AuditOptions::from_settings(settings, as_of, args.rollback_tolerance_km);
     match audit::run(&opts) {
         Ok(report) => {

@@ -681,6 +681,12 @@ fn a_local_hive_export_is_incremental_too() {
         .unwrap()
         .count();
     assert_eq!(manifests, 2);
+    // `vmr audit` reads flat exports only, and says what to do instead.
+    let a = vmr(&dir, &sb)
+        .args(["audit", "--layout", "hive", "--out", "lake"])
+        .assert()
+        .code(2);
+    assert!(String::from_utf8_lossy(&a.get_output().stderr).contains("--emit-sql"));
 }
 
 fn walk(d: &Path) -> Vec<String> {
