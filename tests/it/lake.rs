@@ -121,14 +121,37 @@ fn get_object(m: &Moto, key: &str) -> Vec<u8> {
     o.stdout
 }
 
-/// `vmr` with the S3 environment of `m` (and nothing else of the host's).
-fn vmr_s3(dir: &Path, sb: &vmr::sandbox::Sandbox, endpoint: &str) -> assert_cmd::Command {
+/// `vmr` with the S3 environment of a store at `endpoint` (and nothing else of the host's).
+fn vmr_s3_std(dir: &Path, sb: &vmr::sandbox::Sandbox, endpoint: &str) -> Command {
     let mut c = vmr_std(dir, sb);
     c.env("AWS_ACCESS_KEY_ID", KEY_ID)
         .env("AWS_SECRET_ACCESS_KEY", SECRET)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ENDPOINT_URL", endpoint);
-    assert_cmd::Command::from_std(c)
+    c
+}
+
+fn vmr_s3(dir: &Path, sb: &vmr::sandbox::Sandbox, endpoint: &str) -> assert_cmd::Command {
+    assert_cmd::Command::from_std(vmr_s3_std(dir, sb, endpoint))
+}
+
+/// A sandbox (seed `seed`) and a checkpoint that bought `n` VINs (salt `salt`) from it.
+fn bought(
+    seed: u64,
+    n: usize,
+    salt: u32,
+) -> (tempfile::TempDir, std::path::PathBuf, vmr::sandbox::Sandbox) {
+    let (t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig {
+        seed,
+        ..SandboxConfig::default()
+    });
+    write_csv(&dir.join("a.csv"), &vins(n, salt));
+    vmr(&dir, &sb)
+        .args(["run", "--input", "a.csv"])
+        .assert()
+        .code(0);
+    (t, dir, sb)
 }
 
 fn endpoint(m: &Moto) -> String {
@@ -351,19 +374,9 @@ fn a_hive_export_to_s3_reads_back_as_a_dataset_equal_to_the_flat_export() {
 #[test]
 fn a_second_export_adds_only_the_new_reports_and_touches_no_earlier_file() {
     let Some(m) = moto() else { return };
-    let (t, dir) = tempdir();
-    let _t = t;
-    let sb = sandbox(SandboxConfig {
-        seed: 22,
-        ..SandboxConfig::default()
-    });
+    let (_t, dir, sb) = bought(22, 80, 72);
     let out = format!("s3://{BUCKET}/inc");
     let ep = endpoint(&m);
-    write_csv(&dir.join("a.csv"), &vins(80, 72));
-    vmr(&dir, &sb)
-        .args(["run", "--input", "a.csv"])
-        .assert()
-        .code(0);
     vmr_s3(&dir, &sb, &ep)
         .args(["export", "--layout", "hive", "--out", &out])
         .assert()
@@ -493,26 +506,13 @@ fn holding_proxy(upstream: u16, pattern: &'static [u8]) -> (u16, mpsc::Receiver<
 #[test]
 fn an_export_killed_before_its_manifest_leaves_orphans_the_next_export_removes() {
     let Some(m) = moto() else { return };
-    let (_t, dir) = tempdir();
-    let sb = sandbox(SandboxConfig {
-        seed: 23,
-        ..SandboxConfig::default()
-    });
-    write_csv(&dir.join("a.csv"), &vins(120, 74));
-    vmr(&dir, &sb)
-        .args(["run", "--input", "a.csv"])
-        .assert()
-        .code(0);
+    let (_t, dir, sb) = bought(23, 120, 74);
     spread_over_months(&dir);
     let out = format!("s3://{BUCKET}/killed");
     // The manifest's put is held back at the proxy; the export is killed while it waits.
     let (proxy, held) = holding_proxy(m.port, b"PUT /vmr-lake/killed/_vmr/exports/");
-    let mut c = vmr_std(&dir, &sb);
-    c.env("AWS_ACCESS_KEY_ID", KEY_ID)
-        .env("AWS_SECRET_ACCESS_KEY", SECRET)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{proxy}"))
-        .args(["export", "--layout", "hive", "--out", &out])
+    let mut c = vmr_s3_std(&dir, &sb, &format!("http://127.0.0.1:{proxy}"));
+    c.args(["export", "--layout", "hive", "--out", &out])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut child = c.spawn().expect("export starts");
@@ -610,16 +610,7 @@ fn a_missing_bucket_exits_2_before_anything_is_written_or_bought() {
 #[test]
 fn a_flat_export_to_s3_uploads_the_files_and_the_manifest_last() {
     let Some(m) = moto() else { return };
-    let (_t, dir) = tempdir();
-    let sb = sandbox(SandboxConfig {
-        seed: 24,
-        ..SandboxConfig::default()
-    });
-    write_csv(&dir.join("a.csv"), &vins(40, 76));
-    vmr(&dir, &sb)
-        .args(["run", "--input", "a.csv"])
-        .assert()
-        .code(0);
+    let (_t, dir, sb) = bought(24, 40, 76);
     let a = vmr_s3(&dir, &sb, &endpoint(&m))
         .args(["export", "--out", &format!("s3://{BUCKET}/flat")])
         .assert()
@@ -637,16 +628,7 @@ fn a_flat_export_to_s3_uploads_the_files_and_the_manifest_last() {
 
 #[test]
 fn a_local_hive_export_is_incremental_too() {
-    let (_t, dir) = tempdir();
-    let sb = sandbox(SandboxConfig {
-        seed: 25,
-        ..SandboxConfig::default()
-    });
-    write_csv(&dir.join("a.csv"), &vins(30, 77));
-    vmr(&dir, &sb)
-        .args(["run", "--input", "a.csv"])
-        .assert()
-        .code(0);
+    let (_t, dir, sb) = bought(25, 30, 77);
     spread_over_months(&dir);
     vmr(&dir, &sb)
         .args(["export", "--layout", "hive", "--out", "lake"])

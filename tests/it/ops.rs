@@ -5,32 +5,6 @@ use crate::common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use vmr::sandbox::SandboxConfig;
 
-/// `python3 -c <code> <args…>`, or `None` (with one line printed) when python3 or one of
-/// `modules` is missing and `CI` is not `true` (CI installs them: .ci/run).
-fn python(modules: &[&str], code: &str, args: &[&str]) -> Option<std::process::Output> {
-    let import = format!("import {}", modules.join(", "));
-    let have = std::process::Command::new("python3")
-        .args(["-c", &import])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CI needs python3 with {modules:?}"
-        );
-        println!("skipped: python3 with {modules:?} is not installed");
-        return None;
-    }
-    Some(
-        std::process::Command::new("python3")
-            .args(["-c", code])
-            .args(args)
-            .output()
-            .expect("python3 runs"),
-    )
-}
-
 fn status_json(dir: &std::path::Path, sb: &vmr::sandbox::Sandbox) -> serde_json::Value {
     let out = vmr(dir, sb).args(["status", "--json"]).assert().code(0);
     serde_json::from_slice(&out.get_output().stdout).expect("status is JSON")
