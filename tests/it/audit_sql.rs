@@ -381,6 +381,21 @@ fn the_emitted_sql_reads_a_hive_layout_without_is_latest() {
 }
 
 #[test]
+fn the_emitted_sql_reads_vmrs_own_hive_export() {
+    if !have_duckdb() {
+        return;
+    }
+    let f = fleet();
+    vmr_offline(&f.dir)
+        .args(["--state", "state", "--out", "lake", "--format", "parquet"])
+        .args(["export", "--layout", "hive"])
+        .assert()
+        .code(0);
+    let sql = emit_sql(&f.dir, "duckdb", &["--as-of", AS_OF]);
+    compare("hive", &f.dir.join("lake"), &sql, &f.out());
+}
+
+#[test]
 fn the_emitted_sql_agrees_on_missing_values_ties_and_untidy_grades() {
     if !have_duckdb() {
         return;
