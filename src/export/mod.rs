@@ -182,13 +182,13 @@ impl ExportSummary {
         }
         if self.bad_bodies > 0 {
             out.push_str(&format!(
-                "  {} stored bodies hold no readable report and were skipped (listed in manifest.json; the raw bodies stay in the checkpoint)\n",
+                "  {} stored bodies hold no readable report and were skipped (listed in the manifest; the raw bodies stay in the checkpoint)\n",
                 self.bad_bodies
             ));
         }
         if self.billed_unusable > 0 {
             out.push_str(&format!(
-                "  {} VINs were billed without a usable report (listed in manifest.json under billed_unusable)\n",
+                "  {} VINs were billed without a usable report (listed in the manifest under billed_unusable)\n",
                 self.billed_unusable
             ));
         }
