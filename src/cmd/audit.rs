@@ -46,10 +46,10 @@ pub fn run(args: Args, settings: &Settings) -> Result<u8> {
         return Ok(exit::OK);
     }
     // The audit itself reads a local flat export; a lake is audited by its own engine.
-    let remote = settings
-        .out
-        .to_str()
-        .is_some_and(|o| o.contains("://") && !o.starts_with("file://"));
+    let remote = !matches!(
+        crate::export::lake::Dest::parse(&settings.out),
+        Ok(crate::export::lake::Dest::Local(_))
+    );
     if remote || settings.layout == crate::config::Layout::Hive {
         return Err(Failure::new(
             exit::USAGE,

@@ -47,8 +47,7 @@ use super::flatten::{self, SourceReport};
 use super::schema::{self, CallCols, RequestCols};
 use super::write::{self, Staged, TableSink};
 use super::{
-    BilledUnusable, Collected, DataQuality, ExportError, ExportOptions, ExportSummary, LIST_BAD,
-    Plan, SLICE_ROWS, Written,
+    Collected, ExportError, ExportOptions, ExportSummary, LIST_BAD, Plan, SLICE_ROWS, Written,
 };
 use crate::config::Layout;
 
@@ -461,30 +460,20 @@ pub(crate) struct LakeFile {
     pub bytes: u64,
 }
 
-/// `_vmr/exports/<export-id>.json`.
+/// `_vmr/exports/<export-id>.json`: the export's id and layout, what every manifest holds, and
+/// what it covers.
 #[derive(Serialize)]
 struct LakeManifest<'a> {
     export_id: &'a str,
-    vmr_version: &'static str,
-    schema_version: u32,
     layout: &'static str,
-    generated_at: String,
-    account: Option<String>,
-    formats: &'a [String],
-    /// Every file this export wrote. Part files are never rewritten; `requests` and `calls` are
-    /// rewritten whole by every export, so the newest manifest's are the current ones.
-    files: &'a [LakeFile],
-    /// Rows this export added per table (all of `requests` and `calls`).
-    row_counts: serde_json::Map<String, serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    jsonl_lines: Option<u64>,
+    /// Its files: part files are never rewritten; `requests` and `calls` are rewritten whole by
+    /// every export, so the newest manifest's are the current ones. Its row counts: what this
+    /// export added per table (all of `requests` and `calls`).
+    #[serde(flatten)]
+    base: super::Manifest<'a, LakeFile>,
     /// The report versions this export added, as `[vin, version]`: each is the report of one
     /// purchase of that VIN. The next export skips them.
     covers: &'a [(String, i32)],
-    billed_unusable: BilledUnusable,
-    data_quality: DataQuality<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    money: Option<crate::price::Spent>,
 }
 
 /// What the export reads back from each manifest.
@@ -603,7 +592,7 @@ pub(crate) fn export_hive(
         let id = export_id();
         let staging = Staging::create(&id)?;
         let staged = stage_hive(conn, opts, &staging.0, &id, &holdings.covers)?;
-        publish(conn, opts, &rt, &target, &id, staged, account, started)
+        publish(conn, opts, &rt, &target, &id, staged, started)
     })();
     if own_tx {
         let _ = conn.execute_batch("COMMIT");
@@ -822,16 +811,7 @@ fn stage_hive(
     let mut collected = Collected::default();
     let mut covers = Vec::new();
     let mut parts = Parts::new(dir, id, Plan::of(opts))?;
-    let mut st = conn.prepare(
-        "SELECT r.vin_id, r.version, r.vin,
-                coalesce(r.request_id,
-                    CASE WHEN r.purchase = v.purchase THEN v.request_id END,
-                    (SELECT p.request_id FROM purchases p
-                     WHERE p.vin_id = r.vin_id AND p.purchase = r.purchase)),
-                r.task_no, r.endpoint, r.fetched_at, r.body
-         FROM reports r LEFT JOIN vins v ON v.id = r.vin_id
-         WHERE (r.vin_id, r.version) > (?1, ?2) ORDER BY r.vin_id, r.version LIMIT ?3",
-    )?;
+    let mut st = conn.prepare(super::REPORTS_AFTER)?;
     let mut after = (i64::MIN, i64::MIN);
     loop {
         // This chunk's new versions, by month.
@@ -967,7 +947,6 @@ fn publish(
     target: &Target,
     id: &str,
     staged: StagedExport,
-    account: Option<String>,
     started: Instant,
 ) -> Result<ExportSummary, ExportError> {
     let (parts, whole): (Vec<_>, Vec<_>) = staged
@@ -983,32 +962,21 @@ fn publish(
     rt.block_on(target.upload_all(&whole))?;
     let entries: Vec<LakeFile> = staged.files.iter().map(|(_, f)| f.clone()).collect();
     let formats = super::format_names(&opts.formats);
-    let billed_unusable = super::billed_unusable(conn)?;
     let manifest = LakeManifest {
         export_id: id,
-        vmr_version: env!("CARGO_PKG_VERSION"),
-        schema_version: super::EXPORT_SCHEMA_VERSION,
         layout: "hive",
-        generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        account,
-        formats: &formats,
-        files: &entries,
-        row_counts: staged
-            .rows
-            .iter()
-            .map(|(t, n)| (t.clone(), serde_json::Value::from(*n)))
-            .collect(),
-        jsonl_lines: staged.jsonl_lines,
+        base: super::Manifest::new(
+            conn,
+            opts,
+            &formats,
+            &entries,
+            &staged.rows,
+            staged.jsonl_lines,
+            &staged.collected,
+        )?,
         covers: &staged.covers,
-        billed_unusable: billed_unusable.clone(),
-        data_quality: DataQuality {
-            coerced_to_null: &staged.collected.quality.coerced_to_null,
-            unusable_containers: &staged.collected.quality.unusable_containers,
-            bad_bodies: staged.collected.bad_bodies,
-            bad_body_list: &staged.collected.bad_body_list,
-        },
-        money: super::money(conn, opts)?,
     };
+    let billed_unusable = manifest.base.billed_unusable.count;
     let text = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| ExportError::Internal(format!("manifest: {e}")))?;
     let manifest_rel = format!("{EXPORTS_DIR}/{id}.json");
@@ -1025,7 +993,7 @@ fn publish(
         quality: staged.collected.quality,
         bad_bodies: staged.collected.bad_bodies,
         bad_body_list: staged.collected.bad_body_list,
-        billed_unusable: billed_unusable.count,
+        billed_unusable,
         files,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })

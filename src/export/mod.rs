@@ -196,8 +196,10 @@ impl ExportSummary {
     }
 }
 
+/// What every manifest holds: `manifest.json` of a flat export, and (flattened into it) each
+/// hive export's `_vmr/exports/<id>.json`, whose files are [`lake::LakeFile`]s.
 #[derive(Serialize)]
-struct Manifest<'a> {
+struct Manifest<'a, F: Serialize = FileEntry> {
     vmr_version: &'static str,
     schema_version: u32,
     generated_at: String,
@@ -205,7 +207,7 @@ struct Manifest<'a> {
     account: Option<String>,
     formats: &'a [String],
     /// Every file this export wrote (the manifest aside): what the folder's commit covers.
-    files: &'a [FileEntry],
+    files: &'a [F],
     /// In design.md's table order.
     row_counts: serde_json::Map<String, serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,6 +218,41 @@ struct Manifest<'a> {
     /// with `--price`.
     #[serde(skip_serializing_if = "Option::is_none")]
     money: Option<crate::price::Spent>,
+}
+
+impl<'a, F: Serialize> Manifest<'a, F> {
+    /// The manifest of an export of `conn` that wrote `files` (`rows` per table).
+    fn new(
+        conn: &Connection,
+        opts: &ExportOptions,
+        formats: &'a [String],
+        files: &'a [F],
+        rows: &[(String, u64)],
+        jsonl_lines: Option<u64>,
+        collected: &'a Collected,
+    ) -> Result<Self, ExportError> {
+        Ok(Manifest {
+            vmr_version: env!("CARGO_PKG_VERSION"),
+            schema_version: EXPORT_SCHEMA_VERSION,
+            generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            account: account(conn)?,
+            formats,
+            files,
+            row_counts: rows
+                .iter()
+                .map(|(t, n)| (t.clone(), serde_json::Value::from(*n)))
+                .collect(),
+            jsonl_lines,
+            billed_unusable: billed_unusable(conn)?,
+            data_quality: DataQuality {
+                coerced_to_null: &collected.quality.coerced_to_null,
+                unusable_containers: &collected.quality.unusable_containers,
+                bad_bodies: collected.bad_bodies,
+                bad_body_list: &collected.bad_body_list,
+            },
+            money: money(conn, opts)?,
+        })
+    }
 }
 
 /// One file an export wrote, as the manifest lists it.
@@ -561,8 +598,6 @@ fn commit(
     started: Instant,
 ) -> Result<ExportSummary, ExportError> {
     let out = opts.out.as_path();
-    let account = account(conn)?;
-    let billed_unusable = billed_unusable(conn)?;
     let Written {
         staged,
         rows,
@@ -571,27 +606,16 @@ fn commit(
     } = done;
     let (entries, mut files) = commit_files(out, staged)?;
     let formats = format_names(&opts.formats);
-    let manifest = Manifest {
-        vmr_version: env!("CARGO_PKG_VERSION"),
-        schema_version: EXPORT_SCHEMA_VERSION,
-        generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        account,
-        formats: &formats,
-        files: &entries,
-        row_counts: rows
-            .iter()
-            .map(|(t, n)| (t.clone(), serde_json::Value::from(*n)))
-            .collect(),
+    let manifest = Manifest::new(
+        conn,
+        opts,
+        &formats,
+        &entries,
+        &rows,
         jsonl_lines,
-        billed_unusable: billed_unusable.clone(),
-        data_quality: DataQuality {
-            coerced_to_null: &collected.quality.coerced_to_null,
-            unusable_containers: &collected.quality.unusable_containers,
-            bad_bodies: collected.bad_bodies,
-            bad_body_list: &collected.bad_body_list,
-        },
-        money: money(conn, opts)?,
-    };
+        &collected,
+    )?;
+    let billed_unusable = manifest.billed_unusable.count;
     files.push(write_manifest(out, &manifest)?);
     Ok(ExportSummary {
         out: out.to_owned(),
@@ -601,7 +625,7 @@ fn commit(
         quality: collected.quality,
         bad_bodies: collected.bad_bodies,
         bad_body_list: collected.bad_body_list,
-        billed_unusable: billed_unusable.count,
+        billed_unusable,
         files,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
@@ -682,17 +706,7 @@ fn produce(
 ) -> Result<(), ExportError> {
     // Every version of every report, in (VIN, version) order. A report stored without its
     // requestId takes the one of the purchase that bought it.
-    let mut st = conn.prepare(
-        "SELECT r.vin_id, r.version, r.vin,
-                coalesce(r.request_id,
-                    CASE WHEN r.purchase = v.purchase THEN v.request_id END,
-                    (SELECT p.request_id FROM purchases p
-                     WHERE p.vin_id = r.vin_id AND p.purchase = r.purchase)),
-                r.task_no, r.endpoint, r.fetched_at, r.body,
-                r.version = (SELECT max(m.version) FROM reports m WHERE m.vin_id = r.vin_id)
-         FROM reports r LEFT JOIN vins v ON v.id = r.vin_id
-         WHERE (r.vin_id, r.version) > (?1, ?2) ORDER BY r.vin_id, r.version LIMIT ?3",
-    )?;
+    let mut st = conn.prepare(REPORTS_AFTER)?;
     let stopped = || ExportError::Internal("a table writer stopped".into());
     let mut after = (i64::MIN, i64::MIN);
     let mut chunk = read_chunk(&mut st, &mut after)?;
@@ -766,6 +780,20 @@ fn read_chunk(
     }
     Ok((chunk, versions))
 }
+
+/// Every version of every report after (VIN id, version) `?1, ?2`, at most `?3`, in (VIN,
+/// version) order: VIN id, version, VIN, request id, task number, endpoint, fetched at, body,
+/// and whether it is its VIN's newest. A report stored without its requestId takes the one of
+/// the purchase that bought it. The body is read only when asked for.
+pub(crate) const REPORTS_AFTER: &str = "SELECT r.vin_id, r.version, r.vin,
+        coalesce(r.request_id,
+            CASE WHEN r.purchase = v.purchase THEN v.request_id END,
+            (SELECT p.request_id FROM purchases p
+             WHERE p.vin_id = r.vin_id AND p.purchase = r.purchase)),
+        r.task_no, r.endpoint, r.fetched_at, r.body,
+        r.version = (SELECT max(m.version) FROM reports m WHERE m.vin_id = r.vin_id)
+ FROM reports r LEFT JOIN vins v ON v.id = r.vin_id
+ WHERE (r.vin_id, r.version) > (?1, ?2) ORDER BY r.vin_id, r.version LIMIT ?3";
 
 /// Rows of `requests` and `calls` per batch.
 const BATCH_ROWS: usize = 8192;
