@@ -525,6 +525,12 @@ impl Settings {
             image_column: o.image_column,
             encoding: o.encoding,
         };
+        if s.state.to_str().is_some_and(|st| st.contains("://")) {
+            // Not echoed: a URL may hold a password.
+            bail!(
+                "--state takes a state directory here; a checkpoint in PostgreSQL is moved there and back by `vmr state copy --from DIR --to postgres://…` (docs/postgres.md)"
+            );
+        }
         if s.concurrency == 0 {
             bail!("--concurrency must be at least 1");
         }

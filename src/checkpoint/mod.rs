@@ -6,6 +6,10 @@
 //! (`writer`); every state change goes through the state machine (`state`). One process at a
 //! time holds a state directory, by an advisory lock on `<state>/lock`.
 
+#[cfg(feature = "pg")]
+pub mod copy;
+#[cfg(feature = "pg")]
+pub mod pg;
 pub mod state;
 mod writer;
 
@@ -394,6 +398,34 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), CheckpointError> {
     Ok(())
 }
 
+/// Locks `state_dir` (creating it), and opens its checkpoint for writing (creating it), migrated
+/// to [`SCHEMA_VERSION`], every file owner-only.
+pub(crate) fn create_locked(state_dir: &Path) -> Result<(DirLock, Connection), CheckpointError> {
+    let lock = DirLock::acquire(state_dir)?;
+    let path = db_path(state_dir);
+    let open_err = |source| CheckpointError::Open {
+        path: path.clone(),
+        source,
+    };
+    let io = |source| CheckpointError::Io {
+        dir: state_dir.to_owned(),
+        source,
+    };
+    // Created empty with the private mode before SQLite opens it (an empty file is an empty
+    // database): SQLite gives the `-wal` and `-shm` it creates the database file's mode.
+    private_file_options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    let mut conn = Connection::open(&path).map_err(open_err)?;
+    configure(&conn).map_err(open_err)?;
+    migrate(&mut conn, &path)?;
+    tighten_db_files(&path).map_err(io)?;
+    Ok((lock, conn))
+}
+
 /// A checkpoint opened for writing: holds the directory lock and the writer thread.
 #[derive(Clone)]
 pub struct Checkpoint {
@@ -413,28 +445,8 @@ impl Checkpoint {
     /// Opens (creating if needed) the checkpoint in `state_dir`, takes the lock, migrates the
     /// schema, and turns every `submitting` VIN into `uncertain`.
     pub fn open(state_dir: &Path) -> Result<(Checkpoint, Recovery), CheckpointError> {
-        let lock = DirLock::acquire(state_dir)?;
+        let (lock, mut conn) = create_locked(state_dir)?;
         let path = db_path(state_dir);
-        let open_err = |source| CheckpointError::Open {
-            path: path.clone(),
-            source,
-        };
-        let io = |source| CheckpointError::Io {
-            dir: state_dir.to_owned(),
-            source,
-        };
-        // Created empty with the private mode before SQLite opens it (an empty file is an empty
-        // database): SQLite gives the `-wal` and `-shm` it creates the database file's mode.
-        private_file_options()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
-        let mut conn = Connection::open(&path).map_err(open_err)?;
-        configure(&conn).map_err(open_err)?;
-        migrate(&mut conn, &path)?;
-        tighten_db_files(&path).map_err(io)?;
         let uncertain = {
             let tx = conn.transaction()?;
             let vins: Vec<String> = {

@@ -15,6 +15,8 @@ mod input;
 mod lake;
 mod money;
 mod ops;
+mod pg;
+mod pgserver;
 mod price;
 mod properties;
 mod refresh;
