@@ -47,8 +47,8 @@ pub enum Command {
     /// Serve the simulated vendor API on a local address.
     #[cfg(feature = "sandbox")]
     Sandbox(cmd::sandbox::Args),
-    /// Look after the state directory: `vmr state backup PATH` copies the checkpoint, even
-    /// while another vmr writes it.
+    /// Look after the checkpoint: `vmr state backup PATH` copies it, even while another vmr
+    /// writes it; `vmr state copy` moves it to PostgreSQL and back.
     State(cmd::state::Args),
 }
 

@@ -198,7 +198,9 @@ pub enum CopyError {
     Pg(#[from] PgError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    #[error("{0} already holds a checkpoint; a copy only goes into an empty state (nothing was changed)")]
+    #[error(
+        "{0} already holds a checkpoint; a copy only goes into an empty state (nothing was changed)"
+    )]
     NotEmpty(String),
     #[error("{0}")]
     Usage(String),
@@ -218,9 +220,9 @@ impl CopyError {
     pub fn is_usage(&self) -> bool {
         match self {
             CopyError::Pg(e) => e.is_usage(),
-            CopyError::Checkpoint(
-                CheckpointError::Missing(_) | CheckpointError::TooNew { .. },
-            ) => true,
+            CopyError::Checkpoint(CheckpointError::Missing(_) | CheckpointError::TooNew { .. }) => {
+                true
+            }
             CopyError::NotEmpty(_) | CopyError::Usage(_) => true,
             _ => false,
         }
@@ -318,8 +320,8 @@ fn sqlite_val(
         (Blob, ValueRef::Null) => Val::Blob(None),
         (Int, ValueRef::Integer(i)) => Val::Int(Some(i)),
         (Text, ValueRef::Text(t)) => {
-            let s = std::str::from_utf8(t)
-                .map_err(|e| bad(format!("text that is not UTF-8 ({e})")))?;
+            let s =
+                std::str::from_utf8(t).map_err(|e| bad(format!("text that is not UTF-8 ({e})")))?;
             if s.contains('\0') {
                 return Err(bad(
                     "text holding a NUL character, which PostgreSQL text cannot store".into(),
@@ -359,8 +361,7 @@ fn sqlite_to_pg(dir: &Path, pg: &PgLocation) -> Result<Copied, CopyError> {
     // No vmr buys through the source while it is copied.
     let _lock = DirLock::acquire(dir)?;
     let src = super::open_reader(&db)?;
-    src.execute_batch("BEGIN")
-        .map_err(CheckpointError::from)?;
+    src.execute_batch("BEGIN").map_err(CheckpointError::from)?;
     let err = |e| pg.db_error(e);
     let mut client = pg.connect()?;
     let mut tx = client.transaction().map_err(err)?;
@@ -380,7 +381,9 @@ fn sqlite_to_pg(dir: &Path, pg: &PgLocation) -> Result<Copied, CopyError> {
         let types: Vec<Type> = cols.iter().map(|(_, k)| pg_type(*k)).collect();
         let list = column_list(cols);
         let sink = tx
-            .copy_in(&format!("COPY {s}.{table} ({list}) FROM STDIN (FORMAT binary)"))
+            .copy_in(&format!(
+                "COPY {s}.{table} ({list}) FROM STDIN (FORMAT binary)"
+            ))
             .map_err(err)?;
         let mut writer = BinaryCopyInWriter::new(sink, &types);
         let mut st = src
@@ -426,8 +429,7 @@ fn sqlite_to_pg(dir: &Path, pg: &PgLocation) -> Result<Copied, CopyError> {
     }
     verify_pg(&mut tx, pg, &copied)?;
     tx.commit().map_err(err)?;
-    src.execute_batch("COMMIT")
-        .map_err(CheckpointError::from)?;
+    src.execute_batch("COMMIT").map_err(CheckpointError::from)?;
     Ok(copied)
 }
 
@@ -538,13 +540,14 @@ fn pg_into_sqlite(
                         .try_get::<_, Option<String>>(i)
                         .map_err(err)?
                         .map_or(V::Null, V::Text),
-                    Blob => row
-                        .try_get::<_, Option<Vec<u8>>>(i)
-                        .map_err(err)?
-                        .map_or(V::Null, |b| {
-                            copied.body_bytes += b.len() as u64;
-                            V::Blob(b)
-                        }),
+                    Blob => {
+                        row.try_get::<_, Option<Vec<u8>>>(i)
+                            .map_err(err)?
+                            .map_or(V::Null, |b| {
+                                copied.body_bytes += b.len() as u64;
+                                V::Blob(b)
+                            })
+                    }
                 };
                 vals.push(v);
             }

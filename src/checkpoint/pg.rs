@@ -296,7 +296,10 @@ impl PgLocation {
     }
 
     /// The schema version of the vmr tables in the location's schema: `None` when it has none.
-    pub(crate) fn version(&self, c: &mut impl postgres::GenericClient) -> Result<Option<i64>, PgError> {
+    pub(crate) fn version(
+        &self,
+        c: &mut impl postgres::GenericClient,
+    ) -> Result<Option<i64>, PgError> {
         let exists: bool = c
             .query_one(
                 "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = 'vmr_schema')",
@@ -453,7 +456,12 @@ fn password_for(config: &postgres::Config) -> Option<String> {
         Some(postgres::config::Host::Unix(_)) => "localhost".to_owned(),
         None => "localhost".to_owned(),
     };
-    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
     let user = config.get_user().unwrap_or_default().to_owned();
     let db = config
         .get_dbname()

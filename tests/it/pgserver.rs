@@ -185,6 +185,7 @@ fn start() -> Result<PgServer, String> {
         .args(["-U", USER, "-E", "UTF8", "--locale=C", "--no-sync"])
         .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
         .arg(format!("--pwfile={}", pwfile.display()))
+        .current_dir(&base)
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     as_user(&mut init, ids);
@@ -208,6 +209,7 @@ fn start() -> Result<PgServer, String> {
         // A test server: durability is not what is tested here.
         .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
         .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
+        .current_dir(&base)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
