@@ -26,9 +26,12 @@ enum Kind {
 
 use Kind::{Blob, Int, Text};
 
+/// A table's name, its columns, and the key it is read in order of.
+type Table = (&'static str, &'static [(&'static str, Kind)], &'static str);
+
 /// Every table of the checkpoint with its columns (schema version 3 in SQLite, 1 in
 /// PostgreSQL) and the key it is read in order of.
-const TABLES: &[(&str, &[(&str, Kind)], &str)] = &[
+const TABLES: &[Table] = &[
     ("meta", &[("key", Text), ("value", Text)], "key"),
     (
         "batches",
@@ -164,7 +167,7 @@ const TABLES: &[(&str, &[(&str, Kind)], &str)] = &[
 #[derive(Debug, Clone)]
 pub enum Place {
     Dir(PathBuf),
-    Pg(PgLocation),
+    Pg(Box<PgLocation>),
 }
 
 impl Place {
@@ -172,7 +175,7 @@ impl Place {
     /// there may not hold a password).
     pub fn parse(s: &str, from_args: bool) -> Result<Place, PgError> {
         if super::pg::is_pg_url(s) {
-            PgLocation::parse(s, from_args).map(Place::Pg)
+            PgLocation::parse(s, from_args).map(|p| Place::Pg(Box::new(p)))
         } else if s.contains("://") {
             Err(PgError::Url(format!(
                 "{s}: a state is a directory or a postgres:// URL"

@@ -121,13 +121,12 @@ fn run_as() -> Result<Option<(u32, u32)>, String> {
 fn as_user(cmd: &mut Command, ids: Option<(u32, u32)>) {
     unsafe {
         cmd.pre_exec(move || {
-            if let Some((uid, gid)) = ids {
-                if libc::setgroups(0, std::ptr::null()) != 0
+            if let Some((uid, gid)) = ids
+                && (libc::setgroups(0, std::ptr::null()) != 0
                     || libc::setgid(gid) != 0
-                    || libc::setuid(uid) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
+                    || libc::setuid(uid) != 0)
+            {
+                return Err(std::io::Error::last_os_error());
             }
             // Set after the uid change, which clears it: the server gets SIGQUIT (immediate
             // shutdown) when the thread that started it, which lives as long as the test
