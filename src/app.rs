@@ -65,7 +65,12 @@ pub(crate) fn exit_code_of(e: &anyhow::Error) -> u8 {
             | crate::checkpoint::CheckpointError::TooNew { .. },
         ) => return exit::USAGE,
         // Another vmr holds the state directory: cron should simply try again later.
-        Some(crate::checkpoint::CheckpointError::Locked { .. }) => return exit::WORK_REMAINS,
+        Some(
+            crate::checkpoint::CheckpointError::Locked { .. }
+            | crate::checkpoint::CheckpointError::LockedPg(_),
+        ) => return exit::WORK_REMAINS,
+        #[cfg(feature = "pg")]
+        Some(crate::checkpoint::CheckpointError::Pg(e)) if e.is_usage() => return exit::USAGE,
         _ => {}
     }
     if let Some(crate::ingest::IngestError::Input(_) | crate::ingest::IngestError::Incomplete(_)) =
@@ -134,7 +139,7 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
 /// Opens the state directory's checkpoint for writing, and tells the user about VINs found in
 /// flight from a process that died.
 pub(crate) fn open_checkpoint(settings: &Settings) -> Result<(Checkpoint, Recovery)> {
-    let (ckpt, rec) = Checkpoint::open(&settings.state)?;
+    let (ckpt, rec) = Checkpoint::open_at(&settings.place)?;
     if !rec.uncertain.is_empty() {
         tracing::warn!(
             count = rec.uncertain.len(),
@@ -169,7 +174,7 @@ pub(crate) fn account_name(settings: &Settings) -> Result<String> {
 pub(crate) fn check_account(ckpt: &Checkpoint, settings: &Settings) -> Result<()> {
     let want = account_name(settings)?;
     let reader = ckpt.reader()?;
-    let dir = settings.state.display();
+    let dir = &settings.place;
     match checkpoint::account(&reader)? {
         Some(have) if have == want => Ok(()),
         Some(have) => Err(Failure::new(

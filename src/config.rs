@@ -231,8 +231,9 @@ options! {
         #[arg(long, global = true, env = "VMR_CONFIG", value_name = "FILE")]
         #[serde(skip)]
         pub config: Option<PathBuf>,
-        /// State directory holding the checkpoint.
-        #[arg(long, global = true, env = "VMR_STATE", value_name = "DIR")]
+        /// State directory holding the checkpoint, or a PostgreSQL schema:
+        /// postgres://user@host:port/db?schema=NAME (password from PGPASSWORD or ~/.pgpass).
+        #[arg(long, global = true, env = "VMR_STATE", value_name = "DIR|URL")]
         pub state: Option<PathBuf>,
         /// Where the tables go: a directory, or s3://bucket/prefix (credentials from the
         /// standard AWS environment).
@@ -403,10 +404,25 @@ impl Options {
     }
 }
 
+/// Where `--state` (or `VMR_STATE`, or `state` in vmr.toml) puts the checkpoint. A password in
+/// a URL is refused when the URL is on the command line, which `ps` shows.
+fn state_place(state: Option<&Path>) -> Result<crate::checkpoint::Place> {
+    let Some(s) = state.and_then(Path::to_str) else {
+        return Ok(crate::checkpoint::Place::Dir(
+            state.map(Path::to_owned).unwrap_or_default(),
+        ));
+    };
+    let on_command_line = std::env::args().any(|a| a.contains(s));
+    crate::checkpoint::Place::parse(s, on_command_line).map_err(|e| anyhow::anyhow!("--state: {e}"))
+}
+
 /// Every option, resolved.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The state directory (for a PostgreSQL state, the URL as given: use `place`).
     pub state: PathBuf,
+    /// Where the checkpoint lives.
+    pub place: crate::checkpoint::Place,
     pub out: PathBuf,
     pub base_url: String,
     pub sandbox: bool,
@@ -486,6 +502,7 @@ impl Settings {
             }
         }
         let s = Settings {
+            place: state_place(o.state.as_deref())?,
             state: given(o.state),
             out: given(o.out),
             base_url: given(o.base_url),
@@ -525,12 +542,6 @@ impl Settings {
             image_column: o.image_column,
             encoding: o.encoding,
         };
-        if s.state.to_str().is_some_and(|st| st.contains("://")) {
-            // Not echoed: a URL may hold a password.
-            bail!(
-                "--state takes a state directory here; a checkpoint in PostgreSQL is moved there and back by `vmr state copy --from DIR --to postgres://…` (docs/postgres.md)"
-            );
-        }
         if s.concurrency == 0 {
             bail!("--concurrency must be at least 1");
         }

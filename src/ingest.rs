@@ -5,13 +5,12 @@
 //! flight. Re-reading a file is idempotent: a VIN already recorded from the same file line is
 //! recognised as such (not counted as a duplicate), so an interrupted ingest simply runs again.
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::api::now_ms;
-use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::checkpoint::{Checkpoint, CheckpointError, Conn, p};
 use crate::input::{InputError, InputOptions, InputReader, InputRow, Verdict};
 
 /// Rows per transaction.
@@ -57,44 +56,45 @@ struct ChunkResult {
 }
 
 fn write_chunk(
-    conn: &Connection,
+    conn: &Conn,
     rows: &[InputRow],
     file: &str,
     batch: &str,
     now: i64,
 ) -> Result<ChunkResult, CheckpointError> {
     let mut res = ChunkResult::default();
-    let mut insert = conn.prepare_cached(
-        "INSERT OR IGNORE INTO vins (vin, license_img_url, state, message, first_seen_at, input_file, input_line, batch_id, check_digit_ok)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
-    let mut origin = conn.prepare_cached(
-        "SELECT batch_id, input_line, id FROM vins WHERE vin = ?1 AND state <> 'rejected'",
-    )?;
+    // A VIN already recorded (or a rejected row already recorded from this line) is skipped.
+    let insert = "INSERT INTO vins (vin, license_img_url, state, message, first_seen_at, input_file, input_line, batch_id, check_digit_ok)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING RETURNING id";
+    let origin = "SELECT batch_id, input_line, id FROM vins WHERE vin = ?1 AND state <> 'rejected'";
     // Every VIN of this input, new or seen before: a refresh buys only the current input's.
-    let mut member =
-        conn.prepare_cached("INSERT OR IGNORE INTO batch_vins (batch_id, vin_id) VALUES (?1, ?2)")?;
+    let member = "INSERT INTO batch_vins (batch_id, vin_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
     for row in rows {
         match &row.verdict {
             Verdict::Accepted { check_digit_ok } => {
-                let n = insert.execute(params![
-                    row.vin,
-                    row.license_img_url,
-                    "queued",
-                    Option::<String>::None,
-                    now,
-                    file,
-                    row.line as i64,
-                    batch,
-                    *check_digit_ok
-                ])?;
-                if n == 1 {
+                let new: Option<i64> = conn.query_opt(
+                    insert,
+                    p![
+                        row.vin,
+                        row.license_img_url,
+                        "queued",
+                        Option::<String>::None,
+                        now,
+                        file,
+                        row.line as i64,
+                        batch,
+                        Some(i64::from(*check_digit_ok))
+                    ],
+                    |r| r.get(0),
+                )?;
+                if let Some(id) = new {
                     res.queued += 1;
-                    member.execute(params![batch, conn.last_insert_rowid()])?;
+                    conn.execute(member, p![batch, id])?;
                 } else {
-                    let seen: Option<(Option<String>, Option<i64>, i64)> = origin
-                        .query_row([&row.vin], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                        .optional()?;
+                    let seen: Option<(Option<String>, Option<i64>, i64)> =
+                        conn.query_opt(origin, p![row.vin], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })?;
                     match &seen {
                         // Recorded, with its membership, by an earlier ingest of this file.
                         Some((Some(b), Some(l), _)) if b == batch && *l == row.line as i64 => {
@@ -102,24 +102,28 @@ fn write_chunk(
                         }
                         Some((_, _, id)) => {
                             res.duplicates += 1;
-                            member.execute(params![batch, id])?;
+                            conn.execute(member, p![batch, *id])?;
                         }
                         None => res.duplicates += 1,
                     }
                 }
             }
             Verdict::Rejected { reason } => {
-                insert.execute(params![
-                    row.vin_raw,
-                    row.license_img_url,
-                    "rejected",
-                    reason.to_string(),
-                    now,
-                    file,
-                    row.line as i64,
-                    batch,
-                    Option::<bool>::None
-                ])?;
+                conn.query_opt(
+                    insert,
+                    p![
+                        row.vin_raw,
+                        row.license_img_url,
+                        "rejected",
+                        reason.to_string(),
+                        now,
+                        file,
+                        row.line as i64,
+                        batch,
+                        Option::<i64>::None
+                    ],
+                    |r| r.get::<i64>(0),
+                )?;
             }
         }
     }
@@ -215,7 +219,7 @@ pub(crate) fn ingest(
              ON CONFLICT (id) DO UPDATE SET rows_read = excluded.rows_read, accepted = excluded.accepted,
                 duplicates = excluded.duplicates, rejected = excluded.rejected,
                 check_digit_warnings = excluded.check_digit_warnings, complete = excluded.complete",
-            params![
+            p![
                 stats.batch_id,
                 stats.input_file,
                 now,
@@ -224,7 +228,7 @@ pub(crate) fn ingest(
                 stats.duplicates as i64,
                 stats.rejected as i64,
                 stats.check_digit_warnings as i64,
-                complete
+                i64::from(complete)
             ],
         )?;
         Ok(())

@@ -38,18 +38,17 @@ pub(crate) struct Snapshot {
 }
 
 /// Reads the state directory as `vmr status` does (read-only, never blocking a writer).
-pub(crate) fn snapshot(state: &Path, now: SystemTime) -> Result<Snapshot> {
-    let path = checkpoint::db_path(state);
-    let conn = checkpoint::open_reader(&path)?;
+pub(crate) fn snapshot(place: &checkpoint::Place, now: SystemTime) -> Result<Snapshot> {
+    let conn = checkpoint::open_reader_at(place)?;
     let status = status::read(
         &conn,
-        &path.display().to_string(),
-        checkpoint::writer_running(state),
+        &checkpoint::describe(place),
+        checkpoint::writer_running_at(place),
         None,
     )?;
     let oldest: Option<i64> = conn.query_row(
         "SELECT min(accepted_at) FROM vins WHERE state = 'pending'",
-        [],
+        checkpoint::p![],
         |r| r.get(0),
     )?;
     let now_ms = unix_seconds(now) * 1000.0;

@@ -108,10 +108,14 @@ pub(crate) fn execute(settings: &Settings, plan: &Plan) -> Result<u8> {
     }
     // The checkpoint as `vmr status` reads it now that this run has let go of it; none when the
     // run ended before there was one.
-    let snap = match monitor::snapshot(&settings.state, ended) {
+    let snap = match monitor::snapshot(&settings.place, ended) {
         Ok(s) => Some(s),
         Err(e) => {
-            if checkpoint::db_path(&settings.state).exists() {
+            if settings
+                .place
+                .dir()
+                .is_none_or(|d| checkpoint::db_path(d).exists())
+            {
                 tracing::warn!(error = %format!("{e:#}"), "cannot read the checkpoint for the metrics and the ping");
             }
             None
@@ -250,12 +254,12 @@ fn money_estimate(
     rate: u32,
     generates: i64,
     pending: i64,
-    reader: &rusqlite::Connection,
+    reader: &checkpoint::Conn,
 ) -> Result<String> {
     use crate::price::count;
     let (reports, by_get): (i64, i64) = reader.query_row(
-        "SELECT count(*), coalesce(sum(endpoint = 'get'), 0) FROM reports",
-        [],
+        "SELECT count(*), CAST(coalesce(sum(CASE WHEN endpoint = 'get' THEN 1 ELSE 0 END), 0) AS BIGINT) FROM reports",
+        checkpoint::p![],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let share = if reports > 0 {
@@ -334,7 +338,7 @@ fn stages(
     let signalled = || engine.stop.reason().is_some_and(|r| r.is_signal());
     if plan.export && !signalled() {
         let summary =
-            crate::export::export(&ckpt.reader()?, &ExportOptions::from_settings(settings))?;
+            crate::export::export_at(ckpt.place(), &ExportOptions::from_settings(settings))?;
         app::report(settings.log_format, &summary.render());
     }
     // A signal during the export (or the summary) still ends the run as a signal.

@@ -6,10 +6,8 @@
 //! to the queue), billed under a requestId (pending: one get fetches the report already paid
 //! for), or abandoned (final). Every resolution is kept in the checkpoint's `resolutions` table.
 
-use rusqlite::{OptionalExtension, params};
-
 use crate::api::now_ms;
-use crate::checkpoint::{Checkpoint, CheckpointError, State};
+use crate::checkpoint::{Checkpoint, CheckpointError, State, p};
 
 /// What the vendor's statement says about an uncertain VIN.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,10 +64,11 @@ pub(crate) fn resolve(
     ckpt.writer().write_blocking({
         let vin = vin.clone();
         move |c| {
-            let row: Option<(i64, String)> = c
-                .prepare_cached("SELECT id, state FROM vins WHERE vin = ?1 AND state <> 'rejected'")?
-                .query_row([&vin], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
+            let row: Option<(i64, String)> = c.query_opt(
+                "SELECT id, state FROM vins WHERE vin = ?1 AND state <> 'rejected'",
+                p![vin],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
             let Some((id, state)) = row else {
                 return Ok(Err(ResolveError::NoSuchVin(vin)));
             };
@@ -90,29 +89,28 @@ pub(crate) fn resolve(
                 (Resolution::Abandon, Some(n)) => format!("abandoned: {n}"),
                 (Resolution::Abandon, None) => "abandoned by hand after reconciliation".to_owned(),
             };
-            c.prepare_cached(
+            c.execute(
                 "UPDATE vins SET state = ?2, message = ?3,
                     completed_at = CASE WHEN ?2 = 'failed' THEN ?4 ELSE completed_at END
                  WHERE id = ?1",
-            )?
-            .execute(params![id, to.as_str(), message, now])?;
+                p![id, to.as_str(), message, now],
+            )?;
             let mut request_id = None;
             if let Resolution::Billed { request_id: rid } = &resolution {
                 // Due at once; the poll timeout counts from this settlement, since the time of
                 // the lost call's billing is not known.
-                c.prepare_cached(
-                    "UPDATE vins SET request_id = ?2, accepted_at = ?3, next_poll_at = ?3,
+                c.execute(
+                "UPDATE vins SET request_id = ?2, accepted_at = ?3, next_poll_at = ?3,
                         poll_interval_ms = NULL
                      WHERE id = ?1",
-                )?
-                .execute(params![id, rid, now])?;
+                p![id, rid, now],
+            )?;
                 request_id = Some(rid.clone());
             }
-            c.prepare_cached(
+            c.execute(
                 "INSERT INTO resolutions (vin_id, at, action, request_id, note, from_state, to_state)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
+                p![
                 id,
                 now,
                 resolution.action(),
@@ -120,7 +118,8 @@ pub(crate) fn resolve(
                 note,
                 state.as_str(),
                 to.as_str()
-            ])?;
+            ],
+            )?;
             Ok(Ok(to))
         }
     })?

@@ -5,7 +5,7 @@
 //! resubmitted unless asked), rejected rows with reasons, when the next poll is due, and how the
 //! last run ended.
 
-use rusqlite::{Connection, OptionalExtension};
+use crate::checkpoint::{Conn, p};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -138,7 +138,7 @@ fn rfc3339(ms: i64) -> String {
 /// does, VINs still marked `submitting` were in flight when their process died, and are listed
 /// as uncertain (the next run records them so).
 pub(crate) fn read(
-    conn: &Connection,
+    conn: &Conn,
     path: &str,
     writer_running: bool,
     refresh_older_than: Option<std::time::Duration>,
@@ -160,11 +160,11 @@ pub(crate) fn read(
         ),
     )?;
     let (duplicates, check_digit_warnings): (i64, i64) = conn.query_row(
-        "SELECT coalesce(sum(duplicates), 0), coalesce(sum(check_digit_warnings), 0) FROM batches",
-        [],
+        "SELECT CAST(coalesce(sum(duplicates), 0) AS BIGINT), CAST(coalesce(sum(check_digit_warnings), 0) AS BIGINT) FROM batches",
+        p![],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let reports_stored: i64 = conn.query_row("SELECT count(*) FROM reports", [], |r| r.get(0))?;
+    let reports_stored: i64 = conn.query_row("SELECT count(*) FROM reports", p![], |r| r.get(0))?;
     Ok(Status {
         schema_version: SCHEMA_VERSION,
         checkpoint: path.to_owned(),
@@ -189,7 +189,7 @@ pub(crate) fn read(
         last_run: last_run(conn)?,
         refresh_older_than: refresh_older_than.map(|d| age_text(d.as_secs())),
         batches: batches(conn, refresh_older_than, crate::api::now_ms())?,
-        batches_total: conn.query_row("SELECT count(*) FROM batches", [], |r| r.get(0))?,
+        batches_total: conn.query_row("SELECT count(*) FROM batches", p![], |r| r.get(0))?,
         money: None,
     })
 }
@@ -197,25 +197,26 @@ pub(crate) fn read(
 /// The first [`JSON_LIST`] input files, newest first, with the freshness of their reports at
 /// `now` (ms); `refresh` is `--refresh-older-than`, when given.
 fn batches(
-    conn: &Connection,
+    conn: &Conn,
     refresh: Option<std::time::Duration>,
     now: i64,
 ) -> Result<Vec<BatchStatus>, CheckpointError> {
-    let list: Vec<(String, String, i64)> = conn
-        .prepare(&format!(
+    let list: Vec<(String, String, i64)> = conn.query_map(
+        &format!(
             "SELECT id, input_file, first_seen_at FROM batches ORDER BY first_seen_at DESC, id LIMIT {JSON_LIST}"
-        ))?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut st = conn.prepare(
-        "SELECT count(*), count(latest), min(latest)
-         FROM (SELECT (SELECT max(r.fetched_at) FROM reports r WHERE r.vin_id = b.vin_id) AS latest
-               FROM batch_vins b WHERE b.batch_id = ?1)",
+        ),
+        p![],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     let mut out = Vec::with_capacity(list.len());
     for (id, input_file, first_seen) in list {
-        let (vins, with_report, oldest): (i64, i64, Option<i64>) =
-            st.query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let (vins, with_report, oldest): (i64, i64, Option<i64>) = conn.query_row(
+            "SELECT count(*), count(latest), min(latest)
+             FROM (SELECT (SELECT max(r.fetched_at) FROM reports r WHERE r.vin_id = b.vin_id) AS latest
+                   FROM batch_vins b WHERE b.batch_id = ?1) AS members",
+            p![id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
         let due = match refresh {
             Some(age) => {
                 let rebuy = checkpoint::Rebuy {
@@ -244,54 +245,52 @@ fn batches(
 
 /// The first [`JSON_LIST`] VINs matching `condition`, in the order they were read, and how many
 /// match.
-fn vins_where(conn: &Connection, condition: &str) -> Result<(Vec<String>, i64), CheckpointError> {
-    let vins = conn
-        .prepare(&format!(
-            "SELECT vin FROM vins WHERE {condition} ORDER BY id LIMIT {JSON_LIST}"
-        ))?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+fn vins_where(conn: &Conn, condition: &str) -> Result<(Vec<String>, i64), CheckpointError> {
+    let vins = conn.query_map(
+        &format!("SELECT vin FROM vins WHERE {condition} ORDER BY id LIMIT {JSON_LIST}"),
+        p![],
+        |r| r.get(0),
+    )?;
     let total = conn.query_row(
         &format!("SELECT count(*) FROM vins WHERE {condition}"),
-        [],
+        p![],
         |r| r.get(0),
     )?;
     Ok((vins, total))
 }
 
 /// The first rejected rows, with their reasons.
-fn rejected_rows(conn: &Connection) -> Result<Vec<RejectedRow>, CheckpointError> {
-    Ok(conn
-        .prepare(&format!(
+fn rejected_rows(conn: &Conn) -> Result<Vec<RejectedRow>, CheckpointError> {
+    conn.query_map(
+        &format!(
             "SELECT input_file, input_line, vin, message FROM vins WHERE state = 'rejected' ORDER BY id LIMIT {JSON_LIST}"
-        ))?
-        .query_map([], |r| {
+        ),
+        p![],
+        |r| {
             Ok(RejectedRow {
                 input_file: r.get(0)?,
                 line: r.get(1)?,
                 vin: r.get(2)?,
                 reason: r.get(3)?,
             })
-        })?
-        .collect::<Result<_, _>>()?)
+        },
+    )
 }
 
-fn last_run(conn: &Connection) -> Result<Option<LastRun>, CheckpointError> {
-    Ok(conn
-        .query_row(
-            "SELECT command, started_at, ended_at, exit_code, outcome FROM runs ORDER BY id DESC LIMIT 1",
-            [],
-            |r| {
-                Ok(LastRun {
-                    command: r.get(0)?,
-                    started_at: rfc3339(r.get(1)?),
-                    ended_at: r.get::<_, Option<i64>>(2)?.map(rfc3339),
-                    exit_code: r.get(3)?,
-                    outcome: r.get(4)?,
-                })
-            },
-        )
-        .optional()?)
+fn last_run(conn: &Conn) -> Result<Option<LastRun>, CheckpointError> {
+    conn.query_opt(
+        "SELECT command, started_at, ended_at, exit_code, outcome FROM runs ORDER BY id DESC LIMIT 1",
+        p![],
+        |r| {
+            Ok(LastRun {
+                command: r.get(0)?,
+                started_at: rfc3339(r.get(1)?),
+                ended_at: r.get::<Option<i64>>(2)?.map(rfc3339),
+                exit_code: r.get(3)?,
+                outcome: r.get(4)?,
+            })
+        },
+    )
 }
 
 /// A list under a heading: its first `shown` entries of `total`, then how many more and where

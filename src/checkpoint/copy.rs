@@ -6,13 +6,14 @@
 //! checkpoint is refused. The SQLite side is held under its directory lock for the copy, so no
 //! vmr buys through it meanwhile.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{ToSql, Type};
 use rusqlite::types::ValueRef;
 
+pub use super::Place;
 use super::pg::{IDENTITY_TABLES, PgError, PgLocation};
 use super::{CheckpointError, DirLock, db_path};
 
@@ -162,38 +163,6 @@ const TABLES: &[Table] = &[
         "batch_id, vin_id",
     ),
 ];
-
-/// One end of a copy.
-#[derive(Debug, Clone)]
-pub enum Place {
-    Dir(PathBuf),
-    Pg(Box<PgLocation>),
-}
-
-impl Place {
-    /// A `postgres://` URL or a state directory. `from_args`: given on the command line (a URL
-    /// there may not hold a password).
-    pub fn parse(s: &str, from_args: bool) -> Result<Place, PgError> {
-        if super::pg::is_pg_url(s) {
-            PgLocation::parse(s, from_args).map(|p| Place::Pg(Box::new(p)))
-        } else if s.contains("://") {
-            Err(PgError::Url(format!(
-                "{s}: a state is a directory or a postgres:// URL"
-            )))
-        } else {
-            Ok(Place::Dir(PathBuf::from(s)))
-        }
-    }
-}
-
-impl std::fmt::Display for Place {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Place::Dir(d) => write!(f, "{}", d.display()),
-            Place::Pg(p) => write!(f, "{p}"),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -573,4 +542,39 @@ fn pg_into_sqlite(
     }
     dtx.commit().map_err(CheckpointError::from)?;
     Ok(copied)
+}
+
+/// A private copy of a PostgreSQL checkpoint in a temporary state directory, read-only, removed
+/// when dropped.
+pub struct Snapshot {
+    dir: std::path::PathBuf,
+    pub conn: rusqlite::Connection,
+    pub copied: Copied,
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Copies the checkpoint in `pg`, as of one instant, into a new private (0700) directory under
+/// the temporary directory, and opens it for reading.
+pub fn snapshot(pg: &PgLocation) -> Result<Snapshot, CopyError> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "vmr-snapshot-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let copied = match pg_to_sqlite(pg, &dir) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
+    let conn = super::open_reader(&db_path(&dir))?;
+    Ok(Snapshot { dir, conn, copied })
 }

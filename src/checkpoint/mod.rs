@@ -8,12 +8,15 @@
 
 #[cfg(feature = "pg")]
 pub mod copy;
+pub mod db;
 #[cfg(feature = "pg")]
 pub mod pg;
 pub mod state;
 mod writer;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+pub use db::{Conn, p};
+
+use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -206,6 +209,13 @@ pub enum CheckpointError {
     WriterGone,
     #[error("{0} already exists; a backup never overwrites a file: choose a new path")]
     BackupExists(PathBuf),
+    #[error("PostgreSQL: {0}")]
+    Db(String),
+    #[error("{0} is in use by another vmr; wait for it to finish or use another schema")]
+    LockedPg(String),
+    #[error(transparent)]
+    #[cfg(feature = "pg")]
+    Pg(#[from] pg::PgError),
 }
 
 /// The path of the database inside a state directory.
@@ -426,12 +436,65 @@ pub(crate) fn create_locked(state_dir: &Path) -> Result<(DirLock, Connection), C
     Ok((lock, conn))
 }
 
-/// A checkpoint opened for writing: holds the directory lock and the writer thread.
+/// Where a checkpoint lives: a state directory (SQLite), or a schema in PostgreSQL.
+#[derive(Debug, Clone)]
+pub enum Place {
+    Dir(PathBuf),
+    #[cfg(feature = "pg")]
+    Pg(Box<pg::PgLocation>),
+}
+
+impl Place {
+    /// A `postgres://` URL or a state directory. `from_args`: given on the command line (a URL
+    /// there may not hold a password).
+    pub fn parse(s: &str, from_args: bool) -> Result<Place, String> {
+        #[cfg(feature = "pg")]
+        if pg::is_pg_url(s) {
+            return pg::PgLocation::parse(s, from_args)
+                .map(|p| Place::Pg(Box::new(p)))
+                .map_err(|e| e.to_string());
+        }
+        let _ = from_args;
+        if s.contains("://") {
+            // Not echoed: a URL may hold a password.
+            return Err("a state is a directory or a postgres:// URL".into());
+        }
+        Ok(Place::Dir(PathBuf::from(s)))
+    }
+
+    /// The state directory, for what only a directory has.
+    pub fn dir(&self) -> Option<&Path> {
+        match self {
+            Place::Dir(d) => Some(d),
+            #[cfg(feature = "pg")]
+            Place::Pg(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Dir(d) => write!(f, "{}", d.display()),
+            #[cfg(feature = "pg")]
+            Place::Pg(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// What keeps other vmr processes off a checkpoint while one writes it.
+enum Hold {
+    Dir(#[allow(dead_code)] DirLock),
+    #[cfg(feature = "pg")]
+    Pg(#[allow(dead_code)] std::sync::Mutex<db::Conn>),
+}
+
+/// A checkpoint opened for writing: holds the lock and the writer thread.
 #[derive(Clone)]
 pub struct Checkpoint {
-    path: PathBuf,
+    place: Place,
     writer: Writer,
-    _lock: std::sync::Arc<DirLock>,
+    _hold: std::sync::Arc<Hold>,
 }
 
 /// What opening found and repaired.
@@ -441,30 +504,60 @@ pub struct Recovery {
     pub uncertain: Vec<String>,
 }
 
+/// Turns every `submitting` VIN into `uncertain` (the process that sent its generate is gone)
+/// and lists them.
+fn recover(conn: &Conn) -> Result<Vec<String>, CheckpointError> {
+    conn.batch("BEGIN IMMEDIATE")?;
+    let done = (|| {
+        let vins: Vec<String> = conn.query_map(
+            "SELECT vin FROM vins WHERE state = 'submitting' ORDER BY id",
+            p![],
+            |r| r.get(0),
+        )?;
+        conn.execute(
+            "UPDATE vins SET state = 'uncertain', message = 'the process stopped while generate was in flight; the vendor may have billed it' WHERE state = 'submitting'",
+            p![],
+        )?;
+        Ok(vins)
+    })();
+    match done {
+        Ok(v) => {
+            conn.batch("COMMIT")?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = conn.batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
 impl Checkpoint {
     /// Opens (creating if needed) the checkpoint in `state_dir`, takes the lock, migrates the
     /// schema, and turns every `submitting` VIN into `uncertain`.
     pub fn open(state_dir: &Path) -> Result<(Checkpoint, Recovery), CheckpointError> {
-        let (lock, mut conn) = create_locked(state_dir)?;
-        let path = db_path(state_dir);
-        let uncertain = {
-            let tx = conn.transaction()?;
-            let vins: Vec<String> = {
-                let mut st = tx.prepare("SELECT vin FROM vins WHERE state = 'submitting'")?;
-                st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
-            };
-            tx.execute(
-                "UPDATE vins SET state = 'uncertain', message = 'the process stopped while generate was in flight; the vendor may have billed it' WHERE state = 'submitting'",
-                [],
-            )?;
-            tx.commit()?;
-            vins
+        Checkpoint::open_at(&Place::Dir(state_dir.to_owned()))
+    }
+
+    /// [`Checkpoint::open`] for a state directory or a PostgreSQL schema.
+    pub fn open_at(place: &Place) -> Result<(Checkpoint, Recovery), CheckpointError> {
+        let (hold, conn) = match place {
+            Place::Dir(dir) => {
+                let (lock, conn) = create_locked(dir)?;
+                (Hold::Dir(lock), Conn::Lite(conn))
+            }
+            #[cfg(feature = "pg")]
+            Place::Pg(loc) => {
+                let hold = pg::hold(loc)?;
+                (Hold::Pg(std::sync::Mutex::new(hold)), pg::open(loc)?)
+            }
         };
+        let uncertain = recover(&conn)?;
         Ok((
             Checkpoint {
-                path,
+                place: place.clone(),
                 writer: Writer::start(conn),
-                _lock: std::sync::Arc::new(lock),
+                _hold: std::sync::Arc::new(hold),
             },
             Recovery { uncertain },
         ))
@@ -474,9 +567,13 @@ impl Checkpoint {
         &self.writer
     }
 
+    pub fn place(&self) -> &Place {
+        &self.place
+    }
+
     /// A new read connection (WAL readers do not block the writer).
-    pub(crate) fn reader(&self) -> Result<Connection, CheckpointError> {
-        open_reader(&self.path)
+    pub(crate) fn reader(&self) -> Result<Conn, CheckpointError> {
+        open_reader_at(&self.place)
     }
 
     /// Applies one update durably (group-committed).
@@ -490,11 +587,11 @@ impl Checkpoint {
     pub(crate) fn begin_run(&self, command: &str) -> Result<i64, CheckpointError> {
         let command = command.to_owned();
         self.writer.write_blocking(move |c| {
-            c.execute(
-                "INSERT INTO runs (command, started_at) VALUES (?1, ?2)",
-                params![command, crate::api::now_ms()],
-            )?;
-            Ok(c.last_insert_rowid())
+            c.query_row(
+                "INSERT INTO runs (command, started_at) VALUES (?1, ?2) RETURNING id",
+                p![command, crate::api::now_ms()],
+                |r| r.get(0),
+            )
         })
     }
 
@@ -509,10 +606,37 @@ impl Checkpoint {
         self.writer.write_blocking(move |c| {
             c.execute(
                 "UPDATE runs SET ended_at = ?1, exit_code = ?2, outcome = ?3 WHERE id = ?4",
-                params![crate::api::now_ms(), exit_code, outcome, id],
+                p![crate::api::now_ms(), i64::from(exit_code), outcome, id],
             )?;
             Ok(())
         })
+    }
+}
+
+/// The checkpoint as messages and `status` name it: its file, or its PostgreSQL location.
+pub fn describe(place: &Place) -> String {
+    match place {
+        Place::Dir(dir) => db_path(dir).display().to_string(),
+        #[cfg(feature = "pg")]
+        Place::Pg(loc) => loc.to_string(),
+    }
+}
+
+/// Opens a read connection to an existing checkpoint, in a directory or in PostgreSQL.
+pub fn open_reader_at(place: &Place) -> Result<Conn, CheckpointError> {
+    match place {
+        Place::Dir(dir) => Ok(Conn::Lite(open_reader(&db_path(dir))?)),
+        #[cfg(feature = "pg")]
+        Place::Pg(loc) => pg::open_reader(loc),
+    }
+}
+
+/// Whether a vmr holds the checkpoint for writing now.
+pub(crate) fn writer_running_at(place: &Place) -> bool {
+    match place {
+        Place::Dir(dir) => writer_running(dir),
+        #[cfg(feature = "pg")]
+        Place::Pg(loc) => pg::held(loc),
     }
 }
 
@@ -715,11 +839,13 @@ pub struct Update {
     pub undo_rebuy: bool,
 }
 
-fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
+fn apply_update(conn: &Conn, u: &Update) -> Result<(), CheckpointError> {
     let (vin, current): (String, String) = conn
-        .prepare_cached("SELECT vin, state FROM vins WHERE id = ?1")?
-        .query_row([u.vin_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?
+        .query_opt(
+            "SELECT vin, state FROM vins WHERE id = ?1",
+            p![u.vin_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
         .ok_or(CheckpointError::UnknownVin(u.vin_id))?;
     let mut current: State = current
         .parse()
@@ -739,18 +865,18 @@ fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
     if let Some(to) = u.to {
         // The state machine first: an illegal move is refused before anything is written.
         current.check(to, &vin)?;
-        conn.prepare_cached(
-            "UPDATE vins SET state = ?2,
+        conn.execute(
+        "UPDATE vins SET state = ?2,
                 submitted_at = CASE WHEN ?2 = 'submitting' THEN coalesce(submitted_at, ?3) ELSE submitted_at END,
                 completed_at = CASE WHEN ?4 THEN ?3 ELSE completed_at END
              WHERE id = ?1",
-        )?
-        .execute(params![
+        p![
             u.vin_id,
             to.as_str(),
             crate::api::now_ms(),
             to.is_final()
-        ])?;
+        ],
+    )?;
     }
     if let Some(call) = &u.call {
         log_call(conn, u.vin_id, call)?;
@@ -761,14 +887,13 @@ fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
     }
     if let Some(r) = &u.report {
         // The next version of the VIN's report, bought by its current purchase.
-        conn.prepare_cached(
-            "INSERT INTO reports (vin_id, version, purchase, vin, request_id, task_no, endpoint, fetched_at, body)
+        conn.execute(
+        "INSERT INTO reports (vin_id, version, purchase, vin, request_id, task_no, endpoint, fetched_at, body)
              VALUES (?1,
                 (SELECT coalesce(max(version), 0) + 1 FROM reports WHERE vin_id = ?1),
                 (SELECT purchase FROM vins WHERE id = ?1),
                 ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
+        p![
             u.vin_id,
             vin,
             r.request_id,
@@ -776,48 +901,50 @@ fn apply_update(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
             r.endpoint,
             r.fetched_at,
             r.body
-        ])?;
+        ],
+    )?;
     }
     Ok(())
 }
 
 /// Moves the VIN's current purchase (final) into `purchases` and starts the next one at
 /// `queued`. The call counters stay: they count over every purchase of the VIN.
-fn start_purchase(conn: &Connection, vin_id: i64) -> Result<(), CheckpointError> {
-    conn.prepare_cached(
+fn start_purchase(conn: &Conn, vin_id: i64) -> Result<(), CheckpointError> {
+    conn.execute(
         "INSERT INTO purchases (vin_id, purchase, state, code, message, request_id, task_no,
             submitted_at, accepted_at, completed_at, report_version)
          SELECT v.id, v.purchase, v.state, v.code, v.message, v.request_id, v.task_no,
             v.submitted_at, v.accepted_at, v.completed_at,
             (SELECT max(version) FROM reports r WHERE r.vin_id = v.id AND r.purchase = v.purchase)
          FROM vins v WHERE v.id = ?1",
-    )?
-    .execute([vin_id])?;
-    conn.prepare_cached(
+        p![vin_id],
+    )?;
+    conn.execute(
         "UPDATE vins SET purchase = purchase + 1, state = 'queued', code = NULL, message = NULL,
             request_id = NULL, task_no = NULL, next_poll_at = NULL, poll_interval_ms = NULL,
             submitted_at = NULL, accepted_at = NULL, completed_at = NULL
          WHERE id = ?1",
-    )?
-    .execute([vin_id])?;
+        p![vin_id],
+    )?;
     Ok(())
 }
 
 /// Puts back the purchase [`start_purchase`] moved to `purchases`, when the one started since
 /// is `submitting` and has nothing billed or possibly billed; else refuses, changing nothing.
-fn undo_purchase(conn: &Connection, vin_id: i64, vin: &str) -> Result<(), CheckpointError> {
-    let (state, purchase, charged): (String, i64, i64) = conn
-        .prepare_cached(
-            "SELECT v.state, v.purchase,
-                (SELECT count(*) FROM calls c WHERE c.vin_id = v.id AND c.purchase = v.purchase
-                   AND (c.billed = 1 OR c.delivery = 'unknown'))
-             FROM vins v WHERE v.id = ?1",
-        )?
-        .query_row([vin_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    let previous: Option<String> = conn
-        .prepare_cached("SELECT state FROM purchases WHERE vin_id = ?1 AND purchase = ?2")?
-        .query_row(params![vin_id, purchase - 1], |r| r.get(0))
-        .optional()?;
+fn undo_purchase(conn: &Conn, vin_id: i64, vin: &str) -> Result<(), CheckpointError> {
+    let (state, purchase, charged): (String, i64, i64) = conn.query_row(
+        "SELECT v.state, v.purchase,
+            (SELECT count(*) FROM calls c WHERE c.vin_id = v.id AND c.purchase = v.purchase
+               AND (c.billed = 1 OR c.delivery = 'unknown'))
+         FROM vins v WHERE v.id = ?1",
+        p![vin_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let previous: Option<String> = conn.query_opt(
+        "SELECT state FROM purchases WHERE vin_id = ?1 AND purchase = ?2",
+        p![vin_id, purchase - 1],
+        |r| r.get(0),
+    )?;
     let current: State = state.parse().map_err(CheckpointError::Commit)?;
     let Some(previous) = previous.filter(|_| current == State::Submitting && charged == 0) else {
         return Err(CheckpointError::Commit(format!(
@@ -825,7 +952,7 @@ fn undo_purchase(conn: &Connection, vin_id: i64, vin: &str) -> Result<(), Checkp
         )));
     };
     let previous: State = previous.parse().map_err(CheckpointError::Commit)?;
-    conn.prepare_cached(
+    conn.execute(
         "UPDATE vins SET (state, code, message, request_id, task_no, submitted_at, accepted_at,
                 completed_at, purchase) =
             (SELECT p.state, p.code, p.message, p.request_id, p.task_no, p.submitted_at,
@@ -833,84 +960,100 @@ fn undo_purchase(conn: &Connection, vin_id: i64, vin: &str) -> Result<(), Checkp
              FROM purchases p WHERE p.vin_id = vins.id AND p.purchase = vins.purchase - 1),
             next_poll_at = NULL, poll_interval_ms = NULL
          WHERE id = ?1",
-    )?
-    .execute([vin_id])?;
-    conn.prepare_cached("DELETE FROM purchases WHERE vin_id = ?1 AND purchase = ?2")?
-        .execute(params![vin_id, purchase - 1])?;
+        p![vin_id],
+    )?;
+    conn.execute(
+        "DELETE FROM purchases WHERE vin_id = ?1 AND purchase = ?2",
+        p![vin_id, purchase - 1],
+    )?;
     debug_assert!(previous.can_rebuy());
     Ok(())
 }
 
 /// One call into the call log, and the VIN's call counters.
-fn log_call(conn: &Connection, vin_id: i64, call: &CallLog) -> Result<(), CheckpointError> {
-    conn.prepare_cached(
+fn log_call(conn: &Conn, vin_id: i64, call: &CallLog) -> Result<(), CheckpointError> {
+    conn.execute(
         "INSERT INTO calls (vin_id, endpoint, request_id, http_status, code, msg, task_no, billed, delivery, started_at, ended_at, error, body, purchase)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,
             (SELECT purchase FROM vins WHERE id = ?1))",
-    )?
-    .execute(params![
+        p![
         vin_id,
         call.endpoint.as_str(),
         call.request_id,
-        call.http_status,
+        call.http_status.map(i64::from),
         call.code,
         call.msg,
         call.task_no,
-        call.class == CallClass::Billed,
+        (call.class == CallClass::Billed) as i64,
         call.class.delivery(),
         call.started_at,
         call.ended_at,
         call.error,
         call.body
-    ])?;
+    ],
+    )?;
     let sent = call.class != CallClass::NotSent;
     let is_generate = call.endpoint == crate::api::Endpoint::Generate;
-    conn.prepare_cached(
+    conn.execute(
         "UPDATE vins SET
             submit_attempts = submit_attempts + ?2,
             poll_attempts = poll_attempts + ?3,
             billed_calls = billed_calls + ?4,
             unknown_calls = unknown_calls + ?5
          WHERE id = ?1",
-    )?
-    .execute(params![
-        vin_id,
-        (sent && is_generate) as i64,
-        (sent && !is_generate) as i64,
-        (call.class == CallClass::Billed) as i64,
-        (call.class == CallClass::Unknown) as i64
-    ])?;
+        p![
+            vin_id,
+            (sent && is_generate) as i64,
+            (sent && !is_generate) as i64,
+            (call.class == CallClass::Billed) as i64,
+            (call.class == CallClass::Unknown) as i64
+        ],
+    )?;
     Ok(())
 }
 
 /// The VIN's fields an update sets: last code and message, ids, poll schedule.
-fn set_fields(conn: &Connection, u: &Update) -> Result<(), CheckpointError> {
+fn set_fields(conn: &Conn, u: &Update) -> Result<(), CheckpointError> {
     if let Some(code) = u.code {
-        conn.prepare_cached("UPDATE vins SET code = ?2, message = ?3 WHERE id = ?1")?
-            .execute(params![u.vin_id, code, u.message])?;
+        conn.execute(
+            "UPDATE vins SET code = ?2, message = ?3 WHERE id = ?1",
+            p![u.vin_id, code, u.message],
+        )?;
     } else if let Some(m) = &u.message {
-        conn.prepare_cached("UPDATE vins SET message = ?2 WHERE id = ?1")?
-            .execute(params![u.vin_id, m])?;
+        conn.execute(
+            "UPDATE vins SET message = ?2 WHERE id = ?1",
+            p![u.vin_id, m],
+        )?;
     }
     if let Some(rid) = &u.request_id {
-        conn.prepare_cached("UPDATE vins SET request_id = ?2 WHERE id = ?1")?
-            .execute(params![u.vin_id, rid])?;
+        conn.execute(
+            "UPDATE vins SET request_id = ?2 WHERE id = ?1",
+            p![u.vin_id, rid],
+        )?;
     }
     if let Some(t) = &u.task_no {
-        conn.prepare_cached("UPDATE vins SET task_no = ?2 WHERE id = ?1")?
-            .execute(params![u.vin_id, t])?;
+        conn.execute(
+            "UPDATE vins SET task_no = ?2 WHERE id = ?1",
+            p![u.vin_id, t],
+        )?;
     }
     if let Some(next) = u.next_poll_at {
-        conn.prepare_cached("UPDATE vins SET next_poll_at = ?2 WHERE id = ?1")?
-            .execute(params![u.vin_id, next])?;
+        conn.execute(
+            "UPDATE vins SET next_poll_at = ?2 WHERE id = ?1",
+            p![u.vin_id, next],
+        )?;
     }
     if let Some(at) = u.accepted_at {
-        conn.prepare_cached("UPDATE vins SET accepted_at = ?2 WHERE id = ?1")?
-            .execute(params![u.vin_id, at])?;
+        conn.execute(
+            "UPDATE vins SET accepted_at = ?2 WHERE id = ?1",
+            p![u.vin_id, at],
+        )?;
     }
     if let Some(iv) = u.poll_interval_ms {
-        conn.prepare_cached("UPDATE vins SET poll_interval_ms = ?2 WHERE id = ?1")?
-            .execute(params![u.vin_id, iv])?;
+        conn.execute(
+            "UPDATE vins SET poll_interval_ms = ?2 WHERE id = ?1",
+            p![u.vin_id, iv],
+        )?;
     }
     Ok(())
 }
@@ -991,12 +1134,12 @@ impl Rebuy {
     }
 
     /// The SQL condition on `vins v` for each reason, in the order refresh, failed, expired;
-    /// `:batch` is bound to the batch, `:before` to `refresh_before`. Only literals are built in.
+    /// `?1` is bound to the batch, `?2` to `refresh_before`. Only literals are built in.
     fn conditions(&self) -> [String; 3] {
         use crate::engine::BILLED_UNUSABLE;
         let failed = match &self.retry_failed {
-            None => "0".to_owned(),
-            Some(kinds) if kinds.is_empty() => "1".to_owned(),
+            None => "FALSE".to_owned(),
+            Some(kinds) if kinds.is_empty() => "TRUE".to_owned(),
             Some(kinds) => {
                 let mut any: Vec<String> = kinds
                     .iter()
@@ -1013,52 +1156,49 @@ impl Rebuy {
                 format!("({})", any.join(" OR "))
             }
         };
-        let in_batch = "(:batch IS NULL OR EXISTS (SELECT 1 FROM batch_vins b WHERE b.batch_id = :batch AND b.vin_id = v.id))";
+        let in_batch = "(CAST(?1 AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM batch_vins b WHERE b.batch_id = CAST(?1 AS TEXT) AND b.vin_id = v.id))";
         [
             format!(
-                "(v.state = 'done' AND :before IS NOT NULL AND {in_batch}
-                  AND (SELECT max(fetched_at) FROM reports r WHERE r.vin_id = v.id) < :before)"
+                "(v.state = 'done' AND CAST(?2 AS BIGINT) IS NOT NULL AND {in_batch}
+                  AND (SELECT max(fetched_at) FROM reports r WHERE r.vin_id = v.id) < CAST(?2 AS BIGINT))"
             ),
             format!("(v.state = 'failed' AND {failed} AND {in_batch})"),
             format!(
                 "(v.state = 'expired' AND {} AND {in_batch})",
-                self.retry_expired as i32
+                if self.retry_expired { "TRUE" } else { "FALSE" }
             ),
         ]
     }
 }
 
 /// How many VINs `rebuy` would send again now.
-pub(crate) fn rebuy_counts(
-    conn: &Connection,
-    rebuy: &Rebuy,
-) -> Result<RebuyCounts, CheckpointError> {
+pub(crate) fn rebuy_counts(conn: &Conn, rebuy: &Rebuy) -> Result<RebuyCounts, CheckpointError> {
     if !rebuy.any() {
         return Ok(RebuyCounts::default());
     }
     let [refresh, failed, expired] = rebuy.conditions();
+    let count =
+        |c: &str| format!("CAST(coalesce(sum(CASE WHEN {c} THEN 1 ELSE 0 END), 0) AS BIGINT)");
     let sql = format!(
-        "SELECT coalesce(sum({refresh}), 0), coalesce(sum({failed}), 0), coalesce(sum({expired}), 0)
-         FROM vins v WHERE v.state IN ('done', 'failed', 'expired')"
+        "SELECT {}, {}, {} FROM vins v WHERE v.state IN ('done', 'failed', 'expired')",
+        count(&refresh),
+        count(&failed),
+        count(&expired)
     );
-    Ok(conn.query_row(
-        &sql,
-        rusqlite::named_params! {":batch": rebuy.batch, ":before": rebuy.refresh_before},
-        |r| {
-            Ok(RebuyCounts {
-                refresh: r.get(0)?,
-                retry_failed: r.get(1)?,
-                retry_expired: r.get(2)?,
-            })
-        },
-    )?)
+    conn.query_row(&sql, p![rebuy.batch, rebuy.refresh_before], |r| {
+        Ok(RebuyCounts {
+            refresh: r.get(0)?,
+            retry_failed: r.get(1)?,
+            retry_expired: r.get(2)?,
+        })
+    })
 }
 
 /// Up to `limit` VINs with id greater than `after_id`, in id order, that a submit sends to
 /// generate: those in `states`, and those `rebuy` buys again (paged so that a million queued
 /// VINs never sit in memory at once).
 pub(crate) fn submit_page(
-    conn: &Connection,
+    conn: &Conn,
     states: &[State],
     rebuy: &Rebuy,
     after_id: i64,
@@ -1069,75 +1209,59 @@ pub(crate) fn submit_page(
         .map(|s| format!("'{}'", s.as_str()))
         .collect::<Vec<_>>()
         .join(",");
-    let again = if rebuy.any() {
-        let [refresh, failed, expired] = rebuy.conditions();
-        format!(" OR {refresh} OR {failed} OR {expired}")
-    } else {
-        String::new()
-    };
+    // Without a rebuy the conditions are false whatever the batch (?1) and instant (?2).
+    let [refresh, failed, expired] = rebuy.conditions();
     let sql = format!(
         "SELECT v.id, v.vin, coalesce(v.license_img_url, ''), v.state FROM vins v
-         WHERE v.id > :after AND (v.state IN ({list}){again}) ORDER BY v.id LIMIT :limit"
+         WHERE v.id > ?3 AND (v.state IN ({list}) OR {refresh} OR {failed} OR {expired})
+         ORDER BY v.id LIMIT ?4"
     );
-    let mut st = conn.prepare_cached(&sql)?;
-    let row = |r: &rusqlite::Row<'_>| {
-        let state: String = r.get(3)?;
-        Ok(SubmitTodo {
-            vin_id: r.get(0)?,
-            vin: r.get(1)?,
-            license_img_url: r.get(2)?,
-            state: state.parse().unwrap_or(State::Queued),
-        })
-    };
-    let (after, limit) = (after_id, limit as i64);
-    let rows = if rebuy.any() {
-        st.query_map(
-            rusqlite::named_params! {
-                ":after": after, ":limit": limit,
-                ":batch": rebuy.batch, ":before": rebuy.refresh_before,
-            },
-            row,
-        )?
-        .collect::<Result<_, _>>()?
-    } else {
-        st.query_map(
-            rusqlite::named_params! {":after": after, ":limit": limit},
-            row,
-        )?
-        .collect::<Result<_, _>>()?
-    };
-    Ok(rows)
+    conn.query_map(
+        &sql,
+        p![rebuy.batch, rebuy.refresh_before, after_id, limit as i64],
+        |r| {
+            let state: String = r.get(3)?;
+            Ok(SubmitTodo {
+                vin_id: r.get(0)?,
+                vin: r.get(1)?,
+                license_img_url: r.get(2)?,
+                state: state.parse().unwrap_or(State::Queued),
+            })
+        },
+    )
 }
 
 /// Up to `limit` pending VINs due at `now` with id greater than `after_id`, in id order.
 pub(crate) fn due_polls(
-    conn: &Connection,
+    conn: &Conn,
     now: i64,
     after_id: i64,
     limit: usize,
 ) -> Result<Vec<PollTodo>, CheckpointError> {
-    let mut st = conn.prepare_cached(
+    conn.query_map(
         "SELECT id, vin, coalesce(request_id, ''), coalesce(accepted_at, submitted_at, first_seen_at), poll_interval_ms
          FROM vins WHERE state = 'pending' AND coalesce(next_poll_at, 0) <= ?1 AND id > ?2
          ORDER BY id LIMIT ?3",
-    )?;
-    let rows = st.query_map(params![now, after_id, limit as i64], |r| {
-        Ok(PollTodo {
-            vin_id: r.get(0)?,
-            vin: r.get(1)?,
-            request_id: r.get(2)?,
-            accepted_at: r.get(3)?,
-            poll_interval_ms: r.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+        p![now, after_id, limit as i64],
+        |r| {
+            Ok(PollTodo {
+                vin_id: r.get(0)?,
+                vin: r.get(1)?,
+                request_id: r.get(2)?,
+                accepted_at: r.get(3)?,
+                poll_interval_ms: r.get(4)?,
+            })
+        },
+    )
 }
 
 /// When the next pending VIN is due, if any is pending.
-pub(crate) fn next_poll_due(conn: &Connection) -> Result<Option<i64>, CheckpointError> {
-    Ok(conn
-        .prepare_cached("SELECT min(coalesce(next_poll_at, 0)) FROM vins WHERE state = 'pending'")?
-        .query_row([], |r| r.get::<_, Option<i64>>(0))?)
+pub(crate) fn next_poll_due(conn: &Conn) -> Result<Option<i64>, CheckpointError> {
+    conn.query_row(
+        "SELECT min(coalesce(next_poll_at, 0)) FROM vins WHERE state = 'pending'",
+        p![],
+        |r| r.get::<Option<i64>>(0),
+    )
 }
 
 /// Number of VINs per state (every state present, zero included).
@@ -1173,11 +1297,14 @@ impl StateCounts {
     }
 }
 
-pub(crate) fn state_counts(conn: &Connection) -> Result<StateCounts, CheckpointError> {
+pub(crate) fn state_counts(conn: &Conn) -> Result<StateCounts, CheckpointError> {
     let mut out: BTreeMap<State, i64> = state::ALL.iter().map(|s| (*s, 0)).collect();
-    let mut st = conn.prepare_cached("SELECT state, count(*) FROM vins GROUP BY state")?;
-    for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-        let (s, n) = row?;
+    let rows = conn.query_map(
+        "SELECT state, count(*) FROM vins GROUP BY state",
+        p![],
+        |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)),
+    )?;
+    for (s, n) in rows {
         let s: State = s.parse().map_err(CheckpointError::Commit)?;
         out.insert(s, n);
     }
@@ -1194,47 +1321,45 @@ pub(crate) struct CallCounts {
     pub not_sent: i64,
 }
 
-pub(crate) fn call_counts(
-    conn: &Connection,
-) -> Result<BTreeMap<String, CallCounts>, CheckpointError> {
+pub(crate) fn call_counts(conn: &Conn) -> Result<BTreeMap<String, CallCounts>, CheckpointError> {
     let mut out = BTreeMap::new();
     for ep in ["generate", "get"] {
         out.insert(ep.to_owned(), CallCounts::default());
     }
-    let mut st = conn.prepare_cached(
-        "SELECT endpoint, count(*), sum(billed), sum(delivery = 'unknown'), sum(delivery = 'not_sent')
+    let rows = conn.query_map(
+        "SELECT endpoint, count(*), CAST(sum(billed) AS BIGINT),
+            CAST(sum(CASE WHEN delivery = 'unknown' THEN 1 ELSE 0 END) AS BIGINT),
+            CAST(sum(CASE WHEN delivery = 'not_sent' THEN 1 ELSE 0 END) AS BIGINT)
          FROM calls GROUP BY endpoint",
+        p![],
+        |r| {
+            Ok((
+                r.get::<String>(0)?,
+                CallCounts {
+                    calls: r.get(1)?,
+                    billed: r.get::<Option<i64>>(2)?.unwrap_or(0),
+                    unknown_outcome: r.get::<Option<i64>>(3)?.unwrap_or(0),
+                    not_sent: r.get::<Option<i64>>(4)?.unwrap_or(0),
+                },
+            ))
+        },
     )?;
-    for row in st.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            CallCounts {
-                calls: r.get(1)?,
-                billed: r.get::<_, Option<i64>>(2)?.unwrap_or(0),
-                unknown_outcome: r.get::<_, Option<i64>>(3)?.unwrap_or(0),
-                not_sent: r.get::<_, Option<i64>>(4)?.unwrap_or(0),
-            },
-        ))
-    })? {
-        let (ep, c) = row?;
+    for (ep, c) in rows {
         out.insert(ep, c);
     }
     Ok(out)
 }
 
 /// The vendor account the checkpoint belongs to, once bound.
-pub(crate) fn account(conn: &Connection) -> Result<Option<String>, CheckpointError> {
-    Ok(conn
-        .prepare_cached("SELECT value FROM meta WHERE key = 'account'")?
-        .query_row([], |r| r.get(0))
-        .optional()?)
+pub(crate) fn account(conn: &Conn) -> Result<Option<String>, CheckpointError> {
+    conn.query_opt("SELECT value FROM meta WHERE key = 'account'", p![], |r| {
+        r.get(0)
+    })
 }
 
 /// Whether any vendor call was ever recorded.
-pub(crate) fn has_calls(conn: &Connection) -> Result<bool, CheckpointError> {
-    Ok(conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM calls)")?
-        .query_row([], |r| r.get(0))?)
+pub(crate) fn has_calls(conn: &Conn) -> Result<bool, CheckpointError> {
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM calls)", p![], |r| r.get(0))
 }
 
 impl Checkpoint {
@@ -1245,7 +1370,7 @@ impl Checkpoint {
             c.execute(
                 "INSERT INTO meta (key, value) VALUES ('account', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [account],
+                p![account],
             )?;
             Ok(())
         })

@@ -268,9 +268,15 @@ impl PgLocation {
     }
 
     pub fn connect(&self) -> Result<postgres::Client, PgError> {
-        self.config
-            .connect(postgres::NoTls)
-            .map_err(|e| self.db_error(e))
+        super::db::blocking(|| self.config.connect(postgres::NoTls)).map_err(|e| self.db_error(e))
+    }
+
+    /// The advisory lock key of this schema's checkpoint: vmr's class, the schema's hash.
+    fn lock_sql(&self, what: &str) -> String {
+        format!(
+            "SELECT {what}({LOCK_CLASS}, hashtext('vmr-state ' || {}))",
+            quote_literal(&self.schema)
+        )
     }
 
     /// A database error as the user sees it: the location (never the password) and the
@@ -377,6 +383,74 @@ impl PgLocation {
             Some(_) => Ok(()),
         }
     }
+}
+
+/// The first key of vmr's advisory locks ("vmr" in ASCII).
+const LOCK_CLASS: i32 = 0x766d72;
+
+/// `s` as an SQL string literal (schema names are plain lower-case names already).
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A connection to the checkpoint in `loc` for writing: the schema created or migrated, and
+/// its tables first on the search path.
+pub(crate) fn open(loc: &PgLocation) -> Result<super::Conn, super::CheckpointError> {
+    let mut client = loc.connect()?;
+    super::db::blocking(|| -> Result<(), PgError> {
+        let mut tx = client.transaction().map_err(|e| loc.db_error(e))?;
+        loc.migrate(&mut tx)?;
+        tx.commit().map_err(|e| loc.db_error(e))?;
+        client
+            .batch_execute(&format!("SET search_path TO {}", loc.quoted()))
+            .map_err(|e| loc.db_error(e))
+    })?;
+    Ok(super::Conn::Pg(super::db::PgConn::new(client)))
+}
+
+/// A connection to read the checkpoint in `loc`, which must exist (and not be newer than this
+/// build).
+pub(crate) fn open_reader(loc: &PgLocation) -> Result<super::Conn, super::CheckpointError> {
+    let mut client = loc.connect()?;
+    super::db::blocking(|| -> Result<(), PgError> {
+        loc.check_readable(&mut client)?;
+        client
+            .batch_execute(&format!("SET search_path TO {}", loc.quoted()))
+            .map_err(|e| loc.db_error(e))
+    })?;
+    Ok(super::Conn::Pg(super::db::PgConn::new(client)))
+}
+
+/// A connection holding the checkpoint's lock (a session advisory lock: released when the
+/// connection ends, so a dead vmr never blocks), or `LockedPg` when another vmr holds it.
+pub(crate) fn hold(loc: &PgLocation) -> Result<super::Conn, super::CheckpointError> {
+    let mut client = loc.connect()?;
+    let got: bool =
+        super::db::blocking(|| client.query_one(&loc.lock_sql("pg_try_advisory_lock"), &[]))
+            .map_err(|e| loc.db_error(e))?
+            .get(0);
+    if !got {
+        return Err(super::CheckpointError::LockedPg(loc.to_string()));
+    }
+    Ok(super::Conn::Pg(super::db::PgConn::new(client)))
+}
+
+/// Whether a vmr holds the checkpoint's lock now (taken and released at once to see).
+pub(crate) fn held(loc: &PgLocation) -> bool {
+    let Ok(mut client) = loc.connect() else {
+        return false;
+    };
+    super::db::blocking(|| {
+        let got = client
+            .query_one(&loc.lock_sql("pg_try_advisory_lock"), &[])
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(true);
+        if got {
+            let _ = client.query_one(&loc.lock_sql("pg_advisory_unlock"), &[]);
+        }
+        drop(client);
+        !got
+    })
 }
 
 fn valid_schema(s: &str) -> bool {

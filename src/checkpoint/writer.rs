@@ -5,7 +5,7 @@
 //! with a full fsync, and only then answers each caller. So when a write returns, it is on disk,
 //! and a thousand concurrent callers share a handful of fsyncs instead of paying one each.
 
-use rusqlite::Connection;
+use super::Conn as Connection;
 use std::sync::mpsc;
 use std::thread;
 
@@ -86,14 +86,14 @@ fn in_savepoint<R>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<R, CheckpointError>,
 ) -> Result<R, CheckpointError> {
-    conn.execute_batch("SAVEPOINT job")?;
+    conn.batch("SAVEPOINT job")?;
     match f(conn) {
         Ok(r) => {
-            conn.execute_batch("RELEASE job")?;
+            conn.batch("RELEASE job")?;
             Ok(r)
         }
         Err(e) => {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            conn.batch("ROLLBACK TO job; RELEASE job")?;
             Err(e)
         }
     }
@@ -108,15 +108,15 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = conn.batch("BEGIN IMMEDIATE") {
             // Dropping the jobs drops their reply channels: every caller sees the writer fail.
             tracing::error!("checkpoint: cannot begin a transaction: {e}");
             drop(jobs);
             continue;
         }
         let replies: Vec<Reply> = jobs.into_iter().map(|job| job(&conn)).collect();
-        let commit_error = conn.execute_batch("COMMIT").err().map(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
+        let commit_error = conn.batch("COMMIT").err().map(|e| {
+            let _ = conn.batch("ROLLBACK");
             e.to_string()
         });
         for reply in replies {

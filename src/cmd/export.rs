@@ -6,7 +6,6 @@
 use anyhow::Result;
 
 use crate::app::exit;
-use crate::checkpoint;
 use crate::config::Settings;
 use crate::export::{self, ExportOptions};
 
@@ -19,13 +18,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args, settings: &Settings) -> Result<u8> {
-    let path = checkpoint::db_path(&settings.state);
-    let conn = checkpoint::open_reader(&path)?;
     let opts = ExportOptions {
         full: args.full,
         ..ExportOptions::from_settings(settings)
     };
-    let summary = export::export(&conn, &opts)?;
+    let summary = export::export_at(&settings.place, &opts)?;
     crate::app::print(&summary.render())?;
     Ok(exit::OK)
 }

@@ -84,6 +84,13 @@ fn copy(args: CopyArgs) -> Result<u8> {
 }
 
 fn backup(args: BackupArgs, settings: &Settings) -> Result<u8> {
+    if settings.place.dir().is_none() {
+        return Err(Failure::new(
+            exit::USAGE,
+            "`vmr state backup` copies a state directory's checkpoint; for one in PostgreSQL use the database's own backups (pg_dump --schema), or `vmr state copy --to DIR`",
+        )
+        .into());
+    }
     let source = checkpoint::db_path(&settings.state);
     match checkpoint::backup(&settings.state, &args.path) {
         Ok(b) => {

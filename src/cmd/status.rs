@@ -15,12 +15,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args, settings: &Settings) -> Result<u8> {
-    let path = checkpoint::db_path(&settings.state);
-    let conn = checkpoint::open_reader(&path)?;
-    let running = checkpoint::writer_running(&settings.state);
+    let conn = checkpoint::open_reader_at(&settings.place)?;
+    let running = checkpoint::writer_running_at(&settings.place);
     let mut st = status::read(
         &conn,
-        &path.display().to_string(),
+        &checkpoint::describe(&settings.place),
         running,
         settings.refresh_older_than,
     )?;

@@ -333,6 +333,31 @@ fn format_name(f: Format) -> &'static str {
     }
 }
 
+/// Exports the checkpoint at `place`. A PostgreSQL checkpoint is first copied, as of one
+/// instant, into a private temporary state directory (removed after), which the export reads as
+/// it reads any other: the export holds no transaction open on the shared database meanwhile.
+pub fn export_at(
+    place: &crate::checkpoint::Place,
+    opts: &ExportOptions,
+) -> anyhow::Result<ExportSummary> {
+    match place {
+        crate::checkpoint::Place::Dir(dir) => {
+            let conn = crate::checkpoint::open_reader(&crate::checkpoint::db_path(dir))?;
+            Ok(export(&conn, opts)?)
+        }
+        #[cfg(feature = "pg")]
+        crate::checkpoint::Place::Pg(loc) => {
+            let snap = crate::checkpoint::copy::snapshot(loc)?;
+            tracing::info!(
+                checkpoint = %loc,
+                reports = snap.copied.rows_of("reports"),
+                "read the checkpoint from PostgreSQL for export"
+            );
+            Ok(export(&snap.conn, opts)?)
+        }
+    }
+}
+
 /// Exports everything in the checkpoint behind `conn` to `opts.out`: flat files in a local
 /// directory, or through [`lake`] to an object store or in the hive layout.
 pub fn export(conn: &Connection, opts: &ExportOptions) -> Result<ExportSummary, ExportError> {

@@ -1,5 +1,10 @@
 //! Shared by the integration tests: VINs, input files, a sandbox on an ephemeral loopback port,
 //! the real `vmr` binary pointed at it, and readers of the checkpoint.
+//!
+//! Two backends, one suite: with `VMR_TEST_BACKEND=pg` (as `.ci/run` runs the engine areas a
+//! second time), `vmr` keeps each test's checkpoint in its own PostgreSQL database on the test
+//! server (pgserver.rs) instead of `<dir>/state`, and the readers below read a fresh copy of it
+//! (`vmr state copy` into a state directory), so the same assertions hold for both.
 #![allow(dead_code)]
 
 use assert_cmd::Command;
@@ -58,14 +63,65 @@ pub fn vmr_std(dir: &Path, sb: &Sandbox) -> std::process::Command {
         .env("VMR_APP_SECRET", DEFAULT_APP_SECRET)
         .current_dir(dir)
         .args(["--base-url", &sb.base_url()])
-        .args(["--state", "state", "--out", "out"])
+        .env("PGPASSWORD", crate::pgserver::PASSWORD)
+        .args(["--state", &state_arg(dir), "--out", "out"])
         .args(["--rate", "0", "--concurrency", "16"])
         .args(["--poll-interval", "20ms", "--timeout", "2s"]);
     c
 }
 
+/// Whether this run keeps the checkpoints in PostgreSQL (`VMR_TEST_BACKEND=pg`).
+pub fn pg_backend() -> bool {
+    std::env::var("VMR_TEST_BACKEND").is_ok_and(|v| v == "pg")
+}
+
+/// The test directory's PostgreSQL state URL (a database of its own, made on first use), or
+/// `None` with the SQLite backend.
+pub fn pg_state(dir: &Path) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static URLS: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+    if !pg_backend() {
+        return None;
+    }
+    let server = crate::pgserver::server().expect("VMR_TEST_BACKEND=pg needs a PostgreSQL server");
+    let mut urls = URLS.get_or_init(Default::default).lock().expect("lock");
+    Some(
+        urls.entry(dir.to_owned())
+            .or_insert_with(|| server.new_database("st"))
+            .clone(),
+    )
+}
+
+/// What `--state` is for the test directory: `state`, or its PostgreSQL URL.
+pub fn state_arg(dir: &Path) -> String {
+    pg_state(dir).unwrap_or_else(|| "state".to_owned())
+}
+
+/// The checkpoint of the test directory, to read: the SQLite file, or a fresh copy of the
+/// PostgreSQL one.
 pub fn db(dir: &Path) -> Connection {
-    Connection::open(dir.join("state").join("checkpoint.sqlite")).expect("checkpoint opens")
+    match pg_state(dir) {
+        None => {
+            Connection::open(dir.join("state").join("checkpoint.sqlite")).expect("checkpoint opens")
+        }
+        Some(url) => {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let copy = dir.join(format!(
+                "pg-copy-{}",
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            ));
+            let with_pw = url.replacen(
+                &format!("{}@", crate::pgserver::USER),
+                &format!("{}:{}@", crate::pgserver::USER, crate::pgserver::PASSWORD),
+                1,
+            );
+            let from = vmr::checkpoint::Place::parse(&with_pw, false).expect("URL");
+            let to = vmr::checkpoint::Place::Dir(copy.clone());
+            vmr::checkpoint::copy::copy(&from, &to).expect("copy the PostgreSQL checkpoint");
+            Connection::open(copy.join("checkpoint.sqlite")).expect("copy opens")
+        }
+    }
 }
 
 /// VIN → (state, code).
@@ -93,6 +149,15 @@ pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
 /// Whether a run got as far as creating the checkpoint (a kill can come before). Opened
 /// read-only: the test must not create the file itself.
 pub fn has_checkpoint(dir: &Path) -> bool {
+    if let Some(url) = pg_state(dir) {
+        let mut c = crate::pgserver::server().expect("server").client_for(&url);
+        return c
+            .query_one(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'vmr' AND table_name = 'vins'",
+                &[],
+            )
+            .is_ok_and(|r| r.get::<_, i64>(0) == 1);
+    }
     let path = dir.join("state").join("checkpoint.sqlite");
     let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
     rusqlite::Connection::open_with_flags(path, flags).is_ok_and(|c| {
