@@ -93,6 +93,45 @@ pub fn pg_state(dir: &Path) -> Option<String> {
     )
 }
 
+/// Waits (at most 5 s) until no other session on the test directory's database is in the middle
+/// of a statement or transaction: a vmr killed a moment ago may have sent a COMMIT the server is
+/// still finishing, which a copy taken at once would not see yet.
+fn pg_quiesce(url: &str) {
+    let mut c = crate::pgserver::server().expect("server").client_for(url);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let busy: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                   AND pid <> pg_backend_pid() AND state IN ('active', 'idle in transaction')",
+                &[],
+            )
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if busy == 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Runs `sql` (a change made behind vmr's back) on the test directory's checkpoint.
+pub fn exec_sql(dir: &Path, sql: &str) {
+    match pg_state(dir) {
+        None => {
+            Connection::open(dir.join("state").join("checkpoint.sqlite"))
+                .expect("checkpoint opens")
+                .execute_batch(sql)
+                .expect("SQL runs");
+        }
+        Some(url) => {
+            let mut c = crate::pgserver::server().expect("server").client_for(&url);
+            c.batch_execute(&format!("SET search_path TO vmr; {sql}"))
+                .expect("SQL runs");
+        }
+    }
+}
+
 /// What `--state` is for the test directory: `state`, or its PostgreSQL URL.
 pub fn state_arg(dir: &Path) -> String {
     pg_state(dir).unwrap_or_else(|| "state".to_owned())
@@ -106,6 +145,7 @@ pub fn db(dir: &Path) -> Connection {
             Connection::open(dir.join("state").join("checkpoint.sqlite")).expect("checkpoint opens")
         }
         Some(url) => {
+            pg_quiesce(&url);
             static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
             let copy = dir.join(format!(
                 "pg-copy-{}",

@@ -198,8 +198,11 @@ fn vin_rows(dir: &std::path::Path) -> Vec<Vec<String>> {
                     input_line, batch_id, coalesce(check_digit_ok, -1) FROM vins ORDER BY id",
         )
         .expect("query");
+    // PostgreSQL's ids have gaps (a sequence value is spent by a row not inserted); the order
+    // they give is what must match there.
+    let first = if pg_backend() { 1 } else { 0 };
     st.query_map([], |r| {
-        (0..9)
+        (first..9)
             .map(|i| {
                 r.get::<_, rusqlite::types::Value>(i)
                     .map(|v| format!("{v:?}"))

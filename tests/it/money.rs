@@ -478,9 +478,7 @@ fn a_state_bound_to_one_base_url_refuses_another_and_an_old_state_needs_adopting
     assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
     assert_eq!(other.ledger().calls_total, 0);
     // A checkpoint from before account binding, with calls: refused until adopted once.
-    db(&dir)
-        .execute("DELETE FROM meta WHERE key = 'account'", [])
-        .expect("forget the account");
+    exec_sql(&dir, "DELETE FROM meta WHERE key = 'account'");
     vmr(&dir, &sb).args(["poll"]).assert().code(2);
     vmr(&dir, &sb)
         .args(["poll", "--adopt-account"])

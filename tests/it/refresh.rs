@@ -375,6 +375,10 @@ fn a_checkpoint_from_before_refreshes_migrates_its_reports_as_version_1() {
         .into_iter()
         .map(|(v, mut vs)| (v, vs.remove(0).1))
         .collect();
+    if pg_backend() {
+        // A SQLite checkpoint's migration; PostgreSQL's tables start at this schema.
+        return;
+    }
     // Turn it into what the previous vmr (schema 2) left.
     db(&dir)
         .execute_batch(
