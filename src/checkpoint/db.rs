@@ -6,7 +6,9 @@
 //! cast to `BIGINT`, so each side reads the types it wrote. Statements are prepared once per
 //! connection and reused.
 
+#[cfg(feature = "pg")]
 use std::cell::RefCell;
+#[cfg(feature = "pg")]
 use std::collections::HashMap;
 
 use super::CheckpointError;
@@ -35,7 +37,7 @@ pub use p;
 pub enum Conn {
     Lite(rusqlite::Connection),
     #[cfg(feature = "pg")]
-    Pg(PgConn),
+    Pg(Box<PgConn>),
 }
 
 /// A PostgreSQL connection with its prepared statements.

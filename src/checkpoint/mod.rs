@@ -578,6 +578,12 @@ impl Checkpoint {
 
     /// Applies one update durably (group-committed).
     pub async fn apply(&self, update: Update) -> Result<(), CheckpointError> {
+        #[cfg(feature = "pg")]
+        let update = if matches!(self.place, Place::Pg(_)) {
+            update.without_nul()
+        } else {
+            update
+        };
         self.writer
             .write(move |conn| apply_update(conn, &update))
             .await
@@ -837,6 +843,36 @@ pub struct Update {
     /// billed or possibly billed: the previous purchase is the VIN's current one again. Applied
     /// last, so a call this update logs stays in the call log.
     pub undo_rebuy: bool,
+}
+
+impl Update {
+    /// The update with every NUL character in its text (a vendor's message, say) replaced by
+    /// U+FFFD: PostgreSQL text cannot hold NUL, and the write (with the report it may carry)
+    /// must not fail for it. Bodies are bytes and stay as they are.
+    #[cfg(feature = "pg")]
+    fn without_nul(mut self) -> Update {
+        fn fix(s: &mut Option<String>) {
+            if let Some(t) = s
+                && t.contains('\0')
+            {
+                *t = t.replace('\0', "\u{FFFD}");
+            }
+        }
+        fix(&mut self.message);
+        fix(&mut self.request_id);
+        fix(&mut self.task_no);
+        if let Some(c) = &mut self.call {
+            fix(&mut c.request_id);
+            fix(&mut c.msg);
+            fix(&mut c.task_no);
+            fix(&mut c.error);
+        }
+        if let Some(r) = &mut self.report {
+            fix(&mut r.request_id);
+            fix(&mut r.task_no);
+        }
+        self
+    }
 }
 
 fn apply_update(conn: &Conn, u: &Update) -> Result<(), CheckpointError> {

@@ -405,7 +405,7 @@ pub(crate) fn open(loc: &PgLocation) -> Result<super::Conn, super::CheckpointErr
             .batch_execute(&format!("SET search_path TO {}", loc.quoted()))
             .map_err(|e| loc.db_error(e))
     })?;
-    Ok(super::Conn::Pg(super::db::PgConn::new(client)))
+    Ok(super::Conn::Pg(Box::new(super::db::PgConn::new(client))))
 }
 
 /// A connection to read the checkpoint in `loc`, which must exist (and not be newer than this
@@ -418,7 +418,7 @@ pub(crate) fn open_reader(loc: &PgLocation) -> Result<super::Conn, super::Checkp
             .batch_execute(&format!("SET search_path TO {}", loc.quoted()))
             .map_err(|e| loc.db_error(e))
     })?;
-    Ok(super::Conn::Pg(super::db::PgConn::new(client)))
+    Ok(super::Conn::Pg(Box::new(super::db::PgConn::new(client))))
 }
 
 /// A connection holding the checkpoint's lock (a session advisory lock: released when the
@@ -432,7 +432,7 @@ pub(crate) fn hold(loc: &PgLocation) -> Result<super::Conn, super::CheckpointErr
     if !got {
         return Err(super::CheckpointError::LockedPg(loc.to_string()));
     }
-    Ok(super::Conn::Pg(super::db::PgConn::new(client)))
+    Ok(super::Conn::Pg(Box::new(super::db::PgConn::new(client))))
 }
 
 /// Whether a vmr holds the checkpoint's lock now (taken and released at once to see).

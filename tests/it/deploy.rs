@@ -80,3 +80,36 @@ fn the_cronjob_never_overlaps_and_mounts_the_secret_owner_only() {
     assert!(!line.contains('%'), "cron turns % into a newline");
     assert!(line.contains("--app-secret-file /etc/vmr/app-secret"));
 }
+
+#[test]
+fn the_postgres_cronjob_keeps_no_local_state_and_no_password_in_its_url() {
+    let job = deploy("kubernetes/vmr-cronjob-postgres.yaml");
+    for wanted in [
+        "kind: CronJob",
+        "concurrencyPolicy: Forbid",
+        "value: postgres://vmr@postgres.db.svc:5432/fleet?schema=team_a",
+        "name: PGPASSWORD",
+        "secretKeyRef:",
+        "defaultMode: 0400",
+        "if [ \"$rc\" -eq 75 ]; then exit 0; fi",
+        "name: TMPDIR",
+    ] {
+        assert!(
+            job.contains(wanted),
+            "vmr-cronjob-postgres.yaml lacks {wanted}"
+        );
+    }
+    assert!(
+        !job.contains("claimName: vmr-state"),
+        "state lives in PostgreSQL"
+    );
+    // The URL vmr gets parses as a PostgreSQL state without a password.
+    let url = job
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("value: postgres://"))
+        .map(|rest| format!("postgres://{rest}"))
+        .expect("the state URL");
+    let place = vmr::checkpoint::Place::parse(&url, true).expect("a state URL");
+    assert!(place.dir().is_none());
+    assert!(!job.contains('\t'), "YAML is indented with spaces");
+}

@@ -257,3 +257,112 @@ fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
+
+/// `vmr` with its checkpoint in the PostgreSQL database `url` (password in the environment).
+fn vmr_pg(dir: &Path, sb: &vmr::sandbox::Sandbox, url: &str) -> std::process::Command {
+    let mut c = vmr_std(dir, sb);
+    c.env("PGPASSWORD", PASSWORD).args(["--state", url]);
+    c
+}
+
+#[test]
+fn one_vmr_writes_a_postgres_state_at_a_time_and_a_killed_one_leaves_it_to_the_next() {
+    let Some(pg) = pgserver::server() else { return };
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig {
+        latency: std::time::Duration::from_millis(30),
+        ..SandboxConfig::default()
+    });
+    let fleet = vins(400, 63);
+    write_csv(&dir.join("fleet.csv"), &fleet);
+    let url = format!("{}?schema=team_b", pg.new_database("lock"));
+    let mut first = vmr_pg(&dir, &sb, &url)
+        .args(["run", "--input", "fleet.csv", "--concurrency", "4"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("vmr starts");
+    // Once the first holds the schema (it has sent calls), a second exits 75 at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sb.ledger().calls_total == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first vmr never called"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = vmr_pg(&dir, &sb, &url)
+        .args(["run", "--input", "fleet.csv"])
+        .output()
+        .expect("vmr runs");
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(75), "{err}");
+    assert!(err.contains("in use by another vmr"), "{err}");
+    assert!(err.contains("schema team_b"), "{err}");
+    // status reads alongside, names the location without a password, sees the writer.
+    let status = vmr_pg(&dir, &sb, &url)
+        .args(["status", "--json"])
+        .output()
+        .expect("status runs");
+    assert_eq!(status.status.code(), Some(0));
+    let st: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    let shown = st["checkpoint"].as_str().expect("checkpoint").to_owned();
+    assert!(shown.starts_with("postgres://vmr@127.0.0.1:"), "{shown}");
+    assert!(!String::from_utf8_lossy(&status.stdout).contains(PASSWORD));
+
+    // Killed mid-run: the lock goes with its connection; the next run turns what was in flight
+    // into uncertain and finishes the rest, buying nothing twice but those.
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reaped");
+    let out = vmr_pg(&dir, &sb, &url)
+        .args(["run", "--input", "fleet.csv"])
+        .output()
+        .expect("vmr runs");
+    let code = out.status.code();
+    assert!(matches!(code, Some(0 | 75)), "{code:?}");
+    let uncertain = in_flight_pg(pg, &url);
+    let ledger = sb.ledger();
+    for (vin, bought) in &ledger.per_vin {
+        if bought.generate > 1 {
+            assert!(
+                uncertain.contains(vin),
+                "{vin} bought twice without being uncertain"
+            );
+        }
+    }
+    assert!(
+        uncertain.len() <= 4,
+        "at most --concurrency 4 in flight: {uncertain:?}"
+    );
+    // Every report paid for is kept.
+    let mut c = pg.client_for(&url);
+    let reports: i64 = c
+        .query_one("SELECT count(*) FROM team_b.reports", &[])
+        .expect("count")
+        .get(0);
+    let billed: i64 = c
+        .query_one(
+            "SELECT count(*) FROM team_b.vins WHERE state IN ('done', 'pending')",
+            &[],
+        )
+        .expect("count")
+        .get(0);
+    assert!(
+        reports > 0 && reports <= billed,
+        "{reports} reports, {billed} done or pending"
+    );
+}
+
+/// VINs the PostgreSQL checkpoint lists uncertain (or still submitting).
+fn in_flight_pg(pg: &pgserver::PgServer, url: &str) -> std::collections::BTreeSet<String> {
+    let schema = url.rsplit("schema=").next().expect("schema");
+    pg.client_for(url)
+        .query(
+            &format!("SELECT vin FROM {schema}.vins WHERE state IN ('uncertain', 'submitting')"),
+            &[],
+        )
+        .expect("query")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}

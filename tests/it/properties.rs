@@ -211,15 +211,21 @@ proptest! {
         for v in &vins {
             let (state, code) = &st[v];
             let unusable = ledger.per_vin.get(v).is_some_and(|l| l.unusable > 0);
-            let want = match cfg.truth(v).fate {
-                // A billed answer without a report fails the VIN for good (never resent
-                // silently), unless vmr never saw it and a later generate succeeded.
-                _ if unusable && state == "failed" => ("failed", Some(200)),
+            let truth = match cfg.truth(v).fate {
                 Fate::Inline | Fate::Deferred => ("done", Some(200)),
                 Fate::Unsupported703 => ("failed", Some(703)),
                 Fate::Fails702 => ("failed", Some(702)),
             };
-            prop_assert_eq!((state.as_str(), *code), want, "{}", v);
+            // A billed answer without a report fails the VIN for good (never resent
+            // silently), unless vmr never saw it (the VIN was listed uncertain, and resent by
+            // the calm rounds): then the later generate's answer decides, as for any VIN.
+            let got = (state.as_str(), *code);
+            let unusable_seen = unusable && got == ("failed", Some(200));
+            let unusable_unseen = unusable && listed.contains(v) && got == truth;
+            prop_assert!(
+                got == truth || unusable_seen || unusable_unseen,
+                "{v}: {got:?}, want {truth:?} (unusable answer sent: {unusable})"
+            );
         }
     }
 }
