@@ -98,19 +98,7 @@ impl PgConn {
 /// A PostgreSQL error with the server's code and message (the driver's own text is terse).
 #[cfg(feature = "pg")]
 pub(crate) fn pg_err(e: postgres::Error) -> CheckpointError {
-    match e.as_db_error() {
-        Some(db) => CheckpointError::Db(format!("{}: {}", db.code().code(), db.message())),
-        None => {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(inner) = src {
-                s.push_str(": ");
-                s.push_str(&inner.to_string());
-                src = inner.source();
-            }
-            CheckpointError::Db(s)
-        }
-    }
+    CheckpointError::Db(super::pg::message(&e))
 }
 
 /// `sql` in PostgreSQL's words: `?N` parameters become `$N` (outside string literals), and

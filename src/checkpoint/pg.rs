@@ -282,22 +282,9 @@ impl PgLocation {
     /// A database error as the user sees it: the location (never the password) and the
     /// server's message.
     pub(crate) fn db_error(&self, e: postgres::Error) -> PgError {
-        let detail = match e.as_db_error() {
-            Some(db) => format!("{}: {}", db.code().code(), db.message()),
-            None => {
-                let mut s = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(inner) = src {
-                    s.push_str(": ");
-                    s.push_str(&inner.to_string());
-                    src = inner.source();
-                }
-                s
-            }
-        };
         PgError::Db {
             shown: self.shown.clone(),
-            detail,
+            detail: message(&e),
         }
     }
 
@@ -396,24 +383,28 @@ fn quote_literal(s: &str) -> String {
 /// A connection to the checkpoint in `loc` for writing: the schema created or migrated, and
 /// its tables first on the search path.
 pub(crate) fn open(loc: &PgLocation) -> Result<super::Conn, super::CheckpointError> {
-    let mut client = loc.connect()?;
-    super::db::blocking(|| -> Result<(), PgError> {
+    connect_with(loc, |client| {
         let mut tx = client.transaction().map_err(|e| loc.db_error(e))?;
         loc.migrate(&mut tx)?;
-        tx.commit().map_err(|e| loc.db_error(e))?;
-        client
-            .batch_execute(&format!("SET search_path TO {}", loc.quoted()))
-            .map_err(|e| loc.db_error(e))
-    })?;
-    Ok(super::Conn::Pg(Box::new(super::db::PgConn::new(client))))
+        tx.commit().map_err(|e| loc.db_error(e))
+    })
 }
 
 /// A connection to read the checkpoint in `loc`, which must exist (and not be newer than this
 /// build).
 pub(crate) fn open_reader(loc: &PgLocation) -> Result<super::Conn, super::CheckpointError> {
+    connect_with(loc, |client| loc.check_readable(client))
+}
+
+/// A connection to `loc` on which `first` has run, with the checkpoint's schema first on the
+/// search path.
+fn connect_with(
+    loc: &PgLocation,
+    first: impl FnOnce(&mut postgres::Client) -> Result<(), PgError>,
+) -> Result<super::Conn, super::CheckpointError> {
     let mut client = loc.connect()?;
     super::db::blocking(|| -> Result<(), PgError> {
-        loc.check_readable(&mut client)?;
+        first(&mut client)?;
         client
             .batch_execute(&format!("SET search_path TO {}", loc.quoted()))
             .map_err(|e| loc.db_error(e))
@@ -451,6 +442,24 @@ pub(crate) fn held(loc: &PgLocation) -> bool {
         drop(client);
         !got
     })
+}
+
+/// A PostgreSQL error in words: the server's code and message, or the driver's error with its
+/// causes (its own text alone is terse).
+pub(crate) fn message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(inner) = src {
+                s.push_str(": ");
+                s.push_str(&inner.to_string());
+                src = inner.source();
+            }
+            s
+        }
+    }
 }
 
 fn valid_schema(s: &str) -> bool {
