@@ -64,16 +64,17 @@ fn write_chunk(
 ) -> Result<ChunkResult, CheckpointError> {
     let mut res = ChunkResult::default();
     // A VIN already recorded (or a rejected row already recorded from this line) is skipped.
-    let insert = "INSERT INTO vins (vin, license_img_url, state, message, first_seen_at, input_file, input_line, batch_id, check_digit_ok)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING RETURNING id";
+    let insert = "vins (vin, license_img_url, state, message, first_seen_at, input_file, input_line, batch_id, check_digit_ok)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
     let origin = "SELECT batch_id, input_line, id FROM vins WHERE vin = ?1 AND state <> 'rejected'";
     // Every VIN of this input, new or seen before: a refresh buys only the current input's.
-    let member = "INSERT INTO batch_vins (batch_id, vin_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
+    let member = "batch_vins (batch_id, vin_id) VALUES (?1, ?2)";
     for row in rows {
         match &row.verdict {
             Verdict::Accepted { check_digit_ok } => {
-                let new: Option<i64> = conn.query_opt(
+                let new: Option<i64> = conn.insert_ignore(
                     insert,
+                    true,
                     p![
                         row.vin,
                         row.license_img_url,
@@ -85,11 +86,10 @@ fn write_chunk(
                         batch,
                         Some(i64::from(*check_digit_ok))
                     ],
-                    |r| r.get(0),
                 )?;
                 if let Some(id) = new {
                     res.queued += 1;
-                    conn.execute(member, p![batch, id])?;
+                    conn.insert_ignore(member, false, p![batch, id])?;
                 } else {
                     let seen: Option<(Option<String>, Option<i64>, i64)> =
                         conn.query_opt(origin, p![row.vin], |r| {
@@ -102,15 +102,16 @@ fn write_chunk(
                         }
                         Some((_, _, id)) => {
                             res.duplicates += 1;
-                            conn.execute(member, p![batch, *id])?;
+                            conn.insert_ignore(member, false, p![batch, *id])?;
                         }
                         None => res.duplicates += 1,
                     }
                 }
             }
             Verdict::Rejected { reason } => {
-                conn.query_opt(
+                conn.insert_ignore(
                     insert,
+                    true,
                     p![
                         row.vin_raw,
                         row.license_img_url,
@@ -122,7 +123,6 @@ fn write_chunk(
                         batch,
                         Option::<i64>::None
                     ],
-                    |r| r.get::<i64>(0),
                 )?;
             }
         }

@@ -239,6 +239,35 @@ impl Conn {
         }
     }
 
+    /// `INSERT INTO {into}` that skips a row breaking a unique index: whether it was inserted,
+    /// with its `id` column (`Some(0)` for a table without one) or `None` when it was skipped. SQLite's `INSERT OR IGNORE` (an upsert or `RETURNING` there
+    /// would open a statement journal per row, quadratic within the writer's long savepoints);
+    /// PostgreSQL's `ON CONFLICT DO NOTHING RETURNING id`.
+    pub fn insert_ignore(
+        &self,
+        into: &str,
+        has_id: bool,
+        params: &[&dyn Param],
+    ) -> Result<Option<i64>, CheckpointError> {
+        match self {
+            Conn::Lite(c) => {
+                let n = c
+                    .prepare_cached(&format!("INSERT OR IGNORE INTO {into}"))?
+                    .execute(lite_params(params).as_slice())?;
+                Ok((n == 1).then(|| if has_id { c.last_insert_rowid() } else { 0 }))
+            }
+            #[cfg(feature = "pg")]
+            Conn::Pg(_) => self.query_opt(
+                &format!(
+                    "INSERT INTO {into} ON CONFLICT DO NOTHING RETURNING {}",
+                    if has_id { "id" } else { "CAST(0 AS BIGINT)" }
+                ),
+                params,
+                |r| r.get(0),
+            ),
+        }
+    }
+
     /// Statements without parameters, separated by `;`.
     pub fn batch(&self, sql: &str) -> Result<(), CheckpointError> {
         match self {
