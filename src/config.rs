@@ -406,11 +406,9 @@ impl Options {
 
 /// Where `--state` (or `VMR_STATE`, or `state` in vmr.toml) puts the checkpoint. A password in
 /// a URL is refused when the URL is on the command line, which `ps` shows.
-fn state_place(state: Option<&Path>) -> Result<crate::checkpoint::Place> {
-    let Some(s) = state.and_then(Path::to_str) else {
-        return Ok(crate::checkpoint::Place::Dir(
-            state.map(Path::to_owned).unwrap_or_default(),
-        ));
+fn state_place(state: &Path) -> Result<crate::checkpoint::Place> {
+    let Some(s) = state.to_str() else {
+        return Ok(crate::checkpoint::Place::Dir(state.to_owned()));
     };
     let on_command_line = std::env::args().any(|a| a.contains(s));
     crate::checkpoint::Place::parse(s, on_command_line).map_err(|e| anyhow::anyhow!("--state: {e}"))
@@ -419,9 +417,7 @@ fn state_place(state: Option<&Path>) -> Result<crate::checkpoint::Place> {
 /// Every option, resolved.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The state directory (for a PostgreSQL state, the URL as given: use `place`).
-    pub state: PathBuf,
-    /// Where the checkpoint lives.
+    /// Where the checkpoint lives (`--state`).
     pub place: crate::checkpoint::Place,
     pub out: PathBuf,
     pub base_url: String,
@@ -502,8 +498,7 @@ impl Settings {
             }
         }
         let s = Settings {
-            place: state_place(o.state.as_deref())?,
-            state: given(o.state),
+            place: state_place(&given(o.state))?,
             out: given(o.out),
             base_url: given(o.base_url),
             sandbox: o.sandbox,
@@ -930,7 +925,7 @@ mod tests {
             (s.max_attempts, s.bad_request_streak, s.max_billed),
             (8, 5, None)
         );
-        assert_eq!(s.state, PathBuf::from("vmr-state"));
+        assert_eq!(s.place.dir(), Some(Path::new("vmr-state")));
         assert_eq!(s.out, PathBuf::from("vmr-out"));
         assert_eq!(s.base_url, "https://api.jumdata.com");
         assert_eq!(s.formats, vec![Format::Parquet, Format::Csv]);
@@ -942,7 +937,7 @@ mod tests {
             assert!(s.sandbox);
             assert_eq!((s.rate, s.burst), (100, 20));
             assert_eq!(s.poll_interval, Duration::from_secs(1));
-            assert_eq!(s.state, PathBuf::from("vmr-sandbox-state"));
+            assert_eq!(s.place.dir(), Some(Path::new("vmr-sandbox-state")));
             assert_eq!(s.out, PathBuf::from("vmr-sandbox-out"));
         }
         // Explicit settings still win over the sandbox's defaults.

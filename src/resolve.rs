@@ -100,25 +100,25 @@ pub(crate) fn resolve(
                 // Due at once; the poll timeout counts from this settlement, since the time of
                 // the lost call's billing is not known.
                 c.execute(
-                "UPDATE vins SET request_id = ?2, accepted_at = ?3, next_poll_at = ?3,
+                    "UPDATE vins SET request_id = ?2, accepted_at = ?3, next_poll_at = ?3,
                         poll_interval_ms = NULL
                      WHERE id = ?1",
-                p![id, rid, now],
-            )?;
+                    p![id, rid, now],
+                )?;
                 request_id = Some(rid.clone());
             }
             c.execute(
                 "INSERT INTO resolutions (vin_id, at, action, request_id, note, from_state, to_state)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 p![
-                id,
-                now,
-                resolution.action(),
-                request_id,
-                note,
-                state.as_str(),
-                to.as_str()
-            ],
+                    id,
+                    now,
+                    resolution.action(),
+                    request_id,
+                    note,
+                    state.as_str(),
+                    to.as_str()
+                ],
             )?;
             Ok(Ok(to))
         }

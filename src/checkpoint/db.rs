@@ -88,11 +88,6 @@ impl PgConn {
             .insert(sql.to_owned(), st.clone());
         Ok(st)
     }
-
-    /// Runs `f` on the client (blocking).
-    pub fn with<R>(&self, f: impl FnOnce(&mut postgres::Client) -> R) -> R {
-        blocking(|| f(&mut self.client.borrow_mut()))
-    }
 }
 
 /// A PostgreSQL error with the server's code and message (the driver's own text is terse).
@@ -367,19 +362,6 @@ impl Conn {
     ) -> Result<T, CheckpointError> {
         self.query_opt(sql, params, f)?
             .ok_or(CheckpointError::Sql(rusqlite::Error::QueryReturnedNoRows))
-    }
-
-    /// The SQLite connection, for what only SQLite does (backup, export's zero-copy reads).
-    pub fn lite(&self) -> Option<&rusqlite::Connection> {
-        match self {
-            Conn::Lite(c) => Some(c),
-            #[cfg(feature = "pg")]
-            Conn::Pg(_) => None,
-        }
-    }
-
-    pub fn is_pg(&self) -> bool {
-        !matches!(self, Conn::Lite(_))
     }
 }
 

@@ -482,19 +482,13 @@ impl std::fmt::Display for Place {
     }
 }
 
-/// What keeps other vmr processes off a checkpoint while one writes it.
-enum Hold {
-    Dir(#[allow(dead_code)] DirLock),
-    #[cfg(feature = "pg")]
-    Pg(#[allow(dead_code)] std::sync::Mutex<db::Conn>),
-}
-
-/// A checkpoint opened for writing: holds the lock and the writer thread.
+/// A checkpoint opened for writing: holds the lock and the writer thread. In PostgreSQL the
+/// lock is held by the writer's own connection.
 #[derive(Clone)]
 pub struct Checkpoint {
     place: Place,
     writer: Writer,
-    _hold: std::sync::Arc<Hold>,
+    _lock: Option<std::sync::Arc<DirLock>>,
 }
 
 /// What opening found and repaired.
@@ -507,29 +501,16 @@ pub struct Recovery {
 /// Turns every `submitting` VIN into `uncertain` (the process that sent its generate is gone)
 /// and lists them.
 fn recover(conn: &Conn) -> Result<Vec<String>, CheckpointError> {
-    conn.batch("BEGIN IMMEDIATE")?;
-    let done = (|| {
-        let vins: Vec<String> = conn.query_map(
-            "SELECT vin FROM vins WHERE state = 'submitting' ORDER BY id",
-            p![],
-            |r| r.get(0),
-        )?;
-        conn.execute(
-            "UPDATE vins SET state = 'uncertain', message = 'the process stopped while generate was in flight; the vendor may have billed it' WHERE state = 'submitting'",
-            p![],
-        )?;
-        Ok(vins)
-    })();
-    match done {
-        Ok(v) => {
-            conn.batch("COMMIT")?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = conn.batch("ROLLBACK");
-            Err(e)
-        }
-    }
+    let vins: Vec<String> = conn.query_map(
+        "SELECT vin FROM vins WHERE state = 'submitting' ORDER BY id",
+        p![],
+        |r| r.get(0),
+    )?;
+    conn.execute(
+        "UPDATE vins SET state = 'uncertain', message = 'the process stopped while generate was in flight; the vendor may have billed it' WHERE state = 'submitting'",
+        p![],
+    )?;
+    Ok(vins)
 }
 
 impl Checkpoint {
@@ -541,23 +522,22 @@ impl Checkpoint {
 
     /// [`Checkpoint::open`] for a state directory or a PostgreSQL schema.
     pub fn open_at(place: &Place) -> Result<(Checkpoint, Recovery), CheckpointError> {
-        let (hold, conn) = match place {
+        let (lock, conn) = match place {
             Place::Dir(dir) => {
                 let (lock, conn) = create_locked(dir)?;
-                (Hold::Dir(lock), Conn::Lite(conn))
+                (Some(std::sync::Arc::new(lock)), Conn::Lite(conn))
             }
             #[cfg(feature = "pg")]
-            Place::Pg(loc) => {
-                let hold = pg::hold(loc)?;
-                (Hold::Pg(std::sync::Mutex::new(hold)), pg::open(loc)?)
-            }
+            Place::Pg(loc) => (None, pg::open(loc)?),
         };
-        let uncertain = recover(&conn)?;
+        let writer = Writer::start(conn);
+        // In the writer's first transaction, before anything else is written.
+        let uncertain = writer.write_blocking(recover)?;
         Ok((
             Checkpoint {
                 place: place.clone(),
-                writer: Writer::start(conn),
-                _hold: std::sync::Arc::new(hold),
+                writer,
+                _lock: lock,
             },
             Recovery { uncertain },
         ))
@@ -902,17 +882,12 @@ fn apply_update(conn: &Conn, u: &Update) -> Result<(), CheckpointError> {
         // The state machine first: an illegal move is refused before anything is written.
         current.check(to, &vin)?;
         conn.execute(
-        "UPDATE vins SET state = ?2,
+            "UPDATE vins SET state = ?2,
                 submitted_at = CASE WHEN ?2 = 'submitting' THEN coalesce(submitted_at, ?3) ELSE submitted_at END,
                 completed_at = CASE WHEN ?4 THEN ?3 ELSE completed_at END
              WHERE id = ?1",
-        p![
-            u.vin_id,
-            to.as_str(),
-            crate::api::now_ms(),
-            to.is_final()
-        ],
-    )?;
+            p![u.vin_id, to.as_str(), crate::api::now_ms(), to.is_final()],
+        )?;
     }
     if let Some(call) = &u.call {
         log_call(conn, u.vin_id, call)?;
@@ -924,21 +899,21 @@ fn apply_update(conn: &Conn, u: &Update) -> Result<(), CheckpointError> {
     if let Some(r) = &u.report {
         // The next version of the VIN's report, bought by its current purchase.
         conn.execute(
-        "INSERT INTO reports (vin_id, version, purchase, vin, request_id, task_no, endpoint, fetched_at, body)
+            "INSERT INTO reports (vin_id, version, purchase, vin, request_id, task_no, endpoint, fetched_at, body)
              VALUES (?1,
                 (SELECT coalesce(max(version), 0) + 1 FROM reports WHERE vin_id = ?1),
                 (SELECT purchase FROM vins WHERE id = ?1),
                 ?2, ?3, ?4, ?5, ?6, ?7)",
-        p![
-            u.vin_id,
-            vin,
-            r.request_id,
-            r.task_no,
-            r.endpoint,
-            r.fetched_at,
-            r.body
-        ],
-    )?;
+            p![
+                u.vin_id,
+                vin,
+                r.request_id,
+                r.task_no,
+                r.endpoint,
+                r.fetched_at,
+                r.body
+            ],
+        )?;
     }
     Ok(())
 }
@@ -1013,20 +988,20 @@ fn log_call(conn: &Conn, vin_id: i64, call: &CallLog) -> Result<(), CheckpointEr
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,
             (SELECT purchase FROM vins WHERE id = ?1))",
         p![
-        vin_id,
-        call.endpoint.as_str(),
-        call.request_id,
-        call.http_status.map(i64::from),
-        call.code,
-        call.msg,
-        call.task_no,
-        (call.class == CallClass::Billed) as i64,
-        call.class.delivery(),
-        call.started_at,
-        call.ended_at,
-        call.error,
-        call.body
-    ],
+            vin_id,
+            call.endpoint.as_str(),
+            call.request_id,
+            call.http_status.map(i64::from),
+            call.code,
+            call.msg,
+            call.task_no,
+            (call.class == CallClass::Billed) as i64,
+            call.class.delivery(),
+            call.started_at,
+            call.ended_at,
+            call.error,
+            call.body
+        ],
     )?;
     let sent = call.class != CallClass::NotSent;
     let is_generate = call.endpoint == crate::api::Endpoint::Generate;

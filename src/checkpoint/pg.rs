@@ -382,47 +382,44 @@ fn quote_literal(s: &str) -> String {
 
 /// A connection to the checkpoint in `loc` for writing: the schema created or migrated, and
 /// its tables first on the search path.
+///
+/// The connection holds the checkpoint's lock for as long as it lives (a session advisory lock:
+/// released when the connection ends, so a dead vmr never blocks); `LockedPg` when another vmr
+/// holds it.
 pub(crate) fn open(loc: &PgLocation) -> Result<super::Conn, super::CheckpointError> {
     connect_with(loc, |client| {
+        let got: bool = client
+            .query_one(&loc.lock_sql("pg_try_advisory_lock"), &[])
+            .map_err(|e| loc.db_error(e))?
+            .get(0);
+        if !got {
+            return Err(super::CheckpointError::LockedPg(loc.to_string()));
+        }
         let mut tx = client.transaction().map_err(|e| loc.db_error(e))?;
         loc.migrate(&mut tx)?;
-        tx.commit().map_err(|e| loc.db_error(e))
+        Ok(tx.commit().map_err(|e| loc.db_error(e))?)
     })
 }
 
 /// A connection to read the checkpoint in `loc`, which must exist (and not be newer than this
 /// build).
 pub(crate) fn open_reader(loc: &PgLocation) -> Result<super::Conn, super::CheckpointError> {
-    connect_with(loc, |client| loc.check_readable(client))
+    connect_with(loc, |client| Ok(loc.check_readable(client)?))
 }
 
 /// A connection to `loc` on which `first` has run, with the checkpoint's schema first on the
 /// search path.
 fn connect_with(
     loc: &PgLocation,
-    first: impl FnOnce(&mut postgres::Client) -> Result<(), PgError>,
+    first: impl FnOnce(&mut postgres::Client) -> Result<(), super::CheckpointError>,
 ) -> Result<super::Conn, super::CheckpointError> {
     let mut client = loc.connect()?;
-    super::db::blocking(|| -> Result<(), PgError> {
+    super::db::blocking(|| -> Result<(), super::CheckpointError> {
         first(&mut client)?;
-        client
+        Ok(client
             .batch_execute(&format!("SET search_path TO {}", loc.quoted()))
-            .map_err(|e| loc.db_error(e))
+            .map_err(|e| loc.db_error(e))?)
     })?;
-    Ok(super::Conn::Pg(Box::new(super::db::PgConn::new(client))))
-}
-
-/// A connection holding the checkpoint's lock (a session advisory lock: released when the
-/// connection ends, so a dead vmr never blocks), or `LockedPg` when another vmr holds it.
-pub(crate) fn hold(loc: &PgLocation) -> Result<super::Conn, super::CheckpointError> {
-    let mut client = loc.connect()?;
-    let got: bool =
-        super::db::blocking(|| client.query_one(&loc.lock_sql("pg_try_advisory_lock"), &[]))
-            .map_err(|e| loc.db_error(e))?
-            .get(0);
-    if !got {
-        return Err(super::CheckpointError::LockedPg(loc.to_string()));
-    }
     Ok(super::Conn::Pg(Box::new(super::db::PgConn::new(client))))
 }
 

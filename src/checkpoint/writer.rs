@@ -5,14 +5,14 @@
 //! with a full fsync, and only then answers each caller. So when a write returns, it is on disk,
 //! and a thousand concurrent callers share a handful of fsyncs instead of paying one each.
 
-use super::Conn as Connection;
+use super::Conn;
 use std::sync::mpsc;
 use std::thread;
 
 use super::CheckpointError;
 
 type Reply = Box<dyn FnOnce(Option<String>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+type Job = Box<dyn FnOnce(&Conn) -> Reply + Send>;
 
 /// Most closures folded into one transaction; bounds commit latency under a flood.
 const MAX_GROUP: usize = 4096;
@@ -24,7 +24,7 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn`.
-    pub fn start(conn: Connection) -> Writer {
+    pub fn start(conn: Conn) -> Writer {
         let (tx, rx) = mpsc::channel::<Job>();
         thread::Builder::new()
             .name("checkpoint-writer".into())
@@ -41,10 +41,10 @@ impl Writer {
     ) -> tokio::sync::oneshot::Receiver<Result<R, CheckpointError>>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, CheckpointError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<R, CheckpointError> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |conn: &Connection| -> Reply {
+        let job: Job = Box::new(move |conn: &Conn| -> Reply {
             let result = in_savepoint(conn, f);
             Box::new(move |commit_error: Option<String>| {
                 let result = match commit_error {
@@ -63,7 +63,7 @@ impl Writer {
     pub(crate) async fn write<R, F>(&self, f: F) -> Result<R, CheckpointError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, CheckpointError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<R, CheckpointError> + Send + 'static,
     {
         self.submit(f)
             .await
@@ -74,7 +74,7 @@ impl Writer {
     pub(crate) fn write_blocking<R, F>(&self, f: F) -> Result<R, CheckpointError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, CheckpointError> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<R, CheckpointError> + Send + 'static,
     {
         self.submit(f)
             .blocking_recv()
@@ -83,8 +83,8 @@ impl Writer {
 }
 
 fn in_savepoint<R>(
-    conn: &Connection,
-    f: impl FnOnce(&Connection) -> Result<R, CheckpointError>,
+    conn: &Conn,
+    f: impl FnOnce(&Conn) -> Result<R, CheckpointError>,
 ) -> Result<R, CheckpointError> {
     conn.batch("SAVEPOINT job")?;
     match f(conn) {
@@ -99,7 +99,7 @@ fn in_savepoint<R>(
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
+fn run(conn: Conn, rx: mpsc::Receiver<Job>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {

@@ -84,15 +84,15 @@ fn copy(args: CopyArgs) -> Result<u8> {
 }
 
 fn backup(args: BackupArgs, settings: &Settings) -> Result<u8> {
-    if settings.place.dir().is_none() {
+    let Some(dir) = settings.place.dir() else {
         return Err(Failure::new(
             exit::USAGE,
             "`vmr state backup` copies a state directory's checkpoint; for one in PostgreSQL use the database's own backups (pg_dump --schema), or `vmr state copy --to DIR`",
         )
         .into());
-    }
-    let source = checkpoint::db_path(&settings.state);
-    match checkpoint::backup(&settings.state, &args.path) {
+    };
+    let source = checkpoint::db_path(dir);
+    match checkpoint::backup(dir, &args.path) {
         Ok(b) => {
             crate::app::print(&format!(
                 "backed up {} to {}: {} bytes, {} VINs, {} reports\n",
