@@ -65,10 +65,7 @@ pub(crate) fn exit_code_of(e: &anyhow::Error) -> u8 {
             | crate::checkpoint::CheckpointError::TooNew { .. },
         ) => return exit::USAGE,
         // Another vmr holds the state directory: cron should simply try again later.
-        Some(
-            crate::checkpoint::CheckpointError::Locked { .. }
-            | crate::checkpoint::CheckpointError::LockedPg(_),
-        ) => return exit::WORK_REMAINS,
+        Some(crate::checkpoint::CheckpointError::Locked { .. }) => return exit::WORK_REMAINS,
         #[cfg(feature = "pg")]
         Some(crate::checkpoint::CheckpointError::Pg(e)) if e.is_usage() => return exit::USAGE,
         _ => {}
@@ -276,9 +273,11 @@ pub(crate) async fn connect(settings: &Settings) -> Result<(Client, Option<Sandb
     Ok((client, None))
 }
 
-/// Builds the engine for a run.
+/// Builds the engine for a run. On a PostgreSQL state this process becomes one of its workers:
+/// its VINs claimed, its rate the account's shared one, its budget the `--run-id`'s.
 pub(crate) fn engine(
     settings: &Settings,
+    command: &str,
     client: Client,
     ckpt: Checkpoint,
     resubmit_uncertain: bool,
@@ -294,6 +293,24 @@ pub(crate) fn engine(
         bad_request_streak: settings.bad_request_streak,
         timeout: settings.timeout,
     };
+    #[cfg(feature = "pg")]
+    if let crate::checkpoint::Place::Pg(loc) = &settings.place {
+        use crate::checkpoint::workers::{Worker, WorkerSpec};
+        let spec = WorkerSpec {
+            command: command.to_owned(),
+            account: account_name(settings)?,
+            rate: settings.rate,
+            burst: settings.burst,
+            timeout: settings.timeout,
+            budget: settings.run_id.clone().zip(opts.max_billed),
+        };
+        let worker = Worker::start(loc, spec)?;
+        let mut ckpt = ckpt;
+        ckpt.set_worker(worker.clone());
+        let limiter = Limiter::shared(settings.rate, settings.burst, worker);
+        return Ok(Arc::new(Engine::new(client, ckpt, limiter, opts)?));
+    }
+    let _ = command;
     let limiter = Limiter::new(settings.rate, settings.burst);
     Ok(Arc::new(Engine::new(client, ckpt, limiter, opts)?))
 }

@@ -278,6 +278,10 @@ options! {
         /// only while a get is left for every pending report.
         #[arg(long, global = true, env = "VMR_MAX_BILLED", value_name = "N")]
         pub max_billed: Option<u64>,
+        /// Workers of a PostgreSQL state started with the same id share one --max-billed /
+        /// --max-spend budget (default: each process its own). Use a new id for each run.
+        #[arg(long, global = true, env = "VMR_RUN_ID", value_name = "ID")]
+        pub run_id: Option<String>,
         /// What one billed call costs (generate or get alike): turns every count of billed
         /// calls into money in the summary, status, --dry-run and the manifest. Without it vmr
         /// says nothing about money.
@@ -431,6 +435,8 @@ pub struct Settings {
     pub poll_interval: Duration,
     pub poll_timeout: Duration,
     pub max_billed: Option<u64>,
+    /// `--run-id`: the budget shared by the workers started with it.
+    pub run_id: Option<String>,
     pub refresh_older_than: Option<Duration>,
     /// The price of a billed call, when given.
     pub price: Option<crate::price::Price>,
@@ -511,6 +517,7 @@ impl Settings {
             poll_interval: given(o.poll_interval),
             poll_timeout: given(o.poll_timeout),
             max_billed: o.max_billed,
+            run_id: o.run_id,
             refresh_older_than: o.refresh_older_than,
             price: o
                 .price
@@ -545,6 +552,16 @@ impl Settings {
         }
         if s.bad_request_streak == 0 {
             bail!("--bad-request-streak must be at least 1");
+        }
+        if let Some(id) = &s.run_id {
+            if s.place.dir().is_some() {
+                bail!(
+                    "--run-id shares a budget between the workers of a PostgreSQL state (--state postgres://…); a state directory has one vmr at a time, whose budget is its own"
+                );
+            }
+            if id.trim().is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+                bail!("--run-id takes a name of 1 to 200 printable characters, like 2026-12-02 or backfill-7");
+            }
         }
         if let Some(m) = s.max_spend {
             if !m.is_finite() || m < 0.0 {

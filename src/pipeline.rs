@@ -358,7 +358,13 @@ async fn network(
     rebuy: &checkpoint::Rebuy,
 ) -> Result<std::sync::Arc<engine::Engine>> {
     let (client, sandbox) = app::connect(settings).await?;
-    let engine = app::engine(settings, client, ckpt.clone(), plan.resubmit_uncertain)?;
+    let engine = app::engine(
+        settings,
+        plan.command,
+        client,
+        ckpt.clone(),
+        plan.resubmit_uncertain,
+    )?;
     {
         let stop = engine.stop.clone();
         tokio::spawn(async move { stop.watch_signals().await });
@@ -388,6 +394,7 @@ async fn network(
         }
         progress.close();
     }
+    engine.retire().await?;
     drop(sandbox);
     Ok(engine)
 }

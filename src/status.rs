@@ -65,6 +65,21 @@ pub(crate) struct BatchStatus {
     pub oldest_report_age_secs: Option<i64>,
 }
 
+/// A live worker of a PostgreSQL checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct WorkerRow {
+    pub id: i64,
+    pub host: String,
+    pub pid: i64,
+    pub command: String,
+    pub run_id: Option<String>,
+    pub rate: i64,
+    pub started_at_ms: i64,
+    pub heartbeat_age_ms: i64,
+    /// VINs it holds claimed now.
+    pub claimed: i64,
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct LastRun {
     pub command: String,
@@ -114,6 +129,8 @@ pub(crate) struct Status {
     pub batches_total: i64,
     /// What the billed calls cost, every run and every purchase: null without `--price`.
     pub money: Option<crate::price::Spent>,
+    /// The live workers of a PostgreSQL checkpoint; null for a state directory.
+    pub workers: Option<Vec<WorkerRow>>,
 }
 
 /// An age as people say it: `90d`, `3d 4h`, `5h 12m`, `42s`.
@@ -145,12 +162,23 @@ pub(crate) fn read(
 ) -> Result<Status, CheckpointError> {
     let states = checkpoint::state_counts(conn)?;
     let calls = checkpoint::call_counts(conn)?;
-    let uncertain_states = if writer_running {
-        "('uncertain')"
+    let mut uncertain_where = if writer_running {
+        "state = 'uncertain'".to_owned()
     } else {
-        "('uncertain', 'submitting')"
+        "state IN ('uncertain', 'submitting')".to_owned()
     };
-    let (uncertain, uncertain_total) = vins_where(conn, &format!("state IN {uncertain_states}"))?;
+    let mut workers = None;
+    // Workers share a PostgreSQL checkpoint: a `submitting` VIN is in flight while its claim
+    // holds, and uncertain once it has lapsed.
+    #[cfg(feature = "pg")]
+    if matches!(conn, Conn::Pg(_)) {
+        uncertain_where = format!(
+            "(state = 'uncertain' OR (state = 'submitting' AND (claimed_by IS NULL OR claim_until IS NULL OR claim_until < {})))",
+            checkpoint::workers::DB_NOW
+        );
+        workers = Some(checkpoint::workers::live(conn)?);
+    }
+    let (uncertain, uncertain_total) = vins_where(conn, &uncertain_where)?;
     let (billed_unusable, billed_unusable_total) = vins_where(
         conn,
         &format!(
@@ -191,6 +219,7 @@ pub(crate) fn read(
         batches: batches(conn, refresh_older_than, crate::api::now_ms())?,
         batches_total: conn.query_row("SELECT count(*) FROM batches", p![], |r| r.get(0))?,
         money: None,
+        workers,
     })
 }
 
@@ -354,6 +383,25 @@ impl Status {
         self.render_batches(&mut o);
         if let Some(t) = &self.next_poll_due {
             o.push_str(&format!("next poll due: {t}\n"));
+        }
+        if let Some(ws) = &self.workers {
+            o.push_str(&format!("workers: {} live\n", ws.len()));
+            for w in ws {
+                o.push_str(&format!(
+                    "  worker {} on {} pid {}: {}, rate {}, {} VINs claimed, heartbeat {} ago{}\n",
+                    w.id,
+                    w.host,
+                    w.pid,
+                    w.command,
+                    w.rate,
+                    w.claimed,
+                    age_text((w.heartbeat_age_ms.max(0) / 1000) as u64),
+                    w.run_id
+                        .as_deref()
+                        .map(|r| format!(", budget of run {r}"))
+                        .unwrap_or_default()
+                ));
+            }
         }
         if let Some(r) = &self.last_run {
             o.push_str(&format!(

@@ -12,6 +12,8 @@ pub mod db;
 #[cfg(feature = "pg")]
 pub mod pg;
 pub mod state;
+#[cfg(feature = "pg")]
+pub mod workers;
 mod writer;
 
 pub use db::{Conn, p};
@@ -211,8 +213,10 @@ pub enum CheckpointError {
     BackupExists(PathBuf),
     #[error("PostgreSQL: {0}")]
     Db(String),
-    #[error("{0} is in use by another vmr; wait for it to finish or use another schema")]
-    LockedPg(String),
+    /// A worker's write for a VIN whose claim had lapsed (another worker may hold it now): the
+    /// call it carried is in the call log, the VIN was not changed.
+    #[error("VIN {0}: this worker's claim on it lapsed; its late answer was kept in the call log and the VIN left as it was")]
+    Fenced(String),
     #[error(transparent)]
     #[cfg(feature = "pg")]
     Pg(#[from] pg::PgError),
@@ -489,6 +493,9 @@ pub struct Checkpoint {
     place: Place,
     writer: Writer,
     _lock: Option<std::sync::Arc<DirLock>>,
+    /// This process as a worker of a PostgreSQL checkpoint: its writes are fenced by its claims.
+    #[cfg(feature = "pg")]
+    worker: Option<std::sync::Arc<workers::Worker>>,
 }
 
 /// What opening found and repaired.
@@ -499,8 +506,26 @@ pub struct Recovery {
 }
 
 /// Turns every `submitting` VIN into `uncertain` (the process that sent its generate is gone)
-/// and lists them.
+/// and lists them. In PostgreSQL only those whose claim has lapsed (or that no worker claims):
+/// a live worker may have its call in flight.
 fn recover(conn: &Conn) -> Result<Vec<String>, CheckpointError> {
+    #[cfg(feature = "pg")]
+    if matches!(conn, Conn::Pg(_)) {
+        workers::reap_dead_here(conn)?;
+        let mut vins: Vec<String> = conn.query_map(
+            &format!(
+                "UPDATE vins SET state = 'uncertain', message = 'the process stopped while generate was in flight; the vendor may have billed it',
+                    claimed_by = NULL, claim_until = NULL
+                 WHERE state = 'submitting' AND (claimed_by IS NULL OR claim_until IS NULL OR claim_until < {})
+                 RETURNING vin",
+                workers::DB_NOW
+            ),
+            p![],
+            |r| r.get(0),
+        )?;
+        vins.sort();
+        return Ok(vins);
+    }
     let vins: Vec<String> = conn.query_map(
         "SELECT vin FROM vins WHERE state = 'submitting' ORDER BY id",
         p![],
@@ -538,6 +563,8 @@ impl Checkpoint {
                 place: place.clone(),
                 writer,
                 _lock: lock,
+                #[cfg(feature = "pg")]
+                worker: None,
             },
             Recovery { uncertain },
         ))
@@ -545,6 +572,23 @@ impl Checkpoint {
 
     pub(crate) fn writer(&self) -> &Writer {
         &self.writer
+    }
+
+    /// Makes this checkpoint's writes those of `worker`: fenced by its claims.
+    #[cfg(feature = "pg")]
+    pub(crate) fn set_worker(&mut self, worker: std::sync::Arc<workers::Worker>) {
+        self.worker = Some(worker);
+    }
+
+    /// This process as a worker of a PostgreSQL checkpoint, if it is one.
+    #[cfg(feature = "pg")]
+    pub(crate) fn worker(&self) -> Option<&std::sync::Arc<workers::Worker>> {
+        self.worker.as_ref()
+    }
+
+    /// Waits until every write queued so far is durable.
+    pub(crate) async fn flush(&self) -> Result<(), CheckpointError> {
+        self.writer.write(|_| Ok(())).await
     }
 
     pub fn place(&self) -> &Place {
@@ -564,9 +608,21 @@ impl Checkpoint {
         } else {
             update
         };
-        self.writer
-            .write(move |conn| apply_update(conn, &update))
-            .await
+        #[cfg(feature = "pg")]
+        let fence = self.worker.as_ref().map(|w| Fence {
+            worker: w.id,
+            lease_ms: w.lease_ms(),
+        });
+        #[cfg(not(feature = "pg"))]
+        let fence = None;
+        match self
+            .writer
+            .write(move |conn| apply_update(conn, update, fence))
+            .await?
+        {
+            Applied::Yes => Ok(()),
+            Applied::Fenced(vin) => Err(CheckpointError::Fenced(vin)),
+        }
     }
 
     /// Records the start of a run and returns its id.
@@ -855,7 +911,76 @@ impl Update {
     }
 }
 
-fn apply_update(conn: &Conn, u: &Update) -> Result<(), CheckpointError> {
+/// A worker's claim that its writes must still hold.
+#[derive(Debug, Clone, Copy)]
+struct Fence {
+    worker: i64,
+    lease_ms: i64,
+}
+
+/// Whether an update changed its VIN.
+enum Applied {
+    Yes,
+    /// The worker's claim had lapsed: only its call was logged.
+    Fenced(String),
+}
+
+/// Checks a worker's claim on the VIN (locking the row) and renews it; `false` when it has
+/// lapsed or another worker holds the VIN.
+#[cfg(feature = "pg")]
+fn claim_holds(conn: &Conn, vin_id: i64, fence: Fence) -> Result<bool, CheckpointError> {
+    let now = workers::DB_NOW;
+    let holds = conn
+        .query_opt(
+            &format!(
+                "SELECT CASE WHEN claimed_by = ?2 AND claim_until >= {now} THEN 1 ELSE 0 END
+                 FROM vins WHERE id = ?1 FOR UPDATE"
+            ),
+            p![vin_id, fence.worker],
+            |r| r.get::<i64>(0),
+        )?
+        .ok_or(CheckpointError::UnknownVin(vin_id))?
+        == 1;
+    if holds {
+        conn.execute(
+            &format!("UPDATE vins SET claim_until = {now} + ?2 WHERE id = ?1"),
+            p![vin_id, fence.lease_ms],
+        )?;
+    }
+    Ok(holds)
+}
+
+#[cfg(not(feature = "pg"))]
+fn claim_holds(_: &Conn, _: i64, _: Fence) -> Result<bool, CheckpointError> {
+    Ok(true)
+}
+
+fn apply_update(conn: &Conn, mut u: Update, fence: Option<Fence>) -> Result<Applied, CheckpointError> {
+    if let Some(f) = fence
+        && !claim_holds(conn, u.vin_id, f)?
+    {
+        let vin: String = conn.query_row("SELECT vin FROM vins WHERE id = ?1", p![u.vin_id], |r| {
+            r.get(0)
+        })?;
+        // Nothing paid is lost: the call is logged, and a report it carried is kept as the
+        // call's body.
+        if let Some(mut call) = u.call.take() {
+            if call.body.is_none() {
+                call.body = u.report.take().map(|r| r.body);
+            }
+            log_call(conn, u.vin_id, &call)?;
+        }
+        tracing::warn!(
+            vin = vin.as_str(),
+            "this worker's claim on the VIN lapsed; its answer is kept in the call log and the VIN left as it is"
+        );
+        return Ok(Applied::Fenced(vin));
+    }
+    apply_owned(conn, &u)?;
+    Ok(Applied::Yes)
+}
+
+fn apply_owned(conn: &Conn, u: &Update) -> Result<(), CheckpointError> {
     let (vin, current): (String, String) = conn
         .query_opt(
             "SELECT vin, state FROM vins WHERE id = ?1",
@@ -1205,15 +1330,74 @@ pub(crate) fn rebuy_counts(conn: &Conn, rebuy: &Rebuy) -> Result<RebuyCounts, Ch
     })
 }
 
+/// A worker claiming the VINs it selects: its id and lease.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Claim {
+    pub worker: i64,
+    pub lease_ms: i64,
+}
+
+/// `select` (a query on `vins v` returning `v.id` first, in id order, with `n` parameters) as
+/// a claim: each row it finds that no live claim holds is claimed for the worker (parameter
+/// `n + 1`, its lease `n + 2`), skipping rows another transaction holds, and the claimed rows'
+/// `columns` (on `t`) returned.
+#[cfg(feature = "pg")]
+fn claiming(select: &str, columns: &str, n: usize) -> String {
+    let now = workers::DB_NOW;
+    let select = select.replacen(
+        "WHERE ",
+        &format!("WHERE (v.claimed_by IS NULL OR v.claim_until < {now}) AND "),
+        1,
+    );
+    format!(
+        "WITH c AS ({select} FOR UPDATE OF v SKIP LOCKED)
+         UPDATE vins t SET claimed_by = ?{}, claim_until = {now} + ?{} FROM c WHERE t.id = c.id
+         RETURNING {columns}",
+        n + 1,
+        n + 2
+    )
+}
+
+/// Runs a page query, or its claiming form when `claim` is given (rows in id order).
+fn page_query<T>(
+    conn: &Conn,
+    select: &str,
+    columns: &str,
+    params: &[&dyn db::Param],
+    claim: Option<Claim>,
+    row: impl Fn(&db::Row<'_>) -> Result<T, CheckpointError>,
+    id: impl Fn(&T) -> i64,
+) -> Result<Vec<T>, CheckpointError> {
+    let Some(_claim) = claim else {
+        return conn.query_map(select, params, row);
+    };
+    #[cfg(feature = "pg")]
+    {
+        let sql = claiming(select, columns, params.len());
+        let mut all = params.to_vec();
+        all.push(&_claim.worker);
+        all.push(&_claim.lease_ms);
+        let mut rows = conn.query_map(&sql, &all, row)?;
+        rows.sort_by_key(|r| id(r));
+        Ok(rows)
+    }
+    #[cfg(not(feature = "pg"))]
+    {
+        let _ = (columns, id);
+        conn.query_map(select, params, row)
+    }
+}
+
 /// Up to `limit` VINs with id greater than `after_id`, in id order, that a submit sends to
 /// generate: those in `states`, and those `rebuy` buys again (paged so that a million queued
-/// VINs never sit in memory at once).
+/// VINs never sit in memory at once). With `claim`, only VINs no live claim holds, claimed.
 pub(crate) fn submit_page(
     conn: &Conn,
     states: &[State],
     rebuy: &Rebuy,
     after_id: i64,
     limit: usize,
+    claim: Option<Claim>,
 ) -> Result<Vec<SubmitTodo>, CheckpointError> {
     let list = states
         .iter()
@@ -1227,9 +1411,13 @@ pub(crate) fn submit_page(
          WHERE v.id > ?3 AND (v.state IN ({list}) OR {refresh} OR {failed} OR {expired})
          ORDER BY v.id LIMIT ?4"
     );
-    conn.query_map(
+    let limit = limit as i64;
+    page_query(
+        conn,
         &sql,
-        p![rebuy.batch, rebuy.refresh_before, after_id, limit as i64],
+        "t.id, t.vin, coalesce(t.license_img_url, ''), t.state",
+        p![rebuy.batch, rebuy.refresh_before, after_id, limit],
+        claim,
         |r| {
             let state: String = r.get(3)?;
             Ok(SubmitTodo {
@@ -1239,21 +1427,28 @@ pub(crate) fn submit_page(
                 state: state.parse().unwrap_or(State::Queued),
             })
         },
+        |t| t.vin_id,
     )
 }
 
-/// Up to `limit` pending VINs due at `now` with id greater than `after_id`, in id order.
+/// Up to `limit` pending VINs due at `now` with id greater than `after_id`, in id order. With
+/// `claim`, only VINs no live claim holds, claimed.
 pub(crate) fn due_polls(
     conn: &Conn,
     now: i64,
     after_id: i64,
     limit: usize,
+    claim: Option<Claim>,
 ) -> Result<Vec<PollTodo>, CheckpointError> {
-    conn.query_map(
-        "SELECT id, vin, coalesce(request_id, ''), coalesce(accepted_at, submitted_at, first_seen_at), poll_interval_ms
-         FROM vins WHERE state = 'pending' AND coalesce(next_poll_at, 0) <= ?1 AND id > ?2
-         ORDER BY id LIMIT ?3",
-        p![now, after_id, limit as i64],
+    let limit = limit as i64;
+    page_query(
+        conn,
+        "SELECT v.id, v.vin, coalesce(v.request_id, ''), coalesce(v.accepted_at, v.submitted_at, v.first_seen_at), v.poll_interval_ms
+         FROM vins v WHERE v.state = 'pending' AND coalesce(v.next_poll_at, 0) <= ?1 AND v.id > ?2
+         ORDER BY v.id LIMIT ?3",
+        "t.id, t.vin, coalesce(t.request_id, ''), coalesce(t.accepted_at, t.submitted_at, t.first_seen_at), t.poll_interval_ms",
+        p![now, after_id, limit],
+        claim,
         |r| {
             Ok(PollTodo {
                 vin_id: r.get(0)?,
@@ -1263,6 +1458,7 @@ pub(crate) fn due_polls(
                 poll_interval_ms: r.get(4)?,
             })
         },
+        |t| t.vin_id,
     )
 }
 

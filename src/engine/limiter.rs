@@ -2,13 +2,16 @@
 //!
 //! One governor GCRA limiter per run: `rate` calls per second with `burst` extra; under GCRA a
 //! one-second window can admit up to rate + burst calls, which is the documented bound. A rate
-//! of 0 means unlimited (for the sandbox).
+//! of 0 means unlimited (for the sandbox). The workers of a PostgreSQL checkpoint share one
+//! token bucket in the database instead, with the same bound over all of them.
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 
 pub struct Limiter {
     inner: Option<DefaultDirectRateLimiter>,
+    #[cfg(feature = "pg")]
+    shared: Option<std::sync::Arc<crate::checkpoint::workers::Worker>>,
 }
 
 impl Limiter {
@@ -17,11 +20,43 @@ impl Limiter {
             let burst = NonZeroU32::new(burst.max(1)).expect("burst is at least 1");
             RateLimiter::direct(Quota::per_second(r).allow_burst(burst))
         });
-        Limiter { inner }
+        Limiter {
+            inner,
+            #[cfg(feature = "pg")]
+            shared: None,
+        }
+    }
+
+    /// The account's bucket in the database, shared with the other workers (a rate of 0 stays
+    /// unlimited).
+    #[cfg(feature = "pg")]
+    pub(crate) fn shared(
+        rate: u32,
+        burst: u32,
+        worker: std::sync::Arc<crate::checkpoint::workers::Worker>,
+    ) -> Limiter {
+        let mut l = Limiter::new(rate, burst);
+        if l.inner.take().is_some() {
+            l.shared = Some(worker);
+        }
+        l
     }
 
     /// Waits until one more call may leave.
     pub(crate) async fn acquire(&self) {
+        #[cfg(feature = "pg")]
+        if let Some(w) = &self.shared {
+            loop {
+                match w.take_token() {
+                    Ok(None) => return,
+                    Ok(Some(wait)) => tokio::time::sleep(wait).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot take a token from the shared rate limit; trying again");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
         if let Some(l) = &self.inner {
             l.until_ready().await;
         }

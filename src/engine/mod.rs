@@ -71,6 +71,8 @@ pub(crate) struct RunCounters {
     pending: AtomicI64,
     /// `--max-billed` admits no further generate (gets of pending VINs still go).
     pub generate_budget_spent: AtomicBool,
+    /// Calls that could not leave because this worker's lease no longer outlasts a call.
+    lease_refused: AtomicU64,
 }
 
 /// Everything the tasks of one run share.
@@ -82,6 +84,8 @@ pub(crate) struct Engine {
     pub stop: Arc<Stop>,
     pub counters: RunCounters,
     streaks: Streaks,
+    /// The budget is shared with the other workers of the same `--run-id`.
+    shared: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +204,7 @@ impl Engine {
         let pending = checkpoint::state_counts(&ckpt.reader()?)?.get(State::Pending);
         let counters = RunCounters::default();
         counters.pending.store(pending, Ordering::SeqCst);
-        Ok(Engine {
+        let mut engine = Engine {
             client,
             ckpt,
             limiter,
@@ -208,26 +212,51 @@ impl Engine {
             opts,
             stop: Arc::new(Stop::default()),
             counters,
-        })
+            shared: false,
+        };
+        engine.shared = engine.shared_budget();
+        Ok(engine)
+    }
+
+    /// This process as a worker of a PostgreSQL checkpoint, if it is one.
+    #[cfg(feature = "pg")]
+    pub(crate) fn worker(&self) -> Option<&Arc<checkpoint::workers::Worker>> {
+        self.ckpt.worker()
+    }
+
+    /// Whether the budget is shared with other workers (`--run-id`).
+    fn shared_budget(&self) -> bool {
+        #[cfg(feature = "pg")]
+        if let Some(w) = self.worker() {
+            return self.opts.max_billed.is_some() && w.shares_budget();
+        }
+        false
     }
 
     /// Reserves one billable call against `--max-billed`; `false` when it is not admitted.
     ///
     /// Calls that may already be billed (billed, unknown outcome, in flight) all count, so the
     /// budget is never exceeded. A generate must also leave one get for every pending VIN, so
-    /// the reports already paid for can always be fetched.
+    /// the reports already paid for can always be fetched. Workers sharing a `--run-id` count
+    /// all their calls in one row of the database.
     fn reserve(&self, endpoint: Endpoint) -> bool {
         let Some(max) = self.opts.max_billed else {
             return true;
         };
         let c = &self.counters;
         let in_flight = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut used =
-            c.billed.load(Ordering::SeqCst) + c.unknown.load(Ordering::SeqCst) + in_flight;
-        if endpoint == Endpoint::Generate {
-            used += c.pending.load(Ordering::SeqCst).max(0) as u64;
-        }
-        if used <= max {
+        let pending = c.pending.load(Ordering::SeqCst).max(0) as u64;
+        let admitted = if self.shared {
+            self.reserve_shared(endpoint, pending)
+        } else {
+            let mut used =
+                c.billed.load(Ordering::SeqCst) + c.unknown.load(Ordering::SeqCst) + in_flight;
+            if endpoint == Endpoint::Generate {
+                used += pending;
+            }
+            used <= max
+        };
+        if admitted {
             return true;
         }
         c.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -240,10 +269,43 @@ impl Engine {
         false
     }
 
-    fn unreserve(&self) {
+    /// The shared budget's verdict on one more call (a generate keeps a get aside for every
+    /// pending VIN, as this worker or the last heartbeat counted them).
+    #[cfg(feature = "pg")]
+    fn reserve_shared(&self, endpoint: Endpoint, pending: u64) -> bool {
+        let Some(w) = self.worker() else {
+            return false;
+        };
+        let extra = match endpoint {
+            Endpoint::Generate => (pending as i64).max(w.pending()),
+            Endpoint::Get => 0,
+        };
+        w.reserve(extra).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot reach the shared budget; the call is not sent");
+            false
+        })
+    }
+
+    #[cfg(not(feature = "pg"))]
+    fn reserve_shared(&self, _: Endpoint, _: u64) -> bool {
+        false
+    }
+
+    /// Gives back a reservation. `charged`: the call was billed or may have been, so it stays
+    /// counted (the local count moves to `billed` or `unknown`; the shared one keeps it).
+    fn unreserve(&self, charged: bool) {
         if self.opts.max_billed.is_some() {
             self.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
+            #[cfg(feature = "pg")]
+            if self.shared
+                && !charged
+                && let Some(w) = self.worker()
+                && let Err(e) = w.unreserve()
+            {
+                tracing::warn!(error = %e, "cannot give back a reservation of the shared budget");
+            }
         }
+        let _ = charged;
     }
 
     /// Whether no further generate may be sent in this run.
@@ -262,7 +324,7 @@ impl Engine {
         if ex.outcome.is_unknown() {
             self.counters.unknown.fetch_add(1, Ordering::SeqCst);
         }
-        self.unreserve();
+        self.unreserve(ex.billed() || ex.outcome.is_unknown());
         if let Outcome::Stop { code, message } = &ex.outcome {
             tracing::error!(
                 code,
@@ -332,18 +394,80 @@ impl Engine {
             Endpoint::Generate => self.submit_halted(),
             Endpoint::Get => self.stop.is_set(),
         };
-        if halted || !self.reserve(endpoint) {
+        if halted || !self.lease_holds() || !self.reserve(endpoint) {
             return false;
         }
         tokio::select! {
             _ = self.limiter.acquire() => {},
             _ = self.stop.wait() => {},
         }
-        if self.stop.is_set() {
-            self.unreserve();
+        if self.stop.is_set() || !self.lease_holds() {
+            self.unreserve(false);
             return false;
         }
         true
+    }
+
+    /// Whether this worker's claims outlast a call sent now (always, outside PostgreSQL).
+    fn lease_holds(&self) -> bool {
+        #[cfg(feature = "pg")]
+        if let Some(w) = self.worker()
+            && !w.lease_holds()
+        {
+            if self.counters.lease_refused.fetch_add(1, Ordering::SeqCst) == 0 {
+                tracing::error!(
+                    "this worker cannot renew its claims in time (the database is out of reach, or it was taken for dead): it sends nothing more"
+                );
+            }
+            return false;
+        }
+        true
+    }
+
+    /// This worker's claim for the pages it takes, if it is one.
+    fn claim(&self) -> Option<checkpoint::Claim> {
+        #[cfg(feature = "pg")]
+        if let Some(w) = self.worker() {
+            return Some(checkpoint::Claim {
+                worker: w.id,
+                lease_ms: w.lease_ms(),
+            });
+        }
+        None
+    }
+
+    /// VINs taken per page: a worker sharing the checkpoint claims only what it can start soon,
+    /// so the others find work too.
+    fn page_size(&self) -> usize {
+        match self.claim() {
+            Some(_) => self.opts.concurrency.max(1),
+            None => PAGE,
+        }
+    }
+
+    /// Lets go of a VIN whose task has ended (workers only).
+    fn release(&self, vin_id: i64) {
+        #[cfg(feature = "pg")]
+        if let Some(w) = self.worker()
+            && let Err(e) = w.release(vin_id)
+        {
+            tracing::warn!(error = %e, "cannot release a claim; it lapses with the lease");
+        }
+        let _ = vin_id;
+    }
+
+    /// Ends this process's work on the checkpoint: every write durable, then (a worker) its
+    /// claims settled and its row removed.
+    pub(crate) async fn retire(&self) -> Result<(), CheckpointError> {
+        self.ckpt.flush().await?;
+        #[cfg(feature = "pg")]
+        if let Some(w) = self.worker() {
+            let w = w.clone();
+            tokio::task::spawn_blocking(move || w.retire())
+                .await
+                .map_err(|e| CheckpointError::Commit(e.to_string()))??;
+        }
+        Ok(())
     }
 
     /// Records a call that will be retried, then waits before the retry: the backoff, or the
@@ -637,6 +761,8 @@ async fn drain(
                 report.count(state);
                 progress.finished(from, state);
             }
+            // Another worker holds the VIN now: the answer is in the call log.
+            Some(Ok(Err(CheckpointError::Fenced(_)))) => {}
             Some(Ok(Err(e))) => return Err(e),
             Some(Err(e)) if e.is_cancelled() => {}
             Some(Err(e)) => std::panic::resume_unwind(e.into_panic()),
@@ -656,6 +782,7 @@ fn reap(
                 report.count(state);
                 progress.finished(from, state);
             }
+            Ok(Err(CheckpointError::Fenced(_))) => {}
             Ok(Err(e)) => return Err(e),
             Err(e) if e.is_cancelled() => {}
             Err(e) => std::panic::resume_unwind(e.into_panic()),
@@ -680,12 +807,16 @@ impl Task {
         }
     }
 
-    /// Runs the task; returns the VIN's state before it and after it.
+    /// Runs the task; returns the VIN's state before it and after it. A worker then lets go of
+    /// the VIN.
     async fn run(self, engine: Arc<Engine>) -> Result<(State, State), CheckpointError> {
-        match self {
+        let vin_id = self.vin_id();
+        let r = match self {
             Task::Submit(t) => engine.submit_one(t).await,
-            Task::Poll(t) => Ok((State::Pending, engine.poll_one(t).await?)),
-        }
+            Task::Poll(t) => engine.poll_one(t).await.map(|s| (State::Pending, s)),
+        };
+        engine.release(vin_id);
+        r
     }
 }
 
@@ -751,13 +882,14 @@ pub(crate) async fn submit(
 ) -> Result<PassReport, EngineError> {
     let reader = engine.ckpt.reader()?;
     let states = send_states(engine.opts.resubmit_uncertain);
+    let (claim, page) = (engine.claim(), engine.page_size());
     run_paged(
         &engine,
         progress,
         || engine.submit_halted(),
         |after| {
             Ok(
-                checkpoint::submit_page(&reader, states, rebuy, after, PAGE)?
+                checkpoint::submit_page(&reader, states, rebuy, after, page, claim)?
                     .into_iter()
                     .map(Task::Submit)
                     .collect(),
@@ -774,12 +906,13 @@ pub(crate) async fn poll_due(
 ) -> Result<PassReport, EngineError> {
     let reader = engine.ckpt.reader()?;
     let now = now_ms();
+    let (claim, page) = (engine.claim(), engine.page_size());
     run_paged(
         &engine,
         progress,
         || engine.stop.is_set(),
         |after| {
-            Ok(checkpoint::due_polls(&reader, now, after, PAGE)?
+            Ok(checkpoint::due_polls(&reader, now, after, page, claim)?
                 .into_iter()
                 .map(Task::Poll)
                 .collect())

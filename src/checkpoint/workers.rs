@@ -1,0 +1,508 @@
+//! Several vmr processes working one PostgreSQL checkpoint together.
+//!
+//! Each `submit`, `poll` or `run` on a PostgreSQL state is a *worker*, registered in `workers`:
+//!
+//! - It claims the VINs it calls for (`FOR UPDATE SKIP LOCKED`, so two workers never take the
+//!   same VIN) with a lease longer than a call can take (`--timeout` plus [`MARGIN`]), and
+//!   releases each VIN when its task ends.
+//! - A thread of its own renews its heartbeat and its claims every [`BEAT`]. No call leaves
+//!   unless the last renewal leaves the lease enough time to outlast the call.
+//! - A worker that dies stops renewing: its claims lapse. Whoever sees a lapsed claim first (any
+//!   worker's heartbeat, or the next vmr to open the checkpoint) turns a lapsed `submitting`
+//!   VIN into `uncertain` (the vendor may have billed its generate) and frees the rest.
+//! - Every write of a worker is fenced by its claim (`apply_update`): once the claim has lapsed,
+//!   a late answer is kept in the call log, body and all, and the VIN is not changed.
+//!
+//! The workers of one vendor account share one token bucket (the lowest `--rate` among them
+//! wins), and those started with the same `--run-id` one `--max-billed` budget.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::db::{Conn, blocking};
+use super::pg::PgLocation;
+use super::{CheckpointError, p};
+
+/// The database's clock, in ms since the epoch, as SQL: every lease is measured on it, so the
+/// workers' own clocks never matter.
+pub(crate) const DB_NOW: &str =
+    "CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT)";
+
+/// What a lease adds to `--timeout`: the time a worker has to renew its claims before one of
+/// them could lapse under a call in flight.
+pub(crate) const MARGIN: Duration = Duration::from_secs(10);
+
+/// How often a worker renews its heartbeat and claims, and sweeps lapsed claims.
+pub(crate) const BEAT: Duration = Duration::from_secs(2);
+
+/// Kept free between the end of the longest call and the end of the lease.
+const SLACK: Duration = Duration::from_secs(1);
+
+/// The message of a VIN whose worker's claim lapsed while its generate was in flight.
+pub(crate) const LAPSED: &str = "the worker that sent its generate stopped renewing its claim (it died or lost the database) while the call was in flight; the vendor may have billed it";
+
+/// What a worker is started with.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerSpec {
+    pub command: String,
+    /// The vendor account: the key of the shared token bucket.
+    pub account: String,
+    pub rate: u32,
+    pub burst: u32,
+    /// `--timeout`: the longest one call may take.
+    pub timeout: Duration,
+    /// `--run-id` and the budget it shares.
+    pub budget: Option<(String, u64)>,
+}
+
+/// What the heartbeat thread and the worker share.
+struct Beat {
+    /// When the last renewal that found the worker alive was sent.
+    renewed: Mutex<Instant>,
+    /// The worker's row is gone (another worker took it for dead): no more calls.
+    lost: AtomicBool,
+    quit: Mutex<bool>,
+    wake: Condvar,
+    /// VINs pending in the whole checkpoint, as of the last beat (for the shared budget).
+    pending: AtomicI64,
+}
+
+/// This process as a worker of a PostgreSQL checkpoint.
+pub struct Worker {
+    pub(crate) id: i64,
+    lease: Duration,
+    timeout: Duration,
+    spec: WorkerSpec,
+    /// Claims, tokens, budget and releases: short autocommit statements.
+    conn: Mutex<Conn>,
+    beat: Arc<Beat>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    retired: AtomicBool,
+}
+
+/// This machine's name, as `status` shows a worker's host.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// What makes a PID meaningful: this kernel's boot and this process's PID namespace. Two
+/// workers with the same key see the same processes.
+fn local_key() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    format!("{} {ns}", boot.trim())
+}
+
+/// Whether a process with this PID runs (or may: one we may not signal counts as running).
+fn running(pid: i64) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
+    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Ends the workers of this machine whose process is gone (killed, crashed): their claims lapse
+/// now instead of at the end of their lease, and [`sweep`] (or the recovery at open) settles
+/// them. Returns how many it found.
+pub(crate) fn reap_dead_here(c: &Conn) -> Result<usize, CheckpointError> {
+    let here: Vec<(i64, i64)> = c.query_map(
+        "SELECT id, pid FROM workers WHERE local_key = ?1",
+        p![local_key()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let me = i64::from(std::process::id());
+    let mut dead = 0;
+    for (id, pid) in here {
+        if pid != me && !running(pid) {
+            c.execute(
+                "UPDATE vins SET claim_until = 0 WHERE claimed_by = ?1",
+                p![id],
+            )?;
+            c.execute("DELETE FROM workers WHERE id = ?1", p![id])?;
+            tracing::info!(worker = id, pid, "a worker on this machine is gone; its claims are settled now");
+            dead += 1;
+        }
+    }
+    Ok(dead)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Worker {
+    /// Registers this process as a worker of the checkpoint at `loc` (which must exist: the
+    /// writer has opened it) and starts its heartbeat.
+    pub(crate) fn start(loc: &PgLocation, spec: WorkerSpec) -> Result<Arc<Worker>, CheckpointError> {
+        let lease = spec.timeout + MARGIN;
+        let lease_ms = lease.as_millis() as i64;
+        let conn = super::pg::open_reader(loc)?;
+        let id: i64 = conn.query_row(
+            &format!(
+                "INSERT INTO workers (host, local_key, pid, command, run_id, rate, lease_ms, started_at, heartbeat_at)
+                 VALUES (?1, ?7, ?2, ?3, ?4, ?5, ?6, {DB_NOW}, {DB_NOW}) RETURNING id"
+            ),
+            p![
+                host_name(),
+                i64::from(std::process::id()),
+                spec.command,
+                spec.budget.as_ref().map(|b| b.0.clone()),
+                i64::from(spec.rate),
+                lease_ms,
+                local_key()
+            ],
+            |r| r.get(0),
+        )?;
+        if spec.rate > 0 {
+            conn.execute(
+                &format!(
+                    "INSERT INTO rate_buckets (account, tokens_milli, updated_at, rate, burst, rate_seen_at)
+                     VALUES (?1, CAST(?3 AS BIGINT) * 1000, {DB_NOW}, ?2, ?3, {DB_NOW}) ON CONFLICT (account) DO NOTHING"
+                ),
+                p![spec.account, i64::from(spec.rate), i64::from(spec.burst.max(1))],
+            )?;
+        }
+        if let Some((run_id, max)) = &spec.budget {
+            // Workers of one run that disagree on the budget keep the smallest.
+            conn.execute(
+                &format!(
+                    "INSERT INTO budgets (run_id, max_billed, used, created_at) VALUES (?1, ?2, 0, {DB_NOW})
+                     ON CONFLICT (run_id) DO UPDATE SET max_billed = LEAST(budgets.max_billed, excluded.max_billed)"
+                ),
+                p![run_id, *max as i64],
+            )?;
+        }
+        let beat = Arc::new(Beat {
+            renewed: Mutex::new(Instant::now()),
+            lost: AtomicBool::new(false),
+            quit: Mutex::new(false),
+            wake: Condvar::new(),
+            pending: AtomicI64::new(0),
+        });
+        let beat_conn = super::pg::open_reader(loc)?;
+        if spec.budget.is_some() {
+            beat.pending.store(pending(&beat_conn)?, Ordering::SeqCst);
+        }
+        let thread = {
+            let beat = beat.clone();
+            let count_pending = spec.budget.is_some();
+            std::thread::Builder::new()
+                .name("worker-heartbeat".into())
+                .spawn(move || heartbeat(beat_conn, id, lease_ms, count_pending, &beat))
+                .expect("spawn the worker heartbeat thread")
+        };
+        tracing::info!(
+            worker = id,
+            lease_s = lease.as_secs(),
+            "working the PostgreSQL checkpoint as worker {id}"
+        );
+        Ok(Arc::new(Worker {
+            id,
+            lease,
+            timeout: spec.timeout,
+            spec,
+            conn: Mutex::new(conn),
+            beat,
+            thread: Mutex::new(Some(thread)),
+            retired: AtomicBool::new(false),
+        }))
+    }
+
+    pub(crate) fn lease_ms(&self) -> i64 {
+        self.lease.as_millis() as i64
+    }
+
+    /// Whether a call may leave now: the worker is alive and its claims, as last renewed,
+    /// outlast a call of `--timeout`.
+    pub(crate) fn lease_holds(&self) -> bool {
+        !self.beat.lost.load(Ordering::SeqCst)
+            && lock(&self.beat.renewed).elapsed() + self.timeout + SLACK < self.lease
+    }
+
+    /// Runs `f` on the worker's own connection.
+    pub(crate) fn with_conn<R>(
+        &self,
+        f: impl FnOnce(&Conn) -> Result<R, CheckpointError>,
+    ) -> Result<R, CheckpointError> {
+        let conn = lock(&self.conn);
+        blocking(|| f(&conn))
+    }
+
+    /// Lets go of a VIN whose task has ended (a `submitting` one stays claimed: only a lapse
+    /// or this worker's retirement settles it).
+    pub(crate) fn release(&self, vin_id: i64) -> Result<(), CheckpointError> {
+        self.with_conn(|c| {
+            c.execute(
+                "UPDATE vins SET claimed_by = NULL, claim_until = NULL
+                 WHERE id = ?1 AND claimed_by = ?2 AND state <> 'submitting'",
+                p![vin_id, self.id],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Takes one token from the account's bucket: `None` when granted, else how long to wait
+    /// before asking again. The bucket holds up to `burst` tokens and gains `rate` a second (the
+    /// lowest rate among the workers taking tokens, unless that worker has not taken one for a
+    /// while), so in any second at most rate + burst calls leave, whatever the workers.
+    pub(crate) fn take_token(&self) -> Result<Option<Duration>, CheckpointError> {
+        let stale_ms = 3 * self.lease_ms();
+        let (have, rate, now): (i64, i64, i64) = self.with_conn(|c| {
+            c.query_row(
+                &format!(
+                    "WITH b AS (
+                        SELECT account, tokens_milli, updated_at, {DB_NOW} AS now,
+                            (?2 <= rate OR rate_seen_at < {DB_NOW} - ?4) AS mine, rate, burst
+                        FROM rate_buckets WHERE account = ?1 FOR UPDATE),
+                     f AS (
+                        SELECT account, now, mine,
+                            CASE WHEN mine THEN CAST(?2 AS BIGINT) ELSE rate END AS r,
+                            CASE WHEN mine THEN CAST(?3 AS BIGINT) ELSE burst END AS bu,
+                            tokens_milli, updated_at FROM b),
+                     g AS (
+                        SELECT account, now, mine, r, bu,
+                            LEAST(bu * 1000, tokens_milli + GREATEST(now - updated_at, 0) * r) AS have
+                        FROM f)
+                     UPDATE rate_buckets t SET
+                        tokens_milli = CASE WHEN g.have >= 1000 THEN g.have - 1000 ELSE g.have END,
+                        updated_at = g.now, rate = g.r, burst = g.bu,
+                        rate_seen_at = CASE WHEN g.mine THEN g.now ELSE t.rate_seen_at END
+                     FROM g WHERE t.account = g.account
+                     RETURNING g.have, g.r, g.now"
+                ),
+                p![
+                    self.spec.account,
+                    i64::from(self.spec.rate),
+                    i64::from(self.spec.burst.max(1)),
+                    stale_ms
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+        })?;
+        if have >= 1000 {
+            // Where the shared rate is measured: one line per token, on the database's clock.
+            tracing::trace!(target: "vmr::rate", granted_at_ms = now, worker = self.id, "rate token granted");
+            return Ok(None);
+        }
+        let wait_ms = ((1000 - have) as u64).div_ceil(rate.max(1) as u64);
+        Ok(Some(Duration::from_millis(wait_ms.max(1))))
+    }
+
+    /// Whether the shared budget admits one more call that may be billed, keeping `extra`
+    /// calls aside (a get for every pending report, for a generate).
+    pub(crate) fn reserve(&self, extra: i64) -> Result<bool, CheckpointError> {
+        let Some((run_id, _)) = &self.spec.budget else {
+            return Ok(true);
+        };
+        let n = self.with_conn(|c| {
+            c.execute(
+                "UPDATE budgets SET used = used + 1 WHERE run_id = ?1 AND used + 1 + ?2 <= max_billed",
+                p![run_id, extra],
+            )
+        })?;
+        Ok(n == 1)
+    }
+
+    /// Gives back a reservation whose call was not billed (and may not have been).
+    pub(crate) fn unreserve(&self) -> Result<(), CheckpointError> {
+        if let Some((run_id, _)) = &self.spec.budget {
+            self.with_conn(|c| {
+                c.execute(
+                    "UPDATE budgets SET used = used - 1 WHERE run_id = ?1",
+                    p![run_id],
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Whether this worker shares a budget (`--run-id`).
+    pub(crate) fn shares_budget(&self) -> bool {
+        self.spec.budget.is_some()
+    }
+
+    /// VINs pending in the whole checkpoint, as of the last heartbeat.
+    pub(crate) fn pending(&self) -> i64 {
+        self.beat.pending.load(Ordering::SeqCst)
+    }
+
+    /// Ends the worker: stops its heartbeat, turns the VINs it still holds in `submitting`
+    /// (calls abandoned in flight) into `uncertain`, frees its other claims and removes its row.
+    /// Call it once nothing more is written for the worker.
+    pub(crate) fn retire(&self) -> Result<(), CheckpointError> {
+        if self.retired.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        *lock(&self.beat.quit) = true;
+        self.beat.wake.notify_all();
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = blocking(|| t.join());
+        }
+        let uncertain: Vec<String> = self.with_conn(|c| {
+            let vins = c.query_map(
+                "UPDATE vins SET state = 'uncertain', message = ?2, claimed_by = NULL, claim_until = NULL
+                 WHERE claimed_by = ?1 AND state = 'submitting' RETURNING vin",
+                p![self.id, "the process stopped while generate was in flight; the vendor may have billed it"],
+                |r| r.get(0),
+            )?;
+            c.execute(
+                "UPDATE vins SET claimed_by = NULL, claim_until = NULL WHERE claimed_by = ?1",
+                p![self.id],
+            )?;
+            c.execute("DELETE FROM workers WHERE id = ?1", p![self.id])?;
+            Ok(vins)
+        })?;
+        if !uncertain.is_empty() {
+            tracing::warn!(
+                count = uncertain.len(),
+                "generates abandoned in flight: those VINs are now uncertain (the vendor may have billed them)"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Err(e) = self.retire() {
+            tracing::warn!(error = %e, "the worker could not let go of its claims; they lapse with its lease");
+        }
+    }
+}
+
+/// VINs pending in the checkpoint.
+fn pending(c: &Conn) -> Result<i64, CheckpointError> {
+    c.query_row(
+        "SELECT count(*) FROM vins WHERE state = 'pending'",
+        p![],
+        |r| r.get(0),
+    )
+}
+
+/// The heartbeat thread: renews the worker's row and claims every [`BEAT`], sweeps lapsed
+/// claims, and forgets workers long dead, until told to quit.
+fn heartbeat(conn: Conn, id: i64, lease_ms: i64, count_pending: bool, beat: &Beat) {
+    let mut quit = lock(&beat.quit);
+    loop {
+        quit = beat
+            .wake
+            .wait_timeout(quit, BEAT)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+        if *quit {
+            return;
+        }
+        drop(quit);
+        let sent = Instant::now();
+        match renew(&conn, id, lease_ms) {
+            Ok(true) => *lock(&beat.renewed) = sent,
+            Ok(false) => {
+                tracing::error!(
+                    worker = id,
+                    "this worker was taken for dead (no heartbeat within its lease); it sends nothing more"
+                );
+                beat.lost.store(true, Ordering::SeqCst);
+            }
+            Err(e) => tracing::warn!(worker = id, error = %e, "cannot renew the worker's claims"),
+        }
+        if let Err(e) = reap_dead_here(&conn).and_then(|_| sweep(&conn)) {
+            tracing::warn!(error = %e, "cannot sweep lapsed claims");
+        }
+        if count_pending && let Ok(n) = pending(&conn) {
+            beat.pending.store(n, Ordering::SeqCst);
+        }
+        quit = lock(&beat.quit);
+    }
+}
+
+/// Renews the worker's heartbeat and its claims that have not lapsed; `false` when its row is
+/// gone.
+fn renew(c: &Conn, id: i64, lease_ms: i64) -> Result<bool, CheckpointError> {
+    let alive = c.execute(
+        &format!("UPDATE workers SET heartbeat_at = {DB_NOW} WHERE id = ?1"),
+        p![id],
+    )? == 1;
+    if alive {
+        // Rows the worker's own writer holds are skipped: its write renews them.
+        c.execute(
+            &format!(
+                "UPDATE vins SET claim_until = {DB_NOW} + ?2 WHERE id IN (
+                    SELECT id FROM vins WHERE claimed_by = ?1 AND claim_until >= {DB_NOW}
+                    FOR UPDATE SKIP LOCKED)"
+            ),
+            p![id, lease_ms],
+        )?;
+    }
+    c.execute(
+        &format!("DELETE FROM workers WHERE heartbeat_at < {DB_NOW} - 3 * lease_ms"),
+        p![],
+    )?;
+    Ok(alive)
+}
+
+/// Settles the claims that have lapsed: a `submitting` VIN becomes `uncertain`, any other is
+/// freed. Returns the VINs made uncertain. Never waits for a row another transaction holds.
+pub(crate) fn sweep(c: &Conn) -> Result<Vec<String>, CheckpointError> {
+    let uncertain: Vec<String> = c.query_map(
+        &format!(
+            "UPDATE vins SET state = 'uncertain', message = ?1, claimed_by = NULL, claim_until = NULL
+             WHERE id IN (SELECT id FROM vins WHERE claimed_by IS NOT NULL AND claim_until < {DB_NOW}
+                AND state = 'submitting' FOR UPDATE SKIP LOCKED)
+             RETURNING vin"
+        ),
+        p![LAPSED],
+        |r| r.get(0),
+    )?;
+    c.execute(
+        &format!(
+            "UPDATE vins SET claimed_by = NULL, claim_until = NULL
+             WHERE id IN (SELECT id FROM vins WHERE claimed_by IS NOT NULL AND claim_until < {DB_NOW}
+                AND state <> 'submitting' FOR UPDATE SKIP LOCKED)"
+        ),
+        p![],
+    )?;
+    if !uncertain.is_empty() {
+        tracing::warn!(
+            count = uncertain.len(),
+            "a worker's claims lapsed while its generates were in flight: those VINs are now uncertain (the vendor may have billed them)"
+        );
+    }
+    Ok(uncertain)
+}
+
+/// The live workers of the checkpoint (heartbeat within their lease), oldest first.
+pub(crate) fn live(c: &Conn) -> Result<Vec<crate::status::WorkerRow>, CheckpointError> {
+    c.query_map(
+        &format!(
+            "SELECT w.id, w.host, w.pid, w.command, w.run_id, w.rate, w.started_at,
+                {DB_NOW} - w.heartbeat_at,
+                (SELECT count(*) FROM vins v WHERE v.claimed_by = w.id AND v.claim_until IS NOT NULL)
+             FROM workers w WHERE w.heartbeat_at >= {DB_NOW} - w.lease_ms ORDER BY w.id"
+        ),
+        p![],
+        |r| {
+            Ok(crate::status::WorkerRow {
+                id: r.get(0)?,
+                host: r.get(1)?,
+                pid: r.get(2)?,
+                command: r.get(3)?,
+                run_id: r.get(4)?,
+                rate: r.get(5)?,
+                started_at_ms: r.get(6)?,
+                heartbeat_age_ms: r.get(7)?,
+                claimed: r.get(8)?,
+            })
+        },
+    )
+}
