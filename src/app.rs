@@ -195,7 +195,7 @@ pub(crate) fn check_account(ckpt: &Checkpoint, settings: &Settings) -> Result<()
         .into()),
         None => {
             ckpt.bind_account(&want)?;
-            tracing::info!(account = want.as_str(), "state directory bound to its vendor account");
+            tracing::info!(account = want.as_str(), "checkpoint bound to its vendor account");
             Ok(())
         }
     }

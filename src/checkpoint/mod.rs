@@ -929,25 +929,23 @@ enum Applied {
 /// lapsed or another worker holds the VIN.
 #[cfg(feature = "pg")]
 fn claim_holds(conn: &Conn, vin_id: i64, fence: Fence) -> Result<bool, CheckpointError> {
+    // The row first, then the clock: an expression evaluated in the statement that waits for
+    // the lock would read the clock from before the wait.
+    conn.query_opt(
+        "SELECT id FROM vins WHERE id = ?1 FOR UPDATE",
+        p![vin_id],
+        |r| r.get::<i64>(0),
+    )?
+    .ok_or(CheckpointError::UnknownVin(vin_id))?;
     let now = workers::DB_NOW;
-    let holds = conn
-        .query_opt(
-            &format!(
-                "SELECT CASE WHEN claimed_by = ?2 AND claim_until >= {now} THEN 1 ELSE 0 END
-                 FROM vins WHERE id = ?1 FOR UPDATE"
-            ),
-            p![vin_id, fence.worker],
-            |r| r.get::<i64>(0),
-        )?
-        .ok_or(CheckpointError::UnknownVin(vin_id))?
-        == 1;
-    if holds {
-        conn.execute(
-            &format!("UPDATE vins SET claim_until = {now} + ?2 WHERE id = ?1"),
-            p![vin_id, fence.lease_ms],
-        )?;
-    }
-    Ok(holds)
+    let renewed = conn.execute(
+        &format!(
+            "UPDATE vins SET claim_until = {now} + ?3
+             WHERE id = ?1 AND claimed_by = ?2 AND claim_until >= {now}"
+        ),
+        p![vin_id, fence.worker, fence.lease_ms],
+    )?;
+    Ok(renewed == 1)
 }
 
 #[cfg(not(feature = "pg"))]

@@ -351,14 +351,15 @@ impl PgLocation {
     pub(crate) fn migrate(&self, tx: &mut postgres::Transaction<'_>) -> Result<(), PgError> {
         let s = self.quoted();
         let err = |e| self.db_error(e);
-        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
-            .map_err(err)?;
-        // One migrator at a time per schema: a second vmr waits, then sees the new version.
+        // One migrator at a time per schema (several workers start at once): a second vmr
+        // waits, then sees the schema and its version.
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext($1))",
             &[&format!("vmr-migrate {}", self.schema)],
         )
         .map_err(err)?;
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
+            .map_err(err)?;
         let found = match self.version(tx)? {
             Some(v) => v,
             None => {

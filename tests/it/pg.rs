@@ -1,6 +1,7 @@
 //! The checkpoint in PostgreSQL, against a real server (pgserver.rs): `vmr state copy` there and
 //! back loses no row and no body byte; an occupied target, a password on the command line, a
-//! wrong password and a newer schema are refused without showing the password.
+//! wrong password and a newer schema are refused without showing the password; several workers
+//! share one schema, its rate and budget, and a lapsed claim fences a worker's writes.
 
 use crate::common::*;
 use crate::pgserver::{self, PASSWORD};
@@ -265,61 +266,130 @@ fn vmr_pg(dir: &Path, sb: &vmr::sandbox::Sandbox, url: &str) -> std::process::Co
     c
 }
 
+/// Waits until `done()` or `secs` pass, failing with `what`.
+fn wait_for(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The instants (ms, the database's clock) at which the workers whose JSON logs are `logs`
+/// were granted a token of the shared rate, per worker.
+fn grants(logs: &[std::path::PathBuf]) -> Vec<Vec<i64>> {
+    logs.iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .expect("worker log")
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter_map(|v| v["granted_at_ms"].as_i64())
+                .collect()
+        })
+        .collect()
+}
+
+/// The most of `instants` (sorted) within any one second.
+fn busiest_second(instants: &[i64]) -> usize {
+    (0..instants.len())
+        .map(|i| instants[i..].partition_point(|&t| t < instants[i] + 1000))
+        .max()
+        .unwrap_or(0)
+}
+
 #[test]
-fn one_vmr_writes_a_postgres_state_at_a_time_and_a_killed_one_leaves_it_to_the_next() {
+fn three_workers_share_a_schema_its_rate_and_budget_and_a_killed_one_buys_nothing_twice() {
     let Some(pg) = pgserver::server() else { return };
     let (_t, dir) = tempdir();
     let sb = sandbox(SandboxConfig {
-        latency: std::time::Duration::from_millis(30),
+        latency: std::time::Duration::from_millis(20),
         ..SandboxConfig::default()
     });
-    let fleet = vins(400, 63);
+    let fleet = vins(500, 63);
     write_csv(&dir.join("fleet.csv"), &fleet);
-    let url = format!("{}?schema=team_b", pg.new_database("lock"));
-    let mut first = vmr_pg(&dir, &sb, &url)
-        .args(["run", "--input", "fleet.csv", "--concurrency", "4"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("vmr starts");
-    // Once the first holds the schema (it has sent calls), a second exits 75 at once.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while sb.ledger().calls_total == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first vmr never called"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let second = vmr_pg(&dir, &sb, &url)
-        .args(["run", "--input", "fleet.csv"])
-        .output()
-        .expect("vmr runs");
-    let err = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(second.status.code(), Some(75), "{err}");
-    assert!(err.contains("in use by another vmr"), "{err}");
-    assert!(err.contains("schema team_b"), "{err}");
-    // status reads alongside, names the location without a password, sees the writer.
+    let url = format!("{}?schema=team_b", pg.new_database("workers"));
+    let (rate, burst, budget, concurrency) = (60, 5, 600, 6);
+    let logs: Vec<_> = (0..3).map(|i| dir.join(format!("worker{i}.log"))).collect();
+    // Three workers on one schema, each ingesting the same file, as N pods of a Job would.
+    let mut workers: Vec<std::process::Child> = (0..3)
+        .map(|i| {
+            vmr_pg(&dir, &sb, &url)
+                .env("RUST_LOG", "info,vmr::rate=trace")
+                .args(["--log-format", "json", "--run-id", "audit-2026-12"])
+                .args(["--rate", &rate.to_string(), "--burst", &burst.to_string()])
+                .args(["--max-billed", &budget.to_string()])
+                .args(["--concurrency", &concurrency.to_string()])
+                .args(["--out", &format!("out{i}"), "run", "--input", "fleet.csv"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&logs[i]).expect("log file"))
+                .spawn()
+                .expect("vmr starts")
+        })
+        .collect();
+    wait_for(60, "200 calls", || sb.ledger().calls_total >= 200);
+
+    // status reads alongside: three live workers, the URL shown without a password.
     let status = vmr_pg(&dir, &sb, &url)
         .args(["status", "--json"])
         .output()
         .expect("status runs");
     assert_eq!(status.status.code(), Some(0));
     let st: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
+    let listed = st["workers"].as_array().expect("workers listed").clone();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    for w in &listed {
+        assert_eq!(w["command"], "run");
+        assert_eq!(w["run_id"], "audit-2026-12");
+        assert!(w["pid"].as_i64().is_some_and(|p| p > 0), "{w}");
+        assert!(w["heartbeat_age_ms"].as_i64().is_some_and(|a| a < 10_000), "{w}");
+    }
     let shown = st["checkpoint"].as_str().expect("checkpoint").to_owned();
     assert!(shown.starts_with("postgres://vmr@127.0.0.1:"), "{shown}");
     assert!(!String::from_utf8_lossy(&status.stdout).contains(PASSWORD));
 
-    // Killed mid-run: the lock goes with its connection; the next run turns what was in flight
-    // into uncertain and finishes the rest, buying nothing twice but those.
-    first.kill().expect("SIGKILL");
-    first.wait().expect("reaped");
+    // One worker is killed mid-run; the other two carry on until the shared budget is spent.
+    workers[1].kill().expect("SIGKILL");
+    workers[1].wait().expect("reaped");
+    for i in [0, 2] {
+        let code = workers[i].wait().expect("worker ends").code();
+        let log = std::fs::read_to_string(&logs[i]).unwrap_or_default();
+        assert!(matches!(code, Some(0 | 75)), "worker {i}: {code:?}\n{log}");
+    }
+    let first = sb.ledger();
+    assert!(
+        first.billed_total <= budget,
+        "{} calls billed under a shared --max-billed {budget}",
+        first.billed_total
+    );
+
+    // The rate, measured where tokens are granted: at most rate + burst in any second across
+    // the three, and every worker got tokens.
+    let per_worker = grants(&logs);
+    for (i, g) in per_worker.iter().enumerate() {
+        assert!(!g.is_empty(), "worker {i} was granted no token");
+    }
+    let mut all: Vec<i64> = per_worker.concat();
+    all.sort_unstable();
+    let busiest = busiest_second(&all);
+    assert!(
+        busiest <= (rate + burst) as usize,
+        "{busiest} tokens granted within one second at --rate {rate} --burst {burst}"
+    );
+    assert!(all.len() as u64 >= first.calls_total.saturating_sub(3 * concurrency));
+
+    // A final run finishes the rest. Nothing was bought twice but what is listed uncertain,
+    // at most what the killed worker had in flight.
     let out = vmr_pg(&dir, &sb, &url)
         .args(["run", "--input", "fleet.csv"])
         .output()
         .expect("vmr runs");
     let code = out.status.code();
-    assert!(matches!(code, Some(0 | 75)), "{code:?}");
+    assert!(
+        matches!(code, Some(0 | 75)),
+        "{code:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let uncertain = in_flight_pg(pg, &url);
     let ledger = sb.ledger();
     for (vin, bought) in &ledger.per_vin {
@@ -331,26 +401,119 @@ fn one_vmr_writes_a_postgres_state_at_a_time_and_a_killed_one_leaves_it_to_the_n
         }
     }
     assert!(
-        uncertain.len() <= 4,
-        "at most --concurrency 4 in flight: {uncertain:?}"
+        uncertain.len() as u64 <= concurrency,
+        "at most the killed worker's --concurrency {concurrency} in flight: {uncertain:?}"
     );
-    // Every report paid for is kept.
+    // Every VIN is settled, and every report paid for is kept.
     let mut c = pg.client_for(&url);
-    let reports: i64 = c
-        .query_one("SELECT count(*) FROM team_b.reports", &[])
-        .expect("count")
-        .get(0);
-    let billed: i64 = c
+    let open: i64 = c
         .query_one(
-            "SELECT count(*) FROM team_b.vins WHERE state IN ('done', 'pending')",
+            "SELECT count(*) FROM team_b.vins WHERE state IN ('queued', 'submitting', 'pending')",
             &[],
         )
         .expect("count")
         .get(0);
+    assert_eq!(open, 0);
+    let (done, reports): (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM team_b.vins WHERE state = 'done'),
+                        (SELECT count(DISTINCT vin_id) FROM team_b.reports)",
+                &[],
+            )
+            .expect("count");
+        (r.get(0), r.get(1))
+    };
+    assert!(done > 400 && reports == done, "{done} done, {reports} with a report");
+    let billed_logged: i64 = c
+        .query_one("SELECT count(*) FROM team_b.calls WHERE billed = 1", &[])
+        .expect("count")
+        .get(0);
+    // What the vendor billed and vmr never heard of is what the killed worker had in flight.
     assert!(
-        reports > 0 && reports <= billed,
-        "{reports} reports, {billed} done or pending"
+        ledger.billed_total - billed_logged as u64 <= concurrency,
+        "{} billed, {billed_logged} in the call log",
+        ledger.billed_total
     );
+    // No worker is left registered, and no VIN claimed.
+    let (live, claimed): (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM team_b.workers),
+                        (SELECT count(*) FROM team_b.vins WHERE claimed_by IS NOT NULL)",
+                &[],
+            )
+            .expect("count");
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((live, claimed), (0, 0));
+}
+
+#[test]
+fn a_worker_whose_claim_lapsed_keeps_its_late_answer_in_the_call_log_and_leaves_the_vin() {
+    let Some(pg) = pgserver::server() else { return };
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig {
+        latency: std::time::Duration::from_millis(400),
+        ..SandboxConfig::default()
+    });
+    write_csv(&dir.join("fleet.csv"), &vins(12, 64));
+    let url = format!("{}?schema=fence", pg.new_database("fence"));
+    // --timeout 2s (vmr_std): a lease of 12 s.
+    let mut worker = vmr_pg(&dir, &sb, &url)
+        .args(["--concurrency", "4", "submit", "--input", "fleet.csv"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("vmr starts");
+    wait_for(30, "a generate in flight", || sb.ledger().calls_total >= 1);
+    // Hold the VINs whose generate is in flight: the worker's writes for them wait, its
+    // heartbeat cannot renew their claims, and the claims lapse while the answers are in hand.
+    let mut c = pg.client_for(&url);
+    let mut tx = c.transaction().expect("begin");
+    let held: Vec<String> = tx
+        .query(
+            "SELECT vin FROM fence.vins WHERE state = 'submitting' FOR UPDATE",
+            &[],
+        )
+        .expect("lock")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!held.is_empty(), "generates in flight");
+    std::thread::sleep(std::time::Duration::from_secs(13));
+    tx.commit().expect("commit");
+    let code = worker.wait().expect("worker ends").code();
+    assert!(matches!(code, Some(0 | 75)), "{code:?}");
+
+    let ledger = sb.ledger();
+    for vin in &held {
+        // Billed by the vendor, its answer kept in the call log (body and all), and the VIN
+        // left to a person: uncertain, never done or pending on a lapsed claim.
+        assert_eq!(ledger.per_vin[vin].generate, 1, "{vin}");
+        let r = c
+            .query_one(
+                "SELECT v.state, (SELECT count(*) FROM fence.calls k WHERE k.vin_id = v.id
+                        AND k.endpoint = 'generate' AND k.billed = 1 AND k.body IS NOT NULL),
+                    (SELECT count(*) FROM fence.reports r WHERE r.vin_id = v.id)
+                 FROM fence.vins v WHERE v.vin = $1",
+                &[vin],
+            )
+            .expect("row");
+        let (state, kept, reports): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
+        assert_eq!(state, "uncertain", "{vin}");
+        assert_eq!((kept, reports), (1, 0), "{vin}: the late answer is in the call log");
+    }
+    // The other VINs were bought normally, once each.
+    let others: i64 = c
+        .query_one(
+            "SELECT count(*) FROM fence.vins WHERE state IN ('done', 'pending')",
+            &[],
+        )
+        .expect("count")
+        .get(0);
+    assert_eq!(others as usize, 12 - held.len());
+    assert!(ledger.per_vin.values().all(|v| v.generate <= 1));
 }
 
 /// VINs the PostgreSQL checkpoint lists uncertain (or still submitting).
