@@ -173,8 +173,8 @@ pub(crate) fn read(
     #[cfg(feature = "pg")]
     if matches!(conn, Conn::Pg(_)) {
         uncertain_where = format!(
-            "(state = 'uncertain' OR (state = 'submitting' AND (claimed_by IS NULL OR claim_until IS NULL OR claim_until < {})))",
-            checkpoint::workers::DB_NOW
+            "(state = 'uncertain' OR (state = 'submitting' AND {}))",
+            checkpoint::workers::unheld_sql(conn)?
         );
         workers = Some(checkpoint::workers::live(conn)?);
     }

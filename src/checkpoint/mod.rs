@@ -602,6 +602,16 @@ impl Checkpoint {
 
     /// Applies one update durably (group-committed).
     pub async fn apply(&self, update: Update) -> Result<(), CheckpointError> {
+        self.apply_fenced(update, true).await
+    }
+
+    /// Applies an update to a VIN this worker does not hold (failing a VIN parked earlier):
+    /// `Fenced` when another worker holds it now, which then decides it.
+    pub(crate) async fn apply_unheld(&self, update: Update) -> Result<(), CheckpointError> {
+        self.apply_fenced(update, false).await
+    }
+
+    async fn apply_fenced(&self, update: Update, own: bool) -> Result<(), CheckpointError> {
         #[cfg(feature = "pg")]
         let update = if matches!(self.place, Place::Pg(_)) {
             update.without_nul()
@@ -612,9 +622,13 @@ impl Checkpoint {
         let fence = self.worker.as_ref().map(|w| Fence {
             worker: w.id,
             lease_ms: w.lease_ms(),
+            own,
         });
         #[cfg(not(feature = "pg"))]
-        let fence = None;
+        let fence = {
+            let _ = own;
+            None
+        };
         match self
             .writer
             .write(move |conn| apply_update(conn, update, fence))
@@ -916,6 +930,9 @@ impl Update {
 struct Fence {
     worker: i64,
     lease_ms: i64,
+    /// The worker holds the VIN (its own task's): the claim must hold. Else no other live
+    /// claim may hold it.
+    own: bool,
 }
 
 /// Whether an update changed its VIN.
@@ -938,6 +955,17 @@ fn claim_holds(conn: &Conn, vin_id: i64, fence: Fence) -> Result<bool, Checkpoin
     )?
     .ok_or(CheckpointError::UnknownVin(vin_id))?;
     let now = workers::DB_NOW;
+    if !fence.own {
+        let free: i64 = conn.query_row(
+            &format!(
+                "SELECT count(*) FROM vins WHERE id = ?1
+                   AND (claimed_by IS NULL OR claimed_by = ?2 OR claim_until < {now})"
+            ),
+            p![vin_id, fence.worker],
+            |r| r.get(0),
+        )?;
+        return Ok(free == 1);
+    }
     let renewed = conn.execute(
         &format!(
             "UPDATE vins SET claim_until = {now} + ?3
@@ -967,11 +995,11 @@ fn apply_update(conn: &Conn, mut u: Update, fence: Option<Fence>) -> Result<Appl
                 call.body = u.report.take().map(|r| r.body);
             }
             log_call(conn, u.vin_id, &call)?;
+            tracing::warn!(
+                vin = vin.as_str(),
+                "this worker's claim on the VIN lapsed; its answer is kept in the call log and the VIN left as it is"
+            );
         }
-        tracing::warn!(
-            vin = vin.as_str(),
-            "this worker's claim on the VIN lapsed; its answer is kept in the call log and the VIN left as it is"
-        );
         return Ok(Applied::Fenced(vin));
     }
     apply_owned(conn, &u)?;

@@ -112,29 +112,35 @@ fn running(pid: i64) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
-/// Ends the workers of this machine whose process is gone (killed, crashed): their claims lapse
-/// now instead of at the end of their lease, and [`sweep`] (or the recovery at open) settles
-/// them. Returns how many it found.
-pub(crate) fn reap_dead_here(c: &Conn) -> Result<usize, CheckpointError> {
+/// The workers registered from this machine whose process is gone (killed, crashed).
+pub(crate) fn dead_here(c: &Conn) -> Result<Vec<i64>, CheckpointError> {
     let here: Vec<(i64, i64)> = c.query_map(
         "SELECT id, pid FROM workers WHERE local_key = ?1",
         p![local_key()],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let me = i64::from(std::process::id());
-    let mut dead = 0;
-    for (id, pid) in here {
-        if pid != me && !running(pid) {
-            c.execute(
-                "UPDATE vins SET claim_until = 0 WHERE claimed_by = ?1",
-                p![id],
-            )?;
-            c.execute("DELETE FROM workers WHERE id = ?1", p![id])?;
-            tracing::info!(worker = id, pid, "a worker on this machine is gone; its claims are settled now");
-            dead += 1;
-        }
+    Ok(here
+        .into_iter()
+        .filter(|&(_, pid)| pid != me && !running(pid))
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// Ends the workers of this machine whose process is gone (killed, crashed): their claims lapse
+/// now instead of at the end of their lease, and [`sweep`] (or the recovery at open) settles
+/// them. Returns how many it found.
+pub(crate) fn reap_dead_here(c: &Conn) -> Result<usize, CheckpointError> {
+    let dead = dead_here(c)?;
+    for &id in &dead {
+        c.execute(
+            "UPDATE vins SET claim_until = 0 WHERE claimed_by = ?1",
+            p![id],
+        )?;
+        c.execute("DELETE FROM workers WHERE id = ?1", p![id])?;
+        tracing::info!(worker = id, "a worker on this machine is gone; its claims are settled now");
     }
-    Ok(dead)
+    Ok(dead.len())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -483,7 +489,8 @@ pub(crate) fn sweep(c: &Conn) -> Result<Vec<String>, CheckpointError> {
 
 /// The live workers of the checkpoint (heartbeat within their lease), oldest first.
 pub(crate) fn live(c: &Conn) -> Result<Vec<crate::status::WorkerRow>, CheckpointError> {
-    c.query_map(
+    let dead = dead_here(c)?;
+    let mut rows = c.query_map(
         &format!(
             "SELECT w.id, w.host, w.pid, w.command, w.run_id, w.rate, w.started_at,
                 {DB_NOW} - w.heartbeat_at,
@@ -504,5 +511,20 @@ pub(crate) fn live(c: &Conn) -> Result<Vec<crate::status::WorkerRow>, Checkpoint
                 claimed: r.get(8)?,
             })
         },
-    )
+    )?;
+    rows.retain(|w| !dead.contains(&w.id));
+    Ok(rows)
+}
+
+/// SQL true for a `vins` row whose claim no live worker holds (none, lapsed, or its worker's
+/// process on this machine gone): a `submitting` VIN so is uncertain.
+pub(crate) fn unheld_sql(c: &Conn) -> Result<String, CheckpointError> {
+    let dead = dead_here(c)?;
+    let mut cond = format!("(claimed_by IS NULL OR claim_until IS NULL OR claim_until < {DB_NOW}");
+    if !dead.is_empty() {
+        let ids: Vec<String> = dead.iter().map(i64::to_string).collect();
+        cond.push_str(&format!(" OR claimed_by IN ({})", ids.join(", ")));
+    }
+    cond.push(')');
+    Ok(cond)
 }

@@ -375,13 +375,19 @@ impl Engine {
     /// fails the VINs whose lone 400 it has just shown to be their own.
     async fn land(&self, ex: &Exchange, vin: &str) -> Result<(), CheckpointError> {
         for vin_id in self.settle(ex, vin) {
-            self.ckpt
-                .apply(Update {
+            // A parked VIN is held by no task of this worker; another worker may hold it now.
+            match self
+                .ckpt
+                .apply_unheld(Update {
                     vin_id,
                     to: Some(State::Failed),
                     ..Update::default()
                 })
-                .await?;
+                .await
+            {
+                Ok(()) | Err(CheckpointError::Fenced(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
