@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The checkpoint in PostgreSQL against the same in SQLite, on this machine (issue 14):
 #   - ingest of ROWS rows (default 1,000,000) into a fresh checkpoint;
-#   - the engine at --rate 0 against the sandbox on loopback (VINS VINs, default 20,000), calls/s;
+#   - the engine at --rate 0 against the sandbox on loopback (VINS VINs, default 20,000), calls/s:
+#     one SQLite worker, one PostgreSQL worker, and three PostgreSQL workers on one schema;
 #   - export to Parquet of N sandbox reports (default 100,000): from SQLite, and from PostgreSQL
 #     (which reads a private snapshot first: `vmr state copy` time is part of it);
 #   - `vmr state copy` of that checkpoint into PostgreSQL.
@@ -61,6 +62,22 @@ for where in sqlite pg; do
   end=$(date +%s.%N)
   calls=$("$vmr" --state "$state" status --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(c["calls"] for c in d["calls"].values()))')
   awk -v w=$where -v c="$calls" -v a="$start" -v b="$end" 'BEGIN { printf "submit, %-10s %8d calls in %6.2f s = %8.1f calls/s\n", w, c, b - a, c / (b - a) }'
+done
+echo "== three workers on one PostgreSQL schema, --rate 0 --concurrency 64 each, $VINS VINs"
+state="$PG?schema=engine3"
+"$vmr" --state "$state" ingest --input fleet.csv >/dev/null 2>&1
+start=$(date +%s.%N)
+for i in 1 2 3; do
+  "$vmr" --state "$state" --out "out-w$i" --base-url "http://127.0.0.1:$((PORT + 1))" --rate 0 \
+    --concurrency 64 --poll-interval 50ms submit --input fleet.csv >/dev/null 2>"eng-w$i.err" &
+done
+wait
+end=$(date +%s.%N)
+calls=$("$vmr" --state "$state" status --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(c["calls"] for c in d["calls"].values()))')
+awk -v c="$calls" -v a="$start" -v b="$end" 'BEGIN { printf "submit, 3 workers %8d calls in %6.2f s = %8.1f calls/s in total\n", c, b - a, c / (b - a) }'
+for i in 1 2 3; do
+  n=$(grep -o 'this run: [0-9]* calls' "eng-w$i.err" | grep -o '[0-9]*' || echo 0)
+  awk -v i=$i -v n="$n" -v a="$start" -v b="$end" 'BEGIN { printf "  worker %d: %8d calls = %8.1f calls/s\n", i, n, n / (b - a) }'
 done
 kill $sbpid
 

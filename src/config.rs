@@ -560,7 +560,9 @@ impl Settings {
                 );
             }
             if id.trim().is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
-                bail!("--run-id takes a name of 1 to 200 printable characters, like 2026-12-02 or backfill-7");
+                bail!(
+                    "--run-id takes a name of 1 to 200 printable characters, like 2026-12-02 or backfill-7"
+                );
             }
         }
         if let Some(m) = s.max_spend {

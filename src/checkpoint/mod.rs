@@ -215,7 +215,9 @@ pub enum CheckpointError {
     Db(String),
     /// A worker's write for a VIN whose claim had lapsed (another worker may hold it now): the
     /// call it carried is in the call log, the VIN was not changed.
-    #[error("VIN {0}: this worker's claim on it lapsed; its late answer was kept in the call log and the VIN left as it was")]
+    #[error(
+        "VIN {0}: this worker's claim on it lapsed; its late answer was kept in the call log and the VIN left as it was"
+    )]
     Fenced(String),
     #[error(transparent)]
     #[cfg(feature = "pg")]
@@ -981,13 +983,18 @@ fn claim_holds(_: &Conn, _: i64, _: Fence) -> Result<bool, CheckpointError> {
     Ok(true)
 }
 
-fn apply_update(conn: &Conn, mut u: Update, fence: Option<Fence>) -> Result<Applied, CheckpointError> {
+fn apply_update(
+    conn: &Conn,
+    mut u: Update,
+    fence: Option<Fence>,
+) -> Result<Applied, CheckpointError> {
     if let Some(f) = fence
         && !claim_holds(conn, u.vin_id, f)?
     {
-        let vin: String = conn.query_row("SELECT vin FROM vins WHERE id = ?1", p![u.vin_id], |r| {
-            r.get(0)
-        })?;
+        let vin: String =
+            conn.query_row("SELECT vin FROM vins WHERE id = ?1", p![u.vin_id], |r| {
+                r.get(0)
+            })?;
         // Nothing paid is lost: the call is logged, and a report it carried is kept as the
         // call's body.
         if let Some(mut call) = u.call.take() {

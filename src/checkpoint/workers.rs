@@ -138,7 +138,10 @@ pub(crate) fn reap_dead_here(c: &Conn) -> Result<usize, CheckpointError> {
             p![id],
         )?;
         c.execute("DELETE FROM workers WHERE id = ?1", p![id])?;
-        tracing::info!(worker = id, "a worker on this machine is gone; its claims are settled now");
+        tracing::info!(
+            worker = id,
+            "a worker on this machine is gone; its claims are settled now"
+        );
     }
     Ok(dead.len())
 }
@@ -150,7 +153,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Worker {
     /// Registers this process as a worker of the checkpoint at `loc` (which must exist: the
     /// writer has opened it) and starts its heartbeat.
-    pub(crate) fn start(loc: &PgLocation, spec: WorkerSpec) -> Result<Arc<Worker>, CheckpointError> {
+    pub(crate) fn start(
+        loc: &PgLocation,
+        spec: WorkerSpec,
+    ) -> Result<Arc<Worker>, CheckpointError> {
         let lease = spec.timeout + MARGIN;
         let lease_ms = lease.as_millis() as i64;
         let conn = super::pg::open_reader(loc)?;

@@ -113,3 +113,42 @@ fn the_postgres_cronjob_keeps_no_local_state_and_no_password_in_its_url() {
     assert!(place.dir().is_none());
     assert!(!job.contains('\t'), "YAML is indented with spaces");
 }
+
+#[test]
+fn the_workers_job_shares_one_postgres_state_rate_and_budget() {
+    let job = deploy("kubernetes/vmr-workers-job.yaml");
+    for wanted in [
+        "kind: Job",
+        "completionMode: Indexed",
+        "name: VMR_RUN_ID",
+        "name: VMR_MAX_BILLED",
+        "name: VMR_RATE",
+        "name: PGPASSWORD",
+        "secretKeyRef:",
+        "defaultMode: 0400",
+        "step submit --input /data/inbox/fleet.csv",
+        "step poll --wait",
+        "[ \"$rc\" -eq 0 ] || [ \"$rc\" -eq 75 ]",
+    ] {
+        assert!(job.contains(wanted), "vmr-workers-job.yaml lacks {wanted}");
+    }
+    // N pods at once, each a worker; the pods never export (one export afterwards).
+    let doc: Vec<&str> = job.lines().map(str::trim).collect();
+    let field = |k: &str| {
+        doc.iter()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("{k} missing"))
+    };
+    assert_eq!(field("completions:"), field("parallelism:"));
+    assert!(field("completions:").parse::<u32>().expect("a number") > 1);
+    assert!(!job.contains("vmr run") && !job.contains("vmr export"));
+    let url = job
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("value: postgres://"))
+        .map(|rest| format!("postgres://{rest}"))
+        .expect("the state URL");
+    let place = vmr::checkpoint::Place::parse(&url, true).expect("a state URL without password");
+    assert!(place.dir().is_none());
+    assert!(!job.contains('\t'), "YAML is indented with spaces");
+}

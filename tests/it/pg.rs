@@ -342,7 +342,10 @@ fn three_workers_share_a_schema_its_rate_and_budget_and_a_killed_one_buys_nothin
         assert_eq!(w["command"], "run");
         assert_eq!(w["run_id"], "audit-2026-12");
         assert!(w["pid"].as_i64().is_some_and(|p| p > 0), "{w}");
-        assert!(w["heartbeat_age_ms"].as_i64().is_some_and(|a| a < 10_000), "{w}");
+        assert!(
+            w["heartbeat_age_ms"].as_i64().is_some_and(|a| a < 10_000),
+            "{w}"
+        );
     }
     let shown = st["checkpoint"].as_str().expect("checkpoint").to_owned();
     assert!(shown.starts_with("postgres://vmr@127.0.0.1:"), "{shown}");
@@ -424,7 +427,10 @@ fn three_workers_share_a_schema_its_rate_and_budget_and_a_killed_one_buys_nothin
             .expect("count");
         (r.get(0), r.get(1))
     };
-    assert!(done > 400 && reports == done, "{done} done, {reports} with a report");
+    assert!(
+        done > 400 && reports == done,
+        "{done} done, {reports} with a report"
+    );
     let billed_logged: i64 = c
         .query_one("SELECT count(*) FROM team_b.calls WHERE billed = 1", &[])
         .expect("count")
@@ -502,7 +508,11 @@ fn a_worker_whose_claim_lapsed_keeps_its_late_answer_in_the_call_log_and_leaves_
             .expect("row");
         let (state, kept, reports): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
         assert_eq!(state, "uncertain", "{vin}");
-        assert_eq!((kept, reports), (1, 0), "{vin}: the late answer is in the call log");
+        assert_eq!(
+            (kept, reports),
+            (1, 0),
+            "{vin}: the late answer is in the call log"
+        );
     }
     // The other VINs were bought normally, once each.
     let others: i64 = c
