@@ -162,11 +162,13 @@ pub(crate) fn read(
 ) -> Result<Status, CheckpointError> {
     let states = checkpoint::state_counts(conn)?;
     let calls = checkpoint::call_counts(conn)?;
+    #[cfg_attr(not(feature = "pg"), allow(unused_mut))]
     let mut uncertain_where = if writer_running {
         "state = 'uncertain'".to_owned()
     } else {
         "state IN ('uncertain', 'submitting')".to_owned()
     };
+    #[cfg_attr(not(feature = "pg"), allow(unused_mut))]
     let mut workers = None;
     // Workers share a PostgreSQL checkpoint: a `submitting` VIN is in flight while its claim
     // holds, and uncertain once it has lapsed.

@@ -929,6 +929,7 @@ impl Update {
 
 /// A worker's claim that its writes must still hold.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "pg"), allow(dead_code))]
 struct Fence {
     worker: i64,
     lease_ms: i64,
@@ -1365,6 +1366,7 @@ pub(crate) fn rebuy_counts(conn: &Conn, rebuy: &Rebuy) -> Result<RebuyCounts, Ch
 
 /// A worker claiming the VINs it selects: its id and lease.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "pg"), allow(dead_code))]
 pub(crate) struct Claim {
     pub worker: i64,
     pub lease_ms: i64,
