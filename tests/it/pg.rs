@@ -309,24 +309,27 @@ fn three_workers_share_a_schema_its_rate_and_budget_and_a_killed_one_buys_nothin
     let fleet = vins(500, 63);
     write_csv(&dir.join("fleet.csv"), &fleet);
     let url = format!("{}?schema=team_b", pg.new_database("workers"));
-    let (rate, burst, budget, concurrency) = (60, 5, 600, 6);
+    let (rate, burst, budget, concurrency): (u32, u32, u64, u64) = (60, 5, 600, 6);
     let logs: Vec<_> = (0..3).map(|i| dir.join(format!("worker{i}.log"))).collect();
-    // Three workers on one schema, each ingesting the same file, as N pods of a Job would.
-    let mut workers: Vec<std::process::Child> = (0..3)
-        .map(|i| {
-            vmr_pg(&dir, &sb, &url)
-                .env("RUST_LOG", "info,vmr::rate=trace")
-                .args(["--log-format", "json", "--run-id", "audit-2026-12"])
-                .args(["--rate", &rate.to_string(), "--burst", &burst.to_string()])
-                .args(["--max-billed", &budget.to_string()])
-                .args(["--concurrency", &concurrency.to_string()])
-                .args(["--out", &format!("out{i}"), "run", "--input", "fleet.csv"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(&logs[i]).expect("log file"))
-                .spawn()
-                .expect("vmr starts")
-        })
-        .collect();
+    // Three workers on one schema, each ingesting the same file, as N pods of a Job would. The
+    // third to start asks for a faster rate: the lowest rate of the account's workers wins.
+    let start = |i: usize, rate: u32| {
+        vmr_pg(&dir, &sb, &url)
+            .env("RUST_LOG", "info,vmr::rate=trace")
+            .args(["--log-format", "json", "--run-id", "audit-2026-12"])
+            .args(["--rate", &rate.to_string(), "--burst", &burst.to_string()])
+            .args(["--max-billed", &budget.to_string()])
+            .args(["--concurrency", &concurrency.to_string()])
+            .args(["--out", &format!("out{i}"), "run", "--input", "fleet.csv"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&logs[i]).expect("log file"))
+            .spawn()
+            .expect("vmr starts")
+    };
+    let first = start(0, rate);
+    let third = start(2, rate);
+    wait_for(60, "the first calls", || sb.ledger().calls_total >= 20);
+    let mut workers = vec![first, start(1, 4 * rate), third];
     wait_for(60, "200 calls", || sb.ledger().calls_total >= 200);
 
     // status reads alongside: three live workers, the URL shown without a password.
@@ -338,6 +341,9 @@ fn three_workers_share_a_schema_its_rate_and_budget_and_a_killed_one_buys_nothin
     let st: serde_json::Value = serde_json::from_slice(&status.stdout).expect("JSON");
     let listed = st["workers"].as_array().expect("workers listed").clone();
     assert_eq!(listed.len(), 3, "{listed:?}");
+    let mut rates: Vec<i64> = listed.iter().filter_map(|w| w["rate"].as_i64()).collect();
+    rates.sort_unstable();
+    assert_eq!(rates, [rate as i64, rate as i64, 4 * rate as i64]);
     for w in &listed {
         assert_eq!(w["command"], "run");
         assert_eq!(w["run_id"], "audit-2026-12");
@@ -366,8 +372,8 @@ fn three_workers_share_a_schema_its_rate_and_budget_and_a_killed_one_buys_nothin
         first.billed_total
     );
 
-    // The rate, measured where tokens are granted: at most rate + burst in any second across
-    // the three, and every worker got tokens.
+    // The rate, measured where tokens are granted: at most rate + burst (the lowest rate's) in
+    // any second across the three, and every worker got tokens.
     let per_worker = grants(&logs);
     for (i, g) in per_worker.iter().enumerate() {
         assert!(!g.is_empty(), "worker {i} was granted no token");
