@@ -329,7 +329,7 @@ fn three_workers_share_a_schema_its_rate_and_budget_and_a_killed_one_buys_nothin
     let first = start(0, rate);
     let third = start(2, rate);
     wait_for(60, "the first calls", || sb.ledger().calls_total >= 20);
-    let mut workers = vec![first, start(1, 4 * rate), third];
+    let mut workers = [first, start(1, 4 * rate), third];
     wait_for(60, "200 calls", || sb.ledger().calls_total >= 200);
 
     // status reads alongside: three live workers, the URL shown without a password.
