@@ -246,6 +246,7 @@ pub(crate) async fn connect(settings: &Settings) -> Result<(Client, Option<Sandb
         connect_timeout: settings.timeout.min(Duration::from_secs(10)),
         timeout: settings.timeout,
         pool_size: settings.concurrency,
+        max_body: settings.max_body,
     };
     #[cfg(not(feature = "sandbox"))]
     if settings.sandbox {
@@ -292,6 +293,7 @@ pub(crate) fn engine(
         resubmit_uncertain,
         bad_request_streak: settings.bad_request_streak,
         timeout: settings.timeout,
+        max_wait: settings.max_wait,
     };
     #[cfg(feature = "pg")]
     if let crate::checkpoint::Place::Pg(loc) = &settings.place {
@@ -384,6 +386,13 @@ pub(crate) fn summary(
             ));
         }
     }
+    let (pauses, longest) = engine.pause.asked_count();
+    if pauses > 0 {
+        s.push_str(&format!(
+            "\nthe vendor asked to wait {pauses} times (Retry-After, longest {}): every call of the account paused",
+            humantime::format_duration(longest)
+        ));
+    }
     if let Some(r) = engine.stop.reason() {
         s.push_str(&format!("\nstopped: {}", describe_stop(&r)));
     } else if c.generate_budget_spent.load(Ordering::SeqCst) {
@@ -408,6 +417,11 @@ pub(crate) fn describe_stop(r: &crate::engine::StopReason) -> String {
         ),
         Unavailable { streak, last } => format!(
             "the vendor is unavailable: {streak} calls in a row without a usable answer (last: {last}). No further calls were sent and no VIN was failed for it; run again later"
+        ),
+        Throttled { wait, max_wait } => format!(
+            "the vendor asked to wait {} (Retry-After), longer than --max-wait {} allows in all. No further calls were sent and no VIN was failed for it; run again after that",
+            humantime::format_duration(*wait),
+            humantime::format_duration(*max_wait)
         ),
         Budget { billed } => format!(
             "the run's budget (--max-billed or --max-spend) is reached ({billed} calls billed in this run); run again to continue"

@@ -304,6 +304,10 @@ options! {
         /// clock problem, exit 3.
         #[arg(long, global = true, env = "VMR_BAD_REQUEST_STREAK", value_name = "N")]
         pub bad_request_streak: Option<u32>,
+        /// Largest vendor answer read, in MiB: a longer body is an unknown answer (possibly
+        /// billed), its first MiBs kept in the call log.
+        #[arg(long, global = true, env = "VMR_MAX_BODY", value_name = "MIB")]
+        pub max_body: Option<u64>,
         /// Bind a state directory whose calls predate account binding to the account of this run.
         #[arg(long, global = true)]
         #[serde(skip)]
@@ -380,6 +384,7 @@ pub(crate) fn defaults(sandbox: bool) -> Options {
         poll_interval: Some(poll_interval),
         poll_timeout: Some(Duration::from_secs(24 * 3600)),
         bad_request_streak: Some(5),
+        max_body: Some(32),
         format: Some(vec![Format::Parquet, Format::Csv]),
         log_format: Some(LogFormat::Text),
         ..Options::default()
@@ -442,6 +447,8 @@ pub struct Settings {
     pub price: Option<crate::price::Price>,
     pub max_spend: Option<f64>,
     pub bad_request_streak: u32,
+    /// `--max-body`, in bytes.
+    pub max_body: usize,
     pub adopt_account: bool,
     pub formats: Vec<Format>,
     pub layout: Layout,
@@ -526,6 +533,9 @@ impl Settings {
                 .map_err(anyhow::Error::msg)?,
             max_spend: o.max_spend,
             bad_request_streak: given(o.bad_request_streak),
+            max_body: usize::try_from(given(o.max_body))
+                .unwrap_or(usize::MAX)
+                .saturating_mul(1024 * 1024),
             adopt_account: o.adopt_account,
             formats,
             layout: o.layout.unwrap_or(Layout::Flat),
@@ -549,6 +559,9 @@ impl Settings {
         }
         if s.max_attempts == 0 {
             bail!("--max-attempts must be at least 1");
+        }
+        if s.max_body == 0 {
+            bail!("--max-body must be at least 1 (MiB)");
         }
         if s.bad_request_streak == 0 {
             bail!("--bad-request-streak must be at least 1");

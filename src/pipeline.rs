@@ -38,6 +38,8 @@ pub(crate) struct Plan {
     pub dry_run: bool,
     /// `--retry-failed`: `None` when not given, an empty list for every failure.
     pub retry_failed: Option<Vec<checkpoint::FailedKind>>,
+    /// `--retry-expired`: a submit buys the expired VINs again; a poll without submit asks
+    /// for their reports again by requestId.
     pub retry_expired: bool,
 }
 
@@ -65,6 +67,12 @@ impl Plan {
             retry_failed: self.retry_failed.clone(),
             retry_expired: self.retry_expired,
         }
+    }
+
+    /// Whether this plan asks for the expired VINs' reports again by requestId (a poll's
+    /// `--retry-expired`; a submit's buys them again instead).
+    fn repoll_expired(&self) -> bool {
+        self.retry_expired && !self.submit && self.poll != PollMode::Skip
     }
 }
 
@@ -195,7 +203,12 @@ fn dry_run(
     } else {
         0
     };
-    let pending = counts.get(State::Pending);
+    let expired = if plan.repoll_expired() {
+        counts.get(State::Expired)
+    } else {
+        0
+    };
+    let pending = counts.get(State::Pending) + expired;
     // Each generate is billed once; a report not returned inline costs one get more. Unknown
     // until bought, so the estimate assumes the worst: every report deferred.
     let calls = n * 2 + pending;
@@ -209,9 +222,14 @@ fn dry_run(
         settings.rate,
         humantime::format_duration(std::time::Duration::from_secs(secs.ceil() as u64))
     );
+    if expired > 0 {
+        text.push_str(&format!(
+            "\nof those gets, {expired} ask again for the reports of expired VINs by the requestId already paid for (--retry-expired): nothing is bought again; a 701 costs nothing, a report costs one get"
+        ));
+    }
     if rebuy.any() {
         text.push_str(&format!(
-            "\nof those {n} generates, {} buy a VIN again: {} refreshes (reports older than {}), {} failed VINs retried, {} expired VINs retried",
+            "\nof those {n} generates, {} buy a VIN again (each a new purchase, billed): {} refreshes (reports older than {}), {} failed VINs retried, {} expired VINs retried (`vmr poll --retry-expired` asks for an expired VIN's report again without buying it)",
             again.total(),
             again.refresh,
             settings
@@ -311,6 +329,13 @@ fn stages(
     let rebuy = plan.rebuy(settings, batch);
     if plan.dry_run {
         return dry_run(settings, plan, ckpt, &rebuy);
+    }
+    if plan.repoll_expired() {
+        let n = ckpt.reopen_expired()?;
+        tracing::info!(
+            vins = n,
+            "expired VINs asked again by their requestId (--retry-expired); nothing is bought again"
+        );
     }
     // The runtime lives until the end, export included, and with it the signal watcher: a
     // signal at any point from here on ends the process with 130/143.

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::outcome::{Answer, Delivery, Endpoint, Outcome, classify, excerpt};
+use super::outcome::{Answer, Delivery, Endpoint, Outcome, classify, excerpt, redirected};
 use super::sign::Credentials;
 
 /// Options for building the client.
@@ -20,7 +20,14 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Idle connections kept per host; the run's concurrency.
     pub pool_size: usize,
+    /// The largest answer body read (`--max-body`): a longer one is unknown, its first
+    /// `max_body` bytes kept.
+    pub max_body: usize,
 }
+
+/// The default `--max-body`: far above any report (a few hundred KiB), far below what a run's
+/// concurrency of such bodies could do to memory.
+pub const DEFAULT_MAX_BODY: usize = 32 * 1024 * 1024;
 
 impl Default for ClientOptions {
     fn default() -> Self {
@@ -29,6 +36,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(10),
             timeout: Duration::from_secs(30),
             pool_size: 16,
+            max_body: DEFAULT_MAX_BODY,
         }
     }
 }
@@ -50,6 +58,30 @@ impl Exchange {
     pub fn billed(&self) -> bool {
         self.answer.billed()
     }
+
+    /// A 2xx answer that came with bytes but could not be read (cut short, over `--max-body`,
+    /// not JSON or without a code): it may be a billed answer, so its body is kept whole.
+    pub fn unreadable_2xx(&self) -> bool {
+        self.outcome.is_unknown()
+            && self.http_status.is_some_and(|s| (200..300).contains(&s))
+            && !self.body.is_empty()
+    }
+
+    /// Whether the call log keeps this answer's body: every billed answer not stored as a
+    /// report, and every 2xx answer that might have been billed but could not be read.
+    pub fn keeps_body(&self) -> bool {
+        (self.billed() && !matches!(self.outcome, Outcome::Report { .. })) || self.unreadable_2xx()
+    }
+}
+
+/// What came back from one request.
+struct Received {
+    status: u16,
+    retry_after: Option<Duration>,
+    location: Option<String>,
+    body: Vec<u8>,
+    /// Why the body is incomplete: the connection failed mid-body, or it passed `--max-body`.
+    cut: Option<String>,
 }
 
 /// The vendor client.
@@ -58,6 +90,7 @@ pub struct Client {
     http: reqwest::Client,
     base_url: String,
     creds: Credentials,
+    max_body: usize,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -72,11 +105,15 @@ impl Client {
             .connect_timeout(opts.connect_timeout)
             .timeout(opts.timeout)
             .pool_max_idle_per_host(opts.pool_size.max(1))
+            // A redirect would re-send the signed POST to another host: never followed, it
+            // stops the run naming the target.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Client {
             http,
             base_url: opts.base_url.trim_end_matches('/').to_owned(),
             creds,
+            max_body: opts.max_body.max(1),
         })
     }
 
@@ -112,8 +149,35 @@ impl Client {
         let result = self.send(&url, &form).await;
         let ended_at_ms = now_ms();
         match result {
-            Ok((status, retry_after, body)) => {
-                let (mut outcome, answer) = classify(endpoint, status, &body);
+            Ok(r) => {
+                let Received {
+                    status,
+                    retry_after,
+                    location,
+                    body,
+                    cut,
+                } = r;
+                let (mut outcome, answer) = match cut {
+                    // A 2xx body cut short may be a billed answer: unknown, its bytes kept.
+                    Some(why) if (200..300).contains(&status) => (
+                        Outcome::Transient {
+                            http_status: Some(status),
+                            code: None,
+                            detail: format!(
+                                "HTTP {status}, the answer was cut short after {} bytes ({why})",
+                                body.len()
+                            ),
+                            delivery: Delivery::Unknown,
+                            retry_after: None,
+                        },
+                        Answer::default(),
+                    ),
+                    _ if (300..400).contains(&status) => (
+                        redirected(endpoint, status, location.as_deref()),
+                        Answer::default(),
+                    ),
+                    _ => classify(endpoint, status, &body),
+                };
                 if let Outcome::Transient {
                     retry_after: slot, ..
                 } = &mut outcome
@@ -158,11 +222,11 @@ impl Client {
         &self,
         url: &str,
         form: &[(&str, &str)],
-    ) -> Result<(u16, Option<Duration>, Vec<u8>), (Option<u16>, reqwest::Error)> {
+    ) -> Result<Received, (Option<u16>, reqwest::Error)> {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
-        let resp = self
+        let mut resp = self
             .http
             .post(url)
             .header(
@@ -179,11 +243,43 @@ impl Client {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| (Some(status), e.without_url()))?;
-        Ok((status, retry_after, bytes.to_vec()))
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        // Read chunk by chunk: at most `max_body` bytes are held, and the bytes of an answer
+        // cut short are kept (it may be a billed one).
+        let mut body = Vec::new();
+        let mut cut = None;
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = self.max_body - body.len();
+                    if chunk.len() > room {
+                        body.extend_from_slice(&chunk[..room]);
+                        cut = Some(format!(
+                            "longer than --max-body {} bytes; the first {} kept",
+                            self.max_body, self.max_body
+                        ));
+                        break;
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) if body.is_empty() => return Err((Some(status), e.without_url())),
+                Err(e) => {
+                    cut = Some(describe(&e.without_url()));
+                    break;
+                }
+            }
+        }
+        Ok(Received {
+            status,
+            retry_after,
+            location,
+            body,
+            cut,
+        })
     }
 }
 

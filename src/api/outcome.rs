@@ -108,6 +108,33 @@ impl Outcome {
         matches!(self, Outcome::Transient { .. })
     }
 
+    /// The wait the vendor asked for (`Retry-After`, more than zero) with an answer it did not
+    /// bill: the whole account pauses for it (docs/design.md, "Money rules").
+    pub(crate) fn asked_wait(&self) -> Option<std::time::Duration> {
+        match self {
+            Outcome::Transient {
+                delivery: Delivery::NotBilled,
+                retry_after: Some(w),
+                ..
+            } if !w.is_zero() => Some(*w),
+            _ => None,
+        }
+    }
+
+    /// A non-2xx answer (a gateway's, never billed) that names no wait: the account backs off
+    /// briefly.
+    pub(crate) fn refused_unasked(&self) -> bool {
+        self.asked_wait().is_none()
+            && matches!(
+                self,
+                Outcome::Transient {
+                    delivery: Delivery::NotBilled,
+                    http_status: Some(s),
+                    ..
+                } if !(200..300).contains(s)
+            )
+    }
+
     /// Whether nobody can tell if the vendor billed this call.
     pub(crate) fn is_unknown(&self) -> bool {
         matches!(
@@ -126,6 +153,8 @@ pub struct Answer {
     pub code: Option<i64>,
     pub msg: Option<String>,
     pub task_no: Option<String>,
+    /// What lenient reading repaired in a body that was not strict JSON ([`super::lenient`]).
+    pub repaired: Option<String>,
 }
 
 impl Answer {
@@ -171,6 +200,19 @@ fn wrong_address(endpoint: Endpoint, body: &[u8]) -> Outcome {
     }
 }
 
+/// An HTTP redirect: vmr never follows one (the signed request would go to another host), so the
+/// configured address is wrong; stop the run as for a 404.
+pub(crate) fn redirected(endpoint: Endpoint, http_status: u16, location: Option<&str>) -> Outcome {
+    Outcome::Stop {
+        code: i64::from(http_status),
+        message: format!(
+            "HTTP {http_status} for {}: the address redirects to {}; vmr never follows a redirect (the signed request would go to another host)",
+            endpoint.path(),
+            location.map_or_else(|| "an unnamed target".to_owned(), |l| format!("{l:?}"))
+        ),
+    }
+}
+
 /// A 2xx answer with no usable code: it may be a billed answer cut short, so its outcome is
 /// unknown.
 fn unreadable(http_status: u16, what: String) -> Outcome {
@@ -200,21 +242,34 @@ pub fn classify(endpoint: Endpoint, http_status: u16, body: &[u8]) -> (Outcome, 
     if !(200..300).contains(&http_status) {
         return gateway_answer(endpoint, http_status, body, parsed.ok());
     }
-    let env = match parsed {
-        Ok(e) => e,
+    // A complete document that is not strict JSON (raw control characters in strings, bytes
+    // that are not UTF-8) is read leniently: it may be a billed report (docs/design.md).
+    let repaired;
+    let (env, note) = match parsed {
+        Ok(e) => (e, None),
         Err(e) => {
-            let what = if body.is_empty() {
-                "empty body".to_owned()
-            } else {
-                format!("not JSON ({e}): {}", excerpt(body))
-            };
-            return (unreadable(http_status, what), Answer::default());
+            repaired = super::lenient::repair(body);
+            match repaired
+                .as_ref()
+                .and_then(|r| Some((serde_json::from_str::<Envelope>(&r.text).ok()?, r.note())))
+            {
+                Some((env, note)) => (env, Some(note)),
+                None => {
+                    let what = if body.is_empty() {
+                        "empty body".to_owned()
+                    } else {
+                        format!("not JSON ({e}): {}", excerpt(body))
+                    };
+                    return (unreadable(http_status, what), Answer::default());
+                }
+            }
         }
     };
     let answer = Answer {
         code: env.code.get(),
         msg: env.msg.get(),
         task_no: env.task_no.get(),
+        repaired: note,
     };
     let message = answer.msg.clone().unwrap_or_default();
     let outcome = match answer.code {
@@ -256,7 +311,24 @@ fn gateway_answer(
         code: None,
         msg: env.and_then(|e| e.msg.get()),
         task_no: None,
+        repaired: None,
     };
+    // A gateway's 504 comes after it forwarded the request and gave up waiting for the vendor,
+    // which may well have billed it: unknown, like a read timeout (docs/design.md, "Money
+    // rules").
+    if http_status == 504 {
+        let outcome = Outcome::Transient {
+            http_status: Some(http_status),
+            code,
+            detail: format!("{detail} (a gateway timeout: the vendor may have billed the call)"),
+            delivery: Delivery::Unknown,
+            retry_after: None,
+        };
+        return (outcome, answer);
+    }
+    if (300..400).contains(&http_status) {
+        return (redirected(endpoint, http_status, None), answer);
+    }
     (not_billed(http_status, code, detail), answer)
 }
 
@@ -374,6 +446,7 @@ pub fn parse_report<'a, T: Deserialize<'a>>(
 pub(crate) fn code_advice(code: i64) -> &'static str {
     match code {
         404 => "the request address is wrong: check --base-url",
+        300..=399 => "the address redirects elsewhere: check --base-url (vmr never follows a redirect)",
         601 => "the API is not enabled for this account: ask the vendor to enable it",
         602 => "the account is disabled: contact the vendor",
         603 => "the balance is exhausted: top up the account, then run again",
@@ -549,6 +622,66 @@ mod tests {
                 assert!(o.is_unknown(), "{body}: {o:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_gateway_504_is_unknown_and_a_redirect_stops_the_run() {
+        for ep in [Endpoint::Generate, Endpoint::Get] {
+            let (o, a) = classify(ep, 504, b"<html>504 Gateway Time-out</html>");
+            assert!(o.is_unknown(), "{o:?}");
+            assert!(!a.billed());
+            let (o, _) = classify(ep, 307, b"");
+            assert!(matches!(o, Outcome::Stop { code: 307, .. }), "{o:?}");
+        }
+        let Outcome::Stop { message, .. } =
+            redirected(Endpoint::Generate, 308, Some("https://other.example/x"))
+        else {
+            panic!("a redirect stops")
+        };
+        assert!(message.contains("https://other.example/x"), "{message}");
+    }
+
+    #[test]
+    fn a_wait_is_asked_only_by_an_unbilled_answer_with_retry_after() {
+        let (mut o, _) = classify(Endpoint::Generate, 429, br#"{"code":429}"#);
+        assert_eq!(o.asked_wait(), None);
+        assert!(o.refused_unasked());
+        if let Outcome::Transient { retry_after, .. } = &mut o {
+            *retry_after = Some(std::time::Duration::from_secs(4));
+        }
+        assert_eq!(o.asked_wait(), Some(std::time::Duration::from_secs(4)));
+        assert!(!o.refused_unasked());
+        // A code-500 answer in a 2xx body is not a gateway's refusal.
+        let (o, _) = classify(Endpoint::Get, 200, br#"{"code":500}"#);
+        assert!(!o.refused_unasked());
+        // An unknown answer never asks for a wait, whatever its headers.
+        let (o, _) = classify(Endpoint::Generate, 504, b"");
+        assert_eq!(o.asked_wait(), None);
+    }
+
+    #[test]
+    fn a_billed_body_that_is_not_strict_json_is_read_leniently() {
+        let body = "{\"code\":200,\"msg\":\"成功\",\"data\":{\"brand_name\":\"大众\n\t\"}}";
+        let (o, a) = classify(Endpoint::Get, 200, body.as_bytes());
+        assert!(matches!(o, Outcome::Report { .. }), "{o:?}");
+        assert!(a.billed());
+        assert!(a.repaired.as_deref().is_some_and(|n| n.contains("control")));
+        let (gbk, _, _) = encoding_rs::GBK.encode("大众");
+        let mut body = br#"{"code":200,"data":{"requestId":"r1","info":{"brand_name":""#.to_vec();
+        body.extend_from_slice(&gbk);
+        body.extend_from_slice(br#""}}}"#);
+        let (o, a) = classify(Endpoint::Generate, 200, &body);
+        assert_eq!(
+            o,
+            Outcome::Report {
+                request_id: Some("r1".into())
+            }
+        );
+        assert!(a.repaired.is_some());
+        // Cut short: still unknown.
+        let (o, a) = classify(Endpoint::Get, 200, &body[..body.len() - 2]);
+        assert!(o.is_unknown());
+        assert!(!a.billed());
     }
 
     #[test]

@@ -641,6 +641,23 @@ impl Checkpoint {
         }
     }
 
+    /// `vmr poll --retry-expired`: every `expired` VIN goes back to `pending` with its stored
+    /// requestId, due now, so its report (already paid for) is asked for again instead of
+    /// bought again. Its poll deadline stays where it was, so a get still answered 701 expires
+    /// it again at no cost. Returns how many were reopened.
+    pub(crate) fn reopen_expired(&self) -> Result<u64, CheckpointError> {
+        debug_assert!(State::Expired.can_go(State::Pending));
+        self.writer.write_blocking(move |c| {
+            c.execute(
+                "UPDATE vins SET state = 'pending', next_poll_at = ?1, poll_interval_ms = NULL,
+                    completed_at = NULL,
+                    message = 'expired, asked again by its requestId (--retry-expired)'
+                 WHERE state = 'expired' AND request_id IS NOT NULL",
+                p![crate::api::now_ms()],
+            )
+        })
+    }
+
     /// Records the start of a run and returns its id.
     pub(crate) fn begin_run(&self, command: &str) -> Result<i64, CheckpointError> {
         let command = command.to_owned();
@@ -1226,6 +1243,21 @@ fn set_fields(conn: &Conn, u: &Update) -> Result<(), CheckpointError> {
         )?;
     }
     Ok(())
+}
+
+/// Get answers for `request_id` that were billed, or may have been, without a usable report:
+/// their bodies are in the call log (a billed answer stored as a report keeps none there).
+pub(crate) fn unusable_gets(
+    conn: &Conn,
+    vin_id: i64,
+    request_id: &str,
+) -> Result<i64, CheckpointError> {
+    Ok(conn.query_row(
+        "SELECT count(*) FROM calls WHERE vin_id = ?1 AND endpoint = 'get' AND request_id = ?2
+            AND body IS NOT NULL AND (billed = 1 OR delivery = 'unknown')",
+        p![vin_id, request_id],
+        |r| r.get(0),
+    )?)
 }
 
 /// A VIN to send to generate.

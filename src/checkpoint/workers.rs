@@ -322,6 +322,27 @@ impl Worker {
         Ok(Some(Duration::from_millis(wait_ms.max(1))))
     }
 
+    /// Puts the account's token bucket `wait` into debt: at this account's rate it refills only
+    /// after `wait`, so every worker pauses as the vendor asked (`Retry-After`). A bucket
+    /// already deeper in debt is left as it is.
+    pub(crate) fn pause_bucket(&self, wait: Duration) -> Result<(), CheckpointError> {
+        let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 1_000_000);
+        self.with_conn(|c| {
+            c.execute(
+                &format!(
+                    "UPDATE rate_buckets SET
+                        tokens_milli = LEAST(
+                            LEAST(burst * 1000, tokens_milli + GREATEST({DB_NOW} - updated_at, 0) * rate),
+                            -(?2 * rate)),
+                        updated_at = {DB_NOW}
+                     WHERE account = ?1"
+                ),
+                p![self.spec.account, wait_ms],
+            )
+        })?;
+        Ok(())
+    }
+
     /// Whether the shared budget admits one more call that may be billed, keeping `extra`
     /// calls aside (a get for every pending report, for a generate).
     pub(crate) fn reserve(&self, extra: i64) -> Result<bool, CheckpointError> {

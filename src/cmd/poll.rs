@@ -1,4 +1,5 @@
-//! `vmr poll`: call get for each pending requestId that is due.
+//! `vmr poll`: call get for each pending requestId that is due (with `--retry-expired`, the
+//! expired ones' too, by the requestId already paid for).
 
 use anyhow::Result;
 
@@ -11,6 +12,13 @@ pub struct Args {
     /// what is due now).
     #[arg(long)]
     pub wait: bool,
+    /// Ask again for the reports of the expired VINs, by the requestId already paid for (a
+    /// 701 costs nothing and expires the VIN again; nothing is bought again).
+    #[arg(long)]
+    pub retry_expired: bool,
+    /// Print what would be polled, call nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 pub fn run(args: Args, settings: &Settings) -> Result<u8> {
@@ -27,9 +35,9 @@ pub fn run(args: Args, settings: &Settings) -> Result<u8> {
             },
             export: false,
             resubmit_uncertain: false,
-            dry_run: false,
+            dry_run: args.dry_run,
             retry_failed: None,
-            retry_expired: false,
+            retry_expired: args.retry_expired,
         },
     )
 }

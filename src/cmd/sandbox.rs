@@ -3,7 +3,8 @@
 //! Usage: `vmr sandbox [--listen 127.0.0.1:8080] [--seed N] [--latency 50ms] [--ready-after 2|2s]
 //! [--fault-rate 0.1] [--stall 60s] [--late-bill-rate 0.05] [--late-bill-get]
 //! [--gateway-error-rate 0.05] [--retry-after 1] [--outage] [--unusable-rate 0.01] [--balance N]
-//! [--inline-rate 0.3] [--app-id ID] [--app-secret-file PATH]`. The secret comes from the file or `VMR_SANDBOX_APP_SECRET`, never
+//! [--inline-rate 0.3] [--throttle-every N] [--throttle-secs S] [--gateway-504-rate 0.05]
+//! [--raw-body-rate 0.05] [--unusable-get-rate 0.05] [--app-id ID] [--app-secret-file PATH]`. The secret comes from the file or `VMR_SANDBOX_APP_SECRET`, never
 //! from a flag; without either, the fixed sandbox credentials are used and printed.
 
 use crate::api::Secret;
@@ -70,6 +71,25 @@ pub struct Args {
     /// content only; the sign check's clock is never changed.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     report_age: Duration,
+    /// Every N calls, open a throttle window (an account quota): for --throttle-secs every
+    /// call answers HTTP 429 with Retry-After, never billed. 0 = off.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    throttle_every: u64,
+    /// How long a throttle window lasts, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 4)]
+    throttle_secs: u64,
+    /// Probability (0–1) that a billed call is answered HTTP 504 by the gateway (it forwarded
+    /// the call, the vendor billed it, the answer never came back).
+    #[arg(long = "gateway-504-rate", default_value_t = 0.0, value_parser = parse_rate)]
+    gateway_504_rate: f64,
+    /// Share (0–1) of VINs whose billed reports are not strict JSON: brand_name with raw
+    /// control characters or in GBK bytes, the same every time for a VIN.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    raw_body_rate: f64,
+    /// Share (0–1) of VINs whose gets are billed but hold no report (`data: null`), every
+    /// time.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    unusable_get_rate: f64,
 }
 
 /// The sandbox configuration the flags describe.
@@ -91,6 +111,11 @@ fn config(args: &Args, secret: Secret) -> SandboxConfig {
         app_secret: secret,
         inline_rate: args.inline_rate,
         report_age: args.report_age,
+        throttle_every: args.throttle_every,
+        throttle_secs: args.throttle_secs,
+        gateway_504_rate: args.gateway_504_rate,
+        raw_body_rate: args.raw_body_rate,
+        unusable_get_rate: args.unusable_get_rate,
     }
 }
 

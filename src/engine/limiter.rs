@@ -42,6 +42,19 @@ impl Limiter {
         l
     }
 
+    /// Passes a wait the vendor asked for on to the account's other workers: the shared bucket
+    /// goes into debt for `wait`, so no worker takes a token before it is over. (This process's
+    /// own tasks wait on the engine's pause.)
+    pub(crate) fn pause(&self, wait: std::time::Duration) {
+        #[cfg(feature = "pg")]
+        if let Some(w) = &self.shared
+            && let Err(e) = w.pause_bucket(wait)
+        {
+            tracing::warn!(error = %e, "cannot pause the shared rate limit; the other workers learn of the wait from their own calls");
+        }
+        let _ = wait;
+    }
+
     /// Waits until one more call may leave.
     pub(crate) async fn acquire(&self) {
         #[cfg(feature = "pg")]

@@ -7,6 +7,7 @@
 //! leaves. `submit` and `poll` here are what the `submit`, `poll` and `run` commands drive.
 
 pub mod limiter;
+pub mod pause;
 pub mod progress;
 pub mod retry;
 pub mod stop;
@@ -25,6 +26,7 @@ use crate::checkpoint::{
     Update,
 };
 pub use limiter::Limiter;
+use pause::{Asked, Pause};
 use progress::Progress;
 pub use retry::RetryPolicy;
 pub use stop::{Stop, StopReason};
@@ -57,6 +59,8 @@ pub(crate) struct EngineOptions {
     /// The per-call timeout: how long a stop for budget or vendor reasons waits for calls in
     /// flight (their answers may be paid for).
     pub timeout: Duration,
+    /// `--max-wait`: the longest the vendor may hold the account back with `Retry-After`.
+    pub max_wait: Duration,
 }
 
 /// Counters of one run.
@@ -84,6 +88,8 @@ pub(crate) struct Engine {
     pub opts: EngineOptions,
     pub stop: Arc<Stop>,
     pub counters: RunCounters,
+    /// The account's pause (`Retry-After`), which every call waits for.
+    pub pause: Pause,
     streaks: Streaks,
     /// The budget is shared with the other workers of the same `--run-id`.
     shared: bool,
@@ -122,9 +128,9 @@ fn call_log(ex: &Exchange, request_id: Option<&str>) -> CallLog {
         ended_at: ex.ended_at_ms,
         error,
         // Every billed answer is kept byte for byte: a report goes to the reports table, any
-        // other (a requestId to poll, or nothing usable) here.
-        body: (ex.billed() && !matches!(ex.outcome, Outcome::Report { .. }))
-            .then(|| ex.body.clone()),
+        // other (a requestId to poll, or nothing usable) here, and so does every 2xx answer
+        // that may have been billed but could not be read.
+        body: ex.keeps_body().then(|| ex.body.clone()),
     }
 }
 
@@ -162,7 +168,14 @@ fn log_call(ex: &Exchange, vin: &str) {
 /// The checkpoint update every landed call starts from: the call log row, the VIN's last code
 /// and message, and the taskNo of a billed answer.
 fn call_update(vin_id: i64, ex: &Exchange, request_id: Option<&str>) -> Update {
-    let (code, message) = last_code_message(ex);
+    let (code, mut message) = last_code_message(ex);
+    // A body read leniently says so in the VIN's message (the raw bytes stay as they came).
+    if let Some(note) = &ex.answer.repaired {
+        message = Some(match message {
+            Some(m) if !m.is_empty() => format!("{m} ({note})"),
+            _ => note.clone(),
+        });
+    }
     Update {
         vin_id,
         call: Some(call_log(ex, request_id)),
@@ -210,6 +223,7 @@ impl Engine {
             ckpt,
             limiter,
             streaks: Streaks::new(opts.bad_request_streak, UNAVAILABLE_AFTER),
+            pause: Pause::new(opts.max_wait),
             opts,
             stop: Arc::new(Stop::default()),
             counters,
@@ -326,6 +340,10 @@ impl Engine {
             self.counters.unknown.fetch_add(1, Ordering::SeqCst);
         }
         self.unreserve(ex.billed() || ex.outcome.is_unknown());
+        if self.obey_pause(&ex.outcome) {
+            // A wait the vendor asked for is not an outage: no streak counts it.
+            return Vec::new();
+        }
         if let Outcome::Stop { code, message } = &ex.outcome {
             tracing::error!(
                 code,
@@ -338,6 +356,38 @@ impl Engine {
             });
         }
         self.act_on(self.streaks.observe(&ex.outcome, ex.answer.code), ex)
+    }
+
+    /// Takes what an answer says about the account's pace: a wait asked with `Retry-After`
+    /// pauses every call (and stops the run when longer than `--max-wait`), a gateway's refusal
+    /// without it pauses briefly, a usable answer ends the count. `true` when the answer was a
+    /// wait that fits, which the streaks do not count.
+    fn obey_pause(&self, outcome: &Outcome) -> bool {
+        let now = tokio::time::Instant::now();
+        if let Some(wait) = outcome.asked_wait() {
+            match self.pause.asked(wait, now) {
+                Asked::Paused => {
+                    self.limiter.pause(wait);
+                    return true;
+                }
+                Asked::TooLong(wait) => {
+                    tracing::error!(
+                        wait = %humantime::format_duration(wait),
+                        max_wait = %humantime::format_duration(self.opts.max_wait),
+                        "the vendor asked to wait longer than --max-wait; stopping the run"
+                    );
+                    self.stop.set(StopReason::Throttled {
+                        wait,
+                        max_wait: self.opts.max_wait,
+                    });
+                }
+            }
+        } else if outcome.refused_unasked() {
+            self.pause.unasked(now);
+        } else if !outcome.is_transient() {
+            self.pause.answered();
+        }
+        false
     }
 
     /// Carries out what the streaks concluded from a call: a stop, or VINs to fail.
@@ -404,8 +454,14 @@ impl Engine {
         if halted || !self.lease_holds() || !self.reserve(endpoint) {
             return false;
         }
+        // The account's pause first (a wait the vendor asked for), then a token, then the pause
+        // again in case it began while this call waited for its token.
         tokio::select! {
-            _ = self.limiter.acquire() => {},
+            _ = async {
+                self.pause.wait().await;
+                self.limiter.acquire().await;
+                self.pause.wait().await;
+            } => {},
             _ = self.stop.wait() => {},
         }
         if self.stop.is_set() || !self.lease_holds() {
@@ -488,6 +544,12 @@ impl Engine {
         self.ckpt.apply(u).await?;
         self.back_off(retry_wait(backoff, outcome)).await;
         Ok(())
+    }
+
+    /// Whether this answer was a wait the vendor asked for that the run is obeying (not one
+    /// that stopped it).
+    fn asked_to_wait(&self, ex: &Exchange) -> bool {
+        ex.outcome.asked_wait().is_some() && !self.stop.is_set()
     }
 
     /// Waits `delay` before a retry, or less if the run is stopped meanwhile.
@@ -596,6 +658,12 @@ impl Engine {
             let mut u = call_update(todo.vin_id, &ex, None);
             let state = match self.after_generate(&ex, &mut u, unsold) {
                 Some(state) => state,
+                // A wait the vendor asked for: sent again once the account's pause is over,
+                // without using up an attempt.
+                None if self.asked_to_wait(&ex) => {
+                    self.ckpt.apply(u).await?;
+                    continue;
+                }
                 // Not sent, not billed, or a 701 without a requestId: retried.
                 None => match attempts.next_delay() {
                     Some(delay) => {
@@ -632,10 +700,9 @@ impl Engine {
                 u.report = Some(report_row(ex, Some(todo.request_id.clone())));
                 State::Done
             }
-            Outcome::BilledUnusable { message } => {
-                u.message = Some(format!("{BILLED_UNUSABLE}: {message}"));
-                State::Failed
-            }
+            // Billed without a report: asked once more (the second unusable answer for the
+            // requestId fails the VIN, see `poll_one`).
+            Outcome::BilledUnusable { .. } => return None,
             Outcome::NotReady { .. } if ex.started_at_ms > deadline => {
                 u.message = Some(format!(
                     "the report was still not ready {} after it was bought (--poll-timeout)",
@@ -656,6 +723,35 @@ impl Engine {
             u.next_poll_at = Some(None);
         }
         Some(state)
+    }
+
+    /// For a get answer that was billed (or may have been) without a usable report, when an
+    /// earlier one for the same requestId is already in the call log (this run or any before):
+    /// the `billed_unusable` message that fails the VIN. `None` for any other answer, and for
+    /// the first such one, which is asked again.
+    async fn second_unusable(
+        &self,
+        ex: &Exchange,
+        todo: &PollTodo,
+    ) -> Result<Option<String>, CheckpointError> {
+        let what = match &ex.outcome {
+            Outcome::BilledUnusable { message } => message.clone(),
+            Outcome::Transient { detail, .. } if ex.unreadable_2xx() => detail.clone(),
+            _ => return Ok(None),
+        };
+        let earlier = checkpoint::unusable_gets(&self.ckpt.reader()?, todo.vin_id, &todo.request_id)?;
+        if earlier == 0 {
+            tracing::warn!(
+                vin = todo.vin.as_str(),
+                detail = what.as_str(),
+                "a get answer that may be billed held no usable report; asking once more"
+            );
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "{BILLED_UNUSABLE}: {what} (the second answer for requestId {} without a usable report: not bought a third time)",
+            todo.request_id
+        )))
     }
 
     /// Get for one pending VIN, recording every call. The report is paid for, so nothing but the
@@ -681,6 +777,16 @@ impl Engine {
             let ex = self.client.get(&todo.request_id).await;
             self.land(&ex, &todo.vin).await?;
             let mut u = call_update(todo.vin_id, &ex, Some(&todo.request_id));
+            if let Some(why) = self.second_unusable(&ex, &todo).await? {
+                // Never a third charge for a report that does not come (docs/design.md, "Money
+                // rules").
+                u.message = Some(why);
+                u.next_poll_at = Some(None);
+                u.to = Some(State::Failed);
+                self.counters.pending.fetch_sub(1, Ordering::SeqCst);
+                self.ckpt.apply(u).await?;
+                return Ok(State::Failed);
+            }
             let later = |u: &mut Update| {
                 u.next_poll_at = Some(Some(now_ms() + next_interval));
                 u.poll_interval_ms = Some(next_interval);
@@ -689,6 +795,10 @@ impl Engine {
             let state = match self.after_get(&ex, &mut u, &todo, deadline) {
                 Some(State::Pending) => later(&mut u),
                 Some(state) => state,
+                None if self.asked_to_wait(&ex) => {
+                    self.ckpt.apply(u).await?;
+                    continue;
+                }
                 // No usable answer (an unknown one costs at most one more get): retried, then
                 // asked again at a later poll.
                 None => match attempts.next_delay() {

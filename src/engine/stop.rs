@@ -7,6 +7,7 @@
 //! is the one whose exit code ranks first (signals, then refusals, then "run again later").
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::app::exit;
 use tokio::sync::watch;
@@ -21,6 +22,9 @@ pub enum StopReason {
     Unavailable { streak: u32, last: String },
     /// `--max-billed` was reached.
     Budget { billed: u64 },
+    /// The vendor asked to wait (`Retry-After`) longer than `--max-wait` allows: `wait` is
+    /// what it asked for.
+    Throttled { wait: Duration, max_wait: Duration },
     /// A signal asked us to stop (2 = SIGINT, 15 = SIGTERM).
     Signal(i32),
 }
@@ -30,7 +34,9 @@ impl StopReason {
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
             StopReason::Vendor { .. } | StopReason::BadCredentials { .. } => exit::REFUSED,
-            StopReason::Unavailable { .. } | StopReason::Budget { .. } => exit::WORK_REMAINS,
+            StopReason::Unavailable { .. }
+            | StopReason::Budget { .. }
+            | StopReason::Throttled { .. } => exit::WORK_REMAINS,
             StopReason::Signal(sig) => (128 + sig) as u8,
         }
     }
@@ -40,7 +46,9 @@ impl StopReason {
         match self {
             StopReason::Signal(_) => 3,
             StopReason::Vendor { .. } | StopReason::BadCredentials { .. } => 2,
-            StopReason::Unavailable { .. } | StopReason::Budget { .. } => 1,
+            StopReason::Unavailable { .. }
+            | StopReason::Budget { .. }
+            | StopReason::Throttled { .. } => 1,
         }
     }
 

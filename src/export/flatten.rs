@@ -51,6 +51,14 @@ pub struct BadBody {
 pub struct Quality {
     pub coerced_to_null: BTreeMap<&'static str, u64>,
     pub unusable_containers: BTreeMap<&'static str, u64>,
+    /// Bodies that were complete JSON documents but not strict JSON (raw control characters in
+    /// strings, bytes that are not UTF-8), read leniently (`api::lenient`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub read_leniently: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Quality {
@@ -69,6 +77,7 @@ impl Quality {
         for (k, v) in &other.unusable_containers {
             *self.unusable_containers.entry(k).or_default() += v;
         }
+        self.read_leniently += other.read_leniently;
     }
 
     pub fn coerced_total(&self) -> u64 {
@@ -133,18 +142,37 @@ pub fn flatten_versions(
     let mut jsonl_lines = 0;
     for (i, row) in rows.iter().enumerate() {
         let v = versions.get(i).copied().unwrap_or_default();
-        if want.tables {
-            match parse(row) {
+        // A body that is not strict JSON is read as the engine read it when it was bought:
+        // through the one lenient reader, only when the strict parse fails (the common case
+        // pays nothing for it).
+        let mut repaired = None;
+        let mut strict = want.tables.then(|| parse(row, &row.body));
+        let failed = match &strict {
+            Some(r) => r.is_err(),
+            None => locate(row, &row.body).is_err(),
+        };
+        if failed && let Some(r) = crate::api::lenient::repair(&row.body) {
+            quality.read_leniently += 1;
+            repaired = Some(r);
+        }
+        let body: &[u8] = repaired.as_ref().map_or(&row.body, |r| r.text.as_bytes());
+        if repaired.is_some() && want.tables {
+            strict = Some(parse(row, body));
+        }
+        if let Some(parsed) = strict {
+            match parsed {
                 Ok(Some(report)) => b.push(row, v, &report, &mut quality),
                 Ok(None) => {
                     bad.push(BadBody {
                         vin: row.vin.clone(),
-                        reason: locate(row).err().unwrap_or_else(|| "no REPORT".into()),
+                        reason: locate(row, body)
+                            .err()
+                            .unwrap_or_else(|| "no REPORT".into()),
                     });
                     continue;
                 }
                 Err(e) => {
-                    let reason = match locate(row) {
+                    let reason = match locate(row, body) {
                         Err(reason) => reason,
                         Ok(_) => format!("the REPORT is not a readable object: {e}"),
                     };
@@ -157,7 +185,7 @@ pub fn flatten_versions(
             }
         }
         if want.jsonl {
-            match locate(row) {
+            match locate(row, body) {
                 Ok(raw) => jsonl_lines += u64::from(push_jsonl(&mut jsonl, row, v, raw)),
                 Err(reason) if !want.tables => bad.push(BadBody {
                     vin: row.vin.clone(),
@@ -178,10 +206,11 @@ pub fn flatten_versions(
     })
 }
 
-/// Parses the REPORT of a stored body in one pass, borrowing its text.
-fn parse(row: &SourceReport) -> Result<Option<ReportView<'_>>, String> {
+/// Parses the REPORT of a stored body (`body`: the row's, or its lenient repair) in one pass,
+/// borrowing its text.
+fn parse<'a>(row: &SourceReport, body: &'a [u8]) -> Result<Option<ReportView<'a>>, String> {
     let endpoint = endpoint_of(row)?;
-    parse_report::<ReportView<'_>>(endpoint, &row.body).map_err(|e| e.to_string())
+    parse_report::<ReportView<'_>>(endpoint, body).map_err(|e| e.to_string())
 }
 
 fn endpoint_of(row: &SourceReport) -> Result<Endpoint, String> {
@@ -192,21 +221,20 @@ fn endpoint_of(row: &SourceReport) -> Result<Endpoint, String> {
     }
 }
 
-/// Finds the REPORT in a stored body, or says why there is none.
-fn locate(row: &SourceReport) -> Result<&RawValue, String> {
+/// Finds the REPORT in a stored body (the row's, or its lenient repair), or says why there is
+/// none.
+fn locate<'a>(row: &SourceReport, body: &'a [u8]) -> Result<&'a RawValue, String> {
     let endpoint = endpoint_of(row)?;
-    match report_json(endpoint, &row.body) {
+    match report_json(endpoint, body) {
         Some(raw) if raw.get().trim_start().starts_with('{') => Ok(raw),
         Some(_) => Err(format!(
             "the {} body's REPORT is not a JSON object",
             endpoint.as_str()
         )),
-        None if serde_json::from_slice::<serde::de::IgnoredAny>(&row.body).is_err() => {
-            Err(format!(
-                "the body is not JSON: {}",
-                crate::api::outcome::excerpt(&row.body)
-            ))
-        }
+        None if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_err() => Err(format!(
+            "the body is not JSON: {}",
+            crate::api::outcome::excerpt(body)
+        )),
         None => Err(format!(
             "the {} body has no REPORT ({})",
             endpoint.as_str(),

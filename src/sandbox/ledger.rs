@@ -28,6 +28,10 @@ pub struct VinLedger {
     pub late_request_ids: Vec<String>,
     /// Billed generates answered with `data: {}` (`unusable_rate`): no requestId, no report.
     pub unusable: u64,
+    /// Billed generates answered HTTP 504 by the gateway (`gateway_504_rate`).
+    pub gateway_504_generate: u64,
+    /// Billed gets answered HTTP 504 by the gateway (`gateway_504_rate`).
+    pub gateway_504_get: u64,
 }
 
 /// A snapshot of the sandbox's books (`GET /__sandbox/ledger`).
@@ -51,6 +55,17 @@ pub struct Ledger {
     pub gateway_errors: u64,
     /// Calls answered code 500 during an outage (never billed).
     pub outage_answers: u64,
+    /// Calls answered HTTP 429 with `Retry-After` inside a throttle window (`throttle_every`;
+    /// never billed).
+    pub throttled: u64,
+    /// The throttle windows in the order they opened: how many calls each refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub throttle_windows: Vec<u64>,
+    /// Billed calls answered HTTP 504 by the gateway (`gateway_504_rate`); part of
+    /// `billed_total`.
+    pub gateway_504: u64,
+    /// Billed answers whose body is not strict JSON (`raw_body_rate`); part of `billed_total`.
+    pub raw_bodies: u64,
     pub per_vin: BTreeMap<String, VinLedger>,
 }
 
@@ -112,6 +127,16 @@ impl Books {
                 per.late_request_ids.extend(request_id.map(str::to_owned));
             }
             Endpoint::Get => per.late_get += 1,
+        }
+    }
+
+    /// Records that the billed call for `vin` just made is answered HTTP 504.
+    pub(crate) fn mark_504(&mut self, endpoint: Endpoint, vin: &str) {
+        self.ledger.gateway_504 += 1;
+        let per = self.ledger.per_vin.entry(vin.to_owned()).or_default();
+        match endpoint {
+            Endpoint::Generate => per.gateway_504_generate += 1,
+            Endpoint::Get => per.gateway_504_get += 1,
         }
     }
 

@@ -74,6 +74,25 @@ pub struct SandboxConfig {
     pub app_secret: Secret,
     /// Share of VINs whose report comes inline from generate.
     pub inline_rate: f64,
+    /// Every this many calls that pass the throttle, a throttle window opens (an account
+    /// quota): for `throttle_secs` every vendor call answers HTTP 429 with `Retry-After` (the
+    /// whole seconds left in the window), never billed (ledger `throttled`,
+    /// `throttle_windows`). 0 is off.
+    pub throttle_every: u64,
+    /// How long a throttle window lasts.
+    pub throttle_secs: u64,
+    /// Probability that a billed call (either endpoint) is answered HTTP 504 by the gateway,
+    /// as one that forwarded the request and gave up waiting (ledger `gateway_504`, per VIN
+    /// `gateway_504_generate`, `gateway_504_get`).
+    pub gateway_504_rate: f64,
+    /// Share of VINs whose billed answers carrying a report are not strict JSON: the REPORT's
+    /// `brand_name` holds raw control characters or GBK bytes, the same every time for the VIN
+    /// ([`raw_brand`]; ledger `raw_bodies`).
+    pub raw_body_rate: f64,
+    /// Share of VINs whose gets are billed but never hold a report (`{"code":200,"data":null}`,
+    /// the same every time for the VIN; chosen by a hash of the VIN and the seed, see
+    /// [`SandboxConfig::unusable_get`]).
+    pub unusable_get_rate: f64,
     /// How far a VIN's report moves on between two purchases of it: the n-th purchase sells the
     /// report as it stands (n - 1) × `report_age` after the first (newer visits, for a few
     /// vehicles a new accident or a rolled-back history: `synth::report_aged`). Whole days;
@@ -101,6 +120,11 @@ impl Default for SandboxConfig {
             app_secret: Secret::new(DEFAULT_APP_SECRET),
             inline_rate: synth::DEFAULT_INLINE_RATE,
             report_age: Duration::ZERO,
+            throttle_every: 0,
+            throttle_secs: 4,
+            gateway_504_rate: 0.0,
+            raw_body_rate: 0.0,
+            unusable_get_rate: 0.0,
         }
     }
 }
@@ -116,6 +140,44 @@ impl SandboxConfig {
     pub fn truth(&self, vin: &str) -> VinTruth {
         truth_with_rate(vin, self.seed, self.inline_rate)
     }
+
+    /// Whether `vin`'s gets are billed without a report (`unusable_get_rate`).
+    pub fn unusable_get(&self, vin: &str) -> bool {
+        self.unusable_get_rate > 0.0 && synth::unit(vin, self.seed, b"unusable-get") < self.unusable_get_rate
+    }
+
+    /// The raw `brand_name` bytes this sandbox puts in `vin`'s billed reports, if the VIN is
+    /// one of `raw_body_rate`'s (see [`raw_brand`]).
+    pub fn raw_brand(&self, vin: &str) -> Option<RawBrand> {
+        raw_brand(vin, self.seed, self.raw_body_rate)
+    }
+}
+
+/// How a VIN's billed reports break strict JSON (`--raw-body-rate`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawBrand {
+    /// The REPORT's `brand_name` as bytes on the wire: the brand with a raw line break and tab
+    /// inside the string, or the brand in GBK.
+    pub bytes: Vec<u8>,
+    /// `true` for GBK bytes, `false` for raw control characters.
+    pub gbk: bool,
+}
+
+/// The raw `brand_name` of `vin`'s billed reports when `vin` is among `rate`'s share of VINs
+/// (chosen by a hash of the VIN and the seed, so the same every time): half get raw control
+/// characters, half GBK bytes.
+pub fn raw_brand(vin: &str, seed: u64, rate: f64) -> Option<RawBrand> {
+    if rate <= 0.0 || synth::unit(vin, seed, b"raw-body") >= rate {
+        return None;
+    }
+    let brand = synth::brand_for_wmi(&synth::wmi(vin));
+    let gbk = synth::unit(vin, seed, b"raw-kind") < 0.5;
+    let bytes = if gbk {
+        encoding_rs::GBK.encode(brand).0.into_owned()
+    } else {
+        format!("{brand}\n\t(维修厂录入)").into_bytes()
+    };
+    Some(RawBrand { bytes, gbk })
 }
 
 /// The fault rates of a running sandbox, as [`SandboxConfig`] sets them at start; change them

@@ -1,14 +1,14 @@
 //! The HTTP side of the sandbox: the two vendor endpoints, the admin paths, and the 404.
 //!
 //! A vendor call goes through the same gates as at Jumdata, in order: latency, outage (code 500),
-//! gateway error (HTTP 503/429), injected fault, parameters, appId/timestamp/sign, balance, then
+//! throttle window (HTTP 429 with `Retry-After`), gateway error (HTTP 503/429), injected fault, parameters, appId/timestamp/sign, balance, then
 //! the endpoint itself. The vendor's answers use HTTP 200 with the vendor code in the JSON body;
 //! only the gateway (503/429), the HTML 502 fault and an unknown path (404) use another status.
 //! Billing happens in [`super::ledger::Books`], only for code-200 answers; a billed answer may
 //! then be held for the stall (late) or carry `data: {}` (unusable).
 
 use super::ReadyAfter;
-use super::answer::{json_response, success, vendor_error};
+use super::answer::{gateway_timeout, json_response, success, success_raw, vendor_error};
 use super::fault::{Fault, GatewayError};
 use super::ledger::{Books, Endpoint, Ledger};
 use super::synth::{self, Fate};
@@ -44,6 +44,15 @@ pub(crate) struct Shared {
     outage: AtomicBool,
     /// The fault rates now (from `cfg`, changed by `Sandbox::set_faults`).
     faults: Mutex<Faults>,
+    throttle: Mutex<Throttle>,
+}
+
+/// The throttle's state (`throttle_every`): calls let through since the last window, and the
+/// end of the window open now.
+#[derive(Default)]
+struct Throttle {
+    served: u64,
+    until: Option<Instant>,
 }
 
 /// A report requested by generate, looked up by requestId on get.
@@ -65,7 +74,40 @@ impl Shared {
             cfg,
             tasks: Mutex::new(HashMap::new()),
             task_seq: AtomicU64::new(0),
+            throttle: Mutex::new(Throttle::default()),
         }
+    }
+
+    /// The `Retry-After` seconds when the throttle refuses this call: inside an open window,
+    /// or when this call is the one after `throttle_every` let through, which opens one.
+    fn throttled(&self) -> Option<u64> {
+        let every = self.cfg.throttle_every;
+        if every == 0 {
+            return None;
+        }
+        let mut t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let left = match t.until {
+            Some(until) if now < until => Some(until - now),
+            _ if t.served >= every => {
+                t.served = 0;
+                let secs = std::time::Duration::from_secs(self.cfg.throttle_secs.max(1));
+                t.until = Some(now + secs);
+                self.books().ledger.throttle_windows.push(0);
+                Some(secs)
+            }
+            _ => {
+                t.served += 1;
+                None
+            }
+        }?;
+        let mut books = self.books();
+        books.ledger.throttled += 1;
+        if let Some(n) = books.ledger.throttle_windows.last_mut() {
+            *n += 1;
+        }
+        // Whole seconds, rounded up: a client that waits this long finds the window closed.
+        Some(left.as_millis().div_ceil(1000).max(1) as u64)
     }
 
     /// The books; a panic elsewhere while holding the lock leaves them usable.
@@ -209,6 +251,9 @@ async fn vendor_call(
         s.books().ledger.outage_answers += 1;
         return vendor_error(500, "系统维护,请稍候再试");
     }
+    if let Some(secs) = s.throttled() {
+        return GatewayError::TooManyRequests.respond(secs);
+    }
     let faults = s.faults();
     if let Some(gateway) = GatewayError::roll(faults.gateway_error_rate) {
         s.books().ledger.gateway_errors += 1;
@@ -345,6 +390,10 @@ fn generate_report(s: &Shared, p: &Params) -> Answer {
         if late {
             books.mark_late(Endpoint::Generate, vin, request_id.as_deref());
         }
+        if chance(s.cfg.gateway_504_rate) {
+            books.mark_504(Endpoint::Generate, vin);
+            return gateway_timeout().into();
+        }
     }
     let answer = match request_id {
         Some(id) => generate_success(s, vin, truth.fate, id, age_days),
@@ -370,6 +419,10 @@ fn generate_success(
     data.insert("requestId".into(), Value::String(request_id));
     if fate == Fate::Inline {
         data.insert("info".into(), synth::report_aged(vin, s.cfg.seed, age_days));
+        if let Some(raw) = s.cfg.raw_brand(vin) {
+            s.books().ledger.raw_bodies += 1;
+            return success_raw(s.task_no(), Value::Object(data), &["info"], &raw.bytes);
+        }
     } else if let Some(info) = synth::deferred_info(vin, s.cfg.seed) {
         data.insert("info".into(), info);
     }
@@ -409,8 +462,21 @@ fn fetch_report(s: &Shared, p: &Params) -> Answer {
         if late {
             books.mark_late(Endpoint::Get, &vin, None);
         }
+        if chance(s.cfg.gateway_504_rate) {
+            books.mark_504(Endpoint::Get, &vin);
+            return gateway_timeout().into();
+        }
     }
-    let answer = success(s.task_no(), synth::report_aged(&vin, s.cfg.seed, age_days));
+    let report = synth::report_aged(&vin, s.cfg.seed, age_days);
+    let answer = match s.cfg.raw_brand(&vin) {
+        // Billed, and no report in it: a client that asks again pays again.
+        _ if s.cfg.unusable_get(&vin) => success(s.task_no(), Value::Null),
+        Some(raw) => {
+            s.books().ledger.raw_bodies += 1;
+            success_raw(s.task_no(), report, &[], &raw.bytes)
+        }
+        None => success(s.task_no(), report),
+    };
     if late {
         Answer::Late(answer)
     } else {

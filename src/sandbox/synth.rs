@@ -134,7 +134,7 @@ fn splitmix(mut z: u64) -> u64 {
 }
 
 /// A uniform number in [0, 1) from the hash.
-fn unit(vin: &str, seed: u64, purpose: &[u8]) -> f64 {
+pub(crate) fn unit(vin: &str, seed: u64, purpose: &[u8]) -> f64 {
     (hash(vin, seed, purpose) >> 11) as f64 / (1u64 << 53) as f64
 }
 

@@ -39,9 +39,15 @@ fn rate() -> impl Strategy<Value = f64> {
     prop_oneof![Just(0.0), 0.01..0.15f64]
 }
 
+/// Gateway errors carry `Retry-After` (1 s), which pauses the whole account: a lower share
+/// keeps a step's runs short while still pausing them a few times.
+fn gateway_rate() -> impl Strategy<Value = f64> {
+    prop_oneof![Just(0.0), 0.005..0.03f64]
+}
+
 fn step() -> impl Strategy<Value = Step> {
     (
-        (rate(), rate(), rate(), rate()),
+        (rate(), rate(), gateway_rate(), rate()),
         prop::bool::weighted(0.15),
         prop::option::weighted(0.25, 0..60u64),
         prop::option::weighted(0.4, 30..500u64),
