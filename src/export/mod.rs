@@ -247,6 +247,7 @@ impl<'a, F: Serialize> Manifest<'a, F> {
             data_quality: DataQuality {
                 coerced_to_null: &collected.quality.coerced_to_null,
                 unusable_containers: &collected.quality.unusable_containers,
+                read_leniently: collected.quality.read_leniently,
                 bad_bodies: collected.bad_bodies,
                 bad_body_list: &collected.bad_body_list,
             },
@@ -297,6 +298,8 @@ struct BilledUnusable {
 struct DataQuality<'a> {
     coerced_to_null: &'a BTreeMap<&'static str, u64>,
     unusable_containers: &'a BTreeMap<&'static str, u64>,
+    /// Bodies that were not strict JSON, read leniently (docs/design.md, "Money rules").
+    read_leniently: u64,
     bad_bodies: u64,
     bad_body_list: &'a [BadBody],
 }

@@ -251,3 +251,21 @@ pub fn python(modules: &[&str], code: &str, args: &[&str]) -> Option<std::proces
             .expect("python3 runs"),
     )
 }
+
+/// The VINs whose get answers came twice (or more) as 2xx bodies that could not be read (cut
+/// short, say): those fail as `billed_unusable`, never a third charge (docs/design.md, "Money
+/// rules", rule 6), whatever the sandbox's truth for them.
+pub fn cut_short_twice(dir: &Path) -> BTreeSet<String> {
+    let conn = db(dir);
+    let mut st = conn
+        .prepare(
+            "SELECT v.vin FROM calls c JOIN vins v ON v.id = c.vin_id
+             WHERE c.endpoint = 'get' AND c.delivery = 'unknown' AND c.body IS NOT NULL
+             GROUP BY v.vin HAVING count(*) >= 2",
+        )
+        .expect("query");
+    st.query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows read")
+}
