@@ -545,3 +545,66 @@ fn in_flight_pg(pg: &pgserver::PgServer, url: &str) -> std::collections::BTreeSe
         .map(|r| r.get(0))
         .collect()
 }
+
+#[test]
+fn a_throttle_pauses_every_worker_of_the_account_through_the_shared_bucket() {
+    let Some(pg) = pgserver::server() else { return };
+    let (_t, dir) = tempdir();
+    let cfg = SandboxConfig {
+        throttle_every: 250,
+        throttle_secs: 2,
+        seed: 71,
+        ..SandboxConfig::default()
+    };
+    let sb = sandbox(cfg.clone());
+    let fleet = vins(400, 71);
+    write_csv(&dir.join("fleet.csv"), &fleet);
+    let url = format!("{}?schema=throttled", pg.new_database("throttle"));
+    let logs: Vec<_> = (0..2).map(|i| dir.join(format!("worker{i}.log"))).collect();
+    let start = |i: usize| {
+        vmr_pg(&dir, &sb, &url)
+            .args(["--log-format", "json", "--rate", "400", "--burst", "20"])
+            .args(["--concurrency", "8", "--out", &format!("out{i}")])
+            .args(["run", "--input", "fleet.csv"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&logs[i]).expect("log file"))
+            .spawn()
+            .expect("vmr starts")
+    };
+    let mut workers = [start(0), start(1)];
+    for w in &mut workers {
+        let code = w.wait().expect("worker ends").code();
+        assert!(matches!(code, Some(0 | 75)), "exit {code:?}");
+    }
+    // A last run settles what the other worker held when one finished.
+    let out = vmr_pg(&dir, &sb, &url)
+        .args(["run", "--input", "fleet.csv"])
+        .output()
+        .expect("vmr runs");
+    assert_eq!(out.status.code(), Some(0));
+    let ledger = sb.ledger();
+    assert!(ledger.throttle_windows.len() >= 2, "{:?}", ledger.throttle_windows);
+    // Counted by order: a window refuses what both workers had in flight when it opened, and a
+    // handful more; then every worker waits (the shared bucket is in debt for the wait).
+    for (i, refused) in ledger.throttle_windows.iter().enumerate() {
+        assert!(*refused <= 2 * 8 + 10, "window {i} refused {refused} calls");
+    }
+    for (vin, l) in &ledger.per_vin {
+        assert!(l.generate <= 1, "{vin} bought twice");
+    }
+    for log in &logs {
+        let text = std::fs::read_to_string(log).expect("log");
+        assert!(!text.contains("cannot pause the shared rate limit"), "{text}");
+    }
+    let copy = dir.join("copy");
+    copy_cmd(&dir, &url, copy.to_str().expect("path")).assert().code(0);
+    let conn = rusqlite::Connection::open(copy.join("checkpoint.sqlite")).expect("copy opens");
+    let not_done: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM vins WHERE state NOT IN ('done', 'failed')",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(not_done, 0);
+}
