@@ -116,7 +116,11 @@ mod tests {
         assert_eq!(v["data"]["remark"], "line one\nline\ttwo\u{1}");
         assert_eq!(r.control_chars, 3);
         assert!(!r.invalid_utf8);
-        assert!(r.note().contains("3 raw control characters"), "{}", r.note());
+        assert!(
+            r.note().contains("3 raw control characters"),
+            "{}",
+            r.note()
+        );
     }
 
     #[test]
@@ -148,7 +152,10 @@ mod tests {
     #[test]
     fn a_body_cut_short_or_not_json_is_never_repaired() {
         assert_eq!(repair(b"{\"code\":200,\"data\":{\"remark\":\"a\nb"), None);
-        assert_eq!(repair(b"{\"code\":200,\"data\":{\"remark\":\"a\nb\"}"), None);
+        assert_eq!(
+            repair(b"{\"code\":200,\"data\":{\"remark\":\"a\nb\"}"),
+            None
+        );
         assert_eq!(repair(b"<html>\n\xff</html>"), None);
         assert_eq!(repair(b""), None);
         // Trailing garbage after a complete value is not a complete document.

@@ -446,7 +446,9 @@ pub fn parse_report<'a, T: Deserialize<'a>>(
 pub(crate) fn code_advice(code: i64) -> &'static str {
     match code {
         404 => "the request address is wrong: check --base-url",
-        300..=399 => "the address redirects elsewhere: check --base-url (vmr never follows a redirect)",
+        300..=399 => {
+            "the address redirects elsewhere: check --base-url (vmr never follows a redirect)"
+        }
         601 => "the API is not enabled for this account: ask the vendor to enable it",
         602 => "the account is disabled: contact the vendor",
         603 => "the balance is exhausted: top up the account, then run again",

@@ -1252,12 +1252,12 @@ pub(crate) fn unusable_gets(
     vin_id: i64,
     request_id: &str,
 ) -> Result<i64, CheckpointError> {
-    Ok(conn.query_row(
+    conn.query_row(
         "SELECT count(*) FROM calls WHERE vin_id = ?1 AND endpoint = 'get' AND request_id = ?2
             AND body IS NOT NULL AND (billed = 1 OR delivery = 'unknown')",
         p![vin_id, request_id],
         |r| r.get(0),
-    )?)
+    )
 }
 
 /// A VIN to send to generate.

@@ -739,7 +739,8 @@ impl Engine {
             Outcome::Transient { detail, .. } if ex.unreadable_2xx() => detail.clone(),
             _ => return Ok(None),
         };
-        let earlier = checkpoint::unusable_gets(&self.ckpt.reader()?, todo.vin_id, &todo.request_id)?;
+        let earlier =
+            checkpoint::unusable_gets(&self.ckpt.reader()?, todo.vin_id, &todo.request_id)?;
         if earlier == 0 {
             tracing::warn!(
                 vin = todo.vin.as_str(),

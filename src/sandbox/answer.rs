@@ -32,7 +32,12 @@ const RAW_PLACEHOLDER: &str = "@@vmr-sandbox-raw-brand@@";
 
 /// A billed answer whose REPORT (at `report_at`: `["info"]` for generate, `[]` for get, inside
 /// `data`) carries `raw` as its `brand_name` bytes, so the body is not strict JSON.
-pub(crate) fn success_raw(task_no: String, mut data: Value, report_at: &[&str], raw: &[u8]) -> Response {
+pub(crate) fn success_raw(
+    task_no: String,
+    mut data: Value,
+    report_at: &[&str],
+    raw: &[u8],
+) -> Response {
     let mut report = &mut data;
     for key in report_at {
         report = &mut report[*key];
@@ -40,8 +45,9 @@ pub(crate) fn success_raw(task_no: String, mut data: Value, report_at: &[&str], 
     if let Some(obj) = report.as_object_mut() {
         obj.insert("brand_name".into(), Value::String(RAW_PLACEHOLDER.into()));
     }
-    let body = serde_json::to_vec(&json!({"msg": "成功", "code": 200, "taskNo": task_no, "data": data}))
-        .expect("a serde_json::Value always serializes");
+    let body =
+        serde_json::to_vec(&json!({"msg": "成功", "code": 200, "taskNo": task_no, "data": data}))
+            .expect("a serde_json::Value always serializes");
     let mut out = Vec::with_capacity(body.len() + raw.len());
     let mut rest = &body[..];
     while let Some(at) = find(rest, RAW_PLACEHOLDER.as_bytes()) {

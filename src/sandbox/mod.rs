@@ -143,7 +143,8 @@ impl SandboxConfig {
 
     /// Whether `vin`'s gets are billed without a report (`unusable_get_rate`).
     pub fn unusable_get(&self, vin: &str) -> bool {
-        self.unusable_get_rate > 0.0 && synth::unit(vin, self.seed, b"unusable-get") < self.unusable_get_rate
+        self.unusable_get_rate > 0.0
+            && synth::unit(vin, self.seed, b"unusable-get") < self.unusable_get_rate
     }
 
     /// The raw `brand_name` bytes this sandbox puts in `vin`'s billed reports, if the VIN is

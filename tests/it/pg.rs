@@ -583,7 +583,11 @@ fn a_throttle_pauses_every_worker_of_the_account_through_the_shared_bucket() {
         .expect("vmr runs");
     assert_eq!(out.status.code(), Some(0));
     let ledger = sb.ledger();
-    assert!(ledger.throttle_windows.len() >= 2, "{:?}", ledger.throttle_windows);
+    assert!(
+        ledger.throttle_windows.len() >= 2,
+        "{:?}",
+        ledger.throttle_windows
+    );
     // Counted by order: a window refuses what both workers had in flight when it opened, and a
     // handful more; then every worker waits (the shared bucket is in debt for the wait).
     for (i, refused) in ledger.throttle_windows.iter().enumerate() {
@@ -594,10 +598,15 @@ fn a_throttle_pauses_every_worker_of_the_account_through_the_shared_bucket() {
     }
     for log in &logs {
         let text = std::fs::read_to_string(log).expect("log");
-        assert!(!text.contains("cannot pause the shared rate limit"), "{text}");
+        assert!(
+            !text.contains("cannot pause the shared rate limit"),
+            "{text}"
+        );
     }
     let copy = dir.join("copy");
-    copy_cmd(&dir, &url, copy.to_str().expect("path")).assert().code(0);
+    copy_cmd(&dir, &url, copy.to_str().expect("path"))
+        .assert()
+        .code(0);
     let conn = rusqlite::Connection::open(copy.join("checkpoint.sqlite")).expect("copy opens");
     let not_done: i64 = conn
         .query_row(

@@ -170,7 +170,9 @@ fn billed_bodies_that_are_not_strict_json_are_read_leniently_and_never_bought_ag
     assert_truth(&dir, &cfg, &vins);
     let raw: Vec<(&String, vmr::sandbox::RawBrand)> = vins
         .iter()
-        .filter(|v| cfg.truth(v).fate != Fate::Unsupported703 && cfg.truth(v).fate != Fate::Fails702)
+        .filter(|v| {
+            cfg.truth(v).fate != Fate::Unsupported703 && cfg.truth(v).fate != Fate::Fails702
+        })
         .filter_map(|v| cfg.raw_brand(v).map(|r| (v, r)))
         .collect();
     assert!(raw.iter().any(|(_, r)| r.gbk) && raw.iter().any(|(_, r)| !r.gbk));
@@ -210,7 +212,8 @@ fn billed_bodies_that_are_not_strict_json_are_read_leniently_and_never_bought_ag
             )
             .expect("a stored report");
         assert!(
-            body.windows(rb.bytes.len()).any(|w| w == rb.bytes.as_slice()),
+            body.windows(rb.bytes.len())
+                .any(|w| w == rb.bytes.as_slice()),
             "{vin}: raw bytes not kept"
         );
     }
@@ -262,11 +265,17 @@ fn a_get_billed_without_a_report_is_asked_once_more_then_failed_never_a_third_ti
         let (state, _, message) = &d[*v];
         assert_eq!(state, "failed", "{v}");
         assert!(
-            message.as_deref().unwrap_or("").starts_with("billed_unusable"),
+            message
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("billed_unusable"),
             "{v}: {message:?}"
         );
         assert_eq!(gets.get(*v), Some(&2), "{v}");
-        assert_eq!(ledger.per_vin[*v].get, 2, "{v}: the sandbox billed a third get");
+        assert_eq!(
+            ledger.per_vin[*v].get, 2,
+            "{v}: the sandbox billed a third get"
+        );
     }
     // Every billed body is kept in the call log.
     assert_eq!(
@@ -315,7 +324,11 @@ fn poll_retry_expired_fetches_a_report_that_became_ready_later_without_a_new_gen
         .args(["submit", "--retry-expired", "--dry-run"])
         .output()
         .expect("vmr runs");
-    assert!(stderr_of(&out).contains("poll --retry-expired"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("poll --retry-expired"),
+        "{}",
+        stderr_of(&out)
+    );
     std::thread::sleep(Duration::from_millis(1300));
     let generates = sb.ledger().generate_billed;
     vmr(&dir, &sb)
@@ -323,7 +336,11 @@ fn poll_retry_expired_fetches_a_report_that_became_ready_later_without_a_new_gen
         .assert()
         .code(0);
     assert_truth(&dir, &cfg, &vins);
-    assert_eq!(sb.ledger().generate_billed, generates, "nothing bought again");
+    assert_eq!(
+        sb.ledger().generate_billed,
+        generates,
+        "nothing bought again"
+    );
     for (vin, l) in &sb.ledger().per_vin {
         assert!(l.generate <= 1, "{vin} bought twice");
     }
@@ -362,7 +379,15 @@ fn a_redirect_is_never_followed_and_stops_the_run_naming_its_target() {
     write_csv(&dir.join("in.csv"), &vins(5, 67));
     let sb = sandbox(SandboxConfig::default());
     let out = vmr(&dir, &sb)
-        .args(["submit", "--input", "in.csv", "--base-url", &url, "--concurrency", "1"])
+        .args([
+            "submit",
+            "--input",
+            "in.csv",
+            "--base-url",
+            &url,
+            "--concurrency",
+            "1",
+        ])
         .output()
         .expect("vmr runs");
     let text = stderr_of(&out);
@@ -376,7 +401,8 @@ fn a_redirect_is_never_followed_and_stops_the_run_naming_its_target() {
 #[test]
 fn a_body_over_max_body_is_unknown_and_its_first_bytes_are_kept() {
     let (_t, dir) = tempdir();
-    let mut body = br#"{"code":200,"msg":"ok","data":{"requestId":"r1","info":{"remark":""#.to_vec();
+    let mut body =
+        br#"{"code":200,"msg":"ok","data":{"requestId":"r1","info":{"remark":""#.to_vec();
     body.extend(std::iter::repeat_n(b'x', 2 * 1024 * 1024));
     body.extend_from_slice(br#""}}}"#);
     let mut response = format!(
@@ -389,7 +415,15 @@ fn a_body_over_max_body_is_unknown_and_its_first_bytes_are_kept() {
     write_csv(&dir.join("in.csv"), &vins(1, 68));
     let sb = sandbox(SandboxConfig::default());
     let out = vmr(&dir, &sb)
-        .args(["submit", "--input", "in.csv", "--base-url", &url, "--max-body", "1"])
+        .args([
+            "submit",
+            "--input",
+            "in.csv",
+            "--base-url",
+            &url,
+            "--max-body",
+            "1",
+        ])
         .output()
         .expect("vmr runs");
     assert_eq!(out.status.code(), Some(75), "{}", stderr_of(&out));
