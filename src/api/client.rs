@@ -52,6 +52,10 @@ pub struct Exchange {
     pub body: Vec<u8>,
     pub answer: Answer,
     pub outcome: Outcome,
+    /// A 2xx answer whose body ended too soon: the connection failed mid-body, it passed
+    /// `--max-body`, or it is a JSON document that stops before its end. It may be a billed
+    /// report, so its bytes are kept and a get counts it (docs/design.md, "Money rules").
+    pub cut_short: bool,
 }
 
 impl Exchange {
@@ -59,18 +63,10 @@ impl Exchange {
         self.answer.billed()
     }
 
-    /// A 2xx answer that came with bytes but could not be read (cut short, over `--max-body`,
-    /// not JSON or without a code): it may be a billed answer, so its body is kept whole.
-    pub fn unreadable_2xx(&self) -> bool {
-        self.outcome.is_unknown()
-            && self.http_status.is_some_and(|s| (200..300).contains(&s))
-            && !self.body.is_empty()
-    }
-
     /// Whether the call log keeps this answer's body: every billed answer not stored as a
-    /// report, and every 2xx answer that might have been billed but could not be read.
+    /// report, and every 2xx answer cut short (it may be a billed report).
     pub fn keeps_body(&self) -> bool {
-        (self.billed() && !matches!(self.outcome, Outcome::Report { .. })) || self.unreadable_2xx()
+        (self.billed() && !matches!(self.outcome, Outcome::Report { .. })) || self.cut_short
     }
 }
 
@@ -157,6 +153,8 @@ impl Client {
                     body,
                     cut,
                 } = r;
+                let is_2xx = (200..300).contains(&status);
+                let transport_cut = cut.is_some() && is_2xx;
                 let (mut outcome, answer) = match cut {
                     // A 2xx body cut short may be a billed answer: unknown, its bytes kept.
                     Some(why) if (200..300).contains(&status) => (
@@ -184,7 +182,10 @@ impl Client {
                 {
                     *slot = retry_after;
                 }
+                let cut_short = transport_cut
+                    || (is_2xx && outcome.is_unknown() && super::lenient::cut_short(&body));
                 Exchange {
+                    cut_short,
                     endpoint,
                     started_at_ms,
                     ended_at_ms,
@@ -201,6 +202,7 @@ impl Client {
                 http_status: status,
                 body: Vec::new(),
                 answer: Answer::default(),
+                cut_short: false,
                 outcome: Outcome::Transient {
                     http_status: status,
                     code: None,
@@ -283,8 +285,9 @@ impl Client {
     }
 }
 
-/// Longest `Retry-After` honoured: a server asking for more is waited for by the next run.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// Longest `Retry-After` read: far past any `--max-wait`, so a longer wait stops the run saying
+/// how long the vendor asked for (docs/design.md, "Money rules", rule 11).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A `Retry-After` header: delay-seconds or an HTTP date (RFC 9110), capped.
 pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
@@ -330,7 +333,8 @@ mod tests {
     fn retry_after_takes_seconds_or_a_date() {
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("99999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("99999"), Some(Duration::from_secs(99999)));
+        assert_eq!(parse_retry_after("99999999"), Some(MAX_RETRY_AFTER));
         let later = std::time::SystemTime::now() + Duration::from_secs(60);
         let d = parse_retry_after(&httpdate::fmt_http_date(later)).expect("a date parses");
         assert!(

@@ -47,6 +47,34 @@ impl Repaired {
 /// control characters inside strings or bytes that are not UTF-8; `None` when it needs no
 /// repair (it is strict already) or cannot be repaired (cut short, not JSON at all).
 pub fn repair(body: &[u8]) -> Option<Repaired> {
+    let (out, control_chars, invalid_utf8) = escape(body);
+    if control_chars == 0 && !invalid_utf8 {
+        return None;
+    }
+    // Complete documents only: one value, and nothing after it but whitespace.
+    serde_json::from_str::<IgnoredAny>(&out).ok()?;
+    Some(Repaired {
+        text: out,
+        control_chars,
+        invalid_utf8,
+    })
+}
+
+/// Whether `body` is the start of a JSON document that ends too soon: an answer cut short, which
+/// may be a billed report (read leniently, so raw control characters and bytes that are not
+/// UTF-8 do not hide where it ends). A complete document, an HTML page or an empty body is not.
+pub fn cut_short(body: &[u8]) -> bool {
+    if !matches!(body.trim_ascii_start().first(), Some(b'{' | b'[')) {
+        return false;
+    }
+    let (text, _, _) = escape(body);
+    serde_json::from_str::<IgnoredAny>(&text)
+        .is_err_and(|e| e.classify() == serde_json::error::Category::Eof)
+}
+
+/// The body as UTF-8 (lossy) with the control characters inside its strings escaped; how many
+/// were, and whether bytes were not UTF-8.
+fn escape(body: &[u8]) -> (String, usize, bool) {
     let text = String::from_utf8_lossy(body);
     let invalid_utf8 = matches!(text, Cow::Owned(_));
     let mut out = String::with_capacity(text.len() + 16);
@@ -92,16 +120,7 @@ pub fn repair(body: &[u8]) -> Option<Repaired> {
             c => out.push(c),
         }
     }
-    if control_chars == 0 && !invalid_utf8 {
-        return None;
-    }
-    // Complete documents only: one value, and nothing after it but whitespace.
-    serde_json::from_str::<IgnoredAny>(&out).ok()?;
-    Some(Repaired {
-        text: out,
-        control_chars,
-        invalid_utf8,
-    })
+    (out, control_chars, invalid_utf8)
 }
 
 #[cfg(test)]
@@ -147,6 +166,16 @@ mod tests {
         let r = repair(b"{\"a\":\"say \\\"hi\n\\\"\"}").expect("repairable");
         let v: serde_json::Value = serde_json::from_str(&r.text).expect("strict");
         assert_eq!(v["a"], "say \"hi\n\"");
+    }
+
+    #[test]
+    fn only_a_json_document_that_ends_too_soon_is_cut_short() {
+        assert!(cut_short(b"{\"code\":200,\"data\":{\"remark\":\"a\nb"));
+        assert!(cut_short(b"  [1,2"));
+        assert!(!cut_short(b"{\"code\":200}"));
+        assert!(!cut_short(b"<html>502</html>"));
+        assert!(!cut_short(b""));
+        assert!(!cut_short(b"{\"code\":200} trailing"));
     }
 
     #[test]

@@ -129,7 +129,7 @@ fn call_log(ex: &Exchange, request_id: Option<&str>) -> CallLog {
         error,
         // Every billed answer is kept byte for byte: a report goes to the reports table, any
         // other (a requestId to poll, or nothing usable) here, and so does every 2xx answer
-        // that may have been billed but could not be read.
+        // cut short, which may have been a billed report.
         body: ex.keeps_body().then(|| ex.body.clone()),
     }
 }
@@ -736,7 +736,7 @@ impl Engine {
     ) -> Result<Option<String>, CheckpointError> {
         let what = match &ex.outcome {
             Outcome::BilledUnusable { message } => message.clone(),
-            Outcome::Transient { detail, .. } if ex.unreadable_2xx() => detail.clone(),
+            Outcome::Transient { detail, .. } if ex.cut_short => detail.clone(),
             _ => return Ok(None),
         };
         let earlier =

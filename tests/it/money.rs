@@ -94,12 +94,26 @@ fn late_billing_parks_vins_as_uncertain_and_never_buys_twice_silently() {
             assert!(matches!(code, Some(702 | 703)), "{vin}: {s} {code:?}");
         }
     }
-    // The user resubmits the uncertain ones (knowing some may be bought twice): only listed
-    // VINs are bought twice, and in the end every VIN is as the sandbox's truth says.
+    resubmit_until_settled(&dir, &sb, &cfg, &vins, listed, |extra| {
+        run(extra);
+    });
+}
+
+/// The user resubmits the uncertain VINs round after round (knowing some may be bought twice)
+/// with `run`: in the end every VIN is as the sandbox's truth says, and only VINs `status` listed
+/// uncertain at some point (`listed` already, or a later round) were bought twice.
+fn resubmit_until_settled(
+    dir: &std::path::Path,
+    sb: &vmr::sandbox::Sandbox,
+    cfg: &SandboxConfig,
+    vins: &[String],
+    listed: BTreeSet<String>,
+    run: impl Fn(&[&str]),
+) {
     let mut rounds = 0;
-    let mut all_listed = listed.clone();
+    let mut all_listed = listed;
     loop {
-        let now = uncertain(&dir, &sb);
+        let now = uncertain(dir, sb);
         if now.is_empty() {
             break;
         }
@@ -108,7 +122,7 @@ fn late_billing_parks_vins_as_uncertain_and_never_buys_twice_silently() {
         assert!(rounds <= 10, "uncertain VINs do not go away");
         run(&["--resubmit-uncertain"]);
     }
-    assert_truth(&dir, &cfg, &vins);
+    assert_truth(dir, cfg, vins);
     for (vin, l) in &sb.ledger().per_vin {
         if l.generate > 1 {
             assert!(all_listed.contains(vin), "{vin} bought twice, never listed");

@@ -3,7 +3,7 @@
 //! report, reports that became ready after their VIN expired, redirects and oversized bodies.
 //! Each test checks the sandbox's own ledger (or a loopback server's record) of what it billed.
 
-use super::{assert_truth, detail, stderr_of};
+use super::{assert_truth, detail, resubmit_until_settled, stderr_of};
 use crate::common::*;
 use crate::engine::uncertain;
 use std::collections::BTreeSet;
@@ -131,24 +131,9 @@ fn a_gateway_504_after_billing_is_uncertain_and_never_resent_silently() {
     for (vin, l) in &ledger.per_vin {
         assert!(l.generate <= 1, "{vin} bought twice without being listed");
     }
-    let mut all_listed = listed;
-    let mut rounds = 0;
-    loop {
-        let now = uncertain(&dir, &sb);
-        if now.is_empty() {
-            break;
-        }
-        all_listed.extend(now);
-        rounds += 1;
-        assert!(rounds <= 10, "uncertain VINs do not go away");
-        run(&["--resubmit-uncertain"]);
-    }
-    assert_truth(&dir, &cfg, &vins);
-    for (vin, l) in &sb.ledger().per_vin {
-        if l.generate > 1 {
-            assert!(all_listed.contains(vin), "{vin} bought twice, never listed");
-        }
-    }
+    resubmit_until_settled(&dir, &sb, &cfg, &vins, listed, |extra| {
+        run(extra);
+    });
 }
 
 #[test]
