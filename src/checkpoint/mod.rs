@@ -216,7 +216,7 @@ pub enum CheckpointError {
     /// A worker's write for a VIN whose claim had lapsed (another worker may hold it now): the
     /// call it carried is in the call log, the VIN was not changed.
     #[error(
-        "VIN {0}: this worker's claim on it lapsed; its late answer was kept in the call log and the VIN left as it was"
+        "VIN {0}: this worker's claim on it lapsed, or another worker moved it; the late answer was kept in the call log and the VIN left as it was"
     )]
     Fenced(String),
     #[error(transparent)]
@@ -912,6 +912,10 @@ pub struct Update {
     /// billed or possibly billed: the previous purchase is the VIN's current one again. Applied
     /// last, so a call this update logs stays in the call log.
     pub undo_rebuy: bool,
+    /// The state the update was made for: when the VIN is in another one now (another worker
+    /// moved it), nothing changes but the call log (a parked VIN is failed only while it is
+    /// still `queued`).
+    pub expect: Option<State>,
 }
 
 impl Update {
@@ -1001,34 +1005,59 @@ fn claim_holds(_: &Conn, _: i64, _: Fence) -> Result<bool, CheckpointError> {
     Ok(true)
 }
 
-fn apply_update(
-    conn: &Conn,
-    mut u: Update,
-    fence: Option<Fence>,
-) -> Result<Applied, CheckpointError> {
+fn apply_update(conn: &Conn, u: Update, fence: Option<Fence>) -> Result<Applied, CheckpointError> {
     if let Some(f) = fence
         && !claim_holds(conn, u.vin_id, f)?
     {
-        let vin: String =
-            conn.query_row("SELECT vin FROM vins WHERE id = ?1", p![u.vin_id], |r| {
-                r.get(0)
-            })?;
-        // Nothing paid is lost: the call is logged, and a report it carried is kept as the
-        // call's body.
-        if let Some(mut call) = u.call.take() {
-            if call.body.is_none() {
-                call.body = u.report.take().map(|r| r.body);
-            }
-            log_call(conn, u.vin_id, &call)?;
-            tracing::warn!(
-                vin = vin.as_str(),
-                "this worker's claim on the VIN lapsed; its answer is kept in the call log and the VIN left as it is"
+        return fenced(
+            conn,
+            u,
+            "this worker's claim on the VIN lapsed; its answer is kept in the call log and the VIN left as it is",
+        );
+    }
+    // The world the update was made for: the state it expects, and (for a worker, whose VIN
+    // another worker may have moved meanwhile) a legal move from the state the VIN is in now.
+    if u.expect.is_some() || fence.is_some() {
+        let (current, changed) = world_changed(conn, &u)?;
+        if u.expect.is_some_and(|e| e != current) || (fence.is_some() && changed) {
+            return fenced(
+                conn,
+                u,
+                "the VIN changed since this answer was asked for; the answer is kept in the call log and the VIN left as it is",
             );
         }
-        return Ok(Applied::Fenced(vin));
     }
     apply_owned(conn, &u)?;
     Ok(Applied::Yes)
+}
+
+/// The VIN's state now, and whether `u`'s move is no longer legal from it.
+fn world_changed(conn: &Conn, u: &Update) -> Result<(State, bool), CheckpointError> {
+    let current: String = conn
+        .query_opt("SELECT state FROM vins WHERE id = ?1", p![u.vin_id], |r| {
+            r.get(0)
+        })?
+        .ok_or(CheckpointError::UnknownVin(u.vin_id))?;
+    let current: State = current.parse().map_err(CheckpointError::Commit)?;
+    let from = if u.rebuy { State::Queued } else { current };
+    let illegal = (u.rebuy && !current.can_rebuy()) || u.to.is_some_and(|to| !from.can_go(to));
+    Ok((current, illegal))
+}
+
+/// Leaves the VIN as it is and keeps what `u` carried: nothing paid is lost. The call is
+/// logged, and a report it carried is kept as the call's body.
+fn fenced(conn: &Conn, mut u: Update, why: &str) -> Result<Applied, CheckpointError> {
+    let vin: String = conn.query_row("SELECT vin FROM vins WHERE id = ?1", p![u.vin_id], |r| {
+        r.get(0)
+    })?;
+    if let Some(mut call) = u.call.take() {
+        if call.body.is_none() {
+            call.body = u.report.take().map(|r| r.body);
+        }
+        log_call(conn, u.vin_id, &call)?;
+    }
+    tracing::warn!(vin = vin.as_str(), "{why}");
+    Ok(Applied::Fenced(vin))
 }
 
 fn apply_owned(conn: &Conn, u: &Update) -> Result<(), CheckpointError> {
@@ -1536,6 +1565,34 @@ pub(crate) fn next_poll_due(conn: &Conn) -> Result<Option<i64>, CheckpointError>
         p![],
         |r| r.get::<Option<i64>>(0),
     )
+}
+
+/// When the next pending VIN is due that the worker `claim` could take: a VIN another worker's
+/// live claim holds is due no sooner than that claim's end, so an idle worker waits for it
+/// instead of asking again and again (PostgreSQL workers; otherwise [`next_poll_due`]).
+pub(crate) fn next_claimable_poll(
+    conn: &Conn,
+    claim: Option<Claim>,
+) -> Result<Option<i64>, CheckpointError> {
+    let Some(_claim) = claim else {
+        return next_poll_due(conn);
+    };
+    #[cfg(feature = "pg")]
+    {
+        let now = workers::DB_NOW;
+        conn.query_row(
+            &format!(
+                "SELECT min(GREATEST(coalesce(next_poll_at, 0),
+                    CASE WHEN claimed_by IS NOT NULL AND claimed_by <> ?1 AND claim_until >= {now}
+                         THEN claim_until ELSE 0 END))
+                 FROM vins WHERE state = 'pending'"
+            ),
+            p![_claim.worker],
+            |r| r.get::<Option<i64>>(0),
+        )
+    }
+    #[cfg(not(feature = "pg"))]
+    next_poll_due(conn)
 }
 
 /// Number of VINs per state (every state present, zero included).

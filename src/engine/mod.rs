@@ -432,6 +432,8 @@ impl Engine {
                 .apply_unheld(Update {
                     vin_id,
                     to: Some(State::Failed),
+                    // Another worker may have bought it meanwhile: fail it only if still queued.
+                    expect: Some(State::Queued),
                     ..Update::default()
                 })
                 .await
@@ -911,6 +913,9 @@ fn reap(
 
 const PAGE: usize = 1000;
 
+/// The least a poll loop waits after a pass that found nothing it could take.
+const IDLE_WAIT: Duration = Duration::from_millis(500);
+
 /// One unit of network work for one VIN.
 enum Task {
     Submit(SubmitTodo),
@@ -1023,6 +1028,15 @@ pub(crate) async fn poll_due(
     progress: &Progress,
 ) -> Result<PassReport, EngineError> {
     let reader = engine.ckpt.reader()?;
+    poll_due_on(engine, &reader, progress).await
+}
+
+/// [`poll_due`] reading the checkpoint through `reader`.
+async fn poll_due_on(
+    engine: Arc<Engine>,
+    reader: &checkpoint::Conn,
+    progress: &Progress,
+) -> Result<PassReport, EngineError> {
     let now = now_ms();
     let (claim, page) = (engine.claim(), engine.page_size());
     run_paged(
@@ -1030,7 +1044,7 @@ pub(crate) async fn poll_due(
         progress,
         || engine.stop.is_set(),
         |after| {
-            Ok(checkpoint::due_polls(&reader, now, after, page, claim)?
+            Ok(checkpoint::due_polls(reader, now, after, page, claim)?
                 .into_iter()
                 .map(Task::Poll)
                 .collect())
@@ -1046,8 +1060,11 @@ pub(crate) async fn poll_until(
     progress: &Progress,
 ) -> Result<PassReport, EngineError> {
     let mut total = PassReport::default();
+    // One connection for every pass and wait of the loop.
+    let reader = engine.ckpt.reader()?;
     loop {
-        let pass = poll_due(engine.clone(), progress).await?;
+        let pass = poll_due_on(engine.clone(), &reader, progress).await?;
+        let idle = pass.attempted == 0;
         total.attempted += pass.attempted;
         for (s, n) in pass.by_state {
             *total.by_state.entry(s).or_default() += n;
@@ -1055,11 +1072,14 @@ pub(crate) async fn poll_until(
         if engine.stop.is_set() {
             break;
         }
-        let reader = engine.ckpt.reader()?;
-        let Some(next) = checkpoint::next_poll_due(&reader)? else {
+        // The next VIN this process could take: for a worker, one another worker holds is due
+        // when its claim ends. A pass that found nothing to do waits a little in any case, so
+        // the loop never spins.
+        let Some(next) = checkpoint::next_claimable_poll(&reader, engine.claim())? else {
             break;
         };
-        let wait = Duration::from_millis((next - now_ms()).max(0) as u64);
+        let floor = if idle { IDLE_WAIT } else { Duration::ZERO };
+        let wait = Duration::from_millis((next - now_ms()).max(0) as u64).max(floor);
         let wake = tokio::time::Instant::now() + wait;
         if wake > deadline {
             break;

@@ -511,3 +511,66 @@ fn a_backup_taken_while_a_run_writes_is_consistent_and_complete() {
     assert!(stderr.contains("copy.sqlite already exists"), "{stderr}");
     assert_eq!(std::fs::metadata(&copy).unwrap().len(), len);
 }
+
+#[test]
+fn a_failure_meant_for_a_queued_vin_leaves_a_vin_bought_meanwhile_alone_and_keeps_the_call() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    write_csv(&dir.join("in.csv"), &vins(1, 35));
+    vmr(&dir, &sb)
+        .args(["ingest", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    let (ckpt, _) = Checkpoint::open(&dir.join("state")).expect("open");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // Another worker bought the VIN: it is pending with its requestId.
+    for (to, request_id) in [(State::Submitting, None), (State::Pending, Some("r-1"))] {
+        rt.block_on(ckpt.apply(Update {
+            vin_id: 1,
+            to: Some(to),
+            request_id: request_id.map(str::to_owned),
+            ..Update::default()
+        }))
+        .expect("a legal move");
+    }
+    // The late verdict on a lone 400 was meant for the VIN while it was queued.
+    let call = vmr::checkpoint::CallLog {
+        endpoint: vmr::api::Endpoint::Generate,
+        request_id: None,
+        http_status: Some(200),
+        code: Some(400),
+        msg: Some("参数错误".into()),
+        task_no: None,
+        class: vmr::checkpoint::CallClass::NotBilled,
+        started_at: 1,
+        ended_at: 2,
+        error: None,
+        body: None,
+    };
+    let err = rt
+        .block_on(ckpt.apply(Update {
+            vin_id: 1,
+            to: Some(State::Failed),
+            expect: Some(State::Queued),
+            call: Some(call),
+            ..Update::default()
+        }))
+        .expect_err("fenced");
+    assert!(
+        matches!(err, vmr::checkpoint::CheckpointError::Fenced(_)),
+        "{err}"
+    );
+    drop(ckpt);
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM vins WHERE state = 'pending' AND request_id = 'r-1'"
+        ),
+        1,
+        "the paid report is still fetched"
+    );
+    assert_eq!(
+        count(&dir, "SELECT count(*) FROM calls WHERE code = 400"),
+        1
+    );
+}
