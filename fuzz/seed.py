@@ -8,10 +8,12 @@ fleet), the bodies a sandbox run stored in its checkpoint, and the README's vmr.
 Each target's first byte picks a variant (see src/fuzz.rs); seeds are written for the useful
 ones. Re-running it is harmless: files are named by the SHA-1 of their content, as libFuzzer
 names its own."""
-import hashlib, pathlib, re, sqlite3, sys
+import hashlib, os, pathlib, re, sqlite3, sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CORPUS = ROOT / "fuzz" / "corpus"
+# Into the working corpus (ignored by git); FUZZ_SEED_INTO=DIR writes elsewhere, e.g. an empty
+# directory for pick_seeds.py.
+CORPUS = pathlib.Path(os.environ.get("FUZZ_SEED_INTO", ROOT / "fuzz" / "corpus"))
 
 
 def put(target, data):
