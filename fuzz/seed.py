@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Seeds fuzz/corpus/ from real inputs: samples/ (the vendor's documented answers, the sample
-fleet), the bodies a sandbox run stored in its checkpoint, and the README's vmr.toml.
+fleet), the bodies a sandbox run stored in its checkpoint, and the user guide's vmr.toml.
 
     target/debug/vmr --sandbox run --input samples/fleet.csv    # fills vmr-sandbox-state/
     python3 fuzz/seed.py vmr-sandbox-state/checkpoint.sqlite
@@ -56,8 +56,8 @@ put("input_csv", b"\x00" + head.decode().encode("gb18030"))
 put("input_csv", b"\x00" + head.replace(b"vin,", b"VIN;", 1).replace(b",", b";"))
 put("input_csv", b"\x00vin,licenseImgUrl\n\"LSVXBKCT6RG559080,https://x/1.jpg\nLFVKM4DW9R9557431,https://x/2.jpg\n")
 
-# config: the README's example vmr.toml, and a few variants.
-readme = (ROOT / "README.md").read_text()
+# config: the user guide's example vmr.toml, and a few variants.
+readme = (ROOT / "docs" / "user-guide.md").read_text()
 m = re.search(r"```toml\n(.*?)```", readme, re.S)
 if m:
     put("config", m.group(1).encode())
