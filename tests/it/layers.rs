@@ -240,11 +240,11 @@ fn first_segments(toks: &[(Tok, usize)], k: usize) -> Vec<String> {
                         }
                     }
                     Tok::Ident(name)
-                        if depth == 1 && matches!(toks[j - 1].0, Tok::Open | Tok::Comma) =>
+                        if depth == 1
+                            && matches!(toks[j - 1].0, Tok::Open | Tok::Comma)
+                            && name != "self" =>
                     {
-                        if name != "self" {
-                            names.push(name.clone());
-                        }
+                        names.push(name.clone());
                     }
                     _ => {}
                 }
