@@ -7,9 +7,11 @@
 #   fuzz/run.sh --build              # only build the targets
 #   FUZZ_SANITIZER=none fuzz/run.sh report   # without AddressSanitizer: 5-10x the executions
 #
-# New inputs that reach new coverage land in fuzz/corpus/<target>/; a crash is written to
-# fuzz/artifacts/<target>/ and the run stops. `fuzz/run.sh --minimize` shrinks every corpus
-# to the inputs that keep its coverage, before committing it.
+# Each run starts from fuzz/corpus/<target>/, the working corpus, which git ignores: run.sh
+# first copies into it the committed seeds (fuzz/seeds/<target>/, the named findings among
+# them), so a fresh clone regrows the full corpus by running. New inputs that reach new
+# coverage land there; a crash is written to fuzz/artifacts/<target>/ and the run stops.
+# `fuzz/run.sh --minimize` shrinks every working corpus to the inputs that keep its coverage.
 set -euo pipefail
 cd "$(dirname "$0")"
 TARGETS=(response report report_shaped input_csv config)
@@ -17,6 +19,14 @@ TARGETS=(response report report_shaped input_csv config)
 # only) finds the same panics, hangs and allocation blow-ups far faster; it misses only memory
 # errors inside dependencies' unsafe code.
 SAN=${FUZZ_SANITIZER:-address}
+
+# Copies the committed seeds of target $1 into its working corpus, keeping what is there.
+seed() {
+  mkdir -p "corpus/$1"
+  for f in "seeds/$1"/*; do
+    if [ -e "$f" ] && [ ! -e "corpus/$1/${f##*/}" ]; then cp "$f" "corpus/$1/"; fi
+  done
+}
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
@@ -28,13 +38,10 @@ case "${1:-}" in
     exit 0
     ;;
   --minimize)
-    # Named findings (finding-*) stay whatever their coverage: cmin would drop them.
+    # Only the working corpus shrinks; the seeds and the findings among them stay in seeds/.
     for t in "${TARGETS[@]}"; do
-      keep=$(mktemp -d)
-      find "corpus/$t" -name 'finding-*' -exec mv {} "$keep" \;
+      seed "$t"
       cargo +nightly fuzz cmin -s "$SAN" "$t" "corpus/$t"
-      find "$keep" -type f -exec mv {} "corpus/$t" \;
-      rmdir "$keep"
     done
     exit 0
     ;;
@@ -44,7 +51,7 @@ targets=("${1:-}")
 [ -z "${1:-}" ] && targets=("${TARGETS[@]}")
 runs="${2:-10000000}"
 for t in "${targets[@]}"; do
-  mkdir -p "corpus/$t"
+  seed "$t"
   # -rss_limit_mb and -malloc_limit_mb make unbounded allocation a finding; -timeout a hang.
   cargo +nightly fuzz run -s "$SAN" "$t" "corpus/$t" -- \
     -runs="$runs" -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=10 \

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Seeds fuzz/corpus/ from real inputs: samples/ (the vendor's documented answers, the sample
-fleet), the bodies a sandbox run stored in its checkpoint, and the README's vmr.toml.
+fleet), the bodies a sandbox run stored in its checkpoint, and the user guide's vmr.toml.
 
     target/debug/vmr --sandbox run --input samples/fleet.csv    # fills vmr-sandbox-state/
     python3 fuzz/seed.py vmr-sandbox-state/checkpoint.sqlite
@@ -8,10 +8,12 @@ fleet), the bodies a sandbox run stored in its checkpoint, and the README's vmr.
 Each target's first byte picks a variant (see src/fuzz.rs); seeds are written for the useful
 ones. Re-running it is harmless: files are named by the SHA-1 of their content, as libFuzzer
 names its own."""
-import hashlib, pathlib, re, sqlite3, sys
+import hashlib, os, pathlib, re, sqlite3, sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CORPUS = ROOT / "fuzz" / "corpus"
+# Into the working corpus (ignored by git); FUZZ_SEED_INTO=DIR writes elsewhere, e.g. an empty
+# directory for pick_seeds.py.
+CORPUS = pathlib.Path(os.environ.get("FUZZ_SEED_INTO", ROOT / "fuzz" / "corpus"))
 
 
 def put(target, data):
@@ -54,8 +56,8 @@ put("input_csv", b"\x00" + head.decode().encode("gb18030"))
 put("input_csv", b"\x00" + head.replace(b"vin,", b"VIN;", 1).replace(b",", b";"))
 put("input_csv", b"\x00vin,licenseImgUrl\n\"LSVXBKCT6RG559080,https://x/1.jpg\nLFVKM4DW9R9557431,https://x/2.jpg\n")
 
-# config: the README's example vmr.toml, and a few variants.
-readme = (ROOT / "README.md").read_text()
+# config: the user guide's example vmr.toml, and a few variants.
+readme = (ROOT / "docs" / "user-guide.md").read_text()
 m = re.search(r"```toml\n(.*?)```", readme, re.S)
 if m:
     put("config", m.group(1).encode())

@@ -27,6 +27,19 @@ pub mod exit {
     pub(crate) const USAGE: u8 = 2;
     pub(crate) const REFUSED: u8 = 3;
     pub(crate) const WORK_REMAINS: u8 = 75;
+
+    /// The exit code of a run the engine stopped early, for `reason`: the engine says why it
+    /// stopped, this layer decides what that means to cron.
+    pub(crate) fn of_stop(reason: &crate::engine::StopReason) -> u8 {
+        use crate::engine::StopReason;
+        match reason {
+            StopReason::Vendor { .. } | StopReason::BadCredentials { .. } => REFUSED,
+            StopReason::Unavailable { .. }
+            | StopReason::Budget { .. }
+            | StopReason::Throttled { .. } => WORK_REMAINS,
+            StopReason::Signal(sig) => (128 + sig) as u8,
+        }
+    }
 }
 
 /// An error that ends the process with a chosen exit code.
@@ -335,7 +348,7 @@ fn budget_name(settings: &Settings) -> String {
 /// final, else 75.
 pub(crate) fn finish_code(engine: &Engine, counts: &checkpoint::StateCounts) -> u8 {
     if let Some(r) = engine.stop.reason() {
-        return r.exit_code();
+        return exit::of_stop(&r);
     }
     // The budget left something unbought (a queued VIN, or one due to be bought again).
     let budget_reached = engine
@@ -445,5 +458,33 @@ mod tests {
         assert!(!log_colours(true, Some(OsStr::new("1"))));
         assert!(!log_colours(false, None));
         assert!(!log_colours(false, Some(OsStr::new(""))));
+    }
+
+    #[test]
+    fn a_stop_ends_with_its_exit_code() {
+        use crate::engine::StopReason;
+        let vendor = StopReason::Vendor {
+            code: 603,
+            message: "余额不足".into(),
+        };
+        let credentials = StopReason::BadCredentials {
+            streak: 5,
+            message: String::new(),
+        };
+        let unavailable = StopReason::Unavailable {
+            streak: 20,
+            last: String::new(),
+        };
+        assert_eq!(exit::of_stop(&vendor), 3);
+        assert_eq!(exit::of_stop(&credentials), 3);
+        assert_eq!(exit::of_stop(&unavailable), 75);
+        assert_eq!(exit::of_stop(&StopReason::Budget { billed: 1 }), 75);
+        let throttled = StopReason::Throttled {
+            wait: std::time::Duration::from_secs(600),
+            max_wait: std::time::Duration::from_secs(60),
+        };
+        assert_eq!(exit::of_stop(&throttled), 75);
+        assert_eq!(exit::of_stop(&StopReason::Signal(15)), 143);
+        assert_eq!(exit::of_stop(&StopReason::Signal(2)), 130);
     }
 }

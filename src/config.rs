@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::api::{Credentials, Secret};
-use crate::monitor::PingUrl;
 
 /// Parses `500ms`, `90s`, `30m`, `24h`, `90d` and combinations (`1h30m`).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -100,6 +99,51 @@ impl clap::builder::TypedValueParser for FormatName {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// Where to ping: a healthchecks-style check URL. It holds a token, so it is shown (in logs,
+/// errors and `Debug`) as its scheme and host only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PingUrl(url::Url);
+
+impl PingUrl {
+    /// Parses `--ping-url`: an http or https URL.
+    pub(crate) fn parse(s: &str) -> Result<PingUrl, String> {
+        let url = url::Url::parse(s.trim())
+            .map_err(|e| format!("--ping-url is not a URL ({e}); the value is not shown"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(
+                "--ping-url must be an http:// or https:// URL; the value is not shown".into(),
+            );
+        }
+        Ok(PingUrl(url))
+    }
+
+    /// Scheme and host: what may be logged.
+    pub(crate) fn shown(&self) -> String {
+        format!(
+            "{}://{}",
+            self.0.scheme(),
+            self.0.host_str().unwrap_or_default()
+        )
+    }
+
+    /// The URL with `suffix` as a last path segment (none: the URL itself).
+    pub(crate) fn with(&self, suffix: Option<&str>) -> url::Url {
+        let mut url = self.0.clone();
+        if let Some(s) = suffix
+            && let Ok(mut segments) = url.path_segments_mut()
+        {
+            segments.pop_if_empty().push(s);
+        }
+        url
+    }
+}
+
+impl std::fmt::Debug for PingUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PingUrl({} …)", self.shown())
+    }
 }
 
 /// One layer of options over another, as in uv's `uv-settings`: `a.combine(b)` keeps what `a`
@@ -764,7 +808,7 @@ fn file_error(
             "config file {shown}: line {line}: {key} {wants}; the value is not shown, in case it is a secret"
         ),
         None => anyhow::anyhow!(
-            "config file {shown}: line {line}: a value does not fit its key (see Configuration in README.md); the value is not shown, in case it is a secret"
+            "config file {shown}: line {line}: a value does not fit its key (see Configuration in docs/user-guide.md); the value is not shown, in case it is a secret"
         ),
     }
 }

@@ -33,7 +33,8 @@
 //! and every report version, and the tables and the audit carry the versions.
 //!
 //! The contract these modules keep (VIN states, money rules, tables, exit codes) is written in
-//! `docs/design.md`; the README says how to use it.
+//! `docs/design.md`; the README and `docs/user-guide.md` say how to use it. Which module may use
+//! which (the layers, held by `tests/it/layers.rs`) is `docs/architecture.md`.
 
 pub mod api;
 pub mod app;

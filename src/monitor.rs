@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::app::exit;
 use crate::checkpoint::{self, State};
+use crate::config::PingUrl;
 use crate::export::write::Staged;
 use crate::status::{self, Status};
 use std::io::Write as _;
@@ -209,51 +210,6 @@ pub(crate) fn write_metrics(path: &Path, end: &RunEnd, snap: Option<&Snapshot>) 
         .with_context(context)?;
     staged.commit().with_context(context)?;
     Ok(())
-}
-
-/// Where to ping: a healthchecks-style check URL. It holds a token, so it is shown (in logs,
-/// errors and `Debug`) as its scheme and host only.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PingUrl(url::Url);
-
-impl PingUrl {
-    /// Parses `--ping-url`: an http or https URL.
-    pub(crate) fn parse(s: &str) -> Result<PingUrl, String> {
-        let url = url::Url::parse(s.trim())
-            .map_err(|e| format!("--ping-url is not a URL ({e}); the value is not shown"))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(
-                "--ping-url must be an http:// or https:// URL; the value is not shown".into(),
-            );
-        }
-        Ok(PingUrl(url))
-    }
-
-    /// Scheme and host: what may be logged.
-    pub(crate) fn shown(&self) -> String {
-        format!(
-            "{}://{}",
-            self.0.scheme(),
-            self.0.host_str().unwrap_or_default()
-        )
-    }
-
-    /// The URL with `suffix` as a last path segment (none: the URL itself).
-    fn with(&self, suffix: Option<&str>) -> url::Url {
-        let mut url = self.0.clone();
-        if let Some(s) = suffix
-            && let Ok(mut segments) = url.path_segments_mut()
-        {
-            segments.pop_if_empty().push(s);
-        }
-        url
-    }
-}
-
-impl std::fmt::Debug for PingUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PingUrl({} …)", self.shown())
-    }
 }
 
 /// A ping's wait for its answer, at most.

@@ -368,7 +368,7 @@ fn stages(
     }
     // A signal during the export (or the summary) still ends the run as a signal.
     if signalled() {
-        code = engine.stop.reason().map_or(code, |r| r.exit_code());
+        code = engine.stop.reason().map_or(code, |r| exit::of_stop(&r));
     }
     drop(rt);
     Ok(code)

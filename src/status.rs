@@ -9,7 +9,7 @@ use crate::checkpoint::{Conn, p};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-use crate::checkpoint::{self, CallCounts, CheckpointError};
+use crate::checkpoint::{self, CallCounts, CheckpointError, WorkerRow};
 
 /// Entries of a list that the text view shows.
 const LIST: usize = 20;
@@ -63,21 +63,6 @@ pub(crate) struct BatchStatus {
     pub oldest_report_at: Option<String>,
     /// Its age in seconds, at the time of the status.
     pub oldest_report_age_secs: Option<i64>,
-}
-
-/// A live worker of a PostgreSQL checkpoint.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct WorkerRow {
-    pub id: i64,
-    pub host: String,
-    pub pid: i64,
-    pub command: String,
-    pub run_id: Option<String>,
-    pub rate: i64,
-    pub started_at_ms: i64,
-    pub heartbeat_age_ms: i64,
-    /// VINs it holds claimed now.
-    pub claimed: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -185,8 +170,8 @@ pub(crate) fn read(
         conn,
         &format!(
             "state = 'failed' AND substr(message, 1, {}) = '{}'",
-            crate::engine::BILLED_UNUSABLE.len(),
-            crate::engine::BILLED_UNUSABLE
+            checkpoint::state::BILLED_UNUSABLE.len(),
+            checkpoint::state::BILLED_UNUSABLE
         ),
     )?;
     let (duplicates, check_digit_warnings): (i64, i64) = conn.query_row(

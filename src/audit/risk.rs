@@ -2,7 +2,7 @@
 //!
 //! The flags themselves (rollback, structural damage, …) are computed from the exported tables
 //! in [`super::flags`]; this file only grades them, so the whole policy is the one table in the
-//! README and the one function [`assess`]. Every reason carries an English and a Chinese label
+//! docs/audit.md ("Risk rules") and the one function [`assess`]. Every reason carries an English and a Chinese label
 //! for the HTML report and a stable code for the `risk_reasons` column.
 
 use super::fmt::thousands;

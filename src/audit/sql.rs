@@ -268,7 +268,7 @@ flags AS (
   LEFT JOIN overview_facts ofa ON ofa.vin = lr.vin
   LEFT JOIN version_changes vc ON vc.vin = lr.vin
 ),
--- Which risk rules fire (the risk table of the README, risk::assess in vmr).
+-- Which risk rules fire (the risk table in docs/audit.md, risk::assess in vmr).
 graded AS (
   SELECT f.*,
          CAST({days_since} AS INTEGER) AS days_since_last_visit,

@@ -1367,7 +1367,7 @@ impl Rebuy {
     /// The SQL condition on `vins v` for each reason, in the order refresh, failed, expired;
     /// `?1` is bound to the batch, `?2` to `refresh_before`. Only literals are built in.
     fn conditions(&self) -> [String; 3] {
-        use crate::engine::BILLED_UNUSABLE;
+        use state::BILLED_UNUSABLE;
         let failed = match &self.retry_failed {
             None => "FALSE".to_owned(),
             Some(kinds) if kinds.is_empty() => "TRUE".to_owned(),
@@ -1640,6 +1640,21 @@ pub(crate) fn state_counts(conn: &Conn) -> Result<StateCounts, CheckpointError> 
         out.insert(s, n);
     }
     Ok(StateCounts(out))
+}
+
+/// A live worker of a PostgreSQL checkpoint (`workers::live`), as `vmr status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct WorkerRow {
+    pub id: i64,
+    pub host: String,
+    pub pid: i64,
+    pub command: String,
+    pub run_id: Option<String>,
+    pub rate: i64,
+    pub started_at_ms: i64,
+    pub heartbeat_age_ms: i64,
+    /// VINs it holds claimed now.
+    pub claimed: i64,
 }
 
 /// Calls made and billed, per endpoint.

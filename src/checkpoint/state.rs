@@ -42,6 +42,10 @@ pub(crate) const ALL: [State; 8] = [
     State::Rejected,
 ];
 
+/// The `message` prefix of a `failed` VIN whose billed answer held no usable report (docs/design.md,
+/// "Money rules", rule 7): the engine writes it, the re-buy queries, status and export look for it.
+pub(crate) const BILLED_UNUSABLE: &str = "billed_unusable";
+
 /// An attempted move the state machine does not allow.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("illegal state change for VIN {vin}: {from} -> {to}")]

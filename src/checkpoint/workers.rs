@@ -526,7 +526,7 @@ pub(crate) fn sweep(c: &Conn) -> Result<Vec<String>, CheckpointError> {
 }
 
 /// The live workers of the checkpoint (heartbeat within their lease), oldest first.
-pub(crate) fn live(c: &Conn) -> Result<Vec<crate::status::WorkerRow>, CheckpointError> {
+pub(crate) fn live(c: &Conn) -> Result<Vec<super::WorkerRow>, CheckpointError> {
     let dead = dead_here(c)?;
     let mut rows = c.query_map(
         &format!(
@@ -537,7 +537,7 @@ pub(crate) fn live(c: &Conn) -> Result<Vec<crate::status::WorkerRow>, Checkpoint
         ),
         p![],
         |r| {
-            Ok(crate::status::WorkerRow {
+            Ok(super::WorkerRow {
                 id: r.get(0)?,
                 host: r.get(1)?,
                 pid: r.get(2)?,

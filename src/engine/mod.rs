@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::api::{Client, Delivery, Endpoint, Exchange, Outcome, now_ms};
+use crate::checkpoint::state::BILLED_UNUSABLE;
 use crate::checkpoint::{
     self, CallClass, CallLog, Checkpoint, CheckpointError, PollTodo, ReportRow, State, SubmitTodo,
     Update,
@@ -37,9 +38,6 @@ pub(crate) const GRACE: Duration = Duration::from_secs(5);
 
 /// Calls in a row without a usable answer after which the vendor is taken to be unavailable.
 pub(crate) const UNAVAILABLE_AFTER: u32 = 20;
-
-/// The message prefix that marks a VIN whose billed answer held no usable report.
-pub(crate) const BILLED_UNUSABLE: &str = "billed_unusable";
 
 /// Engine options, from the resolved settings.
 #[derive(Debug, Clone)]
@@ -602,7 +600,7 @@ impl Engine {
 
     /// Generate for one VIN, recording every call. Returns the VIN's state after it.
     ///
-    /// The money rules (README, "What vmr promises about money"): an answer that is not sent or
+    /// The money rules (docs/design.md, "Money rules"): an answer that is not sent or
     /// not billed is retried; retries used up send the VIN back to the queue. An unknown answer
     /// is never resent: the VIN becomes `uncertain` at once. A billed answer is kept whatever
     /// its shape.

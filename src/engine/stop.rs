@@ -9,7 +9,6 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::app::exit;
 use tokio::sync::watch;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -30,17 +29,6 @@ pub enum StopReason {
 }
 
 impl StopReason {
-    /// The process exit code for this reason (see the README's exit codes).
-    pub(crate) fn exit_code(&self) -> u8 {
-        match self {
-            StopReason::Vendor { .. } | StopReason::BadCredentials { .. } => exit::REFUSED,
-            StopReason::Unavailable { .. }
-            | StopReason::Budget { .. }
-            | StopReason::Throttled { .. } => exit::WORK_REMAINS,
-            StopReason::Signal(sig) => (128 + sig) as u8,
-        }
-    }
-
     /// Which reason wins when several apply: 130/143 > 3 > 75.
     fn rank(&self) -> u8 {
         match self {
@@ -141,10 +129,13 @@ mod tests {
         });
         s.set(StopReason::Budget { billed: 1 });
         assert!(s.is_set());
-        assert_eq!(s.reason().map(|r| r.exit_code()), Some(3));
+        assert!(matches!(
+            s.reason(),
+            Some(StopReason::Vendor { code: 603, .. })
+        ));
         // A signal outranks a refusal: 130/143 > 3 > 75.
         s.set(StopReason::Signal(15));
-        assert_eq!(s.reason().map(|r| r.exit_code()), Some(143));
+        assert_eq!(s.reason(), Some(StopReason::Signal(15)));
         let s = Stop::default();
         s.set(StopReason::Unavailable {
             streak: 20,
@@ -154,8 +145,9 @@ mod tests {
             streak: 5,
             message: String::new(),
         });
-        assert_eq!(s.reason().map(|r| r.exit_code()), Some(3));
-        assert_eq!(StopReason::Signal(15).exit_code(), 143);
-        assert_eq!(StopReason::Signal(2).exit_code(), 130);
+        assert!(matches!(
+            s.reason(),
+            Some(StopReason::BadCredentials { streak: 5, .. })
+        ));
     }
 }

@@ -37,6 +37,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Instant;
 
+use crate::checkpoint::state::BILLED_UNUSABLE;
 use crate::config::{Format, Layout, Settings};
 use flatten::{BadBody, Quality, SourceReport, Want};
 use schema::{CallCols, RequestCols};
@@ -54,9 +55,6 @@ const LIST_BAD: usize = 100;
 const LIST_BILLED_UNUSABLE: usize = 100;
 /// The commit marker.
 const MANIFEST: &str = "manifest.json";
-/// The `message` prefix the engine gives a failed VIN whose billed answer held no usable
-/// report.
-const BILLED_UNUSABLE: &str = "billed_unusable";
 
 /// Where and what to export.
 #[derive(Debug, Clone)]

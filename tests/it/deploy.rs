@@ -1,5 +1,5 @@
 //! The deployment files in `deploy/`: the systemd units pass `systemd-analyze verify` (when it is
-//! installed), and the CronJob and crontab keep the settings the README promises.
+//! installed), and the CronJob and crontab keep the settings docs/operations.md promises.
 
 use std::path::Path;
 

@@ -1,28 +1,29 @@
-//! The fuzz targets' committed corpus (`fuzz/corpus/<target>/`), replayed through the same
-//! entry points the fuzzers call (`vmr::fuzz`), so what fuzzing found stays found without a
-//! fuzzer or a nightly toolchain. The findings themselves are also named tests in the modules
-//! they belong to. See fuzz/README.md.
+//! The fuzz targets' committed seeds (`fuzz/seeds/<target>/`: a few dozen varied inputs and
+//! every named finding), replayed through the same entry points the fuzzers call (`vmr::fuzz`),
+//! so what fuzzing found stays found without a fuzzer or a nightly toolchain. The working
+//! corpus (`fuzz/corpus/`) is not in git and not replayed here. The findings themselves are also
+//! named tests in the modules they belong to. See fuzz/README.md.
 
 use std::path::PathBuf;
 
 #[path = "../../fuzz/shape.rs"]
 mod shape;
 
-/// Every input of one target's corpus, in a stable order.
+/// Every seed of one target, in a stable order.
 fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
+        .join("fuzz/seeds")
         .join(target);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("a directory entry").path())
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "{}: empty corpus", dir.display());
+    assert!(!files.is_empty(), "{}: no seeds", dir.display());
     files
         .into_iter()
         .map(|p| {
-            let data = std::fs::read(&p).expect("a corpus file reads");
+            let data = std::fs::read(&p).expect("a seed file reads");
             (p, data)
         })
         .collect()
@@ -63,4 +64,18 @@ fn input_csv_corpus() {
 #[test]
 fn config_corpus() {
     replay("config", vmr::fuzz::config_file);
+}
+
+/// The named findings are seeds, so the replay above runs them; one that went missing (say,
+/// moved back into the ignored working corpus) would silently stop being replayed.
+#[test]
+fn findings_are_among_the_seeds() {
+    let findings = [("report_shaped", "finding-deep-nesting-in-an-unknown-field")];
+    for (target, name) in findings {
+        let seeds = corpus(target);
+        assert!(
+            seeds.iter().any(|(p, _)| p.ends_with(name)),
+            "fuzz/seeds/{target}/{name} is missing"
+        );
+    }
 }

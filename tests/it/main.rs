@@ -13,6 +13,7 @@ mod export;
 mod fuzz_corpus;
 mod input;
 mod lake;
+mod layers;
 mod money;
 mod ops;
 mod pg;
