@@ -424,7 +424,7 @@ pub(crate) fn open_reader(loc: &PgLocation) -> Result<super::Conn, super::Checkp
 }
 
 /// A connection to `loc` on which `first` has run, with the checkpoint's schema first on the
-/// search path.
+/// search path and `synchronous_commit` on.
 fn connect_with(
     loc: &PgLocation,
     first: impl FnOnce(&mut postgres::Client) -> Result<(), super::CheckpointError>,
@@ -433,7 +433,13 @@ fn connect_with(
     super::db::blocking(|| -> Result<(), super::CheckpointError> {
         first(&mut client)?;
         Ok(client
-            .batch_execute(&format!("SET search_path TO {}", loc.quoted()))
+            // Every write that can cost money (a `submitting` marker, a billed answer, a
+            // fence) is durable on the server when its commit returns, whatever the server's
+            // own default; only a claim's release turns this off, on purpose (workers.rs).
+            .batch_execute(&format!(
+                "SET search_path TO {}; SET synchronous_commit TO on",
+                loc.quoted()
+            ))
             .map_err(|e| loc.db_error(e))?)
     })?;
     Ok(super::Conn::Pg(Box::new(super::db::PgConn::new(client))))

@@ -93,13 +93,22 @@ fn host_name() -> String {
 }
 
 /// What makes a PID meaningful: this kernel's boot and this process's PID namespace. Two
-/// workers with the same key see the same processes.
+/// workers with the same key see the same processes. Where the boot id cannot be read (off
+/// Linux), a random key of this process's own: no other worker shares it, so none is ever
+/// reaped by PID from here (a dead one's claims lapse with its lease instead).
 fn local_key() -> String {
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    let ns = std::fs::read_link("/proc/self/ns/pid")
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    format!("{} {ns}", boot.trim())
+    static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        if boot.trim().is_empty() {
+            return format!("process {:032x}", rand::random::<u128>());
+        }
+        let ns = std::fs::read_link("/proc/self/ns/pid")
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        format!("{} {ns}", boot.trim())
+    })
+    .clone()
 }
 
 /// Whether a process with this PID runs (or may: one we may not signal counts as running).

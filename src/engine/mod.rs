@@ -267,12 +267,16 @@ impl Engine {
             if endpoint == Endpoint::Generate {
                 used += pending;
             }
-            used <= max
+            Some(used <= max)
         };
-        if admitted {
+        if admitted == Some(true) {
             return true;
         }
         c.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if admitted.is_none() {
+            // The shared budget could not be read: not "the budget is reached".
+            return false;
+        }
         match endpoint {
             Endpoint::Generate => c.generate_budget_spent.store(true, Ordering::SeqCst),
             Endpoint::Get => self.stop.set(StopReason::Budget {
@@ -283,25 +287,31 @@ impl Engine {
     }
 
     /// The shared budget's verdict on one more call (a generate keeps a get aside for every
-    /// pending VIN, as this worker or the last heartbeat counted them).
+    /// pending VIN, as this worker or the last heartbeat counted them); `None` when the database
+    /// could not be asked (the call is not sent either).
     #[cfg(feature = "pg")]
-    fn reserve_shared(&self, endpoint: Endpoint, pending: u64) -> bool {
+    fn reserve_shared(&self, endpoint: Endpoint, pending: u64) -> Option<bool> {
         let Some(w) = self.worker() else {
-            return false;
+            return Some(false);
         };
         let extra = match endpoint {
             Endpoint::Generate => (pending as i64).max(w.pending()),
             Endpoint::Get => 0,
         };
-        w.reserve(extra).unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot reach the shared budget; the call is not sent");
-            false
-        })
+        match w.reserve(extra) {
+            Ok(admitted) => Some(admitted),
+            Err(e) => {
+                // Not "the budget is reached": the call is not sent, and the VIN waits for a
+                // run that can reach the database.
+                tracing::error!(error = %e, "cannot reach the shared budget in the database; the call is not sent");
+                None
+            }
+        }
     }
 
     #[cfg(not(feature = "pg"))]
-    fn reserve_shared(&self, _: Endpoint, _: u64) -> bool {
-        false
+    fn reserve_shared(&self, _: Endpoint, _: u64) -> Option<bool> {
+        Some(false)
     }
 
     /// Gives back a reservation. `charged`: the call was billed or may have been, so it stays
