@@ -47,6 +47,28 @@ pub struct PgConn {
     statements: RefCell<HashMap<String, postgres::Statement>>,
 }
 
+/// Statements this process has sent to PostgreSQL, every connection together: what a poll loop
+/// logs when it ends (`statements`), so an idle worker can be seen not to spin.
+#[cfg(feature = "pg")]
+static PG_STATEMENTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// [`PG_STATEMENTS`] now (0 without PostgreSQL).
+pub(crate) fn pg_statements() -> u64 {
+    #[cfg(feature = "pg")]
+    {
+        PG_STATEMENTS.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    #[cfg(not(feature = "pg"))]
+    {
+        0
+    }
+}
+
+#[cfg(feature = "pg")]
+fn count_statement() {
+    PG_STATEMENTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Runs `f`, which blocks on the PostgreSQL client's own runtime: inside vmr's runtime (the
 /// engine's tasks), as a blocking section of it.
 #[cfg(feature = "pg")]
@@ -79,6 +101,7 @@ impl PgConn {
     }
 
     fn statement(&self, sql: &str) -> Result<postgres::Statement, CheckpointError> {
+        count_statement();
         if let Some(st) = self.statements.borrow().get(sql) {
             return Ok(st.clone());
         }
@@ -269,6 +292,7 @@ impl Conn {
             Conn::Lite(c) => Ok(c.execute_batch(sql)?),
             #[cfg(feature = "pg")]
             Conn::Pg(c) => {
+                count_statement();
                 blocking(|| c.client.borrow_mut().batch_execute(&pg_sql(sql))).map_err(pg_err)
             }
         }

@@ -1068,6 +1068,7 @@ pub(crate) async fn poll_until(
     progress: &Progress,
 ) -> Result<PassReport, EngineError> {
     let mut total = PassReport::default();
+    let (started, statements) = (std::time::Instant::now(), checkpoint::db::pg_statements());
     // One connection for every pass and wait of the loop.
     let reader = engine.ckpt.reader()?;
     loop {
@@ -1097,5 +1098,11 @@ pub(crate) async fn poll_until(
             _ = engine.stop.wait() => break,
         }
     }
+    tracing::info!(
+        vins = total.attempted,
+        secs = started.elapsed().as_secs_f64(),
+        statements = checkpoint::db::pg_statements() - statements,
+        "poll loop ended"
+    );
     Ok(total)
 }

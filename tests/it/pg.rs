@@ -617,3 +617,82 @@ fn a_throttle_pauses_every_worker_of_the_account_through_the_shared_bucket() {
         .expect("count");
     assert_eq!(not_done, 0);
 }
+
+/// The JSON log line a poll loop writes when it ends.
+fn poll_loop_end(log: &Path) -> serde_json::Value {
+    std::fs::read_to_string(log)
+        .expect("worker log")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "poll loop ended")
+        .unwrap_or_else(|| panic!("no end of the poll loop in {}", log.display()))
+}
+
+#[test]
+fn an_idle_poll_worker_beside_one_holding_every_due_vin_waits_instead_of_spinning() {
+    let Some(pg) = pgserver::server() else { return };
+    let (_t, dir) = tempdir();
+    // Every get takes 4 s and answers 701: the busy worker holds every due VIN.
+    let sb = sandbox(SandboxConfig {
+        latency: std::time::Duration::from_secs(4),
+        inline_rate: 0.0,
+        ready_after: vmr::sandbox::ReadyAfter::Polls(1_000_000),
+        ..SandboxConfig::default()
+    });
+    write_csv(&dir.join("fleet.csv"), &vins(12, 72));
+    let url = format!("{}?schema=idle", pg.new_database("idle"));
+    let submitted = vmr_pg(&dir, &sb, &url)
+        .args(["--timeout", "20s", "submit", "--input", "fleet.csv"])
+        .output()
+        .expect("submit runs");
+    assert_eq!(submitted.status.code(), Some(75));
+    let poller = |log: &str, concurrency: &str| {
+        vmr_pg(&dir, &sb, &url)
+            .args([
+                "--log-format",
+                "json",
+                "--timeout",
+                "20s",
+                "--concurrency",
+                concurrency,
+            ])
+            .args([
+                "--poll-timeout",
+                "1h",
+                "--max-wait",
+                "60s",
+                "poll",
+                "--wait",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join(log)).expect("log file"))
+            .spawn()
+            .expect("vmr starts")
+    };
+    let mut busy = poller("busy.log", "16");
+    let mut client = pg.client_for(&url);
+    wait_for(30, "every VIN claimed", || {
+        client
+            .query_one(
+                "SELECT count(*) FROM idle.vins WHERE claimed_by IS NOT NULL",
+                &[],
+            )
+            .map(|r| r.get::<_, i64>(0))
+            .is_ok_and(|n| n == 12)
+    });
+    let mut idle = poller("idle.log", "4");
+    std::thread::sleep(std::time::Duration::from_secs(10));
+    for child in [&mut idle, &mut busy] {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().expect("worker ends");
+    }
+    let end = poll_loop_end(&dir.join("idle.log"));
+    let statements = end["statements"].as_u64().expect("statements");
+    let secs = end["secs"].as_f64().expect("secs");
+    assert!(secs >= 9.0, "{end}");
+    assert!(
+        statements as f64 <= 5.0 * secs,
+        "the idle worker sent {statements} statements in {secs:.1} s"
+    );
+}
