@@ -66,6 +66,10 @@ struct Beat {
     wake: Condvar,
     /// VINs pending in the whole checkpoint, as of the last beat (for the shared budget).
     pending: AtomicI64,
+    /// The VINs this worker believes it holds, with when it claimed each. A renewal that does
+    /// not find one still claimed by this worker (it lapsed while the worker was paused, and
+    /// another worker's sweep took it) drops it at once: no call leaves for it any more.
+    held: Mutex<std::collections::HashMap<i64, Instant>>,
 }
 
 /// This process as a worker of a PostgreSQL checkpoint.
@@ -210,6 +214,7 @@ impl Worker {
             quit: Mutex::new(false),
             wake: Condvar::new(),
             pending: AtomicI64::new(0),
+            held: Mutex::new(std::collections::HashMap::new()),
         });
         let beat_conn = super::pg::open_reader(loc)?;
         if spec.budget.is_some() {
@@ -251,6 +256,19 @@ impl Worker {
             && lock(&self.beat.renewed).elapsed() + self.timeout + SLACK < self.lease
     }
 
+    /// Whether a call for `vin_id` may leave now: the lease holds ([`Worker::lease_holds`]) and
+    /// this worker still holds that VIN (the last renewal found it claimed by this worker, or
+    /// it was claimed since). Checked from memory, just before the request leaves.
+    pub(crate) fn holds(&self, vin_id: i64) -> bool {
+        self.lease_holds() && lock(&self.beat.held).contains_key(&vin_id)
+    }
+
+    /// Records VINs this worker has just claimed.
+    pub(crate) fn hold(&self, vin_ids: impl IntoIterator<Item = i64>) {
+        let now = Instant::now();
+        lock(&self.beat.held).extend(vin_ids.into_iter().map(|id| (id, now)));
+    }
+
     /// Runs `f` on the worker's own connection.
     pub(crate) fn with_conn<R>(
         &self,
@@ -268,6 +286,7 @@ impl Worker {
     /// the flush here would bound the whole worker to one disk flush per VIN. (Both ids are
     /// integers, written into the statement.)
     pub(crate) fn release(&self, vin_id: i64) -> Result<(), CheckpointError> {
+        lock(&self.beat.held).remove(&vin_id);
         self.with_conn(|c| {
             let done = c.batch(&format!(
                 "BEGIN; SET LOCAL synchronous_commit TO OFF;
@@ -459,13 +478,17 @@ fn heartbeat(conn: Conn, id: i64, lease_ms: i64, count_pending: bool, beat: &Bea
         drop(quit);
         let sent = Instant::now();
         match renew(&conn, id, lease_ms) {
-            Ok(true) => *lock(&beat.renewed) = sent,
-            Ok(false) => {
+            Ok(Some(mine)) => {
+                *lock(&beat.renewed) = sent;
+                forget_lost(beat, &mine, sent, id);
+            }
+            Ok(None) => {
                 tracing::error!(
                     worker = id,
                     "this worker was taken for dead (no heartbeat within its lease); it sends nothing more"
                 );
                 beat.lost.store(true, Ordering::SeqCst);
+                lock(&beat.held).clear();
             }
             Err(e) => tracing::warn!(worker = id, error = %e, "cannot renew the worker's claims"),
         }
@@ -479,14 +502,46 @@ fn heartbeat(conn: Conn, id: i64, lease_ms: i64, count_pending: bool, beat: &Bea
     }
 }
 
-/// Renews the worker's heartbeat and its claims that have not lapsed; `false` when its row is
-/// gone.
-fn renew(c: &Conn, id: i64, lease_ms: i64) -> Result<bool, CheckpointError> {
+/// Drops from `beat.held` every VIN claimed before the renewal that began at `sent` that the
+/// renewal did not find still claimed by this worker (`mine`): its claim lapsed, and another
+/// worker may hold it now.
+fn forget_lost(beat: &Beat, mine: &std::collections::HashSet<i64>, sent: Instant, id: i64) {
+    let mut held = lock(&beat.held);
+    let before = held.len();
+    held.retain(|vin_id, claimed| *claimed >= sent || mine.contains(vin_id));
+    let lost = before - held.len();
+    if lost > 0 {
+        tracing::warn!(
+            worker = id,
+            lost,
+            "claims of this worker lapsed (it was paused, or lost the database); no call leaves for those VINs"
+        );
+    }
+}
+
+/// Renews the worker's heartbeat and its claims that have not lapsed. Returns the VINs still
+/// claimed by this worker (renewed, or held by its own writer at this instant), or `None` when
+/// its row is gone.
+fn renew(
+    c: &Conn,
+    id: i64,
+    lease_ms: i64,
+) -> Result<Option<std::collections::HashSet<i64>>, CheckpointError> {
     let alive = c.execute(
         &format!("UPDATE workers SET heartbeat_at = {DB_NOW} WHERE id = ?1"),
         p![id],
     )? == 1;
+    let mut mine = std::collections::HashSet::new();
     if alive {
+        // Read without locks, so rows the worker's own writer holds right now count as its.
+        mine = c
+            .query_map(
+                &format!("SELECT id FROM vins WHERE claimed_by = ?1 AND claim_until >= {DB_NOW}"),
+                p![id],
+                |r| r.get::<i64>(0),
+            )?
+            .into_iter()
+            .collect();
         // Rows the worker's own writer holds are skipped: its write renews them.
         c.execute(
             &format!(
@@ -501,7 +556,7 @@ fn renew(c: &Conn, id: i64, lease_ms: i64) -> Result<bool, CheckpointError> {
         &format!("DELETE FROM workers WHERE heartbeat_at < {DB_NOW} - 3 * lease_ms"),
         p![],
     )?;
-    Ok(alive)
+    Ok(alive.then_some(mine))
 }
 
 /// Settles the claims that have lapsed: a `submitting` VIN becomes `uncertain`, any other is

@@ -456,12 +456,12 @@ impl Engine {
     /// Reserves the call against the budget, then waits for the limiter; `false` (with nothing
     /// reserved) when the call may not go. Called right before a request leaves, so the limiter
     /// paces the wire itself, not some earlier step.
-    async fn may_send(&self, endpoint: Endpoint) -> bool {
+    async fn may_send(&self, endpoint: Endpoint, vin_id: i64) -> bool {
         let halted = match endpoint {
             Endpoint::Generate => self.submit_halted(),
             Endpoint::Get => self.stop.is_set(),
         };
-        if halted || !self.lease_holds() || !self.reserve(endpoint) {
+        if halted || !self.lease_holds(vin_id) || !self.reserve(endpoint) {
             return false;
         }
         // The account's pause first (a wait the vendor asked for), then a token, then the pause
@@ -474,27 +474,43 @@ impl Engine {
             } => {},
             _ = self.stop.wait() => {},
         }
-        if self.stop.is_set() || !self.lease_holds() {
+        if self.stop.is_set() || !self.lease_holds(vin_id) {
             self.unreserve(false);
             return false;
         }
         true
     }
 
-    /// Whether this worker's claims outlast a call sent now (always, outside PostgreSQL).
-    fn lease_holds(&self) -> bool {
+    /// Whether this worker's claim on `vin_id` holds and outlasts a call sent now (always,
+    /// outside PostgreSQL).
+    fn lease_holds(&self, vin_id: i64) -> bool {
         #[cfg(feature = "pg")]
-        if let Some(w) = self.worker()
-            && !w.lease_holds()
-        {
-            if self.counters.lease_refused.fetch_add(1, Ordering::SeqCst) == 0 {
-                tracing::error!(
-                    "this worker cannot renew its claims in time (the database is out of reach, or it was taken for dead): it sends nothing more"
-                );
+        if let Some(w) = self.worker() {
+            if !w.lease_holds() {
+                if self.counters.lease_refused.fetch_add(1, Ordering::SeqCst) == 0 {
+                    tracing::error!(
+                        "this worker cannot renew its claims in time (the database is out of reach, or it was taken for dead): it sends nothing more"
+                    );
+                }
+                return false;
             }
-            return false;
+            // Its claim on this VIN lapsed (the worker was paused): another may hold it now.
+            if !w.holds(vin_id) {
+                return false;
+            }
         }
+        let _ = vin_id;
         true
+    }
+
+    /// Records the VINs a page has just claimed for this worker (workers only).
+    fn hold(&self, vin_ids: impl IntoIterator<Item = i64>) {
+        #[cfg(feature = "pg")]
+        if let Some(w) = self.worker() {
+            w.hold(vin_ids);
+        }
+        #[cfg(not(feature = "pg"))]
+        let _ = vin_ids.into_iter();
     }
 
     /// This worker's claim for the pages it takes, if it is one.
@@ -649,7 +665,7 @@ impl Engine {
         };
         let mut attempts = self.opts.retry.attempts();
         loop {
-            if !self.may_send(Endpoint::Generate).await {
+            if !self.may_send(Endpoint::Generate, todo.vin_id).await {
                 let u = Update {
                     vin_id: todo.vin_id,
                     to: Some(unsold),
@@ -781,7 +797,7 @@ impl Engine {
             .clamp(base.max(1), cap.max(1));
         let mut attempts = self.opts.retry.attempts();
         loop {
-            if !self.may_send(Endpoint::Get).await {
+            if !self.may_send(Endpoint::Get, todo.vin_id).await {
                 return Ok(State::Pending);
             }
             attempts.start();
@@ -1019,12 +1035,9 @@ pub(crate) async fn submit(
         progress,
         || engine.submit_halted(),
         |after| {
-            Ok(
-                checkpoint::submit_page(&reader, states, rebuy, after, page, claim)?
-                    .into_iter()
-                    .map(Task::Submit)
-                    .collect(),
-            )
+            let todos = checkpoint::submit_page(&reader, states, rebuy, after, page, claim)?;
+            engine.hold(todos.iter().map(|t| t.vin_id));
+            Ok(todos.into_iter().map(Task::Submit).collect())
         },
     )
     .await
@@ -1052,10 +1065,9 @@ async fn poll_due_on(
         progress,
         || engine.stop.is_set(),
         |after| {
-            Ok(checkpoint::due_polls(reader, now, after, page, claim)?
-                .into_iter()
-                .map(Task::Poll)
-                .collect())
+            let todos = checkpoint::due_polls(reader, now, after, page, claim)?;
+            engine.hold(todos.iter().map(|t| t.vin_id));
+            Ok(todos.into_iter().map(Task::Poll).collect())
         },
     )
     .await

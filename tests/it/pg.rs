@@ -696,3 +696,72 @@ fn an_idle_poll_worker_beside_one_holding_every_due_vin_waits_instead_of_spinnin
         "the idle worker sent {statements} statements in {secs:.1} s"
     );
 }
+
+#[test]
+fn a_worker_paused_past_its_lease_sends_nothing_for_the_vins_another_worker_took_meanwhile() {
+    let Some(pg) = pgserver::server() else { return };
+    let (_t, dir) = tempdir();
+    // Every call is refused with Retry-After 20 s: the first worker's tasks all wait.
+    let sb = sandbox(SandboxConfig {
+        gateway_error_rate: 1.0,
+        retry_after_secs: 20,
+        ..SandboxConfig::default()
+    });
+    let fleet = vins(8, 73);
+    write_csv(&dir.join("fleet.csv"), &fleet);
+    let url = format!("{}?schema=paused", pg.new_database("paused"));
+    let mut first = vmr_pg(&dir, &sb, &url)
+        .args(["--timeout", "1s", "--concurrency", "8", "--out", "out1"])
+        .args(["submit", "--input", "fleet.csv"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("first.log")).expect("log"))
+        .spawn()
+        .expect("vmr starts");
+    // The first refusal pauses the whole account; every task has written its VIN `submitting`
+    // and waits.
+    wait_for(30, "a refusal", || sb.ledger().gateway_errors >= 1);
+    let mut client = pg.client_for(&url);
+    wait_for(30, "every VIN submitting", || {
+        client
+            .query_one(
+                "SELECT count(*) FROM paused.vins WHERE state = 'submitting'",
+                &[],
+            )
+            .map(|r| r.get::<_, i64>(0))
+            .is_ok_and(|n| n == 8)
+    });
+    // At a quiet instant (every refusal recorded, no transaction open), the worker is paused
+    // (SIGSTOP: a long GC, a partition) past its lease of 11 s.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(first.id() as i32, libc::SIGSTOP) };
+    std::thread::sleep(std::time::Duration::from_secs(13));
+    // Meanwhile the vendor serves again, and a second worker finds the lapsed claims: the VINs
+    // whose generate was under way become uncertain, and the user resubmits them.
+    sb.set_faults(vmr::sandbox::Faults::default());
+    let second = vmr_pg(&dir, &sb, &url)
+        .args([
+            "--out",
+            "out2",
+            "submit",
+            "--input",
+            "fleet.csv",
+            "--resubmit-uncertain",
+        ])
+        .output()
+        .expect("vmr runs");
+    assert!(matches!(second.status.code(), Some(0 | 75)), "{second:?}");
+    let bought = sb.ledger().generate_billed;
+    assert_eq!(bought, 8, "the second worker bought every VIN");
+    // The first worker wakes: its heartbeat renews, its Retry-After ends, and it must send
+    // nothing for VINs it no longer holds.
+    // SAFETY: as above.
+    unsafe { libc::kill(first.id() as i32, libc::SIGCONT) };
+    let status = first.wait().expect("first worker ends");
+    assert!(matches!(status.code(), Some(0 | 75)), "{status:?}");
+    let ledger = sb.ledger();
+    for (vin, l) in &ledger.per_vin {
+        assert_eq!(l.generate, 1, "{vin} bought twice");
+    }
+    assert_eq!(ledger.generate_billed, 8);
+}
