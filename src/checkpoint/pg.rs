@@ -435,9 +435,13 @@ fn connect_with(
         Ok(client
             // Every write that can cost money (a `submitting` marker, a billed answer, a
             // fence) is durable on the server when its commit returns, whatever the server's
-            // own default; only a claim's release turns this off, on purpose (workers.rs).
+            // own default; only a claim's release turns this off, on purpose (workers.rs). A
+            // process paused inside a transaction (SIGSTOP, a partition) has its session ended
+            // by the server after a minute, so its row locks never hold the other workers up
+            // for longer.
             .batch_execute(&format!(
-                "SET search_path TO {}; SET synchronous_commit TO on",
+                "SET search_path TO {}; SET synchronous_commit TO on;
+                 SET idle_in_transaction_session_timeout TO '60s'",
                 loc.quoted()
             ))
             .map_err(|e| loc.db_error(e))?)
