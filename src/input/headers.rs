@@ -167,8 +167,6 @@ fn find(headers: &[String], wanted: Option<&str>, table: &[&str], what: &str) ->
 /// The header row and its two columns.
 #[derive(Debug)]
 pub(crate) struct Header {
-    /// Line (text) or row (sheet) of the header, 1-based.
-    pub line: u64,
     pub names: Vec<String>,
     pub vin: usize,
     pub image: usize,
@@ -222,7 +220,6 @@ pub(crate) fn find_header(
                     );
                 }
                 return Ok(Header {
-                    line,
                     names: names.clone(),
                     vin: v,
                     image: i,

@@ -24,6 +24,7 @@ mod vin;
 
 pub mod problem;
 
+#[cfg(test)]
 use problem::shown;
 pub use problem::{RowProblem, UrlProblem, VinProblem};
 pub use headers::{IMAGE_HEADERS, VIN_HEADERS};
@@ -415,9 +416,10 @@ impl InputReader {
         if self.finished {
             return None;
         }
-        let row = match &mut self.rows {
-            Rows::Text(_) => self.next_text_row(),
-            Rows::Sheet { .. } => self.next_sheet_row(),
+        let row = if matches!(self.rows, Rows::Text(_)) {
+            self.next_text_row()
+        } else {
+            self.next_sheet_row()
         };
         if row.is_none() {
             self.finished = true;
@@ -513,7 +515,7 @@ impl InputReader {
             .or_else(|| match vin_cell {
                 Cell::Value { shown, kind } => Some(RowProblem::VinNotText {
                     value: shown.clone(),
-                    kind,
+                    kind: *kind,
                 }),
                 _ => None,
             });

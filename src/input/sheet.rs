@@ -109,8 +109,30 @@ fn too_large(file: &str, what: &str, size: u64) -> InputError {
     }
 }
 
+/// What a caught panic said.
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
 impl Book {
+    /// Opens the workbook; a file calamine cannot make sense of (or that makes it panic, which
+    /// damaged files can) is refused as not a spreadsheet.
     fn open(path: &Path, file: &str, kind: Kind) -> Result<Book, InputError> {
+        std::panic::catch_unwind(|| Book::open_unguarded(path, file, kind)).unwrap_or_else(
+            |panic| {
+                Err(not_a_sheet(
+                    file,
+                    format_args!("a damaged workbook: {}", panic_text(&panic)),
+                ))
+            },
+        )
+    }
+
+    fn open_unguarded(path: &Path, file: &str, kind: Kind) -> Result<Book, InputError> {
         let open = || {
             File::open(path).map_err(|cause| InputError::Unreadable {
                 file: file.to_owned(),
@@ -249,7 +271,17 @@ impl SheetRows {
         let sheet = sheet.to_owned();
         std::thread::Builder::new()
             .name("vmr-sheet".into())
-            .spawn(move || send_rows(book, &sheet, &tx))
+            .spawn(move || {
+                let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    send_rows(book, &sheet, &tx)
+                }));
+                if let Err(panic) = sent {
+                    let _ = tx.send(Err(format!(
+                        "the workbook is damaged here (its reader stopped: {})",
+                        panic_text(&panic)
+                    )));
+                }
+            })
             .map_err(|cause| InputError::Unreadable {
                 file: file.to_owned(),
                 cause,
