@@ -311,7 +311,11 @@ impl Target {
         };
         let name = match self.prefix.rsplit('/').next() {
             Some(n) if !n.is_empty() && self.local.is_none() => n.to_owned(),
-            _ => return Err(refuse("no object named; write it like s3://bucket/path/fleet.csv")),
+            _ => {
+                return Err(refuse(
+                    "no object named; write it like s3://bucket/path/fleet.csv",
+                ));
+            }
         };
         let path = ObjPath::from(self.prefix.as_str());
         let r = self
@@ -323,7 +327,8 @@ impl Target {
         let mut size = 0u64;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| self.err("reading the input", e))?;
-            out.write_all(&chunk).map_err(|e| refuse(&format!("spooling it: {e}")))?;
+            out.write_all(&chunk)
+                .map_err(|e| refuse(&format!("spooling it: {e}")))?;
             size += chunk.len() as u64;
         }
         Ok((name, size))

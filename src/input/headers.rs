@@ -256,7 +256,10 @@ fn no_header(file: &str, headers: &[String], opts: &InputOptions) -> InputError 
             headers: header_list(headers),
         })
     };
-    if let Some(v) = headers.iter().find(|h| vin_problem(&normalize_vin(h)).is_none()) {
+    if let Some(v) = headers
+        .iter()
+        .find(|h| vin_problem(&normalize_vin(h)).is_none())
+    {
         return InputError::NoHeader {
             file,
             first: shown(v),
@@ -346,7 +349,16 @@ mod tests {
             assert_eq!(rank(h, IMAGE_HEADERS), Some(0), "{h}");
         }
         assert_eq!(rank("License image URL", IMAGE_HEADERS), Some(1));
-        for h in ["VIN", "ＶＩＮ", "vin", "V.I.N", "VIN*", "Vin No.", "VIN码", "ＶＩＮ码"] {
+        for h in [
+            "VIN",
+            "ＶＩＮ",
+            "vin",
+            "V.I.N",
+            "VIN*",
+            "Vin No.",
+            "VIN码",
+            "ＶＩＮ码",
+        ] {
             assert!(rank(h, VIN_HEADERS).is_some(), "{h}");
         }
         assert!(rank("车辆识别代码", VIN_HEADERS).is_some());
@@ -373,7 +385,10 @@ mod tests {
         let h = names(&["行驶证", "licenseImgUrl"]);
         match find(&h, None, IMAGE_HEADERS, "licence image URL") {
             Found::Column(1, Some(w)) => {
-                assert!(w.contains("\"licenseImgUrl\"") && w.contains("\"行驶证\""), "{w}")
+                assert!(
+                    w.contains("\"licenseImgUrl\"") && w.contains("\"行驶证\""),
+                    "{w}"
+                )
             }
             other => panic!("{other:?}"),
         }

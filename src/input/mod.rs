@@ -24,10 +24,10 @@ mod vin;
 
 pub mod problem;
 
+pub use headers::{IMAGE_HEADERS, VIN_HEADERS};
 #[cfg(test)]
 use problem::shown;
 pub use problem::{RowProblem, UrlProblem, VinProblem};
-pub use headers::{IMAGE_HEADERS, VIN_HEADERS};
 pub use source::Input;
 pub use text::parse_delimiter;
 pub use vin::{check_digit, check_digit_ok, normalize_vin, vin_problem};
@@ -115,7 +115,9 @@ pub enum InputError {
         what: String,
         limit_mib: u64,
     },
-    #[error("{file}: no sheet \"{sheet}\" (sheets: {sheets}); pass --sheet with one of them, its position (1 is the first), or '*' for all")]
+    #[error(
+        "{file}: no sheet \"{sheet}\" (sheets: {sheets}); pass --sheet with one of them, its position (1 is the first), or '*' for all"
+    )]
     SheetNotFound {
         file: String,
         sheet: String,
@@ -325,7 +327,11 @@ impl InputReader {
         let header = headers::find_header(&file, opts, || match rows.next_row() {
             Ok(Some(row)) => Ok(Some((
                 row.line,
-                Ok(row.cells.iter().map(|c| c.text().trim().to_owned()).collect()),
+                Ok(row
+                    .cells
+                    .iter()
+                    .map(|c| c.text().trim().to_owned())
+                    .collect()),
             ))),
             Ok(None) => Ok(None),
             Err(e) => Err(InputError::Unreadable {

@@ -36,7 +36,10 @@ pub(crate) enum Cell {
     /// A text cell, as typed.
     Text(String),
     /// A number, a date, a boolean or an error value, shown as text; a VIN must never be one.
-    Value { shown: String, kind: &'static str },
+    Value {
+        shown: String,
+        kind: &'static str,
+    },
 }
 
 impl Cell {
@@ -146,9 +149,9 @@ impl Book {
                 if size > WHOLE_SHEET_LIMIT {
                     return Err(too_large(file, "an xls file", size));
                 }
-                Xls::new(BufReader::new(f))
-                    .map(Book::Xls)
-                    .map_err(|e| not_a_sheet(file, format_args!("an xls file calamine cannot read: {e}")))
+                Xls::new(BufReader::new(f)).map(Book::Xls).map_err(|e| {
+                    not_a_sheet(file, format_args!("an xls file calamine cannot read: {e}"))
+                })
             }
             Kind::Zip => {
                 let mut zip = zip::ZipArchive::new(BufReader::new(f))
@@ -157,11 +160,21 @@ impl Book {
                 if has("xl/workbook.xml") {
                     Xlsx::new(BufReader::new(open()?))
                         .map(Book::Xlsx)
-                        .map_err(|e| not_a_sheet(file, format_args!("an xlsx workbook calamine cannot read: {e}")))
+                        .map_err(|e| {
+                            not_a_sheet(
+                                file,
+                                format_args!("an xlsx workbook calamine cannot read: {e}"),
+                            )
+                        })
                 } else if has("xl/workbook.bin") {
                     Xlsb::new(BufReader::new(open()?))
                         .map(Book::Xlsb)
-                        .map_err(|e| not_a_sheet(file, format_args!("an xlsb workbook calamine cannot read: {e}")))
+                        .map_err(|e| {
+                            not_a_sheet(
+                                file,
+                                format_args!("an xlsb workbook calamine cannot read: {e}"),
+                            )
+                        })
                 } else if has("content.xml") {
                     let size = zip
                         .by_name("content.xml")
@@ -172,7 +185,9 @@ impl Book {
                     }
                     Ods::new(BufReader::new(open()?))
                         .map(Book::Ods)
-                        .map_err(|e| not_a_sheet(file, format_args!("an ods file calamine cannot read: {e}")))
+                        .map_err(|e| {
+                            not_a_sheet(file, format_args!("an ods file calamine cannot read: {e}"))
+                        })
                 } else {
                     Err(not_a_sheet(
                         file,
@@ -416,8 +431,14 @@ fn send_rows(mut book: Book, sheet: &str, tx: &mpsc::SyncSender<Block>) {
             Ok(mut cells) => stream(&mut out, || cells.next_cell().map_err(|e| e.to_string())),
             Err(e) => Some(e.to_string()),
         },
-        Book::Xls(b) => whole(&mut out, b.worksheet_range(sheet).map_err(|e| e.to_string())),
-        Book::Ods(b) => whole(&mut out, b.worksheet_range(sheet).map_err(|e| e.to_string())),
+        Book::Xls(b) => whole(
+            &mut out,
+            b.worksheet_range(sheet).map_err(|e| e.to_string()),
+        ),
+        Book::Ods(b) => whole(
+            &mut out,
+            b.worksheet_range(sheet).map_err(|e| e.to_string()),
+        ),
     };
     out.finish(error);
 }
@@ -519,7 +540,10 @@ mod tests {
     #[test]
     fn kinds_by_magic_bytes() {
         assert_eq!(kind_of(b"PK\x03\x04rest"), Kind::Zip);
-        assert_eq!(kind_of(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1, 0]), Kind::Ole);
+        assert_eq!(
+            kind_of(&[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1, 0]),
+            Kind::Ole
+        );
         assert_eq!(kind_of(b"vin,url"), Kind::Text);
     }
 }

@@ -55,9 +55,9 @@ impl Input {
         let mut readable = Vec::new();
         let mut first = Some(Ok(first));
         for sheet in &sheets {
-            let opened = first.take().unwrap_or_else(|| {
-                InputReader::open_sheet(&input.path, &input.names, sheet, opts)
-            });
+            let opened = first
+                .take()
+                .unwrap_or_else(|| InputReader::open_sheet(&input.path, &input.names, sheet, opts));
             match opened {
                 Ok(reader) => {
                     let keep = readable.is_empty().then_some(reader);
@@ -110,9 +110,7 @@ impl Input {
 }
 
 /// The local file `arg` means, with the names to record, and the spooled copy when there is one.
-fn locate(
-    arg: &Path,
-) -> Result<(PathBuf, Names, Option<tempfile::NamedTempFile>), InputError> {
+fn locate(arg: &Path) -> Result<(PathBuf, Names, Option<tempfile::NamedTempFile>), InputError> {
     let text = arg.to_str();
     if text == Some("-") {
         let names = Names {
@@ -146,12 +144,12 @@ fn locate(
                 .enable_all()
                 .build()
                 .map_err(|e| remote(e.to_string()))?;
-            let (name, _) = rt
-                .block_on(target.download(spool.as_file_mut()))
-                .map_err(|e| match e {
-                    crate::export::ExportError::Store { reason, .. } => remote(reason),
-                    other => remote(other.to_string()),
-                })?;
+            let (name, _) =
+                rt.block_on(target.download(spool.as_file_mut()))
+                    .map_err(|e| match e {
+                        crate::export::ExportError::Store { reason, .. } => remote(reason),
+                        other => remote(other.to_string()),
+                    })?;
             spool
                 .as_file_mut()
                 .flush()

@@ -19,7 +19,11 @@ const C: &str = "LHGCM82683A004352";
 /// rows, a short VIN, an empty row, a row without a photo, and A again in lower case. Cells:
 /// VIN, licence image URL, remark (`None` for an empty cell).
 const FLEET: [[Option<&str>; 3]; 6] = [
-    [Some(A), Some("https://img.example.cn/a.jpg"), Some("上海, 浦东")],
+    [
+        Some(A),
+        Some("https://img.example.cn/a.jpg"),
+        Some("上海, 浦东"),
+    ],
     [Some(B), Some("https://img.example.cn/b.jpg"), None],
     [
         Some("LSVAB1234"),
@@ -125,7 +129,9 @@ fn ingest_requests(
         "ingest {input}: {}{summary}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let export = vmr(&["export", "--format", "csv"]).output().expect("export");
+    let export = vmr(&["export", "--format", "csv"])
+        .output()
+        .expect("export");
     assert!(
         export.status.success(),
         "{}",
@@ -157,7 +163,8 @@ fn reference() -> Vec<Request> {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("fleet.csv");
     std::fs::write(&path, fleet_text(b',', ["vin", "licenseImgUrl", "remark"])).expect("csv");
-    let (rows, origins, _) = ingest_requests(path.to_str().expect("utf-8"), &[], None, "licenseImgUrl");
+    let (rows, origins, _) =
+        ingest_requests(path.to_str().expect("utf-8"), &[], None, "licenseImgUrl");
     // The reference itself: A and B queued once, the short VIN and C rejected.
     assert_eq!(rows.len(), 4, "{rows:?}");
     assert!(origins.contains(&("fleet.csv".into(), "5".into())));
@@ -187,7 +194,11 @@ fn separated_by_semicolons_tabs_or_pipes_reads_like_csv() {
             "licenseImgUrl",
         );
         assert_eq!(forced.0, want, "{name} forced");
-        assert!(forced.2.contains(&format!("separator: {name} (--delimiter)")));
+        assert!(
+            forced
+                .2
+                .contains(&format!("separator: {name} (--delimiter)"))
+        );
     }
 }
 
@@ -260,12 +271,17 @@ fn every_sheet_with_star_each_its_own_batch() {
             ws.write_string(0, 0, "vin").expect("h");
             ws.write_string(0, 1, "licenseImgUrl").expect("h");
             ws.write_string(1, 0, vin).expect("v");
-            ws.write_string(1, 1, "https://img.example.cn/x.jpg").expect("u");
+            ws.write_string(1, 1, "https://img.example.cn/x.jpg")
+                .expect("u");
         }
     }
     book.save(&path).expect("saved");
-    let (rows, origins, summary) =
-        ingest_requests(path.to_str().expect("utf-8"), &["--sheet", "*"], None, "licenseImgUrl");
+    let (rows, origins, summary) = ingest_requests(
+        path.to_str().expect("utf-8"),
+        &["--sheet", "*"],
+        None,
+        "licenseImgUrl",
+    );
     assert_eq!(rows.len(), 2, "{rows:?}");
     let mut files: Vec<&str> = origins.iter().map(|(f, _)| f.as_str()).collect();
     files.sort();
@@ -298,9 +314,11 @@ fn a_vin_in_a_number_cell_is_rejected_with_the_reason() {
     ws.write_string(0, 0, "vin").expect("h");
     ws.write_string(0, 1, "licenseImgUrl").expect("h");
     ws.write_number(1, 0, 12345678901234567.0).expect("n");
-    ws.write_string(1, 1, "https://img.example.cn/n.jpg").expect("u");
+    ws.write_string(1, 1, "https://img.example.cn/n.jpg")
+        .expect("u");
     ws.write_string(2, 0, A).expect("v");
-    ws.write_string(2, 1, "https://img.example.cn/a.jpg").expect("u");
+    ws.write_string(2, 1, "https://img.example.cn/a.jpg")
+        .expect("u");
     book.save(&path).expect("saved");
     let rows: Vec<_> = InputReader::open(&path, &InputOptions::default())
         .expect("opens")
@@ -314,7 +332,12 @@ fn a_vin_in_a_number_cell_is_rejected_with_the_reason() {
         reason.to_string(),
         "VIN cell holds the number \"12345678901234568\", not text: Excel keeps only 15 digits of a number, so the VIN may have changed; format the VIN column as Text and type it again"
     );
-    assert_eq!(rows[1].verdict, Verdict::Accepted { check_digit_ok: true });
+    assert_eq!(
+        rows[1].verdict,
+        Verdict::Accepted {
+            check_digit_ok: true
+        }
+    );
 }
 
 /// Every synonym of the tables vmr documents is read, from a real file.
@@ -402,7 +425,10 @@ fn a_nul_anywhere_rejects_its_row() {
         text.extend_from_slice(row.as_bytes());
     }
     let line = text.iter().filter(|b| **b == b'\n').count() as u64 + 1;
-    text.extend_from_slice(format!("{B},https://img.example.cn/b.jpg,ab\0cd\n{C},https://img.example.cn/c.jpg,y\n").as_bytes());
+    text.extend_from_slice(
+        format!("{B},https://img.example.cn/b.jpg,ab\0cd\n{C},https://img.example.cn/c.jpg,y\n")
+            .as_bytes(),
+    );
     let mut file = tempfile::NamedTempFile::new().expect("temp");
     file.write_all(&text).expect("write");
     let rows: Vec<_> = InputReader::open(file.path(), &InputOptions::default())
@@ -433,7 +459,9 @@ fn a_nul_anywhere_rejects_its_row() {
 /// reading the whole file into one field; a file of CR-only lines is refused at once.
 #[test]
 fn a_runaway_record_stops_at_the_limit() {
-    let mut text = format!("vin,licenseImgUrl,remark\n{A},https://img.example.cn/a.jpg,ok\n{B},https://img.example.cn/b.jpg,\"never closed\n");
+    let mut text = format!(
+        "vin,licenseImgUrl,remark\n{A},https://img.example.cn/a.jpg,ok\n{B},https://img.example.cn/b.jpg,\"never closed\n"
+    );
     let filler = format!("{C},https://img.example.cn/c.jpg,x\n");
     while text.len() < 3 << 20 {
         text.push_str(&filler);
@@ -463,7 +491,8 @@ fn a_runaway_record_stops_at_the_limit() {
     let err = InputReader::open(&dir.path().join("mac.csv"), &InputOptions::default())
         .expect_err("CR-only lines");
     assert!(
-        err.to_string().contains("lines end with a carriage return only"),
+        err.to_string()
+            .contains("lines end with a carriage return only"),
         "{err}"
     );
 }

@@ -743,7 +743,11 @@ fn an_input_in_the_lake_is_read_like_the_local_file() {
 
     let (_t3, missing) = tempdir();
     let a = vmr_s3(&missing, &sb, &endpoint(&m))
-        .args(["ingest", "--input", &format!("s3://{BUCKET}/fleets/nope.csv")])
+        .args([
+            "ingest",
+            "--input",
+            &format!("s3://{BUCKET}/fleets/nope.csv"),
+        ])
         .assert()
         .code(2);
     let text = String::from_utf8_lossy(&output(&a)).into_owned();
