@@ -167,7 +167,10 @@ fn reference() -> Vec<Request> {
         ingest_requests(path.to_str().expect("utf-8"), &[], None, "licenseImgUrl");
     // The reference itself: A and B queued once, the short VIN and C rejected.
     assert_eq!(rows.len(), 4, "{rows:?}");
-    assert!(origins.contains(&("fleet.csv".into(), "5".into())));
+    assert!(
+        origins.contains(&("fleet.csv".into(), "6".into())),
+        "{origins:?}"
+    );
     rows
 }
 
@@ -185,7 +188,7 @@ fn separated_by_semicolons_tabs_or_pipes_reads_like_csv() {
             summary.contains(&format!("separator: {name}, sniffed")),
             "{name}: {summary}"
         );
-        assert!(origins.contains(&(format!("fleet-{name}.txt"), "5".into())));
+        assert!(origins.contains(&(format!("fleet-{name}.txt"), "6".into())));
         // Forced, the same.
         let forced = ingest_requests(
             path.to_str().expect("utf-8"),
@@ -222,11 +225,10 @@ fn xlsx_with_a_title_row_and_a_chinese_header_reads_like_csv() {
     );
     // The input is named with its sheet, and each row by the sheet's row number: the header is
     // row 3, the empty fleet row (row 7) is skipped, C's row without a photo is row 8.
-    let rejected_c = origins
-        .iter()
-        .zip(&got)
-        .all(|((file, _), _)| file == "fleet.xlsx#车队");
-    assert!(rejected_c, "{origins:?}");
+    assert!(
+        origins.iter().all(|(file, _)| file == "fleet.xlsx#车队"),
+        "{origins:?}"
+    );
     let lines: Vec<&str> = origins.iter().map(|(_, l)| l.as_str()).collect();
     for line in ["4", "5", "6", "8"] {
         assert!(lines.contains(&line), "{lines:?}");
@@ -447,12 +449,20 @@ fn a_nul_anywhere_rejects_its_row() {
         rows.last().map(|r| (r.line, r.vin.as_str())),
         Some((line + 1, C))
     );
-    // In a key cell, the NUL is not recorded as such (PostgreSQL text cannot hold it).
+    // In the VIN cell, the NUL is recorded as U+FFFD: PostgreSQL text cannot hold NUL.
+    let mut text = b"vin,licenseImgUrl\n".to_vec();
+    while text.len() < 70 * 1024 {
+        text.extend_from_slice(format!("{A},https://img.example.cn/a.jpg\n").as_bytes());
+    }
+    text.extend_from_slice(format!("{B}\0,https://img.example.cn/b.jpg\n").as_bytes());
     let mut file = tempfile::NamedTempFile::new().expect("temp");
-    file.write_all(format!("vin,licenseImgUrl\n{A}\0,https://img.example.cn/a.jpg\n").as_bytes())
-        .expect("write");
-    // (A NUL in the first 64 KiB is a file-level refusal, as before.)
-    assert!(InputReader::open(file.path(), &InputOptions::default()).is_err());
+    file.write_all(&text).expect("write");
+    let last = InputReader::open(file.path(), &InputOptions::default())
+        .expect("opens")
+        .last()
+        .expect("rows");
+    assert_eq!(last.vin_raw, format!("{B}\u{fffd}"));
+    assert!(matches!(last.verdict, Verdict::Rejected { .. }));
 }
 
 /// An unclosed quote near the top stops at the record-size limit, naming the line, instead of
