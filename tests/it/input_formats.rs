@@ -290,6 +290,20 @@ fn every_sheet_with_star_each_its_own_batch() {
     assert_eq!(files, ["two.xlsx#North", "two.xlsx#South"]);
     assert!(summary.contains("empty sheets skipped: Empty"), "{summary}");
 
+    // A refresh or retry buys again the VINs of one input: refused for several sheets, before
+    // anything is recorded.
+    let out = assert_cmd::Command::cargo_bin("vmr")
+        .expect("binary")
+        .env_clear()
+        .current_dir(dir.path())
+        .args(["--sandbox", "submit", "--input", "two.xlsx", "--sheet", "*"])
+        .args(["--refresh-older-than", "90d"])
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("give one sheet with --sheet NAME"), "{stderr}");
+    assert!(!dir.path().join("vmr-sandbox-state").exists());
+
     // By name and by position, one sheet.
     let (rows, origins, _) =
         ingest_requests(path.to_str().expect("utf-8"), &["--sheet", "3"], None, "x");
@@ -508,7 +522,7 @@ fn a_runaway_record_stops_at_the_limit() {
 }
 
 #[test]
-fn a_zip_that_is_no_workbook_and_an_oversized_one_are_refused() {
+fn a_zip_that_is_no_workbook_is_refused() {
     let err = InputReader::open(&fixture("binary.xlsx"), &InputOptions::default())
         .expect_err("not a workbook");
     assert!(
