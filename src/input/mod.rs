@@ -276,7 +276,7 @@ impl InputReader {
         let encoding = rows.encoding;
         let header = headers::find_header(file, opts, || {
             loop {
-                return match rows.next() {
+                return match rows.read_next() {
                     Next::Record if rows.record.iter().all(|f| f.trim_ascii().is_empty()) => {
                         continue;
                     }
@@ -451,7 +451,7 @@ impl InputReader {
             let Rows::Text(rows) = &mut self.rows else {
                 unreachable!("called for text rows")
             };
-            match rows.next() {
+            match rows.read_next() {
                 Next::Record => {}
                 Next::End => return None,
                 Next::TooLong(line) => {

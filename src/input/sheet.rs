@@ -113,7 +113,7 @@ fn too_large(file: &str, what: &str, size: u64) -> InputError {
 }
 
 /// What a caught panic said.
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -129,7 +129,7 @@ impl Book {
             |panic| {
                 Err(not_a_sheet(
                     file,
-                    format_args!("a damaged workbook: {}", panic_text(&panic)),
+                    format_args!("a damaged workbook: {}", panic_text(panic.as_ref())),
                 ))
             },
         )
@@ -293,7 +293,7 @@ impl SheetRows {
                 if let Err(panic) = sent {
                     let _ = tx.send(Err(format!(
                         "the workbook is damaged here (its reader stopped: {})",
-                        panic_text(&panic)
+                        panic_text(panic.as_ref())
                     )));
                 }
             })

@@ -310,7 +310,7 @@ pub(crate) struct TextRows {
 }
 
 impl TextRows {
-    pub(crate) fn next(&mut self) -> Next {
+    pub(crate) fn read_next(&mut self) -> Next {
         let start_line = self.csv.position().line();
         match self.csv.read_byte_record(&mut self.record) {
             Ok(true) => {
