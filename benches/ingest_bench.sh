@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Ingest benchmark (issue 3): a generated 1,000,000-row CSV into a fresh checkpoint, the same file
-# again (all rows already ingested), and `vmr status` on the result. Prints wall time and peak RSS.
+# again (all rows already ingested), and `vmr status` on the result; then the same rows as an xlsx
+# (issue 26: written by benches/csv_to_xlsx.py as Excel saves text, shared strings; needs
+# `pip install XlsxWriter`) into another fresh checkpoint. Prints wall time and peak RSS.
 # Usage: benches/ingest_bench.sh [ROWS]   (builds the release binary once)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +13,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 python3 benches/gen_input.py "$rows" "$work/in.csv"
 echo "input: $rows rows, $(du -h "$work/in.csv" | cut -f1)"
+python3 benches/csv_to_xlsx.py "$work/in.csv" "$work/in.xlsx"
+echo "xlsx:  $rows rows, $(du -h "$work/in.xlsx" | cut -f1)"
 
 measure() { # label, command...
   local label=$1; shift
@@ -23,3 +27,4 @@ measure "ingest (fresh checkpoint)" "$vmr" --state st ingest --input in.csv
 measure "ingest again (all known)" "$vmr" --state st ingest --input in.csv
 measure "status" "$vmr" --state st status
 measure "status --json" "$vmr" --state st status --json
+measure "ingest xlsx (fresh)" "$vmr" --state st-xlsx ingest --input in.xlsx

@@ -396,6 +396,14 @@ options! {
         /// Input encoding: utf-8, gbk or gb18030 (default: detected).
         #[arg(long, global = true, value_name = "NAME")]
         pub encoding: Option<String>,
+        /// The sheet of a spreadsheet input: its name, its position (1 is the first), or '*'
+        /// for every sheet, each its own batch (default: the first).
+        #[arg(long, global = true, env = "VMR_SHEET", value_name = "NAME|INDEX|*")]
+        pub sheet: Option<String>,
+        /// The separator of a text input: comma, semicolon, tab, pipe or one punctuation
+        /// character (default: sniffed from the first lines).
+        #[arg(long, global = true, env = "VMR_DELIMITER", value_name = "SEP")]
+        pub delimiter: Option<String>,
     }
 }
 
@@ -505,6 +513,9 @@ pub struct Settings {
     pub vin_column: Option<String>,
     pub image_column: Option<String>,
     pub encoding: Option<String>,
+    pub sheet: Option<String>,
+    /// `--delimiter`, parsed.
+    pub delimiter: Option<u8>,
 }
 
 /// The credentials the environment holds, read here and nowhere else: `VMR_APP_ID` (empty
@@ -597,6 +608,13 @@ impl Settings {
             vin_column: o.vin_column,
             image_column: o.image_column,
             encoding: o.encoding,
+            sheet: o.sheet,
+            delimiter: o
+                .delimiter
+                .as_deref()
+                .map(crate::input::parse_delimiter)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
         };
         if s.concurrency == 0 {
             bail!("--concurrency must be at least 1");

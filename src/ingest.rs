@@ -11,7 +11,7 @@ use std::path::Path;
 
 use crate::api::now_ms;
 use crate::checkpoint::{Checkpoint, CheckpointError, Conn, p};
-use crate::input::{InputError, InputOptions, InputReader, InputRow, Verdict};
+use crate::input::{Input, InputError, InputOptions, InputReader, InputRow, Verdict};
 
 /// Rows per transaction.
 const CHUNK: usize = 20_000;
@@ -46,6 +46,8 @@ pub(crate) struct IngestSummary {
     /// The first rejected rows: (line, VIN as written, reason).
     pub rejected_rows: Vec<(u64, String, String)>,
     pub check_digit_warnings: u64,
+    /// How the input was read: separator, header line, a column chosen over another.
+    pub notes: Vec<String>,
 }
 
 #[derive(Default)]
@@ -130,30 +132,46 @@ fn write_chunk(
     Ok(res)
 }
 
-/// Opens an input file and checks it as a whole (exists, is CSV, has the columns), before the
-/// checkpoint is touched: a file-level problem leaves the checkpoint as it was.
-pub(crate) fn open_input(path: &Path, opts: &InputOptions) -> Result<InputReader, IngestError> {
-    Ok(InputReader::open(path, opts)?)
+/// Opens an input (a file, `-`, or an object-store URL) and checks it as a whole (exists, is a
+/// table, has the columns; every sheet with `--sheet '*'`), before the checkpoint is touched: a
+/// file-level problem leaves the checkpoint as it was.
+pub(crate) fn open_input(path: &Path, opts: &InputOptions) -> Result<Input, IngestError> {
+    Ok(Input::open(path, opts)?)
 }
 
-/// Reads an opened input file into the checkpoint.
+/// Reads every table of an opened input into the checkpoint, one batch each.
+pub(crate) fn ingest_input(
+    ckpt: &Checkpoint,
+    mut input: Input,
+) -> Result<Vec<IngestSummary>, IngestError> {
+    let mut summaries = Vec::new();
+    let skipped = input.skipped_sheets().to_vec();
+    while let Some(reader) = input.next_reader() {
+        let mut s = ingest(ckpt, reader?)?;
+        if summaries.is_empty() && !skipped.is_empty() {
+            s.notes
+                .push(format!("empty sheets skipped: {}", skipped.join(", ")));
+        }
+        summaries.push(s);
+    }
+    Ok(summaries)
+}
+
+/// Reads one table of an input into the checkpoint.
 ///
 /// Long on purpose: reading one chunk while the writer commits the last is one loop, and the
 /// batch's bookkeeping around it must stay in one place to make an interrupted ingest idempotent.
 pub(crate) fn ingest(
     ckpt: &Checkpoint,
-    path: &Path,
     mut reader: InputReader,
 ) -> Result<IngestSummary, IngestError> {
     // The `input_file` column holds the file's name; messages keep the path as given.
-    let file = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| reader.file_name().to_owned());
+    let file = reader.recorded_name().to_owned();
     let batch = reader.fingerprint().to_owned();
     let mut s = IngestSummary {
         input_file: file.clone(),
         batch_id: batch.clone(),
+        notes: reader.notes().to_vec(),
         ..IngestSummary::default()
     };
     let now = now_ms();
@@ -255,6 +273,9 @@ impl IngestSummary {
             self.rejected,
             self.check_digit_warnings
         );
+        for note in &self.notes {
+            out.push_str(&format!("  {note}\n"));
+        }
         for (kind, n) in &self.rejected_by_reason {
             out.push_str(&format!("  rejected {n:>6} × {kind}\n"));
         }

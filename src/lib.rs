@@ -6,13 +6,13 @@
 //! A batch flows through the crate in one direction, and the stages meet only in the checkpoint:
 //!
 //! ```text
-//! input CSV ─► input ─► ingest ─► checkpoint ◄─► engine ◄─► api ◄─► vendor (or sandbox)
+//! input file ─► input ─► ingest ─► checkpoint ◄─► engine ◄─► api ◄─► vendor (or sandbox)
 //!                                     │
 //!                                     └─► export ─► tables ─► audit
 //! ```
 //!
-//! - [`input`]: reads the user's CSV (encodings, header names, VIN and URL checks) and judges
-//!   each row; [`ingest`] records the accepted VINs (and the rejected rows, with their reason).
+//! - [`input`]: reads the user's table (CSV and other separators, spreadsheets, from a path,
+//!   stdin or an object store; encodings, header names, VIN and URL checks) and judges each row; [`ingest`] records the accepted VINs (and the rejected rows, with their reason).
 //! - [`checkpoint`]: the SQLite file that is the only source of truth: the VIN state machine
 //!   (`checkpoint::state`), the group-commit writer, the directory lock, every call and body.
 //! - [`engine`]: spends the user's money: rate limit, retries, the streaks that stop a run,

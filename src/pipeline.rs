@@ -81,6 +81,8 @@ pub(crate) fn input_options(s: &Settings) -> InputOptions {
         vin_column: s.vin_column.clone(),
         image_column: s.image_column.clone(),
         encoding: s.encoding.clone(),
+        sheet: s.sheet.clone(),
+        delimiter: s.delimiter,
     }
 }
 
@@ -170,9 +172,26 @@ fn execute_plan(settings: &Settings, plan: &Plan) -> Result<u8> {
         .into());
     }
     let input = match &plan.input {
-        Some(path) => Some((path, ingest::open_input(path, &input_options(settings))?)),
+        Some(path) => Some(ingest::open_input(path, &input_options(settings))?),
         None => None,
     };
+    if let Some(input) = &input
+        && input.tables() > 1
+        && plan.submit
+        && (settings.refresh_older_than.is_some()
+            || plan.retry_failed.is_some()
+            || plan.retry_expired)
+    {
+        return Err(app::Failure::new(
+            exit::USAGE,
+            format!(
+                "{}: --sheet '*' reads {} sheets, and --refresh-older-than, --retry-failed and --retry-expired buy again the VINs of one input: give one sheet with --sheet NAME",
+                input.name(),
+                input.tables()
+            ),
+        )
+        .into());
+    }
     let (ckpt, _recovery) = app::open_checkpoint(settings)?;
     if plan.calls_vendor() {
         app::check_account(&ckpt, settings)?;
@@ -317,14 +336,16 @@ fn stages(
     settings: &Settings,
     plan: &Plan,
     ckpt: &checkpoint::Checkpoint,
-    input: Option<(&PathBuf, crate::input::InputReader)>,
+    input: Option<crate::input::Input>,
     started: Instant,
 ) -> Result<u8> {
     let mut batch = None;
-    if let Some((path, reader)) = input {
-        let summary = ingest::ingest(ckpt, path, reader)?;
-        app::report(settings.log_format, &summary.render());
-        batch = Some(summary.batch_id);
+    if let Some(input) = input {
+        for summary in ingest::ingest_input(ckpt, input)? {
+            app::report(settings.log_format, &summary.render());
+            // More than one table only without a refresh or retry (checked before ingest).
+            batch = Some(summary.batch_id);
+        }
     }
     let rebuy = plan.rebuy(settings, batch);
     if plan.dry_run {

@@ -9,7 +9,8 @@ use crate::pipeline::{self, Plan, PollMode};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The input CSV (VIN and licence image URL columns).
+    /// The input: a CSV (or semicolon, tab or pipe separated) file, a spreadsheet (xlsx, xls,
+    /// xlsb, ods), `-` for stdin, or s3://bucket/key (VIN and licence image URL columns).
     #[arg(long, short)]
     pub input: PathBuf,
     #[command(flatten)]

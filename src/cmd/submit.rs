@@ -8,7 +8,8 @@ use crate::pipeline::{self, Plan, PollMode};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The input CSV; without it, only VINs already queued in the checkpoint are sent.
+    /// The input (a CSV or similar, a spreadsheet, `-` for stdin, or s3://bucket/key);
+    /// without it, only VINs already queued in the checkpoint are sent.
     #[arg(long, short)]
     pub input: Option<PathBuf>,
     #[command(flatten)]

@@ -297,6 +297,43 @@ impl Target {
             .map_err(|e| self.err(&format!("reading {rel}"), e))
     }
 
+    /// The object the URL itself names (`--input s3://bucket/key`), streamed into `out`; its
+    /// name (the key's last part) and size. The same client, credentials and retries as the
+    /// lake output.
+    pub(crate) async fn download(
+        &self,
+        out: &mut std::fs::File,
+    ) -> Result<(String, u64), ExportError> {
+        let refuse = |reason: &str| ExportError::Store {
+            url: self.shown.clone(),
+            reason: reason.to_owned(),
+            permanent: true,
+        };
+        let name = match self.prefix.rsplit('/').next() {
+            Some(n) if !n.is_empty() && self.local.is_none() => n.to_owned(),
+            _ => {
+                return Err(refuse(
+                    "no object named; write it like s3://bucket/path/fleet.csv",
+                ));
+            }
+        };
+        let path = ObjPath::from(self.prefix.as_str());
+        let r = self
+            .store
+            .get(&path)
+            .await
+            .map_err(|e| self.err("reading the input", e))?;
+        let mut stream = r.into_stream();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.err("reading the input", e))?;
+            out.write_all(&chunk)
+                .map_err(|e| refuse(&format!("spooling it: {e}")))?;
+            size += chunk.len() as u64;
+        }
+        Ok((name, size))
+    }
+
     async fn delete(&self, rel: &str) -> Result<(), ExportError> {
         match self.store.delete(&self.path(rel)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

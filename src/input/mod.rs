@@ -1,59 +1,47 @@
-//! The input CSV: where every VIN vmr may pay for comes from, and the first line of defence
+//! The input: where every VIN vmr may pay for comes from, and the first line of defence
 //! against paying for garbage.
 //!
-//! [`InputReader`] streams the user's file row by row in constant memory (one reused csv
-//! record), whatever its size and whether Excel saved it as UTF-8, UTF-8 with a BOM or GBK.
-//! File-level problems (missing file, not a CSV, no VIN column, unknown or undetectable
-//! encoding) stop [`InputReader::open`] with an [`InputError`] before anything is recorded.
-//! Row-level problems never stop the read: each row comes back as an [`InputRow`] whose
-//! [`Verdict`] either accepts it or rejects it with a sentence a person understands, and the
-//! checkpoint records it as such.
+//! An input is a text file (CSV, or separated by semicolons, tabs or pipes: [`text`]) or a
+//! spreadsheet (xlsx, xlsm, xlsb, xls, ods: [`sheet`]), on disk, on stdin or in an object store
+//! ([`source`] copies the last two to a private temporary file first). [`InputReader`] streams
+//! one table of it (a file, or one sheet) row by row in bounded memory. Its header is found by
+//! [`headers`], among the first rows when title rows come first.
+//!
+//! File-level problems (missing file, not a table, no VIN column, an ambiguous header, unknown
+//! or undetectable encoding, a workbook too large to load) stop [`InputReader::open`] with an
+//! [`InputError`] before anything is recorded. Row-level problems never stop the read: each row
+//! comes back as an [`InputRow`] whose [`Verdict`] either accepts it or rejects it with a
+//! sentence a person understands, and the checkpoint records it as such. That includes a NUL
+//! byte anywhere in a row and a VIN typed into a number cell. Only a file that cannot be read
+//! further (an I/O error, a runaway record) stops partway; the rows before it are recorded.
 //! Duplicates are not this module's business; the checkpoint sees every batch and handles them.
 
+mod headers;
+mod sheet;
+mod source;
+mod text;
 mod vin;
 
 pub mod problem;
 
+pub use headers::{IMAGE_HEADERS, VIN_HEADERS};
+#[cfg(test)]
 use problem::shown;
 pub use problem::{RowProblem, UrlProblem, VinProblem};
+pub use source::Input;
+pub use text::parse_delimiter;
 pub use vin::{check_digit, check_digit_ok, normalize_vin, vin_problem};
 
-use std::fs::File;
-use std::io::{self, Cursor, Read, Seek, SeekFrom};
+use std::borrow::Cow;
+use std::io;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use encoding_rs::{Encoding, GB18030, UTF_8};
-use encoding_rs_io::DecodeReaderBytesBuilder;
 use sha2::{Digest, Sha256};
 
-/// How much of the file decides its encoding and whether it is text at all.
-const SAMPLE_LEN: usize = 64 * 1024;
+use sheet::{Cell, Kind, SheetRow, SheetRows};
+use text::{Next, TextRows};
 
-/// Header names (compared trimmed and lower-cased) that hold the VIN, most specific first.
-const VIN_HEADERS: &[&str] = &[
-    "vin",
-    "vin_no",
-    "vinno",
-    "车架号",
-    "车辆识别代号",
-    "车辆识别号",
-];
-
-/// Header names (compared trimmed and lower-cased) that hold the licence-photo URL.
-const IMAGE_HEADERS: &[&str] = &[
-    "licenseimgurl",
-    "license_img_url",
-    "license_url",
-    "image_url",
-    "行驶证图片地址",
-    "行驶证图片",
-    "行驶证地址",
-    "行驶证",
-];
-
-/// What the user may say about the file; everything left `None` is detected.
+/// What the user may say about the input; everything left `None` is detected.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InputOptions {
     /// Header of the VIN column (`--vin-column`), matched case-insensitively.
@@ -61,16 +49,24 @@ pub struct InputOptions {
     /// Header of the licence-photo URL column (`--image-column`), matched case-insensitively.
     pub image_column: Option<String>,
     /// `utf-8`, `gbk`, `gb18030` (or another WHATWG label); `None` detects it. A byte-order
-    /// mark in the file always wins.
+    /// mark in the file always wins. Text inputs only.
     pub encoding: Option<String>,
+    /// The sheet of a workbook (`--sheet`): a name, a position (1 is the first) or `*` for
+    /// every sheet; `None` reads the first. Ignored for text inputs.
+    pub sheet: Option<String>,
+    /// The separator of a text input (`--delimiter`); `None` sniffs it. Ignored for
+    /// spreadsheets.
+    pub delimiter: Option<u8>,
 }
 
 /// One data row of the input, judged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputRow {
-    /// Line where the row starts; the header is line 1.
+    /// Line where the row starts (text), or the sheet's row number (spreadsheet); the first
+    /// line or row is 1.
     pub line: u64,
-    /// The VIN cell exactly as written.
+    /// The VIN cell exactly as written (a NUL in it shown as U+FFFD, which PostgreSQL can
+    /// store).
     pub vin_raw: String,
     /// Trimmed and upper-cased: the form vmr sends and deduplicates on.
     pub vin: String,
@@ -89,7 +85,7 @@ pub enum Verdict {
     Rejected { reason: RowProblem },
 }
 
-/// A problem with the file as a whole: nothing of it should be recorded. Each message is one
+/// A problem with the input as a whole: nothing of it should be recorded. Each message is one
 /// line that names the file and says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -108,6 +104,26 @@ pub enum InputError {
     #[error("{file}: not a CSV file ({why}); save it from Excel as \"CSV UTF-8\" or \"CSV\"")]
     NotCsv { file: String, why: String },
     #[error(
+        "{file}: not a spreadsheet vmr can read ({why}); save it from Excel as .xlsx or as \"CSV UTF-8\""
+    )]
+    NotSpreadsheet { file: String, why: String },
+    #[error(
+        "{file}: {what} is too large to load (vmr loads xls and ods sheets whole, up to {limit_mib} MiB); save it as .xlsx or as \"CSV UTF-8\", which are read as a stream"
+    )]
+    TooLarge {
+        file: String,
+        what: String,
+        limit_mib: u64,
+    },
+    #[error(
+        "{file}: no sheet \"{sheet}\" (sheets: {sheets}); pass --sheet with one of them, its position (1 is the first), or '*' for all"
+    )]
+    SheetNotFound {
+        file: String,
+        sheet: String,
+        sheets: String,
+    },
+    #[error(
         "{file}: the header line is not valid {encoding}; pass --encoding gbk if Excel saved it in Chinese, or --encoding utf-8"
     )]
     BadHeaderEncoding { file: String, encoding: String },
@@ -125,6 +141,23 @@ pub enum InputError {
         headers: String,
     },
     #[error(
+        "{file}: line {line}: columns \"{first}\" and \"{second}\" both match the same column name, so vmr cannot tell which to read; rename one, or pass --vin-column / --image-column"
+    )]
+    AmbiguousColumn {
+        file: String,
+        line: u64,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "{file}: line {line}: a row longer than {limit_mib} MiB, so reading stopped; a quote is probably never closed (or the lines end in CR only)"
+    )]
+    RecordTooLong {
+        file: String,
+        line: u64,
+        limit_mib: u64,
+    },
+    #[error(
         "{file}: unknown encoding \"{name}\"; use utf-8, gbk or gb18030, or leave --encoding out to detect it"
     )]
     UnknownEncoding { file: String, name: String },
@@ -132,302 +165,238 @@ pub enum InputError {
         "{file}: the text is neither UTF-8 nor Chinese GBK/GB18030 (it looks like another encoding, such as Latin-1), so it was not read; save it from Excel as \"CSV UTF-8\", or pass --encoding with its real encoding (--encoding gbk if the file really is GBK)"
     )]
     UndetectedEncoding { file: String },
+    #[error("{url}: cannot be read ({reason})")]
+    Remote { url: String, reason: String },
 }
 
-/// The encoding `--encoding` names, if given.
-fn forced_encoding(
-    file_name: &str,
-    name: Option<&str>,
-) -> Result<Option<&'static Encoding>, InputError> {
-    let Some(name) = name else { return Ok(None) };
-    match Encoding::for_label(name.trim().as_bytes()) {
-        Some(enc) if enc != encoding_rs::REPLACEMENT => Ok(Some(enc)),
-        _ => Err(InputError::UnknownEncoding {
-            file: file_name.to_owned(),
-            name: name.to_string(),
-        }),
-    }
+/// How an input is named: in messages (the path as given, `s3://bucket/key`, `stdin`) and in
+/// the `input_file` column (the file name, the key's last part, `stdin`). A sheet adds
+/// `#Sheet` to both.
+#[derive(Debug, Clone)]
+pub(crate) struct Names {
+    pub shown: String,
+    pub recorded: String,
 }
 
-/// A file opened and sniffed: its fingerprint, its encoding and its first bytes, kept to be
-/// fed to the parser ahead of the rest (so the sample is read only once).
-struct Sniffed {
-    file: File,
-    sample: Vec<u8>,
-    bom_len: usize,
-    encoding: &'static Encoding,
-    fingerprint: String,
-}
-
-impl Sniffed {
-    /// Hashes the whole file in one pass, keeps its first 64 KiB, and settles the encoding:
-    /// a byte-order mark, else `--encoding`, else detection. Refuses what is not CSV text.
-    fn read(
-        path: &Path,
-        file_name: &str,
-        forced: Option<&'static Encoding>,
-    ) -> Result<Sniffed, InputError> {
-        let unreadable = |cause: io::Error| InputError::Unreadable {
-            file: file_name.to_owned(),
-            cause,
-        };
-        let mut file = File::open(path).map_err(|cause| match cause.kind() {
-            io::ErrorKind::NotFound => InputError::NotFound {
-                file: file_name.to_owned(),
-            },
-            _ => unreadable(cause),
-        })?;
-        let mut sample = Vec::with_capacity(SAMPLE_LEN);
-        (&mut file)
-            .take(SAMPLE_LEN as u64)
-            .read_to_end(&mut sample)
-            .map_err(unreadable)?;
-        let mut hasher = Sha256::new();
-        hasher.update(&sample);
-        let whole_file_in_sample = sample.len() < SAMPLE_LEN;
-        if !whole_file_in_sample {
-            let mut buf = vec![0u8; SAMPLE_LEN];
-            loop {
-                match file.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => hasher.update(&buf[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(unreadable(e)),
-                }
-            }
-            file.seek(SeekFrom::Start(sample.len() as u64))
-                .map_err(unreadable)?;
-        }
-        let fingerprint = hex::encode(&hasher.finalize()[..8]);
-        // `None`: neither given nor recognisable; refused once the file is known to be text.
-        let (encoding, bom_len) = match Encoding::for_bom(&sample) {
-            Some((enc, len)) => (Some(enc), len),
-            None => (
-                forced.or_else(|| detect_encoding(&sample, whole_file_in_sample)),
-                0,
-            ),
-        };
-        let encoding = check_is_text(
-            file_name,
-            &sample[bom_len..],
-            encoding,
-            whole_file_in_sample,
-        )?;
-        Ok(Sniffed {
-            file,
-            sample,
-            bom_len,
-            encoding,
-            fingerprint,
-        })
+impl Names {
+    fn of_path(path: &Path) -> Names {
+        let shown = path.to_string_lossy().into_owned();
+        let recorded = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| shown.clone());
+        Names { shown, recorded }
     }
 
-    /// The CSV parser over the whole file (UTF-8 untouched, since rows are validated one by
-    /// one; anything else decoded to UTF-8 on the way in), and the flag it raises at the end
-    /// of its input.
-    fn into_parser(self) -> (csv::Reader<Box<dyn Read + Send>>, Arc<AtomicBool>) {
-        let mut head = Cursor::new(self.sample);
-        head.set_position(self.bom_len as u64);
-        let bytes = head.chain(self.file);
-        let source: Box<dyn Read + Send> = if self.encoding == UTF_8 {
-            Box::new(bytes)
-        } else {
-            Box::new(
-                DecodeReaderBytesBuilder::new()
-                    .encoding(Some(self.encoding))
-                    .strip_bom(true)
-                    .build(bytes),
-            )
-        };
-        let at_eof = Arc::new(AtomicBool::new(false));
-        let source = EofFlag {
-            inner: source,
-            at_eof: Arc::clone(&at_eof),
-        };
-        // Only '\n' ends a record, so that each record consumes exactly its own line breaks
-        // and the line count stays exact for CRLF files too (the '\r' left at the end of the
-        // last field is trimmed like any whitespace).
-        let csv = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .terminator(csv::Terminator::Any(b'\n'))
-            .from_reader(Box::new(source) as Box<dyn Read + Send>);
-        (csv, at_eof)
-    }
-}
-
-/// Refuses a file that is empty, a zip archive (an Excel workbook), binary, or text in an
-/// encoding that was neither given nor recognised.
-fn check_is_text(
-    file_name: &str,
-    body: &[u8],
-    encoding: Option<&'static Encoding>,
-    whole_file_in_sample: bool,
-) -> Result<&'static Encoding, InputError> {
-    let file = || file_name.to_owned();
-    if body.iter().all(u8::is_ascii_whitespace) && whole_file_in_sample {
-        return Err(InputError::Empty { file: file() });
-    }
-    if encoding != Some(encoding_rs::UTF_16LE) && encoding != Some(encoding_rs::UTF_16BE) {
-        if body.starts_with(b"PK\x03\x04") {
-            return Err(InputError::NotCsv {
-                file: file(),
-                why: "it is an Excel workbook or another zip archive".into(),
-            });
-        }
-        if body.contains(&0) {
-            return Err(InputError::NotCsv {
-                file: file(),
-                why: "it contains NUL bytes, so it is a binary file or UTF-16 text".into(),
-            });
+    fn with_sheet(&self, sheet: &str) -> Names {
+        Names {
+            shown: format!("{}#{sheet}", self.shown),
+            recorded: format!("{}#{sheet}", self.recorded),
         }
     }
-    encoding.ok_or_else(|| InputError::UndetectedEncoding { file: file() })
 }
 
-/// The header line: names trimmed, byte-order mark removed.
-fn read_headers(
-    csv: &mut csv::Reader<Box<dyn Read + Send>>,
-    record: &mut csv::ByteRecord,
-    file_name: &str,
-    encoding: &'static Encoding,
-) -> Result<Vec<String>, InputError> {
-    let bad_encoding = || InputError::BadHeaderEncoding {
-        file: file_name.to_owned(),
-        encoding: encoding.name().to_string(),
-    };
-    match csv.read_byte_record(record) {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(InputError::Empty {
-                file: file_name.to_owned(),
-            });
-        }
-        Err(e) => {
-            return Err(InputError::Unreadable {
-                file: file_name.to_owned(),
-                cause: io::Error::other(e),
-            });
-        }
-    }
-    let mut headers = Vec::with_capacity(record.len());
-    for field in record.iter() {
-        let text = std::str::from_utf8(field).map_err(|_| bad_encoding())?;
-        headers.push(text.trim_start_matches('\u{feff}').trim().to_string());
-    }
-    if headers.iter().any(|h| h.contains('\u{fffd}')) {
-        return Err(bad_encoding());
-    }
-    Ok(headers)
+/// Where the rows come from.
+enum Rows {
+    Text(TextRows),
+    Sheet {
+        rows: SheetRows,
+        current: Option<SheetRow>,
+    },
 }
 
-/// The VIN and image columns, by the options or by name; when one is missing, the error says
-/// what the file looks like instead (no header line, not CSV, which column is missing).
-fn locate_columns(
-    file_name: &str,
-    headers: &[String],
-    opts: &InputOptions,
-) -> Result<(usize, usize), InputError> {
-    let vin = find_column(
-        file_name,
-        headers,
-        opts.vin_column.as_deref(),
-        "--vin-column",
-        VIN_HEADERS,
-    )?;
-    let image = find_column(
-        file_name,
-        headers,
-        opts.image_column.as_deref(),
-        "--image-column",
-        IMAGE_HEADERS,
-    )?;
-    let file = file_name.to_owned();
-    match (vin, image) {
-        (Some(v), Some(i)) => Ok((v, i)),
-        _ if headers
-            .iter()
-            .any(|h| vin_problem(&normalize_vin(h)).is_none()) =>
-        {
-            let first = headers
-                .iter()
-                .find(|h| vin_problem(&normalize_vin(h)).is_none())
-                .map_or(String::new(), |h| shown(h));
-            Err(InputError::NoHeader { file, first })
-        }
-        (None, None) if headers.len() == 1 => Err(InputError::NotCsv {
-            file,
-            why: single_column_why(&headers[0]),
-        }),
-        (None, _) => Err(InputError::NoVinColumn {
-            file,
-            headers: header_list(headers),
-        }),
-        (Some(_), None) => Err(InputError::NoImageColumn {
-            file,
-            headers: header_list(headers),
-        }),
-    }
-}
-
-/// Streams and judges the rows of one input file. See the module documentation.
+/// Streams and judges the rows of one table of the input. See the module documentation.
 pub struct InputReader {
-    file_name: String,
+    names: Names,
     fingerprint: String,
-    encoding: &'static Encoding,
-    csv: csv::Reader<Box<dyn Read + Send>>,
-    record: csv::ByteRecord,
+    /// `csv (UTF-8)`, `xlsx`…, for the summary and `Debug`.
+    format: String,
+    encoding: &'static str,
+    rows: Rows,
     /// Header names as written (trimmed, BOM removed).
     headers: Vec<String>,
     vin_index: usize,
     image_index: usize,
-    /// Set once the parser has asked for more input and found none; see `record_start_line`.
-    at_eof: Arc<AtomicBool>,
+    /// What ingest's summary says about how the input was read.
+    notes: Vec<String>,
     read_error: Option<String>,
     finished: bool,
 }
 
 impl InputReader {
-    /// Opens `path`, fingerprints it, settles its encoding and finds the VIN and image
-    /// columns. Every file-level problem is reported here, before any row is read.
+    /// Opens the local file `path`, fingerprints it, settles its format (and for text its
+    /// encoding and separator) and finds the VIN and image columns. Every file-level problem is
+    /// reported here, before any row is read. A workbook opens the sheet `opts.sheet` names
+    /// (the first of them for `*`; [`Input`] reads them all).
     pub fn open(path: &Path, opts: &InputOptions) -> Result<InputReader, InputError> {
-        let file_name = path.to_string_lossy().into_owned();
-        let forced = forced_encoding(&file_name, opts.encoding.as_deref())?;
-        let sniffed = Sniffed::read(path, &file_name, forced)?;
-        let (encoding, fingerprint) = (sniffed.encoding, sniffed.fingerprint.clone());
-        let (mut csv, at_eof) = sniffed.into_parser();
-        let mut record = csv::ByteRecord::new();
-        let headers = read_headers(&mut csv, &mut record, &file_name, encoding)?;
-        let (vin_index, image_index) = locate_columns(&file_name, &headers, opts)?;
+        Ok(InputReader::open_named(path, &Names::of_path(path), opts)?.0)
+    }
+
+    /// [`InputReader::open`] with the names to use; also returns every sheet `opts.sheet`
+    /// selects (empty for text).
+    pub(crate) fn open_named(
+        path: &Path,
+        names: &Names,
+        opts: &InputOptions,
+    ) -> Result<(InputReader, Vec<String>), InputError> {
+        match sheet::peek_kind(path, &names.shown)? {
+            Kind::Text => Ok((InputReader::open_text(path, names, opts)?, Vec::new())),
+            kind => {
+                let (sheets, rows) =
+                    sheet::open_sheets(path, &names.shown, kind, opts.sheet.as_deref())?;
+                let reader = InputReader::from_sheet(path, names, kind, &sheets[0], rows, opts)?;
+                Ok((reader, sheets))
+            }
+        }
+    }
+
+    /// Opens one sheet of the workbook at `path`.
+    pub(crate) fn open_sheet(
+        path: &Path,
+        names: &Names,
+        sheet: &str,
+        opts: &InputOptions,
+    ) -> Result<InputReader, InputError> {
+        let kind = sheet::peek_kind(path, &names.shown)?;
+        let rows = SheetRows::open(path, &names.shown, kind, sheet)?;
+        InputReader::from_sheet(path, names, kind, sheet, rows, opts)
+    }
+
+    fn open_text(
+        path: &Path,
+        names: &Names,
+        opts: &InputOptions,
+    ) -> Result<InputReader, InputError> {
+        let file = &names.shown;
+        let forced = text::forced_encoding(file, opts.encoding.as_deref())?;
+        let sniffed = text::Sniffed::read(path, file, forced, opts.delimiter)?;
+        let fingerprint = sniffed.fingerprint.clone();
+        let sep_note = sniffed.note.clone();
+        let mut rows = sniffed.into_rows();
+        let encoding = rows.encoding;
+        let header = headers::find_header(file, opts, || {
+            loop {
+                return match rows.read_next() {
+                    Next::Record if rows.record.iter().all(|f| f.trim_ascii().is_empty()) => {
+                        continue;
+                    }
+                    Next::Record => Ok(Some((
+                        rows.record_start_line(),
+                        header_cells(&rows.record, file, encoding),
+                    ))),
+                    Next::End => Ok(None),
+                    Next::TooLong(line) => Err(InputError::RecordTooLong {
+                        file: file.clone(),
+                        line,
+                        limit_mib: text::MAX_RECORD_BYTES >> 20,
+                    }),
+                    Next::Failed(_, e) => Err(InputError::Unreadable {
+                        file: file.clone(),
+                        cause: io::Error::other(e),
+                    }),
+                };
+            }
+        })?;
+        let mut notes = vec![sep_note];
+        notes.extend(header.notes);
         Ok(InputReader {
-            file_name,
+            names: names.clone(),
             fingerprint,
-            encoding,
-            csv,
-            headers,
-            vin_index,
-            image_index,
-            record,
-            at_eof,
+            format: format!("text, {}", encoding.name()),
+            encoding: encoding.name(),
+            rows: Rows::Text(rows),
+            headers: header.names,
+            vin_index: header.vin,
+            image_index: header.image,
+            notes,
             read_error: None,
             finished: false,
         })
     }
 
-    /// The input file's name as the user gave it (the `input_file` column).
+    fn from_sheet(
+        path: &Path,
+        names: &Names,
+        kind: Kind,
+        sheet: &str,
+        mut rows: SheetRows,
+        opts: &InputOptions,
+    ) -> Result<InputReader, InputError> {
+        let names = names.with_sheet(sheet);
+        let file = names.shown.clone();
+        let header = headers::find_header(&file, opts, || match rows.next_row() {
+            Ok(Some(row)) => Ok(Some((
+                row.line,
+                Ok(row
+                    .cells
+                    .iter()
+                    .map(|c| c.text().trim().to_owned())
+                    .collect()),
+            ))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(InputError::Unreadable {
+                file: file.clone(),
+                cause: io::Error::other(e),
+            }),
+        })?;
+        // A sheet's batch id: the file's bytes and the sheet's name, so each sheet of a
+        // workbook is a batch of its own.
+        let mut hasher = Sha256::new();
+        hasher.update(sheet::hash_file(path, &names.shown)?);
+        hasher.update(b"#");
+        hasher.update(sheet.as_bytes());
+        let fingerprint = hex::encode(&hasher.finalize()[..8]);
+        let format = match kind {
+            Kind::Ole => "xls",
+            _ => "spreadsheet",
+        };
+        Ok(InputReader {
+            names,
+            fingerprint,
+            format: format.to_owned(),
+            encoding: "UTF-8",
+            rows: Rows::Sheet {
+                rows,
+                current: None,
+            },
+            headers: header.names,
+            vin_index: header.vin,
+            image_index: header.image,
+            notes: header.notes,
+            read_error: None,
+            finished: false,
+        })
+    }
+
+    /// The input's name as messages show it: the path as given (`s3://…`, `stdin`), plus
+    /// `#Sheet` for a sheet.
     pub fn file_name(&self) -> &str {
-        &self.file_name
+        &self.names.shown
+    }
+
+    /// The input's name as the `input_file` column records it: the file name (the object
+    /// key's last part, `stdin`), plus `#Sheet` for a sheet.
+    pub fn recorded_name(&self) -> &str {
+        &self.names.recorded
     }
 
     /// Batch id: the first 16 hex digits of the SHA-256 of the file's bytes, so the same
-    /// content always gets the same id, whatever the file is called.
+    /// content always gets the same id, whatever the file is called. For a sheet, of the
+    /// file's SHA-256 followed by `#` and the sheet's name.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
 
-    /// The encoding the file is read as (`UTF-8`, `gb18030`, ...), detected or given.
+    /// The encoding a text input is read as (`UTF-8`, `gb18030`, ...), detected or given;
+    /// `UTF-8` for a spreadsheet, whose text is Unicode.
     pub fn encoding(&self) -> &'static str {
-        self.encoding.name()
+        self.encoding
+    }
+
+    /// How the input was read (separator sniffed or given, the header's line, a column
+    /// chosen over another), one sentence each, for ingest's summary.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
     }
 
     /// The header of the column the VINs are read from, as written in the file.
@@ -441,64 +410,137 @@ impl InputReader {
     }
 
     /// Set when reading stopped before the end of the file because the file itself could not
-    /// be read any more (an I/O error, not a bad row). The rows after it were never seen, so
-    /// a caller should report the batch as incomplete.
+    /// be read any more (an I/O error, a runaway record; not a bad row). The rows after it
+    /// were never seen, so a caller should report the batch as incomplete.
     pub(crate) fn read_error(&self) -> Option<&str> {
         self.read_error.as_deref()
     }
 
-    /// The next data row, judged; `None` at the end of the file. Lines that are entirely blank
+    /// The next data row, judged; `None` at the end of the input. Rows that are entirely blank
     /// (including Excel's trailing `,,,` rows) carry no vehicle and are skipped.
     pub(crate) fn next_row(&mut self) -> Option<InputRow> {
+        if self.finished {
+            return None;
+        }
+        let row = if matches!(self.rows, Rows::Text(_)) {
+            self.next_text_row()
+        } else {
+            self.next_sheet_row()
+        };
+        if row.is_none() {
+            self.finished = true;
+        }
+        row
+    }
+
+    /// Stops reading: the row says why, `read_error` makes the batch incomplete.
+    fn stop(&mut self, line: u64, reason: RowProblem) -> Option<InputRow> {
+        self.finished = true;
+        self.read_error = Some(format!("{}: line {line}: {reason}", self.names.shown));
+        Some(InputRow {
+            line,
+            vin_raw: String::new(),
+            vin: String::new(),
+            license_img_url: String::new(),
+            verdict: Verdict::Rejected { reason },
+        })
+    }
+
+    fn next_text_row(&mut self) -> Option<InputRow> {
         loop {
-            if self.finished {
-                return None;
-            }
-            match self.csv.read_byte_record(&mut self.record) {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.finished = true;
-                    return None;
-                }
-                Err(e) => {
-                    // With byte records and `flexible`, the csv crate fails only when the
-                    // underlying read fails; there is no telling what follows, so stop.
-                    self.finished = true;
-                    let line = self.csv.position().line();
-                    self.read_error = Some(format!("{}: line {line}: {e}", self.file_name));
-                    return Some(InputRow {
+            let Rows::Text(rows) = &mut self.rows else {
+                unreachable!("called for text rows")
+            };
+            match rows.read_next() {
+                Next::Record => {}
+                Next::End => return None,
+                Next::TooLong(line) => {
+                    return self.stop(
                         line,
-                        vin_raw: String::new(),
-                        vin: String::new(),
-                        license_img_url: String::new(),
-                        verdict: Verdict::Rejected {
-                            reason: RowProblem::Unreadable {
-                                error: e.to_string(),
-                            },
+                        RowProblem::TooLong {
+                            limit_mib: text::MAX_RECORD_BYTES >> 20,
                         },
-                    });
+                    );
+                }
+                Next::Failed(line, error) => {
+                    return self.stop(line, RowProblem::Unreadable { error });
                 }
             }
-            if self.record.iter().all(|f| f.trim_ascii().is_empty()) {
+            if rows.record.iter().all(|f| f.trim_ascii().is_empty()) {
                 continue;
             }
-            return Some(self.judge_record());
+            return Some(self.judge_text());
         }
     }
 
-    fn judge_record(&self) -> InputRow {
-        let record = &self.record;
-        let line = self.record_start_line();
+    fn next_sheet_row(&mut self) -> Option<InputRow> {
+        let Rows::Sheet { rows, current } = &mut self.rows else {
+            unreachable!("called for sheet rows")
+        };
+        match rows.next_row() {
+            Ok(Some(row)) => {
+                *current = Some(row);
+                Some(self.judge_sheet())
+            }
+            Ok(None) => None,
+            Err(error) => {
+                let line = current.as_ref().map_or(1, |r| r.line + 1);
+                self.stop(line, RowProblem::Unreadable { error })
+            }
+        }
+    }
+
+    fn judge_text(&self) -> InputRow {
+        let Rows::Text(rows) = &self.rows else {
+            unreachable!("called for text rows")
+        };
+        let record = &rows.record;
+        let line = rows.record_start_line();
         let vin_cell = record.get(self.vin_index).unwrap_or_default();
         let vin_cell = vin_cell.strip_suffix(b"\r").unwrap_or(vin_cell);
         let vin_raw = String::from_utf8_lossy(vin_cell);
         let url_raw = String::from_utf8_lossy(record.get(self.image_index).unwrap_or_default());
-        let vin = normalize_vin(&vin_raw);
-        let license_img_url = url_raw.trim().to_string();
-        let reason = self
-            .record_problem(line)
+        let problem = self.text_problem(rows, line);
+        self.judge(line, &vin_raw, &url_raw, problem)
+    }
+
+    fn judge_sheet(&self) -> InputRow {
+        let Rows::Sheet {
+            current: Some(row), ..
+        } = &self.rows
+        else {
+            unreachable!("called with a sheet row")
+        };
+        let cell = |i: usize| row.cells.get(i).unwrap_or(&Cell::Empty);
+        let (vin_cell, url_cell) = (cell(self.vin_index), cell(self.image_index));
+        let problem = row
+            .cells
+            .iter()
+            .position(|c| c.text().contains('\0'))
+            .map(|i| self.nul_problem(i))
+            .or_else(|| match vin_cell {
+                Cell::Value { shown, kind } => Some(RowProblem::VinNotText {
+                    value: shown.clone(),
+                    kind: *kind,
+                }),
+                _ => None,
+            });
+        self.judge(row.line, vin_cell.text(), url_cell.text(), problem)
+    }
+
+    /// The verdict on a row, from its VIN and URL cells and a problem its format found.
+    fn judge(
+        &self,
+        line: u64,
+        vin_raw: &str,
+        url_raw: &str,
+        problem: Option<RowProblem>,
+    ) -> InputRow {
+        let vin = normalize_vin(vin_raw);
+        let license_img_url = url_raw.trim();
+        let reason = problem
             .or_else(|| vin_problem(&vin).map(RowProblem::Vin))
-            .or_else(|| url_problem(self.image_column(), &license_img_url));
+            .or_else(|| url_problem(self.image_column(), license_img_url));
         let verdict = match reason {
             Some(reason) => Verdict::Rejected { reason },
             None => Verdict::Accepted {
@@ -507,34 +549,28 @@ impl InputReader {
         };
         InputRow {
             line,
-            vin_raw: vin_raw.into_owned(),
-            vin,
-            license_img_url,
+            vin_raw: without_nul(vin_raw).into_owned(),
+            vin: without_nul(&vin).into_owned(),
+            license_img_url: without_nul(license_img_url).into_owned(),
             verdict,
         }
     }
 
-    /// The line the current record starts on. The csv crate stamps a record with the position
-    /// where reading began, before any blank lines it skipped, so count back from where the
-    /// record ended instead: the line breaks inside its fields, plus its terminating '\n'
-    /// unless the file ended without one.
-    fn record_start_line(&self) -> u64 {
-        let end = self.csv.position().line();
-        let inside = self
-            .record
-            .as_slice()
-            .iter()
-            .filter(|b| **b == b'\n')
-            .count() as u64;
-        let terminator = u64::from(!self.at_eof.load(Ordering::Relaxed));
-        end.saturating_sub(inside + terminator).max(1)
+    fn nul_problem(&self, index: usize) -> RowProblem {
+        RowProblem::Nul {
+            column: self
+                .headers
+                .get(index)
+                .cloned()
+                .unwrap_or_else(|| format!("#{}", index + 1)),
+        }
     }
 
-    /// Problems of the row as a whole, checked before its fields mean anything.
-    fn record_problem(&self, line: u64) -> Option<RowProblem> {
-        let record = &self.record;
+    /// Problems of a text row as a whole, checked before its fields mean anything.
+    fn text_problem(&self, rows: &TextRows, line: u64) -> Option<RowProblem> {
+        let record = &rows.record;
         if record.as_slice().contains(&b'\n')
-            && let Some(problem) = self.unclosed_quote(line)
+            && let Some(problem) = self.unclosed_quote(rows, line)
         {
             return Some(problem);
         }
@@ -543,6 +579,9 @@ impl InputReader {
                 fields: record.len(),
                 headers: self.headers.len(),
             });
+        }
+        if let Some(i) = record.iter().position(|f| f.contains(&0)) {
+            return Some(self.nul_problem(i));
         }
         if std::str::from_utf8(record.as_slice()).is_err() {
             let column = record
@@ -559,7 +598,7 @@ impl InputReader {
             {
                 return Some(RowProblem::BadBytes {
                     column: self.headers[index].clone(),
-                    encoding: self.encoding.name(),
+                    encoding: rows.encoding.name(),
                 });
             }
         }
@@ -570,8 +609,8 @@ impl InputReader {
     /// quote is left open the csv parser swallows the following rows into one field, and those
     /// vehicles would silently vanish. Telltales: a line break inside the VIN or URL, or a
     /// swallowed line that reads like a row with a valid VIN.
-    fn unclosed_quote(&self, line: u64) -> Option<RowProblem> {
-        let record = &self.record;
+    fn unclosed_quote(&self, rows: &TextRows, line: u64) -> Option<RowProblem> {
+        let record = &rows.record;
         let breaks = record.as_slice().trim_ascii_end().iter();
         let last = line + breaks.filter(|b| **b == b'\n').count() as u64;
         for (index, field) in record.iter().enumerate() {
@@ -580,7 +619,7 @@ impl InputReader {
             }
             let key_field = index == self.vin_index || index == self.image_index;
             let swallows_rows = field.split(|b| *b == b'\n').skip(1).any(|l| {
-                l.split(|b| *b == b',')
+                l.split(|b| *b == rows.delimiter)
                     .nth(self.vin_index)
                     .and_then(|v| std::str::from_utf8(v).ok())
                     .is_some_and(|v| vin_problem(&normalize_vin(v.trim_matches('"'))).is_none())
@@ -597,32 +636,52 @@ impl InputReader {
     }
 }
 
-/// Passes reads through and notes when the input is exhausted, which tells whether the
-/// last record ended with a line break or with the end of the file.
-struct EofFlag<R> {
-    inner: R,
-    at_eof: Arc<AtomicBool>,
+/// The cells of a header candidate: names trimmed, byte-order mark removed; an error when
+/// they are not text in the file's encoding.
+fn header_cells(
+    record: &csv::ByteRecord,
+    file: &str,
+    encoding: &'static encoding_rs::Encoding,
+) -> Result<Vec<String>, InputError> {
+    let bad_encoding = || InputError::BadHeaderEncoding {
+        file: file.to_owned(),
+        encoding: encoding.name().to_string(),
+    };
+    let mut headers = Vec::with_capacity(record.len());
+    for field in record.iter() {
+        let text = std::str::from_utf8(field).map_err(|_| bad_encoding())?;
+        let text = text.trim_start_matches('\u{feff}').trim();
+        if text.contains('\u{fffd}') {
+            return Err(bad_encoding());
+        }
+        headers.push(text.to_string());
+    }
+    Ok(headers)
 }
 
-impl<R: Read> Read for EofFlag<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.at_eof.store(true, Ordering::Relaxed);
-        }
-        Ok(n)
+/// `s` with any NUL replaced by U+FFFD: PostgreSQL text cannot hold NUL, and a rejected row's
+/// cells are recorded as written.
+fn without_nul(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{fffd}"))
+    } else {
+        Cow::Borrowed(s)
     }
 }
 
 impl std::fmt::Debug for InputReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let line = match &self.rows {
+            Rows::Text(rows) => rows.line(),
+            Rows::Sheet { current, .. } => current.as_ref().map_or(0, |r| r.line),
+        };
         f.debug_struct("InputReader")
-            .field("file_name", &self.file_name)
+            .field("file_name", &self.names.shown)
             .field("fingerprint", &self.fingerprint)
-            .field("encoding", &self.encoding.name())
+            .field("format", &self.format)
             .field("vin_column", &self.vin_column())
             .field("image_column", &self.image_column())
-            .field("line", &self.csv.position().line())
+            .field("line", &line)
             .finish_non_exhaustive()
     }
 }
@@ -633,124 +692,6 @@ impl Iterator for InputReader {
     fn next(&mut self) -> Option<InputRow> {
         self.next_row()
     }
-}
-
-/// UTF-8 if the sample is valid UTF-8 (a character cut by the end of the sample counts as
-/// valid when the file goes on); GB18030 (what Excel writes on a Chinese Windows) if the
-/// sample is [plausibly GBK](plausibly_gbk); `None` otherwise, rather than guess: decoding,
-/// say, Latin-1 as GBK turns accented letters into Chinese characters that would be sent to
-/// the vendor.
-fn detect_encoding(sample: &[u8], whole_file: bool) -> Option<&'static Encoding> {
-    match std::str::from_utf8(sample) {
-        Ok(_) => Some(UTF_8),
-        Err(e) if e.error_len().is_none() && !whole_file => Some(UTF_8),
-        Err(_) => plausibly_gbk(sample, whole_file).then_some(GB18030),
-    }
-}
-
-/// The share of non-ASCII characters that must be common Chinese for text to pass as GBK.
-const GBK_CHINESE_SHARE: f64 = 0.75;
-
-/// Whether `sample` reads as Chinese GBK/GB18030 text. The rule: every non-ASCII byte
-/// sequence decodes as GB18030 without error, AND at least three quarters of the characters
-/// they make are common Chinese: a two-byte sequence from the GB2312 area (both bytes
-/// 0xA1–0xFE, where Excel's simplified Chinese text lives) that decodes to a CJK ideograph
-/// (U+3400–U+4DBF, U+4E00–U+9FFF), CJK punctuation (U+3000–U+303F), a full-width form
-/// (U+FF00–U+FFEF) or general punctuation (U+2000–U+206F: “”、…). Latin-1 text fails: an
-/// accented letter before an ASCII byte is either no GBK sequence at all or one whose second
-/// byte is below 0x80, outside GB2312. A sample cut by the 64 KiB window is judged up to its
-/// last line break.
-fn plausibly_gbk(sample: &[u8], whole_file: bool) -> bool {
-    let sample = if whole_file {
-        sample
-    } else {
-        match sample.iter().rposition(|b| *b == b'\n') {
-            Some(end) => &sample[..=end],
-            None => sample,
-        }
-    };
-    let Some(text) = GB18030.decode_without_bom_handling_and_without_replacement(sample) else {
-        return false;
-    };
-    let (mut chinese, mut other) = (0u64, 0u64);
-    let mut at = 0;
-    for c in text.chars() {
-        let Some(&lead) = sample.get(at) else {
-            return false;
-        };
-        if lead < 0x80 {
-            at += 1;
-            continue;
-        }
-        let trail = sample.get(at + 1).copied().unwrap_or(0);
-        let len = if (0x30..=0x39).contains(&trail) { 4 } else { 2 };
-        let gb2312 = len == 2 && (0xA1..=0xFE).contains(&lead) && (0xA1..=0xFE).contains(&trail);
-        let cjk = matches!(c,
-            '\u{3400}'..='\u{4DBF}'
-            | '\u{4E00}'..='\u{9FFF}'
-            | '\u{3000}'..='\u{303F}'
-            | '\u{FF00}'..='\u{FFEF}'
-            | '\u{2000}'..='\u{206F}');
-        if gb2312 && cjk {
-            chinese += 1;
-        } else {
-            other += 1;
-        }
-        at += len;
-    }
-    chinese > 0 && chinese as f64 >= GBK_CHINESE_SHARE * (chinese + other) as f64
-}
-
-/// The column to read: the one named by the option, or the first known header found.
-fn find_column(
-    file: &str,
-    headers: &[String],
-    wanted: Option<&str>,
-    option: &'static str,
-    known: &[&str],
-) -> Result<Option<usize>, InputError> {
-    let folded: Vec<String> = headers.iter().map(|h| h.to_lowercase()).collect();
-    if let Some(name) = wanted {
-        let name_folded = name.trim().to_lowercase();
-        return match folded.iter().position(|h| *h == name_folded) {
-            Some(index) => Ok(Some(index)),
-            None => Err(InputError::ColumnNotFound {
-                file: file.to_string(),
-                option,
-                name: name.to_string(),
-                headers: header_list(headers),
-            }),
-        };
-    }
-    Ok(known
-        .iter()
-        .find_map(|k| folded.iter().position(|h| h == k)))
-}
-
-/// The headers for an error message, cut short when a sheet has dozens.
-fn header_list(headers: &[String]) -> String {
-    const MAX: usize = 12;
-    let mut list = headers
-        .iter()
-        .take(MAX)
-        .map(|h| if h.is_empty() { "\"\"" } else { h.as_str() })
-        .collect::<Vec<_>>()
-        .join(", ");
-    if headers.len() > MAX {
-        list.push_str(&format!(", ... ({} more)", headers.len() - MAX));
-    }
-    list
-}
-
-/// Why a one-column header is not taken for a CSV, with the likely cause.
-fn single_column_why(header: &str) -> String {
-    let shown = shown(header);
-    for (sep, name) in [(';', "semicolons"), ('\t', "tabs"), ('|', "pipes")] {
-        if header.contains(sep) {
-            return format!("its first line {shown} is separated by {name}, not commas");
-        }
-    }
-    format!("its first line {shown} has one column, neither a VIN nor a licence image URL")
 }
 
 /// `None` when `url` (trimmed) is an absolute http(s) URL with a host.
@@ -805,42 +746,6 @@ mod tests {
             Some("licenseImgUrl is empty".into())
         );
         assert!(url_problem(f, "https://a.cn/x y.jpg").is_some());
-    }
-
-    #[test]
-    fn detection_tolerates_a_character_cut_by_the_sample_end() {
-        let cut = &"车".as_bytes()[..2];
-        assert_eq!(detect_encoding(cut, false), Some(UTF_8));
-        // Within a whole file, 0xE8 0xBD is a GB2312 character.
-        assert_eq!(detect_encoding(cut, true), Some(GB18030));
-        assert_eq!(
-            detect_encoding(b"\xb3\xb5\xbc\xdc\xba\xc5", true),
-            Some(GB18030)
-        );
-        // A GBK character cut by the sample's end is judged up to the last line break.
-        assert_eq!(
-            detect_encoding(b"\xb3\xb5\xbc\xdc\xba\xc5\nLSV,\xb3", false),
-            Some(GB18030)
-        );
-    }
-
-    #[test]
-    fn gbk_must_be_chinese_to_be_detected() {
-        let (latin1, _, _) = encoding_rs::WINDOWS_1252.encode("vin,url\nA,https://x.cn/café.jpg\n");
-        assert_eq!(detect_encoding(&latin1, true), None);
-        // Accented letters before ASCII letters make valid GBK pairs, outside GB2312.
-        let (latin1, _, _) = encoding_rs::WINDOWS_1252.encode("Müller,Gérard,résumés,Zürich\n");
-        assert!(
-            GB18030
-                .decode_without_bom_handling_and_without_replacement(&latin1)
-                .is_some()
-        );
-        assert_eq!(detect_encoding(&latin1, true), None);
-        let (gbk, _, _) = encoding_rs::GBK.encode("车架号,行驶证图片\n上海，“浦东”…\n");
-        assert_eq!(detect_encoding(&gbk, true), Some(GB18030));
-        // A traditional character or two outside GB2312 among simplified text is fine.
-        let (gbk, _, _) = encoding_rs::GBK.encode("车架号,备注\nA,上海浦东新区張先生\n");
-        assert_eq!(detect_encoding(&gbk, true), Some(GB18030));
     }
 
     #[test]

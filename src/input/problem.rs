@@ -65,6 +65,19 @@ pub enum RowProblem {
         last: u64,
         column: String,
     },
+    /// A NUL byte (or character) in a cell: a damaged file, and text PostgreSQL cannot store.
+    Nul {
+        column: String,
+    },
+    /// A spreadsheet's VIN cell holds a number, date or other value instead of text.
+    VinNotText {
+        value: String,
+        kind: &'static str,
+    },
+    /// The row grew past the record-size limit; nothing after it was read.
+    TooLong {
+        limit_mib: u64,
+    },
     /// The file could not be read past this row.
     Unreadable {
         error: String,
@@ -157,6 +170,25 @@ impl RowProblem {
                 f,
                 "row spans lines {first}-{last} because a quote in column {} is never closed; close the quote so the rows it swallowed are read",
                 quote(column)
+            ),
+            RowProblem::Nul { column } => write!(
+                f,
+                "row holds a NUL byte (column {}), so the file is damaged here; fix or remove the row",
+                quote(column)
+            ),
+            RowProblem::VinNotText { value, kind } if *kind == "number" => write!(
+                f,
+                "VIN cell holds the number {}, not text: Excel keeps only 15 digits of a number, so the VIN may have changed; format the VIN column as Text and type it again",
+                quote(value)
+            ),
+            RowProblem::VinNotText { value, kind } => write!(
+                f,
+                "VIN cell holds a {kind} ({}), not text; format the VIN column as Text and type it again",
+                quote(value)
+            ),
+            RowProblem::TooLong { limit_mib } => write!(
+                f,
+                "a row longer than {limit_mib} MiB starts here, so reading stopped: a quote is probably never closed; close it and run again"
             ),
             RowProblem::Unreadable { error } => write!(
                 f,

@@ -201,7 +201,7 @@ fn column_options_override_detection() {
     let opts = InputOptions {
         vin_column: Some("Chassis".into()),
         image_column: Some("photo".into()),
-        encoding: None,
+        ..Default::default()
     };
     let reader = open_with("custom_columns.csv", &opts);
     assert_eq!(reader.vin_column(), "chassis");
@@ -216,6 +216,23 @@ fn column_options_override_detection() {
         format!(
             "{}: no column named \"frame\" as --vin-column asks (headers: chassis, photo, vin)",
             fixture("custom_columns.csv").display()
+        )
+    );
+}
+
+#[test]
+fn a_semicolon_file_is_read_and_a_forced_comma_says_why_it_is_not_csv() {
+    assert_eq!(summary(open("semicolons.csv")), vec![row(2, A, "ok")]);
+    let opts = InputOptions {
+        delimiter: Some(b','),
+        ..Default::default()
+    };
+    let path = fixture("semicolons.csv");
+    assert_eq!(
+        open_err(&path, &opts),
+        format!(
+            "{}: not a CSV file (its first line \"vin;licenseImgUrl\" is separated by semicolons, not by the --delimiter given); save it from Excel as \"CSV UTF-8\" or \"CSV\"",
+            path.display()
         )
     );
 }
@@ -238,12 +255,8 @@ fn file_level_errors_name_the_file_and_what_to_do() {
             "no header line (line 1 starts with the VIN \"LSVAG2186E2100001\"); add a first line naming the columns, such as `vin,licenseImgUrl`",
         ),
         (
-            "semicolons.csv",
-            "not a CSV file (its first line \"vin;licenseImgUrl\" is separated by semicolons, not commas); save it from Excel as \"CSV UTF-8\" or \"CSV\"",
-        ),
-        (
             "binary.xlsx",
-            "not a CSV file (it is an Excel workbook or another zip archive); save it from Excel as \"CSV UTF-8\" or \"CSV\"",
+            "not a spreadsheet vmr can read (a damaged zip archive: invalid Zip archive: Could not find EOCD); save it from Excel as .xlsx or as \"CSV UTF-8\"",
         ),
         (
             "no_vin_column.csv",

@@ -683,3 +683,77 @@ fn walk(d: &Path) -> Vec<String> {
     }
     out
 }
+
+/// `requests.csv` of `dir/out` as (vin, status, input_file, input_line), sorted.
+fn requests_rows(dir: &Path) -> Vec<(String, String, String, String)> {
+    let mut r = csv::Reader::from_path(dir.join("out/requests.csv")).expect("requests.csv");
+    let h = r.headers().expect("header").clone();
+    let col = |n: &str| h.iter().position(|x| x == n).expect(n);
+    let mut rows: Vec<_> = r
+        .records()
+        .map(|rec| {
+            let rec = rec.expect("row");
+            (
+                rec[col("vin")].to_owned(),
+                rec[col("status")].to_owned(),
+                rec[col("input_file")].to_owned(),
+                rec[col("input_line")].to_owned(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// `--input s3://bucket/key` reads the object where the upstream job left it, through the
+/// lake's client and credentials: the same requests as the local file, recorded under the
+/// key's last part. A missing object exits 2 before anything is recorded.
+#[test]
+fn an_input_in_the_lake_is_read_like_the_local_file() {
+    let Some(m) = moto() else { return };
+    let sb = sandbox(SandboxConfig::default());
+    let (_t, local) = tempdir();
+    let mut fleet = vins(6, 83);
+    fleet.push("LSVAB1234".into());
+    write_csv(&local.join("2026-12.csv"), &fleet);
+    vmr(&local, &sb)
+        .args(["run", "--input", "2026-12.csv", "--format", "csv"])
+        .assert()
+        .code(0);
+    let put = python(
+        &m,
+        "s3.put_object(Bucket=sys.argv[1], Key='fleets/2026-12.csv', Body=open(sys.argv[2], 'rb').read())",
+        &[BUCKET, local.join("2026-12.csv").to_str().expect("utf-8")],
+    );
+    assert!(put.status.success(), "{}", stderr_of(&put));
+
+    let (_t2, remote) = tempdir();
+    let url = format!("s3://{BUCKET}/fleets/2026-12.csv");
+    let a = vmr_s3(&remote, &sb, &endpoint(&m))
+        .args(["run", "--input", &url, "--format", "csv"])
+        .assert()
+        .code(0);
+    assert_no_credentials("run", &output(&a));
+    assert_eq!(requests_rows(&remote), requests_rows(&local));
+    assert!(
+        requests_rows(&remote)
+            .iter()
+            .any(|(_, status, file, _)| status == "rejected" && file == "2026-12.csv")
+    );
+
+    let (_t3, missing) = tempdir();
+    let a = vmr_s3(&missing, &sb, &endpoint(&m))
+        .args([
+            "ingest",
+            "--input",
+            &format!("s3://{BUCKET}/fleets/nope.csv"),
+        ])
+        .assert()
+        .code(2);
+    let text = String::from_utf8_lossy(&output(&a)).into_owned();
+    assert!(
+        text.contains(&format!("s3://{BUCKET}/fleets/nope.csv: cannot be read")),
+        "{text}"
+    );
+    assert!(!has_checkpoint(&missing), "nothing recorded");
+}

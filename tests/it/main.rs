@@ -12,6 +12,7 @@ mod engine;
 mod export;
 mod fuzz_corpus;
 mod input;
+mod input_formats;
 mod lake;
 mod layers;
 mod money;
