@@ -83,6 +83,7 @@ pub(crate) fn input_options(s: &Settings) -> InputOptions {
         encoding: s.encoding.clone(),
         sheet: s.sheet.clone(),
         delimiter: s.delimiter,
+        fetch: Some(crate::export::lake::fetch_input),
     }
 }
 

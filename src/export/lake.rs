@@ -1094,6 +1094,32 @@ pub(crate) fn route(opts: &ExportOptions) -> Result<(Dest, Layout), ExportError>
     Ok((Dest::parse(&opts.out)?, opts.layout))
 }
 
+/// `--input s3://…` (and the other URLs `--out` takes): the object copied into `out` with the
+/// lake output's client, credentials and retries; a `file://` URL names a local file. This is
+/// the [`crate::input::Fetch`] the commands hand to `input`, which knows no store.
+pub(crate) fn fetch_input(
+    arg: &Path,
+    out: &mut std::fs::File,
+) -> Result<crate::input::Fetched, String> {
+    match Dest::parse(arg).map_err(|e| e.to_string())? {
+        Dest::Local(path) => Ok(crate::input::Fetched::Local(path)),
+        Dest::Store(target) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let (recorded, _) = rt.block_on(target.download(out)).map_err(|e| match e {
+                ExportError::Store { reason, .. } => reason,
+                other => other.to_string(),
+            })?;
+            Ok(crate::input::Fetched::Copied {
+                shown: target.shown.clone(),
+                recorded,
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

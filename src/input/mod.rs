@@ -28,7 +28,7 @@ pub use headers::{IMAGE_HEADERS, VIN_HEADERS};
 #[cfg(test)]
 use problem::shown;
 pub use problem::{RowProblem, UrlProblem, VinProblem};
-pub use source::Input;
+pub use source::{Fetch, Fetched, Input};
 pub use text::parse_delimiter;
 pub use vin::{check_digit, check_digit_ok, normalize_vin, vin_problem};
 
@@ -42,7 +42,7 @@ use sheet::{Cell, Kind, SheetRow, SheetRows};
 use text::{Next, TextRows};
 
 /// What the user may say about the input; everything left `None` is detected.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct InputOptions {
     /// Header of the VIN column (`--vin-column`), matched case-insensitively.
     pub vin_column: Option<String>,
@@ -57,6 +57,10 @@ pub struct InputOptions {
     /// The separator of a text input (`--delimiter`); `None` sniffs it. Ignored for
     /// spreadsheets.
     pub delimiter: Option<u8>,
+    /// How an input given as a URL (`s3://bucket/key`) is copied into a local file: the
+    /// object-store client the lake output uses, handed in from above (`input` knows no store;
+    /// docs/architecture.md). `None` refuses URLs.
+    pub fetch: Option<source::Fetch>,
 }
 
 /// One data row of the input, judged.

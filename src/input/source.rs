@@ -35,7 +35,7 @@ impl Input {
     /// opens its first table; with `--sheet '*'` checks every other sheet too. Every problem with
     /// the input as a whole is reported here.
     pub fn open(arg: &Path, opts: &InputOptions) -> Result<Input, InputError> {
-        let (path, names, spool) = locate(arg)?;
+        let (path, names, spool) = locate(arg, opts.fetch)?;
         let (first, sheets) = InputReader::open_named(&path, &names, opts)?;
         let mut input = Input {
             path,
@@ -109,8 +109,25 @@ impl Input {
     }
 }
 
+/// Copies the object an input URL names into `out` (a private temporary file): `--input
+/// s3://bucket/key`. The error is the reason, in words.
+pub type Fetch = fn(url: &Path, out: &mut std::fs::File) -> Result<Fetched, String>;
+
+/// What a [`Fetch`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The URL names a local file after all (`file://…`): read it where it is.
+    Local(PathBuf),
+    /// The object was copied: how to show the input, and the name recorded per row (the
+    /// key's last part).
+    Copied { shown: String, recorded: String },
+}
+
 /// The local file `arg` means, with the names to record, and the spooled copy when there is one.
-fn locate(arg: &Path) -> Result<(PathBuf, Names, Option<tempfile::NamedTempFile>), InputError> {
+fn locate(
+    arg: &Path,
+    fetch: Option<Fetch>,
+) -> Result<(PathBuf, Names, Option<tempfile::NamedTempFile>), InputError> {
     let text = arg.to_str();
     if text == Some("-") {
         let names = Names {
@@ -133,32 +150,19 @@ fn locate(arg: &Path) -> Result<(PathBuf, Names, Option<tempfile::NamedTempFile>
         url: url.split('?').next().unwrap_or(url).to_owned(),
         reason,
     };
-    match crate::export::lake::Dest::parse(arg).map_err(|e| remote(e.to_string()))? {
-        crate::export::lake::Dest::Local(path) => {
+    let fetch = fetch.ok_or_else(|| remote("this vmr reads no input from a URL".into()))?;
+    let mut spool = new_spool(url)?;
+    match fetch(arg, spool.as_file_mut()).map_err(remote)? {
+        Fetched::Local(path) => {
             let names = Names::of_path(&path);
             Ok((path, names, None))
         }
-        crate::export::lake::Dest::Store(target) => {
-            let mut spool = new_spool(url)?;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| remote(e.to_string()))?;
-            let (name, _) =
-                rt.block_on(target.download(spool.as_file_mut()))
-                    .map_err(|e| match e {
-                        crate::export::ExportError::Store { reason, .. } => remote(reason),
-                        other => remote(other.to_string()),
-                    })?;
+        Fetched::Copied { shown, recorded } => {
             spool
                 .as_file_mut()
                 .flush()
                 .map_err(|e| remote(format!("spooling it: {e}")))?;
-            let names = Names {
-                shown: target.shown.clone(),
-                recorded: name,
-            };
-            Ok((spool.path().to_owned(), names, Some(spool)))
+            Ok((spool.path().to_owned(), Names { shown, recorded }, Some(spool)))
         }
     }
 }
