@@ -4,7 +4,6 @@
 //! rows as the plain CSV of the same fleet (the input's name and lines aside), through the
 //! real binary: `vmr ingest`, then `vmr export --format csv`.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
