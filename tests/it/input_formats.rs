@@ -300,7 +300,10 @@ fn every_sheet_with_star_each_its_own_batch() {
         .assert()
         .code(2);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
-    assert!(stderr.contains("give one sheet with --sheet NAME"), "{stderr}");
+    assert!(
+        stderr.contains("give one sheet with --sheet NAME"),
+        "{stderr}"
+    );
     assert!(!dir.path().join("vmr-sandbox-state").exists());
 
     // By name and by position, one sheet.
