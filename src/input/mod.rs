@@ -525,7 +525,7 @@ impl InputReader {
             .or_else(|| match vin_cell {
                 Cell::Value { shown, kind } => Some(RowProblem::VinNotText {
                     value: shown.clone(),
-                    kind: *kind,
+                    kind,
                 }),
                 _ => None,
             });

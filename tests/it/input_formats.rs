@@ -4,7 +4,6 @@
 //! rows as the plain CSV of the same fleet (the input's name and lines aside), through the
 //! real binary: `vmr ingest`, then `vmr export --format csv`.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -301,7 +300,10 @@ fn every_sheet_with_star_each_its_own_batch() {
         .assert()
         .code(2);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
-    assert!(stderr.contains("give one sheet with --sheet NAME"), "{stderr}");
+    assert!(
+        stderr.contains("give one sheet with --sheet NAME"),
+        "{stderr}"
+    );
     assert!(!dir.path().join("vmr-sandbox-state").exists());
 
     // By name and by position, one sheet.
