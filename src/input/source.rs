@@ -162,7 +162,11 @@ fn locate(
                 .as_file_mut()
                 .flush()
                 .map_err(|e| remote(format!("spooling it: {e}")))?;
-            Ok((spool.path().to_owned(), Names { shown, recorded }, Some(spool)))
+            Ok((
+                spool.path().to_owned(),
+                Names { shown, recorded },
+                Some(spool),
+            ))
         }
     }
 }
