@@ -532,3 +532,30 @@ fn a_zip_that_is_no_workbook_is_refused() {
         "{err}"
     );
 }
+
+/// An ods is loaded whole, so one whose sheet XML unpacks past the limit is refused, with what
+/// to do, before calamine reads it.
+#[test]
+fn an_ods_too_large_to_load_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("huge.ods");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).expect("create"));
+    let opts = zip::write::SimpleFileOptions::default();
+    zip.start_file("mimetype", opts).expect("entry");
+    zip.write_all(b"application/vnd.oasis.opendocument.spreadsheet")
+        .expect("write");
+    zip.start_file("content.xml", opts).expect("entry");
+    let block = vec![b' '; 1 << 20];
+    for _ in 0..101 {
+        zip.write_all(&block).expect("write");
+    }
+    zip.finish().expect("zip");
+    let err = InputReader::open(&path, &InputOptions::default()).expect_err("too large");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: an ods sheet (uncompressed) of 101 MiB is too large to load (vmr loads xls and ods sheets whole, up to 100 MiB); save it as .xlsx or as \"CSV UTF-8\", which are read as a stream",
+            path.display()
+        )
+    );
+}
