@@ -422,13 +422,16 @@ async fn network(
         if again > 0 {
             tracing::info!(vins = again, "buying VINs again (refreshes and retries)");
         }
-        let progress = Progress::new("submit", total as u64);
+        let progress = std::sync::Arc::new(Progress::new("submit", total as u64));
+        let ticker = show_pauses(&engine, &progress);
         engine::submit(engine.clone(), rebuy, &progress).await?;
+        ticker.abort();
         progress.close();
     }
     if !engine.stop.is_set() && plan.poll != PollMode::Skip {
         let total = count_states(ckpt, &[State::Pending])?;
-        let progress = Progress::new("poll", total as u64);
+        let progress = std::sync::Arc::new(Progress::new("poll", total as u64));
+        let ticker = show_pauses(&engine, &progress);
         match plan.poll {
             PollMode::Once => {
                 engine::poll_due(engine.clone(), &progress).await?;
@@ -439,11 +442,27 @@ async fn network(
             }
             PollMode::Skip => {}
         }
+        ticker.abort();
         progress.close();
     }
     engine.retire().await?;
     drop(sandbox);
     Ok(engine)
+}
+
+/// Keeps the progress bar saying when every call waits for the vendor (`Retry-After`), twice a
+/// second, until aborted.
+fn show_pauses(
+    engine: &std::sync::Arc<engine::Engine>,
+    progress: &std::sync::Arc<Progress>,
+) -> tokio::task::JoinHandle<()> {
+    let (engine, progress) = (engine.clone(), progress.clone());
+    tokio::spawn(async move {
+        loop {
+            progress.pause(engine.pause.remaining(tokio::time::Instant::now()));
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    })
 }
 
 /// One line per kind of work left, saying what the operator does about it.

@@ -103,6 +103,23 @@ impl Progress {
         self.done.load(Ordering::Relaxed)
     }
 
+    /// Shows on the bar that every call waits for the vendor (`left` of a `Retry-After`), or
+    /// that it no longer does. The log says so already (engine::pause), so without a bar this
+    /// does nothing.
+    pub(crate) fn pause(&self, left: Option<Duration>) {
+        let Some(b) = &self.bar else { return };
+        let failed = self.failed.load(Ordering::Relaxed);
+        let failed = (failed > 0).then(|| format!("{failed} failed"));
+        match left {
+            Some(d) => b.set_message(format!(
+                "paused {}s: the vendor asked to wait{}",
+                d.as_secs_f64().ceil() as u64,
+                failed.map(|f| format!(", {f}")).unwrap_or_default()
+            )),
+            None => b.set_message(failed.unwrap_or_default()),
+        }
+    }
+
     pub(crate) fn close(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
