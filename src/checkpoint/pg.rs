@@ -291,6 +291,17 @@ impl PgLocation {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
+        // A connection that goes silent (a partition, a failover that drops packets) is found
+        // within about a minute, not after the system's two hours: keepalives after 30 s idle,
+        // and unacknowledged data given up after 60 s. Values the URL sets win.
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 3600) {
+            config.keepalives_idle(Duration::from_secs(30));
+            config.keepalives_interval(Duration::from_secs(10));
+            config.keepalives_retries(3);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_secs(60));
+        }
         config.application_name("vmr");
         Ok(PgLocation {
             config,
