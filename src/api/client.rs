@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::outcome::{Answer, Delivery, Endpoint, Outcome, classify, excerpt, redirected};
+use super::outcome::{Answer, Delivery, Endpoint, Outcome, classify_at, excerpt, unreadable};
 use super::sign::Credentials;
 
 /// Options for building the client.
@@ -154,27 +154,19 @@ impl Client {
                     cut,
                 } = r;
                 let is_2xx = (200..300).contains(&status);
-                let transport_cut = cut.is_some() && is_2xx;
-                let (mut outcome, answer) = match cut {
+                let (mut outcome, answer) = match &cut {
                     // A 2xx body cut short may be a billed answer: unknown, its bytes kept.
-                    Some(why) if (200..300).contains(&status) => (
-                        Outcome::Transient {
-                            http_status: Some(status),
-                            code: None,
-                            detail: format!(
-                                "HTTP {status}, the answer was cut short after {} bytes ({why})",
+                    Some(why) if is_2xx => (
+                        unreadable(
+                            status,
+                            format!(
+                                "the answer was cut short after {} bytes ({why})",
                                 body.len()
                             ),
-                            delivery: Delivery::Unknown,
-                            retry_after: None,
-                        },
+                        ),
                         Answer::default(),
                     ),
-                    _ if (300..400).contains(&status) => (
-                        redirected(endpoint, status, location.as_deref()),
-                        Answer::default(),
-                    ),
-                    _ => classify(endpoint, status, &body),
+                    _ => classify_at(endpoint, status, &body, location.as_deref()),
                 };
                 if let Outcome::Transient {
                     retry_after: slot, ..
@@ -182,8 +174,9 @@ impl Client {
                 {
                     *slot = retry_after;
                 }
-                let cut_short = transport_cut
-                    || (is_2xx && outcome.is_unknown() && super::lenient::cut_short(&body));
+                let cut_short = is_2xx
+                    && (cut.is_some()
+                        || (outcome.is_unknown() && super::lenient::cut_short(&body)));
                 Exchange {
                     cut_short,
                     endpoint,

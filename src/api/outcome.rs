@@ -202,7 +202,7 @@ fn wrong_address(endpoint: Endpoint, body: &[u8]) -> Outcome {
 
 /// An HTTP redirect: vmr never follows one (the signed request would go to another host), so the
 /// configured address is wrong; stop the run as for a 404.
-pub(crate) fn redirected(endpoint: Endpoint, http_status: u16, location: Option<&str>) -> Outcome {
+fn redirected(endpoint: Endpoint, http_status: u16, location: Option<&str>) -> Outcome {
     Outcome::Stop {
         code: i64::from(http_status),
         message: format!(
@@ -215,7 +215,7 @@ pub(crate) fn redirected(endpoint: Endpoint, http_status: u16, location: Option<
 
 /// A 2xx answer with no usable code: it may be a billed answer cut short, so its outcome is
 /// unknown.
-fn unreadable(http_status: u16, what: String) -> Outcome {
+pub(crate) fn unreadable(http_status: u16, what: String) -> Outcome {
     Outcome::Transient {
         http_status: Some(http_status),
         code: None,
@@ -238,9 +238,19 @@ fn not_billed(http_status: u16, code: Option<i64>, detail: String) -> Outcome {
 /// Classifies one HTTP answer from `endpoint` (the money rules' table: a non-2xx status is
 /// never billed whatever its body; a 2xx is classed by the vendor's `code`).
 pub fn classify(endpoint: Endpoint, http_status: u16, body: &[u8]) -> (Outcome, Answer) {
+    classify_at(endpoint, http_status, body, None)
+}
+
+/// [`classify`], with the `Location` a redirect named (for the message that stops the run).
+pub(crate) fn classify_at(
+    endpoint: Endpoint,
+    http_status: u16,
+    body: &[u8],
+    location: Option<&str>,
+) -> (Outcome, Answer) {
     let parsed: Result<Envelope, _> = serde_json::from_slice(body);
     if !(200..300).contains(&http_status) {
-        return gateway_answer(endpoint, http_status, body, parsed.ok());
+        return gateway_answer(endpoint, http_status, body, parsed.ok(), location);
     }
     // A complete document that is not strict JSON (raw control characters in strings, bytes
     // that are not UTF-8) is read leniently: it may be a billed report (docs/design.md).
@@ -298,6 +308,7 @@ fn gateway_answer(
     http_status: u16,
     body: &[u8],
     env: Option<Envelope>,
+    location: Option<&str>,
 ) -> (Outcome, Answer) {
     if http_status == 404 {
         return (wrong_address(endpoint, body), Answer::default());
@@ -327,7 +338,7 @@ fn gateway_answer(
         return (outcome, answer);
     }
     if (300..400).contains(&http_status) {
-        return (redirected(endpoint, http_status, None), answer);
+        return (redirected(endpoint, http_status, location), answer);
     }
     (not_billed(http_status, code, detail), answer)
 }
@@ -635,9 +646,12 @@ mod tests {
             let (o, _) = classify(ep, 307, b"");
             assert!(matches!(o, Outcome::Stop { code: 307, .. }), "{o:?}");
         }
-        let Outcome::Stop { message, .. } =
-            redirected(Endpoint::Generate, 308, Some("https://other.example/x"))
-        else {
+        let (Outcome::Stop { message, .. }, _) = classify_at(
+            Endpoint::Generate,
+            308,
+            b"",
+            Some("https://other.example/x"),
+        ) else {
             panic!("a redirect stops")
         };
         assert!(message.contains("https://other.example/x"), "{message}");

@@ -256,11 +256,11 @@ impl Worker {
             && lock(&self.beat.renewed).elapsed() + self.timeout + SLACK < self.lease
     }
 
-    /// Whether a call for `vin_id` may leave now: the lease holds ([`Worker::lease_holds`]) and
-    /// this worker still holds that VIN (the last renewal found it claimed by this worker, or
-    /// it was claimed since). Checked from memory, just before the request leaves.
+    /// Whether this worker still holds `vin_id`: the last renewal found it claimed by this
+    /// worker, or it was claimed since. Checked from memory, with [`Worker::lease_holds`], just
+    /// before a request leaves.
     pub(crate) fn holds(&self, vin_id: i64) -> bool {
-        self.lease_holds() && lock(&self.beat.held).contains_key(&vin_id)
+        lock(&self.beat.held).contains_key(&vin_id)
     }
 
     /// Records VINs this worker has just claimed.

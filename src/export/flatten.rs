@@ -145,19 +145,24 @@ pub fn flatten_versions(
         // A body that is not strict JSON is read as the engine read it when it was bought:
         // through the one lenient reader, only when the strict parse fails (the common case
         // pays nothing for it).
+        // Each body is read once in the common case: parsed for the tables, or located for
+        // `reports.jsonl` alone.
         let mut repaired = None;
         let mut strict = want.tables.then(|| parse(row, &row.body));
-        let failed = match &strict {
-            Some(r) => r.is_err(),
-            None => locate(row, &row.body).is_err(),
-        };
+        let mut located = (!want.tables && want.jsonl).then(|| locate(row, &row.body));
+        let failed = strict.as_ref().is_some_and(Result::is_err)
+            || located.as_ref().is_some_and(Result::is_err);
         if failed && let Some(r) = crate::api::lenient::repair(&row.body) {
             quality.read_leniently += 1;
             repaired = Some(r);
         }
         let body: &[u8] = repaired.as_ref().map_or(&row.body, |r| r.text.as_bytes());
-        if repaired.is_some() && want.tables {
-            strict = Some(parse(row, body));
+        if repaired.is_some() {
+            if want.tables {
+                strict = Some(parse(row, body));
+            } else {
+                located = Some(locate(row, body));
+            }
         }
         if let Some(parsed) = strict {
             match parsed {
@@ -185,7 +190,7 @@ pub fn flatten_versions(
             }
         }
         if want.jsonl {
-            match locate(row, body) {
+            match located.unwrap_or_else(|| locate(row, body)) {
                 Ok(raw) => jsonl_lines += u64::from(push_jsonl(&mut jsonl, row, v, raw)),
                 Err(reason) if !want.tables => bad.push(BadBody {
                     vin: row.vin.clone(),

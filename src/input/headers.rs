@@ -194,13 +194,7 @@ pub(crate) fn find_header(
             break;
         };
         if let Ok(names) = &cells {
-            let vin = find(names, opts.vin_column.as_deref(), VIN_HEADERS, "VIN");
-            let image = find(
-                names,
-                opts.image_column.as_deref(),
-                IMAGE_HEADERS,
-                "licence image URL",
-            );
+            let (vin, image) = find_columns(names, opts);
             if let (Found::Tie(a, b), _) | (_, Found::Tie(a, b)) = (&vin, &image) {
                 return Err(InputError::AmbiguousColumn {
                     file: file.to_owned(),
@@ -245,6 +239,20 @@ pub(crate) fn find_header(
     Err(no_header(file, &cells?, opts))
 }
 
+/// The VIN column and the licence image column among `names` (named by the options, else by
+/// the synonym tables).
+fn find_columns(names: &[String], opts: &InputOptions) -> (Found, Found) {
+    (
+        find(names, opts.vin_column.as_deref(), VIN_HEADERS, "VIN"),
+        find(
+            names,
+            opts.image_column.as_deref(),
+            IMAGE_HEADERS,
+            "licence image URL",
+        ),
+    )
+}
+
 /// Why `headers`, the first row, is not a header vmr can read.
 fn no_header(file: &str, headers: &[String], opts: &InputOptions) -> InputError {
     let file = file.to_owned();
@@ -265,13 +273,7 @@ fn no_header(file: &str, headers: &[String], opts: &InputOptions) -> InputError 
             first: shown(v),
         };
     }
-    let vin = find(headers, opts.vin_column.as_deref(), VIN_HEADERS, "VIN");
-    let image = find(
-        headers,
-        opts.image_column.as_deref(),
-        IMAGE_HEADERS,
-        "licence image URL",
-    );
+    let (vin, image) = find_columns(headers, opts);
     match (vin, image) {
         (Found::Missing, _) if opts.vin_column.is_some() => {
             missing(&opts.vin_column, "--vin-column").expect("given")

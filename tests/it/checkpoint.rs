@@ -154,17 +154,31 @@ fn a_checkpoint_from_a_newer_vmr_is_refused_and_not_altered() {
     );
 }
 
-#[test]
-fn illegal_transitions_are_refused_not_written() {
-    let (_t, dir) = tempdir();
+/// A checkpoint holding one queued VIN (ingested by the real binary), opened for writing, and a
+/// runtime to apply updates with.
+fn one_vin_ingested(
+    salt: u32,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Checkpoint,
+    tokio::runtime::Runtime,
+) {
+    let (t, dir) = tempdir();
     let sb = sandbox(SandboxConfig::default());
-    write_csv(&dir.join("in.csv"), &vins(1, 34));
+    write_csv(&dir.join("in.csv"), &vins(1, salt));
     vmr(&dir, &sb)
         .args(["ingest", "--input", "in.csv"])
         .assert()
         .code(0);
     let (ckpt, _) = Checkpoint::open(&dir.join("state")).expect("open");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
+    (t, dir, ckpt, rt)
+}
+
+#[test]
+fn illegal_transitions_are_refused_not_written() {
+    let (_t, dir, ckpt, rt) = one_vin_ingested(34);
     // queued -> done skips the purchase: refused.
     let err = rt
         .block_on(ckpt.apply(Update {
@@ -514,15 +528,7 @@ fn a_backup_taken_while_a_run_writes_is_consistent_and_complete() {
 
 #[test]
 fn a_failure_meant_for_a_queued_vin_leaves_a_vin_bought_meanwhile_alone_and_keeps_the_call() {
-    let (_t, dir) = tempdir();
-    let sb = sandbox(SandboxConfig::default());
-    write_csv(&dir.join("in.csv"), &vins(1, 35));
-    vmr(&dir, &sb)
-        .args(["ingest", "--input", "in.csv"])
-        .assert()
-        .code(0);
-    let (ckpt, _) = Checkpoint::open(&dir.join("state")).expect("open");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (_t, dir, ckpt, rt) = one_vin_ingested(35);
     // Another worker bought the VIN: it is pending with its requestId.
     for (to, request_id) in [(State::Submitting, None), (State::Pending, Some("r-1"))] {
         rt.block_on(ckpt.apply(Update {
