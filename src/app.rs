@@ -308,25 +308,19 @@ pub(crate) fn engine(
         timeout: settings.timeout,
         max_wait: settings.max_wait,
     };
-    #[cfg(feature = "pg")]
-    if let crate::checkpoint::Place::Pg(loc) = &settings.place {
-        use crate::checkpoint::workers::{Worker, WorkerSpec};
-        let spec = WorkerSpec {
-            command: command.to_owned(),
-            account: account_name(settings)?,
-            rate: settings.rate,
-            burst: settings.burst,
-            timeout: settings.timeout,
-            budget: settings.run_id.clone().zip(opts.max_billed),
-        };
-        let worker = Worker::start(loc, spec)?;
-        let mut ckpt = ckpt;
-        ckpt.set_worker(worker.clone());
-        let limiter = Limiter::shared(settings.rate, settings.burst, worker);
-        return Ok(Arc::new(Engine::new(client, ckpt, limiter, opts)?));
-    }
-    let _ = command;
-    let limiter = Limiter::new(settings.rate, settings.burst);
+    let spec = checkpoint::WorkerSpec {
+        command: command.to_owned(),
+        account: account_name(settings)?,
+        rate: settings.rate,
+        burst: settings.burst,
+        timeout: settings.timeout,
+        budget: settings.run_id.clone().zip(opts.max_billed),
+    };
+    // On a PostgreSQL state this process becomes one of its workers.
+    let sharing = checkpoint::Sharing::join(&settings.place, spec)?;
+    let limiter = Limiter::for_sharing(settings.rate, settings.burst, &sharing);
+    let mut ckpt = ckpt;
+    ckpt.set_sharing(sharing);
     Ok(Arc::new(Engine::new(client, ckpt, limiter, opts)?))
 }
 

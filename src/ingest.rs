@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::api::now_ms;
-use crate::checkpoint::{Checkpoint, CheckpointError, Conn, p};
+use crate::checkpoint::{BatchTotals, Checkpoint, CheckpointError, RowsRecorded};
 use crate::input::{Input, InputError, InputOptions, InputReader, InputRow, Verdict};
 
 /// Rows per transaction.
@@ -48,88 +48,6 @@ pub(crate) struct IngestSummary {
     pub check_digit_warnings: u64,
     /// How the input was read: separator, header line, a column chosen over another.
     pub notes: Vec<String>,
-}
-
-#[derive(Default)]
-struct ChunkResult {
-    queued: u64,
-    already: u64,
-    duplicates: u64,
-}
-
-fn write_chunk(
-    conn: &Conn,
-    rows: &[InputRow],
-    file: &str,
-    batch: &str,
-    now: i64,
-) -> Result<ChunkResult, CheckpointError> {
-    let mut res = ChunkResult::default();
-    // A VIN already recorded (or a rejected row already recorded from this line) is skipped.
-    let insert = "vins (vin, license_img_url, state, message, first_seen_at, input_file, input_line, batch_id, check_digit_ok)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
-    let origin = "SELECT batch_id, input_line, id FROM vins WHERE vin = ?1 AND state <> 'rejected'";
-    // Every VIN of this input, new or seen before: a refresh buys only the current input's.
-    let member = "batch_vins (batch_id, vin_id) VALUES (?1, ?2)";
-    for row in rows {
-        match &row.verdict {
-            Verdict::Accepted { check_digit_ok } => {
-                let new: Option<i64> = conn.insert_ignore(
-                    insert,
-                    true,
-                    p![
-                        row.vin,
-                        row.license_img_url,
-                        "queued",
-                        Option::<String>::None,
-                        now,
-                        file,
-                        row.line as i64,
-                        batch,
-                        Some(i64::from(*check_digit_ok))
-                    ],
-                )?;
-                if let Some(id) = new {
-                    res.queued += 1;
-                    conn.insert_ignore(member, false, p![batch, id])?;
-                } else {
-                    let seen: Option<(Option<String>, Option<i64>, i64)> =
-                        conn.query_opt(origin, p![row.vin], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                        })?;
-                    match &seen {
-                        // Recorded, with its membership, by an earlier ingest of this file.
-                        Some((Some(b), Some(l), _)) if b == batch && *l == row.line as i64 => {
-                            res.already += 1
-                        }
-                        Some((_, _, id)) => {
-                            res.duplicates += 1;
-                            conn.insert_ignore(member, false, p![batch, *id])?;
-                        }
-                        None => res.duplicates += 1,
-                    }
-                }
-            }
-            Verdict::Rejected { reason } => {
-                conn.insert_ignore(
-                    insert,
-                    true,
-                    p![
-                        row.vin_raw,
-                        row.license_img_url,
-                        "rejected",
-                        reason.to_string(),
-                        now,
-                        file,
-                        row.line as i64,
-                        batch,
-                        Option::<i64>::None
-                    ],
-                )?;
-            }
-        }
-    }
-    Ok(res)
 }
 
 /// Opens an input (a file, `-`, or an object-store URL) and checks it as a whole (exists, is a
@@ -179,7 +97,7 @@ pub(crate) fn ingest(
     // it gets a whole chunk ahead.
     let mut in_flight: Option<tokio::sync::oneshot::Receiver<_>> = None;
     let settle =
-        |rx: Option<tokio::sync::oneshot::Receiver<Result<ChunkResult, CheckpointError>>>,
+        |rx: Option<tokio::sync::oneshot::Receiver<Result<RowsRecorded, CheckpointError>>>,
          s: &mut IngestSummary|
          -> Result<(), IngestError> {
             if let Some(rx) = rx {
@@ -218,9 +136,7 @@ pub(crate) fn ingest(
         if chunk.len() >= CHUNK || (end && !chunk.is_empty()) {
             let rows = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
             let (file, batch) = (file.clone(), batch.clone());
-            let rx = ckpt
-                .writer()
-                .submit(move |c| write_chunk(c, &rows, &file, &batch, now));
+            let rx = ckpt.record_rows(rows, file, batch, now);
             settle(in_flight.replace(rx), &mut s)?;
         }
         if end {
@@ -229,27 +145,16 @@ pub(crate) fn ingest(
     }
     settle(in_flight.take(), &mut s)?;
     let complete = reader.read_error().is_none();
-    let stats = s.clone();
-    ckpt.writer().write_blocking(move |c| {
-        c.execute(
-            "INSERT INTO batches (id, input_file, first_seen_at, rows_read, accepted, duplicates, rejected, check_digit_warnings, complete)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT (id) DO UPDATE SET rows_read = excluded.rows_read, accepted = excluded.accepted,
-                duplicates = excluded.duplicates, rejected = excluded.rejected,
-                check_digit_warnings = excluded.check_digit_warnings, complete = excluded.complete",
-            p![
-                stats.batch_id,
-                stats.input_file,
-                now,
-                stats.rows_read as i64,
-                (stats.queued + stats.already_ingested) as i64,
-                stats.duplicates as i64,
-                stats.rejected as i64,
-                stats.check_digit_warnings as i64,
-                i64::from(complete)
-            ],
-        )?;
-        Ok(())
+    ckpt.record_batch(BatchTotals {
+        batch_id: s.batch_id.clone(),
+        input_file: s.input_file.clone(),
+        first_seen_at: now,
+        rows_read: s.rows_read,
+        accepted: s.queued + s.already_ingested,
+        duplicates: s.duplicates,
+        rejected: s.rejected,
+        check_digit_warnings: s.check_digit_warnings,
+        complete,
     })?;
     if let Some(e) = reader.read_error() {
         return Err(IngestError::Incomplete(format!(

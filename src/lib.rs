@@ -57,3 +57,4 @@ pub mod resolve;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod status;
+pub(crate) mod sys;

@@ -47,11 +47,7 @@ pub(crate) fn snapshot(place: &checkpoint::Place, now: SystemTime) -> Result<Sna
         checkpoint::writer_running_at(place),
         None,
     )?;
-    let oldest: Option<i64> = conn.query_row(
-        "SELECT min(accepted_at) FROM vins WHERE state = 'pending'",
-        checkpoint::p![],
-        |r| r.get(0),
-    )?;
+    let oldest = checkpoint::oldest_pending(&conn)?;
     let now_ms = unix_seconds(now) * 1000.0;
     let oldest_pending_age = oldest.map_or(0.0, |at| ((now_ms - at as f64) / 1000.0).max(0.0));
     Ok(Snapshot {

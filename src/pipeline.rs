@@ -295,11 +295,7 @@ fn money_estimate(
     reader: &checkpoint::Conn,
 ) -> Result<String> {
     use crate::price::count;
-    let (reports, by_get): (i64, i64) = reader.query_row(
-        "SELECT count(*), CAST(coalesce(sum(CASE WHEN endpoint = 'get' THEN 1 ELSE 0 END), 0) AS BIGINT) FROM reports",
-        checkpoint::p![],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let (reports, by_get) = checkpoint::reports_stored(reader)?;
     let share = if reports > 0 {
         by_get as f64 / reports as f64
     } else {

@@ -7,7 +7,7 @@
 //! for), or abandoned (final). Every resolution is kept in the checkpoint's `resolutions` table.
 
 use crate::api::now_ms;
-use crate::checkpoint::{Checkpoint, CheckpointError, State, p};
+use crate::checkpoint::{Checkpoint, CheckpointError, Settled, Settlement, State};
 
 /// What the vendor's statement says about an uncertain VIN.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,9 +51,6 @@ pub(crate) enum ResolveError {
 }
 
 /// Records `resolution` for `vin` (trimmed, upper-cased) and moves it; returns the new state.
-///
-/// Long on purpose: the check, the move and its record are one transaction, written as one
-/// closure for the checkpoint's writer.
 pub(crate) fn resolve(
     ckpt: &Checkpoint,
     vin: &str,
@@ -61,66 +58,31 @@ pub(crate) fn resolve(
     note: Option<String>,
 ) -> Result<State, ResolveError> {
     let vin = vin.trim().to_uppercase();
-    ckpt.writer().write_blocking({
-        let vin = vin.clone();
-        move |c| {
-            let row: Option<(i64, String)> = c.query_opt(
-                "SELECT id, state FROM vins WHERE vin = ?1 AND state <> 'rejected'",
-                p![vin],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            let Some((id, state)) = row else {
-                return Ok(Err(ResolveError::NoSuchVin(vin)));
-            };
-            let state: State = state.parse().map_err(CheckpointError::Commit)?;
-            if state != State::Uncertain {
-                return Ok(Err(ResolveError::NotUncertain { vin, state }));
-            }
-            let to = resolution.target();
-            state.check(to, &vin)?;
-            let now = now_ms();
-            let message = match (&resolution, &note) {
-                (Resolution::NotBilled, _) => {
-                    "resolved: not billed (vendor statement); queued to be sent again".to_owned()
-                }
-                (Resolution::Billed { request_id }, _) => format!(
-                    "resolved: billed as requestId {request_id} (vendor statement); its report is fetched by the next poll"
-                ),
-                (Resolution::Abandon, Some(n)) => format!("abandoned: {n}"),
-                (Resolution::Abandon, None) => "abandoned by hand after reconciliation".to_owned(),
-            };
-            c.execute(
-                "UPDATE vins SET state = ?2, message = ?3,
-                    completed_at = CASE WHEN ?2 = 'failed' THEN ?4 ELSE completed_at END
-                 WHERE id = ?1",
-                p![id, to.as_str(), message, now],
-            )?;
-            let mut request_id = None;
-            if let Resolution::Billed { request_id: rid } = &resolution {
-                // Due at once; the poll timeout counts from this settlement, since the time of
-                // the lost call's billing is not known.
-                c.execute(
-                    "UPDATE vins SET request_id = ?2, accepted_at = ?3, next_poll_at = ?3,
-                        poll_interval_ms = NULL
-                     WHERE id = ?1",
-                    p![id, rid, now],
-                )?;
-                request_id = Some(rid.clone());
-            }
-            c.execute(
-                "INSERT INTO resolutions (vin_id, at, action, request_id, note, from_state, to_state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                p![
-                    id,
-                    now,
-                    resolution.action(),
-                    request_id,
-                    note,
-                    state.as_str(),
-                    to.as_str()
-                ],
-            )?;
-            Ok(Ok(to))
+    let message = match (&resolution, &note) {
+        (Resolution::NotBilled, _) => {
+            "resolved: not billed (vendor statement); queued to be sent again".to_owned()
         }
-    })?
+        (Resolution::Billed { request_id }, _) => format!(
+            "resolved: billed as requestId {request_id} (vendor statement); its report is fetched by the next poll"
+        ),
+        (Resolution::Abandon, Some(n)) => format!("abandoned: {n}"),
+        (Resolution::Abandon, None) => "abandoned by hand after reconciliation".to_owned(),
+    };
+    let to = resolution.target();
+    let settlement = Settlement {
+        action: resolution.action(),
+        to,
+        message,
+        request_id: match resolution {
+            Resolution::Billed { request_id } => Some(request_id),
+            _ => None,
+        },
+        note,
+        at: now_ms(),
+    };
+    match ckpt.settle_uncertain(vin.clone(), settlement)? {
+        Settled::Moved => Ok(to),
+        Settled::NoSuchVin => Err(ResolveError::NoSuchVin(vin)),
+        Settled::NotUncertain(state) => Err(ResolveError::NotUncertain { vin, state }),
+    }
 }

@@ -5,11 +5,11 @@
 //! resubmitted unless asked), rejected rows with reasons, when the next poll is due, and how the
 //! last run ended.
 
-use crate::checkpoint::{Conn, p};
+use crate::checkpoint::Conn;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-use crate::checkpoint::{self, CallCounts, CheckpointError, WorkerRow};
+use crate::checkpoint::{self, CallCounts, CheckpointError, RejectedRow, WorkerRow};
 
 /// Entries of a list that the text view shows.
 const LIST: usize = 20;
@@ -33,14 +33,6 @@ const FULL_LISTS: FullLists = FullLists {
     billed_unusable: "vmr export: requests table, status = failed and message starting with billed_unusable",
     rejected: "vmr export: requests table, status = rejected",
 };
-
-#[derive(Debug, Serialize)]
-pub(crate) struct RejectedRow {
-    pub input_file: Option<String>,
-    pub line: Option<i64>,
-    pub vin: String,
-    pub reason: Option<String>,
-}
 
 /// One input file (batch) and how fresh its reports are.
 #[derive(Debug, Serialize)]
@@ -147,39 +139,12 @@ pub(crate) fn read(
 ) -> Result<Status, CheckpointError> {
     let states = checkpoint::state_counts(conn)?;
     let calls = checkpoint::call_counts(conn)?;
-    #[cfg_attr(not(feature = "pg"), allow(unused_mut))]
-    let mut uncertain_where = if writer_running {
-        "state = 'uncertain'".to_owned()
-    } else {
-        "state IN ('uncertain', 'submitting')".to_owned()
-    };
-    #[cfg_attr(not(feature = "pg"), allow(unused_mut))]
-    let mut workers = None;
-    // Workers share a PostgreSQL checkpoint: a `submitting` VIN is in flight while its claim
-    // holds, and uncertain once it has lapsed.
-    #[cfg(feature = "pg")]
-    if matches!(conn, Conn::Pg(_)) {
-        uncertain_where = format!(
-            "(state = 'uncertain' OR (state = 'submitting' AND {}))",
-            checkpoint::workers::unheld_sql(conn)?
-        );
-        workers = Some(checkpoint::workers::live(conn)?);
-    }
-    let (uncertain, uncertain_total) = vins_where(conn, &uncertain_where)?;
-    let (billed_unusable, billed_unusable_total) = vins_where(
-        conn,
-        &format!(
-            "state = 'failed' AND substr(message, 1, {}) = '{}'",
-            checkpoint::state::BILLED_UNUSABLE.len(),
-            checkpoint::state::BILLED_UNUSABLE
-        ),
-    )?;
-    let (duplicates, check_digit_warnings): (i64, i64) = conn.query_row(
-        "SELECT CAST(coalesce(sum(duplicates), 0) AS BIGINT), CAST(coalesce(sum(check_digit_warnings), 0) AS BIGINT) FROM batches",
-        p![],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let reports_stored: i64 = conn.query_row("SELECT count(*) FROM reports", p![], |r| r.get(0))?;
+    let workers = checkpoint::live_workers(conn)?;
+    let (uncertain, uncertain_total) = checkpoint::uncertain_vins(conn, writer_running, JSON_LIST)?;
+    let (billed_unusable, billed_unusable_total) =
+        checkpoint::billed_unusable_vins(conn, JSON_LIST)?;
+    let input = checkpoint::input_totals(conn)?;
+    let (reports_stored, _) = checkpoint::reports_stored(conn)?;
     Ok(Status {
         schema_version: SCHEMA_VERSION,
         checkpoint: path.to_owned(),
@@ -195,16 +160,22 @@ pub(crate) fn read(
         uncertain_total,
         billed_unusable,
         billed_unusable_total,
-        rejected: rejected_rows(conn)?,
+        rejected: checkpoint::rejected_rows(conn, JSON_LIST)?,
         list_limit: JSON_LIST,
         full_lists: FULL_LISTS,
-        duplicates,
-        check_digit_warnings,
+        duplicates: input.duplicates,
+        check_digit_warnings: input.check_digit_warnings,
         next_poll_due: checkpoint::next_poll_due(conn)?.map(rfc3339),
-        last_run: last_run(conn)?,
+        last_run: checkpoint::last_run(conn)?.map(|r| LastRun {
+            command: r.command,
+            started_at: rfc3339(r.started_at),
+            ended_at: r.ended_at.map(rfc3339),
+            exit_code: r.exit_code,
+            outcome: r.outcome,
+        }),
         refresh_older_than: refresh_older_than.map(|d| age_text(d.as_secs())),
         batches: batches(conn, refresh_older_than, crate::api::now_ms())?,
-        batches_total: conn.query_row("SELECT count(*) FROM batches", p![], |r| r.get(0))?,
+        batches_total: input.batches,
         money: None,
         workers,
     })
@@ -217,22 +188,11 @@ fn batches(
     refresh: Option<std::time::Duration>,
     now: i64,
 ) -> Result<Vec<BatchStatus>, CheckpointError> {
-    let list: Vec<(String, String, i64)> = conn.query_map(
-        &format!(
-            "SELECT id, input_file, first_seen_at FROM batches ORDER BY first_seen_at DESC, id LIMIT {JSON_LIST}"
-        ),
-        p![],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
-    let mut out = Vec::with_capacity(list.len());
-    for (id, input_file, first_seen) in list {
-        let (vins, with_report, oldest): (i64, i64, Option<i64>) = conn.query_row(
-            "SELECT count(*), count(latest), min(latest)
-             FROM (SELECT (SELECT max(r.fetched_at) FROM reports r WHERE r.vin_id = b.vin_id) AS latest
-                   FROM batch_vins b WHERE b.batch_id = ?1) AS members",
-            p![id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+    let mut out = Vec::new();
+    for b in checkpoint::batches(conn, JSON_LIST)? {
+        let (id, input_file, first_seen) = (b.id, b.input_file, b.first_seen_at);
+        let fresh = checkpoint::batch_freshness(conn, &id)?;
+        let (vins, with_report, oldest) = (fresh.vins, fresh.with_report, fresh.oldest);
         let due = match refresh {
             Some(age) => {
                 let rebuy = checkpoint::Rebuy {
@@ -257,56 +217,6 @@ fn batches(
         });
     }
     Ok(out)
-}
-
-/// The first [`JSON_LIST`] VINs matching `condition`, in the order they were read, and how many
-/// match.
-fn vins_where(conn: &Conn, condition: &str) -> Result<(Vec<String>, i64), CheckpointError> {
-    let vins = conn.query_map(
-        &format!("SELECT vin FROM vins WHERE {condition} ORDER BY id LIMIT {JSON_LIST}"),
-        p![],
-        |r| r.get(0),
-    )?;
-    let total = conn.query_row(
-        &format!("SELECT count(*) FROM vins WHERE {condition}"),
-        p![],
-        |r| r.get(0),
-    )?;
-    Ok((vins, total))
-}
-
-/// The first rejected rows, with their reasons.
-fn rejected_rows(conn: &Conn) -> Result<Vec<RejectedRow>, CheckpointError> {
-    conn.query_map(
-        &format!(
-            "SELECT input_file, input_line, vin, message FROM vins WHERE state = 'rejected' ORDER BY id LIMIT {JSON_LIST}"
-        ),
-        p![],
-        |r| {
-            Ok(RejectedRow {
-                input_file: r.get(0)?,
-                line: r.get(1)?,
-                vin: r.get(2)?,
-                reason: r.get(3)?,
-            })
-        },
-    )
-}
-
-fn last_run(conn: &Conn) -> Result<Option<LastRun>, CheckpointError> {
-    conn.query_opt(
-        "SELECT command, started_at, ended_at, exit_code, outcome FROM runs ORDER BY id DESC LIMIT 1",
-        p![],
-        |r| {
-            Ok(LastRun {
-                command: r.get(0)?,
-                started_at: rfc3339(r.get(1)?),
-                ended_at: r.get::<Option<i64>>(2)?.map(rfc3339),
-                exit_code: r.get(3)?,
-                outcome: r.get(4)?,
-            })
-        },
-    )
 }
 
 /// A list under a heading: its first `shown` entries of `total`, then how many more and where

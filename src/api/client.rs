@@ -63,6 +63,15 @@ impl Exchange {
         self.answer.billed()
     }
 
+    /// What the call may have cost, as the call log records it.
+    pub fn delivery(&self) -> Delivery {
+        match &self.outcome {
+            _ if self.billed() => Delivery::Billed,
+            Outcome::Transient { delivery, .. } => *delivery,
+            _ => Delivery::NotBilled,
+        }
+    }
+
     /// Whether the call log keeps this answer's body: every billed answer not stored as a
     /// report, and every 2xx answer cut short (it may be a billed report).
     pub fn keeps_body(&self) -> bool {

@@ -54,9 +54,13 @@ struct GenerateData<'a> {
     info: Option<&'a RawValue>,
 }
 
-/// What a call without a usable vendor answer may have cost (the money rules' classes).
+/// What a call may have cost: the money rules' classes (docs/design.md, "Money rules"), from
+/// the wire to the call log's `billed` and `delivery` columns. An [`Outcome::Transient`] is
+/// never `Billed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
+    /// Code 200 in a 2xx answer: billed.
+    Billed,
     /// The request never left (connection refused, connect timeout, DNS): it cost nothing.
     NotSent,
     /// The request was written but no readable answer came back (a read timeout, a reset, a 2xx

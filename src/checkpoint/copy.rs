@@ -30,8 +30,8 @@ use Kind::{Blob, Int, Text};
 /// A table's name, its columns, and the key it is read in order of.
 type Table = (&'static str, &'static [(&'static str, Kind)], &'static str);
 
-/// Every table of the checkpoint with its columns (schema version 3 in SQLite, 1 in
-/// PostgreSQL) and the key it is read in order of.
+/// Every table of the checkpoint with its columns (at the schema version this build writes,
+/// the same in both) and the key it is read in order of.
 const TABLES: &[Table] = &[
     ("meta", &[("key", Text), ("value", Text)], "key"),
     (
@@ -75,6 +75,7 @@ const TABLES: &[Table] = &[
             ("check_digit_ok", Int),
             ("accepted_at", Int),
             ("purchase", Int),
+            ("failure", Text),
         ],
         "id",
     ),
@@ -154,6 +155,7 @@ const TABLES: &[Table] = &[
             ("accepted_at", Int),
             ("completed_at", Int),
             ("report_version", Int),
+            ("failure", Text),
         ],
         "vin_id, purchase",
     ),
@@ -446,6 +448,12 @@ fn verify_pg(
 fn pg_to_sqlite(pg: &PgLocation, dir: &Path) -> Result<Copied, CopyError> {
     let err = |e| pg.db_error(e);
     let mut client = pg.connect()?;
+    // Tables an older vmr wrote are brought to this build's schema first, as any reader does.
+    if pg.check_readable(&mut client)? < super::SCHEMA_VERSION {
+        let mut tx = client.transaction().map_err(err)?;
+        pg.migrate(&mut tx)?;
+        tx.commit().map_err(err)?;
+    }
     let mut tx = client
         .build_transaction()
         .isolation_level(postgres::IsolationLevel::RepeatableRead)
@@ -544,23 +552,34 @@ fn pg_into_sqlite(
     Ok(copied)
 }
 
-/// A private copy of a PostgreSQL checkpoint in a temporary state directory, read-only, removed
-/// when dropped.
-pub struct Snapshot {
+/// A private copy of a PostgreSQL checkpoint in a temporary state directory, removed when
+/// dropped; [`super::Snapshot`] reads it.
+pub(crate) struct TempCopy {
     dir: std::path::PathBuf,
-    pub conn: rusqlite::Connection,
-    pub copied: Copied,
+    copied: Copied,
 }
 
-impl Drop for Snapshot {
+impl TempCopy {
+    /// The temporary state directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reports copied.
+    pub(crate) fn reports(&self) -> u64 {
+        self.copied.rows_of("reports")
+    }
+}
+
+impl Drop for TempCopy {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 /// Copies the checkpoint in `pg`, as of one instant, into a new private (0700) directory under
-/// the temporary directory, and opens it for reading.
-pub fn snapshot(pg: &PgLocation) -> Result<Snapshot, CopyError> {
+/// the temporary directory.
+pub(crate) fn snapshot(pg: &PgLocation) -> Result<TempCopy, CopyError> {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "vmr-snapshot-{}-{}",
@@ -568,13 +587,11 @@ pub fn snapshot(pg: &PgLocation) -> Result<Snapshot, CopyError> {
         NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     ));
     let _ = std::fs::remove_dir_all(&dir);
-    let copied = match pg_to_sqlite(pg, &dir) {
-        Ok(c) => c,
+    match pg_to_sqlite(pg, &dir) {
+        Ok(copied) => Ok(TempCopy { dir, copied }),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
+            Err(e)
         }
-    };
-    let conn = super::open_reader(&db_path(&dir))?;
-    Ok(Snapshot { dir, conn, copied })
+    }
 }

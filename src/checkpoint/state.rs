@@ -46,6 +46,37 @@ pub(crate) const ALL: [State; 8] = [
 /// "Money rules", rule 7): the engine writes it, the re-buy queries, status and export look for it.
 pub(crate) const BILLED_UNUSABLE: &str = "billed_unusable";
 
+/// The SQL condition on `vins` that holds for a VIN failed as [`BILLED_UNUSABLE`].
+pub(crate) fn billed_unusable_sql() -> String {
+    format!(
+        "state = 'failed' AND failure = '{}'",
+        Failure::BilledUnusable.as_str()
+    )
+}
+
+/// Why a `failed` VIN failed, as the checkpoint's `failure` column keeps it. Its message says
+/// the same in words (a billed answer without a report starts with [`BILLED_UNUSABLE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Failure {
+    /// The vendor refused the VIN: its code (a lone 400, 702, 703, 999...) is the VIN's code.
+    #[default]
+    Vendor,
+    /// A billed answer held no usable report (never bought a third time).
+    BilledUnusable,
+    /// A person gave it up (`vmr resolve --abandon`).
+    Abandoned,
+}
+
+impl Failure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Vendor => "vendor",
+            Failure::BilledUnusable => BILLED_UNUSABLE,
+            Failure::Abandoned => "abandoned",
+        }
+    }
+}
+
 /// An attempted move the state machine does not allow.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("illegal state change for VIN {vin}: {from} -> {to}")]

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::db::{Conn, blocking};
 use super::pg::PgLocation;
-use super::{CheckpointError, p};
+use super::{CheckpointError, WorkerSpec, p};
 
 /// The database's clock, in ms since the epoch, as SQL: every lease is measured on it, so the
 /// workers' own clocks never matter.
@@ -41,20 +41,6 @@ const SLACK: Duration = Duration::from_secs(1);
 
 /// The message of a VIN whose worker's claim lapsed while its generate was in flight.
 pub(crate) const LAPSED: &str = "the worker that sent its generate stopped renewing its claim (it died or lost the database) while the call was in flight; the vendor may have billed it";
-
-/// What a worker is started with.
-#[derive(Debug, Clone)]
-pub(crate) struct WorkerSpec {
-    pub command: String,
-    /// The vendor account: the key of the shared token bucket.
-    pub account: String,
-    pub rate: u32,
-    pub burst: u32,
-    /// `--timeout`: the longest one call may take.
-    pub timeout: Duration,
-    /// `--run-id` and the budget it shares.
-    pub budget: Option<(String, u64)>,
-}
 
 /// What the heartbeat thread and the worker share.
 struct Beat {
@@ -115,14 +101,12 @@ fn local_key() -> String {
     .clone()
 }
 
-/// Whether a process with this PID runs (or may: one we may not signal counts as running).
+/// Whether a process with this PID runs (or may: one we cannot ask about counts as running).
 fn running(pid: i64) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return true;
-    };
-    // SAFETY: signal 0 only checks that the process exists; nothing is sent.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    u32::try_from(pid)
+        .ok()
+        .and_then(crate::sys::process_alive)
+        .unwrap_or(true)
 }
 
 /// The workers registered from this machine whose process is gone (killed, crashed).

@@ -5,13 +5,14 @@
 //! of 0 means unlimited (for the sandbox). The workers of a PostgreSQL checkpoint share one
 //! token bucket in the database instead, with the same bound over all of them.
 
+use crate::checkpoint::Sharing;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 
 pub struct Limiter {
     inner: Option<DefaultDirectRateLimiter>,
-    #[cfg(feature = "pg")]
-    shared: Option<std::sync::Arc<crate::checkpoint::workers::Worker>>,
+    /// The account's token bucket shared with the other workers, when this process is one.
+    shared: Option<Sharing>,
 }
 
 impl Limiter {
@@ -22,22 +23,16 @@ impl Limiter {
         });
         Limiter {
             inner,
-            #[cfg(feature = "pg")]
             shared: None,
         }
     }
 
-    /// The account's bucket in the database, shared with the other workers (a rate of 0 stays
-    /// unlimited).
-    #[cfg(feature = "pg")]
-    pub(crate) fn shared(
-        rate: u32,
-        burst: u32,
-        worker: std::sync::Arc<crate::checkpoint::workers::Worker>,
-    ) -> Limiter {
+    /// The limiter of a process that shares the account as `sharing` says: a worker takes its
+    /// tokens from the account's bucket in the database (a rate of 0 stays unlimited).
+    pub(crate) fn for_sharing(rate: u32, burst: u32, sharing: &Sharing) -> Limiter {
         let mut l = Limiter::new(rate, burst);
-        if l.inner.take().is_some() {
-            l.shared = Some(worker);
+        if sharing.shares_bucket() && l.inner.take().is_some() {
+            l.shared = Some(sharing.clone());
         }
         l
     }
@@ -46,21 +41,18 @@ impl Limiter {
     /// goes into debt for `wait`, so no worker takes a token before it is over. (This process's
     /// own tasks wait on the engine's pause.)
     pub(crate) fn pause(&self, wait: std::time::Duration) {
-        #[cfg(feature = "pg")]
-        if let Some(w) = &self.shared
-            && let Err(e) = w.pause_bucket(wait)
+        if let Some(s) = &self.shared
+            && let Err(e) = s.pause_bucket(wait)
         {
             tracing::warn!(error = %e, "cannot pause the shared rate limit; the other workers learn of the wait from their own calls");
         }
-        let _ = wait;
     }
 
     /// Waits until one more call may leave.
     pub(crate) async fn acquire(&self) {
-        #[cfg(feature = "pg")]
-        if let Some(w) = &self.shared {
+        if let Some(s) = &self.shared {
             loop {
-                match w.take_token() {
+                match s.take_token() {
                     Ok(None) => return,
                     Ok(Some(wait)) => tokio::time::sleep(wait).await,
                     Err(e) => {

@@ -21,9 +21,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::api::{Client, Delivery, Endpoint, Exchange, Outcome, now_ms};
-use crate::checkpoint::state::BILLED_UNUSABLE;
+use crate::checkpoint::state::{BILLED_UNUSABLE, Failure};
 use crate::checkpoint::{
-    self, CallClass, CallLog, Checkpoint, CheckpointError, PollTodo, ReportRow, State, SubmitTodo,
+    self, CallLog, Checkpoint, CheckpointError, Lease, PollTodo, ReportRow, State, SubmitTodo,
     Update,
 };
 pub use limiter::Limiter;
@@ -74,7 +74,6 @@ pub(crate) struct RunCounters {
     /// `--max-billed` admits no further generate (gets of pending VINs still go).
     pub generate_budget_spent: AtomicBool,
     /// Calls that could not leave because this worker's lease no longer outlasts a call.
-    #[cfg_attr(not(feature = "pg"), allow(dead_code))]
     lease_refused: AtomicU64,
 }
 
@@ -100,19 +99,9 @@ pub(crate) enum EngineError {
 }
 
 fn call_log(ex: &Exchange, request_id: Option<&str>) -> CallLog {
-    let (class, error) = match &ex.outcome {
-        _ if ex.billed() => (CallClass::Billed, None),
-        Outcome::Transient {
-            delivery, detail, ..
-        } => (
-            match delivery {
-                Delivery::NotSent => CallClass::NotSent,
-                Delivery::Unknown => CallClass::Unknown,
-                Delivery::NotBilled => CallClass::NotBilled,
-            },
-            Some(detail.clone()),
-        ),
-        _ => (CallClass::NotBilled, None),
+    let error = match &ex.outcome {
+        Outcome::Transient { detail, .. } if !ex.billed() => Some(detail.clone()),
+        _ => None,
     };
     CallLog {
         endpoint: ex.endpoint,
@@ -121,7 +110,7 @@ fn call_log(ex: &Exchange, request_id: Option<&str>) -> CallLog {
         code: ex.answer.code,
         msg: ex.answer.msg.clone(),
         task_no: ex.answer.task_no.clone(),
-        class,
+        class: ex.delivery(),
         started_at: ex.started_at_ms,
         ended_at: ex.ended_at_ms,
         error,
@@ -231,19 +220,14 @@ impl Engine {
         Ok(engine)
     }
 
-    /// This process as a worker of a PostgreSQL checkpoint, if it is one.
-    #[cfg(feature = "pg")]
-    pub(crate) fn worker(&self) -> Option<&Arc<checkpoint::workers::Worker>> {
-        self.ckpt.worker()
+    /// How this process shares the checkpoint and the account.
+    fn sharing(&self) -> &checkpoint::Sharing {
+        self.ckpt.sharing()
     }
 
     /// Whether the budget is shared with other workers (`--run-id`).
     fn shared_budget(&self) -> bool {
-        #[cfg(feature = "pg")]
-        if let Some(w) = self.worker() {
-            return self.opts.max_billed.is_some() && w.shares_budget();
-        }
-        false
+        self.opts.max_billed.is_some() && self.sharing().shares_budget()
     }
 
     /// Reserves one billable call against `--max-billed`; `false` when it is not admitted.
@@ -289,16 +273,11 @@ impl Engine {
     /// The shared budget's verdict on one more call (a generate keeps a get aside for every
     /// pending VIN, as this worker or the last heartbeat counted them); `None` when the database
     /// could not be asked (the call is not sent either).
-    #[cfg(feature = "pg")]
     fn reserve_shared(&self, endpoint: Endpoint, pending: u64) -> Option<bool> {
-        let Some(w) = self.worker() else {
-            return Some(false);
-        };
-        let extra = match endpoint {
-            Endpoint::Generate => (pending as i64).max(w.pending()),
-            Endpoint::Get => 0,
-        };
-        match w.reserve(extra) {
+        match self
+            .sharing()
+            .reserve(endpoint == Endpoint::Generate, pending)
+        {
             Ok(admitted) => Some(admitted),
             Err(e) => {
                 // Not "the budget is reached": the call is not sent, and the VIN waits for a
@@ -309,26 +288,18 @@ impl Engine {
         }
     }
 
-    #[cfg(not(feature = "pg"))]
-    fn reserve_shared(&self, _: Endpoint, _: u64) -> Option<bool> {
-        Some(false)
-    }
-
     /// Gives back a reservation. `charged`: the call was billed or may have been, so it stays
     /// counted (the local count moves to `billed` or `unknown`; the shared one keeps it).
     fn unreserve(&self, charged: bool) {
         if self.opts.max_billed.is_some() {
             self.counters.in_flight.fetch_sub(1, Ordering::SeqCst);
-            #[cfg(feature = "pg")]
             if self.shared
                 && !charged
-                && let Some(w) = self.worker()
-                && let Err(e) = w.unreserve()
+                && let Err(e) = self.sharing().unreserve()
             {
                 tracing::warn!(error = %e, "cannot give back a reservation of the shared budget");
             }
         }
-        let _ = charged;
     }
 
     /// Whether no further generate may be sent in this run.
@@ -484,45 +455,29 @@ impl Engine {
     /// Whether this worker's claim on `vin_id` holds and outlasts a call sent now (always,
     /// outside PostgreSQL).
     fn lease_holds(&self, vin_id: i64) -> bool {
-        #[cfg(feature = "pg")]
-        if let Some(w) = self.worker() {
-            if !w.lease_holds() {
+        match self.sharing().lease(vin_id) {
+            Lease::Holds => true,
+            Lease::WorkerLost => {
                 if self.counters.lease_refused.fetch_add(1, Ordering::SeqCst) == 0 {
                     tracing::error!(
                         "this worker cannot renew its claims in time (the database is out of reach, or it was taken for dead): it sends nothing more"
                     );
                 }
-                return false;
+                false
             }
             // Its claim on this VIN lapsed (the worker was paused): another may hold it now.
-            if !w.holds(vin_id) {
-                return false;
-            }
+            Lease::VinLost => false,
         }
-        let _ = vin_id;
-        true
     }
 
     /// Records the VINs a page has just claimed for this worker (workers only).
     fn hold(&self, vin_ids: impl IntoIterator<Item = i64>) {
-        #[cfg(feature = "pg")]
-        if let Some(w) = self.worker() {
-            w.hold(vin_ids);
-        }
-        #[cfg(not(feature = "pg"))]
-        let _ = vin_ids.into_iter();
+        self.sharing().hold(vin_ids);
     }
 
     /// This worker's claim for the pages it takes, if it is one.
     fn claim(&self) -> Option<checkpoint::Claim> {
-        #[cfg(feature = "pg")]
-        if let Some(w) = self.worker() {
-            return Some(checkpoint::Claim {
-                worker: w.id,
-                lease_ms: w.lease_ms(),
-            });
-        }
-        None
+        self.sharing().claim()
     }
 
     /// VINs taken per page: a worker sharing the checkpoint claims only what it can start soon,
@@ -536,27 +491,19 @@ impl Engine {
 
     /// Lets go of a VIN whose task has ended (workers only).
     fn release(&self, vin_id: i64) {
-        #[cfg(feature = "pg")]
-        if let Some(w) = self.worker()
-            && let Err(e) = w.release(vin_id)
-        {
+        if let Err(e) = self.sharing().release(vin_id) {
             tracing::warn!(error = %e, "cannot release a claim; it lapses with the lease");
         }
-        let _ = vin_id;
     }
 
     /// Ends this process's work on the checkpoint: every write durable, then (a worker) its
     /// claims settled and its row removed.
     pub(crate) async fn retire(&self) -> Result<(), CheckpointError> {
         self.ckpt.flush().await?;
-        #[cfg(feature = "pg")]
-        if let Some(w) = self.worker() {
-            let w = w.clone();
-            tokio::task::spawn_blocking(move || w.retire())
-                .await
-                .map_err(|e| CheckpointError::Commit(e.to_string()))??;
-        }
-        Ok(())
+        let sharing = self.sharing().clone();
+        tokio::task::spawn_blocking(move || sharing.retire())
+            .await
+            .map_err(|e| CheckpointError::Commit(e.to_string()))?
     }
 
     /// Records a call that will be retried, then waits before the retry: the backoff, or the
@@ -606,6 +553,7 @@ impl Engine {
             }
             Outcome::BilledUnusable { message } => {
                 u.message = Some(format!("{BILLED_UNUSABLE}: {message}"));
+                u.failure = Some(Failure::BilledUnusable);
                 State::Failed
             }
             Outcome::Fail { .. } => State::Failed,
@@ -808,6 +756,7 @@ impl Engine {
                 // Never a third charge for a report that does not come (docs/design.md, "Money
                 // rules").
                 u.message = Some(why);
+                u.failure = Some(Failure::BilledUnusable);
                 u.next_poll_at = Some(None);
                 u.to = Some(State::Failed);
                 self.counters.pending.fetch_sub(1, Ordering::SeqCst);

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::checkpoint::Snapshot;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -38,8 +39,6 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use rayon::prelude::*;
-use rusqlite::Connection;
-use rusqlite::types::ValueRef;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
@@ -583,7 +582,7 @@ async fn remove_orphans(t: &Target, h: &Holdings) -> Result<Vec<String>, ExportE
 
 /// `vmr export --layout hive`, to a local directory or an object store.
 pub(crate) fn export_hive(
-    conn: &Connection,
+    snap: &Snapshot,
     opts: &ExportOptions,
     dest: Dest,
     started: Instant,
@@ -608,12 +607,8 @@ pub(crate) fn export_hive(
             holdings.exports.last().map(String::as_str).unwrap_or("")
         )));
     }
-    let own_tx = conn.is_autocommit();
-    if own_tx {
-        conn.execute_batch("BEGIN")?;
-    }
     let result = (|| {
-        let account = super::account(conn)?;
+        let account = snap.account()?;
         if let Some(other) = holdings
             .accounts
             .iter()
@@ -628,12 +623,9 @@ pub(crate) fn export_hive(
         rt.block_on(remove_orphans(&target, &holdings))?;
         let id = export_id();
         let staging = Staging::create(&id)?;
-        let staged = stage_hive(conn, opts, &staging.0, &id, &holdings.covers)?;
-        publish(conn, opts, &rt, &target, &id, staged, started)
+        let staged = stage_hive(snap, opts, &staging.0, &id, &holdings.covers)?;
+        publish(snap, opts, &rt, &target, &id, staged, started)
     })();
-    if own_tx {
-        let _ = conn.execute_batch("COMMIT");
-    }
     result
 }
 
@@ -837,7 +829,7 @@ impl<'a> Parts<'a> {
 /// Writes the new report versions into part files, and `requests` and `calls` whole, in
 /// `dir`.
 fn stage_hive(
-    conn: &Connection,
+    snap: &Snapshot,
     opts: &ExportOptions,
     dir: &Path,
     id: &str,
@@ -848,47 +840,28 @@ fn stage_hive(
     let mut collected = Collected::default();
     let mut covers = Vec::new();
     let mut parts = Parts::new(dir, id, Plan::of(opts))?;
-    let mut st = conn.prepare(super::REPORTS_AFTER)?;
-    let mut after = (i64::MIN, i64::MIN);
+    let mut reports = snap.reports()?;
     loop {
-        // This chunk's new versions, by month.
+        // This chunk's new versions, by month. The body is read only for the versions this
+        // export writes.
         let mut months: BTreeMap<String, (Vec<SourceReport>, Vec<flatten::ReportVersion>)> =
             BTreeMap::new();
-        let mut read = 0;
-        let mut q = st.query(rusqlite::params![after.0, after.1, CHUNK_ROWS as i64])?;
-        while let Some(r) = q.next()? {
-            read += 1;
-            after = (r.get(0)?, r.get(1)?);
-            let vin: String = r.get(2)?;
-            let version = i32::try_from(after.1).unwrap_or(i32::MAX);
-            let key = (vin, version);
-            if covered.contains(&key) {
-                continue;
-            }
-            let fetched_at: i64 = r.get(6)?;
-            // The body is read only for the versions this export writes.
-            let body = match r.get_ref(7)? {
-                ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
-                _ => Vec::new(),
-            };
-            let group = months.entry(fetched_month(fetched_at)).or_default();
-            group.0.push(SourceReport {
-                vin: key.0.clone(),
-                request_id: r.get(3)?,
-                task_no: r.get(4)?,
-                endpoint: r.get(5)?,
-                fetched_at,
-                body,
-            });
+        let chunk = reports.next_chunk(CHUNK_ROWS, |vin, version| {
+            let version = i32::try_from(version).unwrap_or(i32::MAX);
+            !covered.contains(&(vin.to_owned(), version))
+        })?;
+        if chunk.read == 0 {
+            break;
+        }
+        for r in chunk.reports {
+            let version = i32::try_from(r.version).unwrap_or(i32::MAX);
+            covers.push((r.vin.clone(), version));
+            let group = months.entry(fetched_month(r.fetched_at)).or_default();
+            group.0.push(super::source_report(r));
             group.1.push(flatten::ReportVersion {
                 version,
                 is_latest: false,
             });
-            covers.push(key);
-        }
-        drop(q);
-        if read == 0 {
-            break;
         }
         for (month, (reports, versions)) in months {
             let flats: Vec<Result<flatten::Flat, ArrowError>> = reports
@@ -931,9 +904,9 @@ fn stage_hive(
             };
             super::write_table(&plan, table, &mut done, |sink, q| {
                 if table == RequestCols::TABLE {
-                    super::write_requests(conn, sink, q)
+                    super::write_requests(snap, sink, q)
                 } else {
-                    super::write_calls(conn, sink, q)
+                    super::write_calls(snap, sink, q)
                 }
             })?;
         }
@@ -978,7 +951,7 @@ fn stage_hive(
 /// then `_SUCCESS`.
 #[allow(clippy::too_many_arguments)]
 fn publish(
-    conn: &Connection,
+    snap: &Snapshot,
     opts: &ExportOptions,
     rt: &tokio::runtime::Runtime,
     target: &Target,
@@ -1003,7 +976,7 @@ fn publish(
         export_id: id,
         layout: "hive",
         base: super::Manifest::new(
-            conn,
+            snap,
             opts,
             &formats,
             &entries,
@@ -1039,7 +1012,7 @@ fn publish(
 /// `vmr export --layout flat` to an object store: the flat export, staged locally, then
 /// uploaded with the old `manifest.json` removed first and the new one put last.
 pub(crate) fn export_flat_to_store(
-    conn: &Connection,
+    snap: &Snapshot,
     opts: &ExportOptions,
     target: Target,
     started: Instant,
@@ -1052,7 +1025,7 @@ pub(crate) fn export_flat_to_store(
         out: staging.0.clone(),
         ..opts.clone()
     };
-    let mut summary = super::export_local(conn, &local, started)?;
+    let mut summary = super::export_local(snap, &local, started)?;
     let mut files = Vec::new();
     let mut manifest = None;
     for f in &summary.files {

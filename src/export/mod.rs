@@ -25,8 +25,6 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
-use rusqlite::Connection;
-use rusqlite::types::ValueRef;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs;
@@ -37,7 +35,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Instant;
 
-use crate::checkpoint::state::BILLED_UNUSABLE;
+use crate::checkpoint::{CallRow, CheckpointError, RequestRow, Snapshot, StoredReport};
 use crate::config::{Format, Layout, Settings};
 use flatten::{BadBody, Quality, SourceReport, Want};
 use schema::{CallCols, RequestCols};
@@ -91,7 +89,7 @@ impl ExportOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error("reading the checkpoint: {0}")]
-    Checkpoint(#[from] rusqlite::Error),
+    Checkpoint(#[from] CheckpointError),
     #[error("{}: {source} (check that the output directory exists and is writable, and the disk is not full)", path.display())]
     Io {
         path: PathBuf,
@@ -219,9 +217,9 @@ struct Manifest<'a, F: Serialize = FileEntry> {
 }
 
 impl<'a, F: Serialize> Manifest<'a, F> {
-    /// The manifest of an export of `conn` that wrote `files` (`rows` per table).
+    /// The manifest of an export of `snap` that wrote `files` (`rows` per table).
     fn new(
-        conn: &Connection,
+        snap: &Snapshot,
         opts: &ExportOptions,
         formats: &'a [String],
         files: &'a [F],
@@ -233,7 +231,7 @@ impl<'a, F: Serialize> Manifest<'a, F> {
             vmr_version: env!("CARGO_PKG_VERSION"),
             schema_version: EXPORT_SCHEMA_VERSION,
             generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            account: account(conn)?,
+            account: snap.account()?,
             formats,
             files,
             row_counts: rows
@@ -241,7 +239,7 @@ impl<'a, F: Serialize> Manifest<'a, F> {
                 .map(|(t, n)| (t.clone(), serde_json::Value::from(*n)))
                 .collect(),
             jsonl_lines,
-            billed_unusable: billed_unusable(conn)?,
+            billed_unusable: billed_unusable(snap)?,
             data_quality: DataQuality {
                 coerced_to_null: &collected.quality.coerced_to_null,
                 unusable_containers: &collected.quality.unusable_containers,
@@ -249,7 +247,7 @@ impl<'a, F: Serialize> Manifest<'a, F> {
                 bad_bodies: collected.bad_bodies,
                 bad_body_list: &collected.bad_body_list,
             },
-            money: money(conn, opts)?,
+            money: money(snap, opts)?,
         })
     }
 }
@@ -308,22 +306,14 @@ fn format_names(formats: &[Format]) -> Vec<String> {
 
 /// What the checkpoint's billed calls cost, with `--price`.
 fn money(
-    conn: &Connection,
+    snap: &Snapshot,
     opts: &ExportOptions,
 ) -> Result<Option<crate::price::Spent>, ExportError> {
     let Some(p) = &opts.price else {
         return Ok(None);
     };
-    let (billed, unknown): (i64, i64) = conn.query_row(
-        "SELECT coalesce(sum(billed), 0), coalesce(sum(delivery = 'unknown'), 0) FROM calls",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    Ok(Some(crate::price::Spent::of(
-        p,
-        billed as u64,
-        unknown as u64,
-    )))
+    let (billed, unknown) = snap.billed_and_unknown()?;
+    Ok(Some(crate::price::Spent::of(p, billed, unknown)))
 }
 
 fn format_name(f: Format) -> &'static str {
@@ -334,45 +324,36 @@ fn format_name(f: Format) -> &'static str {
     }
 }
 
-/// Exports the checkpoint at `place`. A PostgreSQL checkpoint is first copied, as of one
-/// instant, into a private temporary state directory (removed after), which the export reads as
-/// it reads any other: the export holds no transaction open on the shared database meanwhile.
+/// Exports the checkpoint at `place`, as of one instant (see [`Snapshot`]).
 pub fn export_at(
     place: &crate::checkpoint::Place,
     opts: &ExportOptions,
 ) -> anyhow::Result<ExportSummary> {
-    match place {
-        crate::checkpoint::Place::Dir(dir) => {
-            let conn = crate::checkpoint::open_reader(&crate::checkpoint::db_path(dir))?;
-            Ok(export(&conn, opts)?)
-        }
-        #[cfg(feature = "pg")]
-        crate::checkpoint::Place::Pg(loc) => {
-            let snap = crate::checkpoint::copy::snapshot(loc)?;
-            tracing::info!(
-                checkpoint = %loc,
-                reports = snap.copied.rows_of("reports"),
-                "read the checkpoint from PostgreSQL for export"
-            );
-            Ok(export(&snap.conn, opts)?)
-        }
+    let snap = Snapshot::open(place)?;
+    if let Some(reports) = snap.copied_reports() {
+        tracing::info!(
+            checkpoint = %place,
+            reports,
+            "read the checkpoint from PostgreSQL for export"
+        );
     }
+    Ok(export(&snap, opts)?)
 }
 
-/// Exports everything in the checkpoint behind `conn` to `opts.out`: flat files in a local
+/// Exports everything in the checkpoint snapshot `snap` to `opts.out`: flat files in a local
 /// directory, or through [`lake`] to an object store or in the hive layout.
-pub fn export(conn: &Connection, opts: &ExportOptions) -> Result<ExportSummary, ExportError> {
+pub fn export(snap: &Snapshot, opts: &ExportOptions) -> Result<ExportSummary, ExportError> {
     let started = Instant::now();
     match lake::route(opts)? {
-        (lake::Dest::Local(_), Layout::Flat) => export_local(conn, opts, started),
-        (lake::Dest::Store(t), Layout::Flat) => lake::export_flat_to_store(conn, opts, t, started),
-        (dest, Layout::Hive) => lake::export_hive(conn, opts, dest, started),
+        (lake::Dest::Local(_), Layout::Flat) => export_local(snap, opts, started),
+        (lake::Dest::Store(t), Layout::Flat) => lake::export_flat_to_store(snap, opts, t, started),
+        (dest, Layout::Hive) => lake::export_hive(snap, opts, dest, started),
     }
 }
 
 /// The flat export to the local directory `opts.out`.
 fn export_local(
-    conn: &Connection,
+    snap: &Snapshot,
     opts: &ExportOptions,
     started: Instant,
 ) -> Result<ExportSummary, ExportError> {
@@ -383,16 +364,9 @@ fn export_local(
     // Held until this function returns: a second export to the same directory waits here.
     let _lock = write::lock_out(&opts.out)?;
     write::clean_stale(&opts.out)?;
-    // One read transaction: requests and reports come from the same state of the checkpoint.
-    let own_tx = conn.is_autocommit();
-    if own_tx {
-        conn.execute_batch("BEGIN")?;
-    }
-    let result = export_in(conn, opts, started);
-    if own_tx {
-        let _ = conn.execute_batch("COMMIT");
-    }
-    result
+    // The snapshot is one read transaction: requests and reports come from the same state of
+    // the checkpoint.
+    export_in(snap, opts, started)
 }
 
 /// The batches and data-quality counts flattened from the reports, as they come.
@@ -473,7 +447,7 @@ impl Written {
 }
 
 fn export_in(
-    conn: &Connection,
+    snap: &Snapshot,
     opts: &ExportOptions,
     started: Instant,
 ) -> Result<ExportSummary, ExportError> {
@@ -481,16 +455,16 @@ fn export_in(
     let mut done = Written::default();
     if plan.want.tables {
         write_table(&plan, RequestCols::TABLE, &mut done, |sink, q| {
-            write_requests(conn, sink, q)
+            write_requests(snap, sink, q)
         })?;
     }
-    write_reports(conn, &plan, &mut done)?;
+    write_reports(snap, &plan, &mut done)?;
     if plan.want.tables {
         write_table(&plan, CallCols::TABLE, &mut done, |sink, q| {
-            write_calls(conn, sink, q)
+            write_calls(snap, sink, q)
         })?;
     }
-    commit(conn, opts, done, started)
+    commit(snap, opts, done, started)
 }
 
 /// Writes one table read straight from the checkpoint (`requests`, `calls`) with `fill`.
@@ -528,15 +502,11 @@ type WriterThread<'scope, T> = ScopedJoinHandle<'scope, Result<T, ExportError>>;
 type Finished = (u64, Vec<Staged>);
 
 /// Flattens the stored reports into the report tables and `reports.jsonl`.
-fn write_reports(
-    conn: &Connection,
-    plan: &Plan<'_>,
-    done: &mut Written,
-) -> Result<(), ExportError> {
+fn write_reports(snap: &Snapshot, plan: &Plan<'_>, done: &mut Written) -> Result<(), ExportError> {
     std::thread::scope(|scope| {
         let writers = spawn_writers(scope, plan)?;
         let jsonl = writers.jsonl.as_ref().map(|j| &j.tx);
-        let produced = produce(conn, plan.want, &writers.tables, jsonl, &mut done.collected);
+        let produced = produce(snap, plan.want, &writers.tables, jsonl, &mut done.collected);
         join_writers(writers, produced.err(), done)
     })
 }
@@ -618,7 +588,7 @@ fn join<T>(h: WriterThread<'_, T>, what: &str, first_err: &mut Option<ExportErro
 /// reader takes the files about to be replaced for the ones it describes, move the new files
 /// into place, and write the manifest that lists them last.
 fn commit(
-    conn: &Connection,
+    snap: &Snapshot,
     opts: &ExportOptions,
     done: Written,
     started: Instant,
@@ -633,7 +603,7 @@ fn commit(
     let (entries, mut files) = commit_files(out, staged)?;
     let formats = format_names(&opts.formats);
     let manifest = Manifest::new(
-        conn,
+        snap,
         opts,
         &formats,
         &entries,
@@ -724,18 +694,16 @@ fn drain_jsonl(
 
 /// Reads the reports chunk by chunk, flattens each in parallel, and hands the batches on.
 fn produce(
-    conn: &Connection,
+    snap: &Snapshot,
     want: Want,
     senders: &[Vec<SyncSender<RecordBatch>>],
     jsonl: Option<&SyncSender<(u64, Vec<u8>)>>,
     collected: &mut Collected,
 ) -> Result<(), ExportError> {
-    // Every version of every report, in (VIN, version) order. A report stored without its
-    // requestId takes the one of the purchase that bought it.
-    let mut st = conn.prepare(REPORTS_AFTER)?;
+    // Every version of every report, in (VIN, version) order.
+    let mut reports = snap.reports()?;
     let stopped = || ExportError::Internal("a table writer stopped".into());
-    let mut after = (i64::MIN, i64::MIN);
-    let mut chunk = read_chunk(&mut st, &mut after)?;
+    let mut chunk = read_chunk(&mut reports)?;
     while !chunk.0.is_empty() {
         // Flatten this chunk on the pool while this thread reads the next one from SQLite.
         let mut flats: Vec<Result<flatten::Flat, ArrowError>> = Vec::new();
@@ -749,7 +717,7 @@ fn produce(
                     .map(|(slice, v)| flatten::flatten_versions(slice, v, want))
                     .collect();
             });
-            next = read_chunk(&mut st, &mut after);
+            next = read_chunk(&mut reports);
         });
         for flat in flats {
             let flat = flat?;
@@ -775,124 +743,96 @@ fn produce(
     Ok(())
 }
 
-/// The next `CHUNK_ROWS` reports after (VIN id, version) `after` (which it advances), with
-/// which version of its VIN's report each one is.
+/// The next `CHUNK_ROWS` reports, with which version of its VIN's report each one is.
 fn read_chunk(
-    st: &mut rusqlite::Statement<'_>,
-    after: &mut (i64, i64),
+    reports: &mut crate::checkpoint::Reports<'_>,
 ) -> Result<(Vec<SourceReport>, Vec<flatten::ReportVersion>), ExportError> {
-    let mut chunk: Vec<SourceReport> = Vec::with_capacity(CHUNK_ROWS);
-    let mut versions = Vec::with_capacity(CHUNK_ROWS);
-    let mut q = st.query(rusqlite::params![after.0, after.1, CHUNK_ROWS as i64])?;
-    while let Some(r) = q.next()? {
-        *after = (r.get(0)?, r.get(1)?);
-        let body = match r.get_ref(7)? {
-            ValueRef::Blob(b) | ValueRef::Text(b) => b.to_vec(),
-            _ => Vec::new(),
-        };
-        chunk.push(SourceReport {
-            vin: r.get(2)?,
-            request_id: r.get(3)?,
-            task_no: r.get(4)?,
-            endpoint: r.get(5)?,
-            fetched_at: r.get(6)?,
-            body,
-        });
-        let version: i64 = r.get(1)?;
-        versions.push(flatten::ReportVersion {
-            version: i32::try_from(version).unwrap_or(i32::MAX),
-            is_latest: r.get(8)?,
-        });
-    }
+    let read = reports.next_chunk(CHUNK_ROWS, |_, _| true)?;
+    let mut versions = Vec::with_capacity(read.reports.len());
+    let chunk = read
+        .reports
+        .into_iter()
+        .map(|r| {
+            versions.push(flatten::ReportVersion {
+                version: i32::try_from(r.version).unwrap_or(i32::MAX),
+                is_latest: r.is_latest,
+            });
+            source_report(r)
+        })
+        .collect();
     Ok((chunk, versions))
 }
 
-/// Every version of every report after (VIN id, version) `?1, ?2`, at most `?3`, in (VIN,
-/// version) order: VIN id, version, VIN, request id, task number, endpoint, fetched at, body,
-/// and whether it is its VIN's newest. A report stored without its requestId takes the one of
-/// the purchase that bought it. The body is read only when asked for.
-pub(crate) const REPORTS_AFTER: &str = "SELECT r.vin_id, r.version, r.vin,
-        coalesce(r.request_id,
-            CASE WHEN r.purchase = v.purchase THEN v.request_id END,
-            (SELECT p.request_id FROM purchases p
-             WHERE p.vin_id = r.vin_id AND p.purchase = r.purchase)),
-        r.task_no, r.endpoint, r.fetched_at, r.body,
-        r.version = (SELECT max(m.version) FROM reports m WHERE m.vin_id = r.vin_id)
- FROM reports r LEFT JOIN vins v ON v.id = r.vin_id
- WHERE (r.vin_id, r.version) > (?1, ?2) ORDER BY r.vin_id, r.version LIMIT ?3";
+/// A stored report as the flattener reads it.
+fn source_report(r: StoredReport) -> SourceReport {
+    SourceReport {
+        vin: r.vin,
+        request_id: r.request_id,
+        task_no: r.task_no,
+        endpoint: r.endpoint,
+        fetched_at: r.fetched_at,
+        body: r.body,
+    }
+}
 
 /// Rows of `requests` and `calls` per batch.
 const BATCH_ROWS: usize = 8192;
 
 /// Writes `requests`: one row per VIN the checkpoint knows, rejected input rows included.
 fn write_requests(
-    conn: &Connection,
+    snap: &Snapshot,
     sink: &mut TableSink,
     quality: &mut Quality,
 ) -> Result<(), ExportError> {
-    let mut st = conn.prepare(
-        "SELECT id, vin, license_img_url, state, code, message, request_id, task_no,
-                submit_attempts, poll_attempts, billed_calls, first_seen_at, submitted_at,
-                completed_at, input_file, input_line,
-                CASE WHEN state = 'rejected' THEN 0 ELSE purchase END,
-                (SELECT max(r.version) FROM reports r WHERE r.vin_id = vins.id)
-         FROM vins WHERE id > ?1 ORDER BY id LIMIT ?2",
-    )?;
-    let mut after = i64::MIN;
-    loop {
-        let mut c = RequestCols::with_capacity(BATCH_ROWS);
-        let mut count = 0;
-        let mut q = st.query(rusqlite::params![after, BATCH_ROWS as i64])?;
-        while let Some(r) = q.next()? {
-            count += 1;
-            after = r.get(0)?;
-            push_request(&mut c, r, quality)?;
+    snap.each_request_page(BATCH_ROWS, |rows| {
+        let mut c = RequestCols::with_capacity(rows.len());
+        for r in rows {
+            push_request(&mut c, r, quality);
         }
-        if count == 0 {
-            return Ok(());
-        }
-        sink.write(&c.finish()?)?;
-        if count < BATCH_ROWS {
-            return Ok(());
-        }
-    }
+        sink.write(&c.finish()?)
+    })
 }
 
-/// One `requests` row from a row of [`write_requests`]'s query.
-fn push_request(
-    c: &mut RequestCols,
-    r: &rusqlite::Row<'_>,
-    q: &mut Quality,
-) -> Result<(), rusqlite::Error> {
-    c.vin.append_option(text_col(r.get_ref(1)?));
-    c.license_img_url.append_option(text_col(r.get_ref(2)?));
-    c.status.append_option(text_col(r.get_ref(3)?));
-    small(int_col(r.get_ref(4)?), "requests.code", &mut c.code, q);
-    c.message.append_option(text_col(r.get_ref(5)?));
-    c.request_id.append_option(text_col(r.get_ref(6)?));
-    c.task_no.append_option(text_col(r.get_ref(7)?));
-    let submit = int_col(r.get_ref(8)?);
+/// One `requests` row.
+fn push_request(c: &mut RequestCols, r: &RequestRow, q: &mut Quality) {
+    c.vin.append_option(r.vin.as_deref());
+    c.license_img_url
+        .append_option(r.license_img_url.as_deref());
+    c.status.append_option(r.state.as_deref());
+    small(r.code, "requests.code", &mut c.code, q);
+    c.message.append_option(r.message.as_deref());
+    c.request_id.append_option(r.request_id.as_deref());
+    c.task_no.append_option(r.task_no.as_deref());
     small(
-        submit,
+        r.submit_attempts,
         "requests.submit_attempts",
         &mut c.submit_attempts,
         q,
     );
-    let poll = int_col(r.get_ref(9)?);
-    small(poll, "requests.poll_attempts", &mut c.poll_attempts, q);
-    let billed = int_col(r.get_ref(10)?);
-    small(billed, "requests.billed_calls", &mut c.billed_calls, q);
-    c.first_seen_at.append_option(int_col(r.get_ref(11)?));
-    c.submitted_at.append_option(int_col(r.get_ref(12)?));
-    c.completed_at.append_option(int_col(r.get_ref(13)?));
-    c.input_file.append_option(text_col(r.get_ref(14)?));
-    let line = int_col(r.get_ref(15)?);
-    small(line, "requests.input_line", &mut c.input_line, q);
-    let purchases = int_col(r.get_ref(16)?);
-    small(purchases, "requests.purchases", &mut c.purchases, q);
-    let version = int_col(r.get_ref(17)?);
-    small(version, "requests.report_version", &mut c.report_version, q);
-    Ok(())
+    small(
+        r.poll_attempts,
+        "requests.poll_attempts",
+        &mut c.poll_attempts,
+        q,
+    );
+    small(
+        r.billed_calls,
+        "requests.billed_calls",
+        &mut c.billed_calls,
+        q,
+    );
+    c.first_seen_at.append_option(r.first_seen_at);
+    c.submitted_at.append_option(r.submitted_at);
+    c.completed_at.append_option(r.completed_at);
+    c.input_file.append_option(r.input_file.as_deref());
+    small(r.input_line, "requests.input_line", &mut c.input_line, q);
+    small(r.purchases, "requests.purchases", &mut c.purchases, q);
+    small(
+        r.report_version,
+        "requests.report_version",
+        &mut c.report_version,
+        q,
+    );
 }
 
 /// An Int32 cell from a whole number of the checkpoint; one that does not fit is written as
@@ -905,128 +845,39 @@ fn small(v: Option<i64>, col: &'static str, b: &mut Int32Builder, quality: &mut 
     b.append_option(x);
 }
 
-/// The checkpoint's account (`meta.account`), if it names one.
-fn account(conn: &Connection) -> Result<Option<String>, ExportError> {
-    use rusqlite::OptionalExtension;
-    let v = conn
-        .query_row("SELECT value FROM meta WHERE key = 'account'", [], |r| {
-            Ok(text_col(r.get_ref(0)?))
-        })
-        .optional()?;
-    Ok(v.flatten())
+/// The failed VINs whose vendor answer was billed but held no usable report.
+fn billed_unusable(snap: &Snapshot) -> Result<BilledUnusable, ExportError> {
+    let (count, vins) = snap.billed_unusable(LIST_BILLED_UNUSABLE)?;
+    Ok(BilledUnusable { count, vins })
 }
 
-/// The failed VINs whose vendor answer was billed but held no usable report: the engine marks
-/// them with a message starting `billed_unusable` (matched exactly, case and all).
-fn billed_unusable(conn: &Connection) -> Result<BilledUnusable, ExportError> {
-    let filter = "state = 'failed' AND substr(message, 1, length(?1)) = ?1";
-    let count: i64 = conn.query_row(
-        &format!("SELECT count(*) FROM vins WHERE {filter}"),
-        [BILLED_UNUSABLE],
-        |r| r.get(0),
-    )?;
-    let mut st = conn.prepare(&format!(
-        "SELECT vin FROM vins WHERE {filter} ORDER BY id LIMIT ?2"
-    ))?;
-    let vins = st
-        .query_map(
-            rusqlite::params![BILLED_UNUSABLE, LIST_BILLED_UNUSABLE as i64],
-            |r| Ok(text_col(r.get_ref(0)?).unwrap_or_default()),
-        )?
-        .collect::<Result<_, _>>()?;
-    Ok(BilledUnusable {
-        count: u64::try_from(count).unwrap_or(0),
-        vins,
-    })
-}
-
-/// Writes `calls`: one row per vendor call in the checkpoint's call log, in call order, streamed
-/// in batches of [`BATCH_ROWS`] from one query (the attempt number is SQLite's window function
-/// over the whole log, so the query is not paged).
+/// Writes `calls`: one row per vendor call in the checkpoint's call log, in call order, in
+/// batches of [`BATCH_ROWS`].
 fn write_calls(
-    conn: &Connection,
+    snap: &Snapshot,
     sink: &mut TableSink,
     quality: &mut Quality,
 ) -> Result<(), ExportError> {
-    let mut st = conn.prepare(
-        "SELECT v.vin, c.endpoint, c.started_at, c.ended_at, c.http_status, c.code,
-                CASE WHEN c.billed = 1 THEN 'billed'
-                     WHEN c.delivery = 'not_sent' THEN 'not_sent'
-                     WHEN c.delivery = 'unknown' THEN 'unknown'
-                     ELSE 'not_billed' END,
-                c.task_no, c.request_id, c.attempt, c.purchase
-         FROM (SELECT *,
-                  row_number() OVER (PARTITION BY vin_id, purchase, endpoint ORDER BY id) AS attempt
-               FROM calls) c
-         LEFT JOIN vins v ON v.id = c.vin_id
-         ORDER BY c.id",
-    )?;
-    let mut q = st.query([])?;
-    loop {
-        let mut c = CallCols::with_capacity(BATCH_ROWS);
-        let mut count = 0;
-        while count < BATCH_ROWS {
-            let Some(r) = q.next()? else { break };
-            count += 1;
-            push_call(&mut c, r, quality)?;
+    snap.each_call_page(BATCH_ROWS, |rows| {
+        let mut c = CallCols::with_capacity(rows.len());
+        for r in rows {
+            push_call(&mut c, r, quality);
         }
-        if count == 0 {
-            return Ok(());
-        }
-        sink.write(&c.finish()?)?;
-        if count < BATCH_ROWS {
-            return Ok(());
-        }
-    }
+        sink.write(&c.finish()?)
+    })
 }
 
-/// One `calls` row from a row of [`write_calls`]'s query.
-fn push_call(
-    c: &mut CallCols,
-    r: &rusqlite::Row<'_>,
-    q: &mut Quality,
-) -> Result<(), rusqlite::Error> {
-    c.vin.append_option(text_col(r.get_ref(0)?));
-    c.endpoint.append_option(text_col(r.get_ref(1)?));
-    c.started_at.append_option(int_col(r.get_ref(2)?));
-    c.ended_at.append_option(int_col(r.get_ref(3)?));
-    small(
-        int_col(r.get_ref(4)?),
-        "calls.http_status",
-        &mut c.http_status,
-        q,
-    );
-    small(int_col(r.get_ref(5)?), "calls.code", &mut c.code, q);
-    c.class.append_option(text_col(r.get_ref(6)?));
-    c.task_no.append_option(text_col(r.get_ref(7)?));
-    c.request_id.append_option(text_col(r.get_ref(8)?));
-    small(int_col(r.get_ref(9)?), "calls.attempt", &mut c.attempt, q);
-    small(
-        int_col(r.get_ref(10)?),
-        "calls.purchase",
-        &mut c.purchase,
-        q,
-    );
-    Ok(())
-}
-
-/// A text column, with `""` (and blanks) as null like every other text value.
-fn text_col(v: ValueRef<'_>) -> Option<String> {
-    let s = match v {
-        ValueRef::Text(b) => String::from_utf8_lossy(b).into_owned(),
-        ValueRef::Integer(i) => i.to_string(),
-        ValueRef::Real(f) => f.to_string(),
-        ValueRef::Blob(b) => String::from_utf8_lossy(b).into_owned(),
-        ValueRef::Null => return None,
-    };
-    (!s.trim().is_empty()).then_some(s)
-}
-
-/// An integer column; text that holds an integer is read too, anything else is null.
-fn int_col(v: ValueRef<'_>) -> Option<i64> {
-    match v {
-        ValueRef::Integer(i) => Some(i),
-        ValueRef::Text(b) => std::str::from_utf8(b).ok()?.trim().parse().ok(),
-        _ => None,
-    }
+/// One `calls` row.
+fn push_call(c: &mut CallCols, r: &CallRow, q: &mut Quality) {
+    c.vin.append_option(r.vin.as_deref());
+    c.endpoint.append_option(r.endpoint.as_deref());
+    c.started_at.append_option(r.started_at);
+    c.ended_at.append_option(r.ended_at);
+    small(r.http_status, "calls.http_status", &mut c.http_status, q);
+    small(r.code, "calls.code", &mut c.code, q);
+    c.class.append_option(r.class.as_deref());
+    c.task_no.append_option(r.task_no.as_deref());
+    c.request_id.append_option(r.request_id.as_deref());
+    small(r.attempt, "calls.attempt", &mut c.attempt, q);
+    small(r.purchase, "calls.purchase", &mut c.purchase, q);
 }

@@ -181,15 +181,6 @@ pub(crate) fn temp_pid(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-/// Whether process `pid` is running: `None` when this system cannot tell (no `/proc`).
-fn pid_alive(pid: u32) -> Option<bool> {
-    let proc = Path::new("/proc");
-    if !proc.join("self").exists() {
-        return None;
-    }
-    Some(proc.join(pid.to_string()).exists())
-}
-
 /// Removes the temporary files of exports (and audits) that died before they committed: any
 /// `.<name>.tmp-<pid>` in `dir` whose process no longer runs. The files of this process and of
 /// any live one are left alone. Returns the names removed.
@@ -203,7 +194,7 @@ pub(crate) fn clean_stale(dir: &Path) -> Result<Vec<String>, ExportError> {
         if pid == own || !entry.file_type().is_ok_and(|t| t.is_file()) {
             continue;
         }
-        let dead = match pid_alive(pid) {
+        let dead = match crate::sys::process_alive(pid) {
             Some(alive) => !alive,
             None => entry
                 .metadata()

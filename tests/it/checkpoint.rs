@@ -325,6 +325,7 @@ fn a_checkpoint_from_before_the_money_rules_is_migrated_and_adopted_once() {
              ALTER TABLE reports_v1 RENAME TO reports;
              DROP TABLE purchases;
              DROP TABLE batch_vins;
+             ALTER TABLE vins DROP COLUMN failure;
              ALTER TABLE vins DROP COLUMN purchase;
              ALTER TABLE calls DROP COLUMN purchase;
              ALTER TABLE vins DROP COLUMN accepted_at;
@@ -357,6 +358,130 @@ fn a_checkpoint_from_before_the_money_rules_is_migrated_and_adopted_once() {
     for (vin, l) in &sb.ledger().per_vin {
         assert!(l.generate <= 1 && l.get <= 1, "{vin} bought twice");
     }
+    // Migrated from version 1, it is a new checkpoint's equal, table for table and column for
+    // column.
+    let (_t2, fresh) = tempdir();
+    drop(Checkpoint::open(&fresh.join("state")).expect("a new checkpoint"));
+    let new = rusqlite::Connection::open(fresh.join("state/checkpoint.sqlite")).expect("opens");
+    assert_eq!(columns(&db(&dir)), columns(&new));
+    assert_eq!(count(&dir, "PRAGMA user_version"), 4);
+}
+
+/// Every table of a SQLite checkpoint with its columns (name, type, not null, key), in order.
+fn columns(c: &rusqlite::Connection) -> Vec<(String, Vec<(String, String, bool, i64)>)> {
+    let tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .expect("q")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("names");
+    tables
+        .into_iter()
+        .map(|t| {
+            let cols = c
+                .prepare(&format!("PRAGMA table_info({t})"))
+                .expect("q")
+                .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get(3)?, r.get(5)?)))
+                .expect("rows")
+                .collect::<Result<_, _>>()
+                .expect("columns");
+            (t, cols)
+        })
+        .collect()
+}
+
+/// Fails three VINs of a finished run the three ways a VIN fails, by message only, and turns
+/// the checkpoint into what a vmr of schema version 3 left: no `failure` column. Returns the
+/// VINs failed as billed without a report and as abandoned.
+fn as_version_3(c: &rusqlite::Connection) -> (String, String) {
+    let done: Vec<String> = c
+        .prepare("SELECT vin FROM vins WHERE state = 'done' ORDER BY id LIMIT 2")
+        .expect("q")
+        .query_map([], |r| r.get(0))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("vins");
+    c.execute(
+        "UPDATE vins SET state = 'failed', code = 200,
+            message = 'billed_unusable: a get answer held no report object' WHERE vin = ?1",
+        [&done[0]],
+    )
+    .expect("unusable");
+    c.execute(
+        "UPDATE vins SET state = 'failed', message = 'abandoned: reconciled by hand'
+         WHERE vin = ?1",
+        [&done[1]],
+    )
+    .expect("abandoned");
+    // A `_` in a message must not pass for any character (the old `LIKE 'billed_unusable%'`).
+    c.execute_batch(
+        "UPDATE vins SET message = 'billedXunusable ' || coalesce(message, '') WHERE state = 'failed' AND code = 703;
+         ALTER TABLE vins DROP COLUMN failure;
+         ALTER TABLE purchases DROP COLUMN failure;
+         PRAGMA user_version = 3;",
+    )
+    .expect("make a schema-3 checkpoint");
+    (done[0].clone(), done[1].clone())
+}
+
+#[test]
+fn a_version_3_checkpoint_gets_typed_failures_and_retry_failed_buys_only_their_kind() {
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    let mut fleet = vins(30, 37);
+    let unsupported = with_check_digit("LRW37ABC000000777");
+    fleet.push(unsupported.clone());
+    write_csv(&dir.join("in.csv"), &fleet);
+    vmr(&dir, &sb)
+        .args(["run", "--input", "in.csv"])
+        .assert()
+        .code(0);
+    let (unusable, abandoned) = as_version_3(&db(&dir));
+    // A reader (status) migrates it first, as a writer would.
+    let out = vmr(&dir, &sb).args(["status", "--json"]).assert().code(0);
+    let st: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("JSON");
+    assert_eq!(st["billed_unusable_total"], 1, "{st}");
+    assert_eq!(st["billed_unusable"][0], unusable.as_str());
+    assert_eq!(count(&dir, "PRAGMA user_version"), 4);
+    let kinds: std::collections::BTreeMap<String, String> = db(&dir)
+        .prepare("SELECT vin, failure FROM vins WHERE state = 'failed'")
+        .expect("q")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("kinds");
+    assert_eq!(kinds[&unusable], "billed_unusable");
+    assert_eq!(kinds[&abandoned], "abandoned");
+    assert_eq!(kinds[&unsupported], "vendor");
+    // Every other failure (a 702 the vendor gave) is the vendor's.
+    assert!(kinds.values().filter(|k| *k == "vendor").count() == kinds.len() - 2);
+    // `--retry-failed billed_unusable` buys that VIN again, and nothing else; `703` the other.
+    let before = sb.ledger();
+    vmr(&dir, &sb)
+        .args([
+            "run",
+            "--input",
+            "in.csv",
+            "--retry-failed",
+            "billed_unusable",
+        ])
+        .assert()
+        .code(0);
+    let after = sb.ledger();
+    let generates = |l: &vmr::sandbox::Ledger, v: &str| l.per_vin.get(v).map_or(0, |x| x.generate);
+    for v in &fleet {
+        let more = generates(&after, v) - generates(&before, v);
+        assert_eq!(more, u64::from(*v == unusable), "{v}");
+    }
+    assert_eq!(states(&dir)[&unusable], ("done".to_owned(), Some(200)));
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM vins WHERE failure IS NOT NULL AND state <> 'failed'"
+        ),
+        0
+    );
 }
 
 /// The permission bits of `path`.
@@ -547,7 +672,7 @@ fn a_failure_meant_for_a_queued_vin_leaves_a_vin_bought_meanwhile_alone_and_keep
         code: Some(400),
         msg: Some("参数错误".into()),
         task_no: None,
-        class: vmr::checkpoint::CallClass::NotBilled,
+        class: vmr::api::Delivery::NotBilled,
         started_at: 1,
         ended_at: 2,
         error: None,

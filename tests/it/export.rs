@@ -269,8 +269,9 @@ fn opts(out: &Path, formats: &[Format]) -> ExportOptions {
 }
 
 fn run_export(db: &Path, o: &ExportOptions) -> vmr::export::ExportSummary {
-    let conn = checkpoint::open_reader(db).expect("reader");
-    export(&conn, o).expect("export succeeds")
+    let snap = checkpoint::Snapshot::of(checkpoint::open_reader(db).expect("reader"))
+        .expect("a read transaction");
+    export(&snap, o).expect("export succeeds")
 }
 
 /// A cell as text, formatted here (not by the code under test): "" is null.
@@ -925,8 +926,9 @@ fn an_export_stopped_between_renames_leaves_no_manifest() {
         },
     );
     drop(c);
-    let conn = checkpoint::open_reader(&db).expect("reader");
-    let err = export(&conn, &opts(&out, &[Format::Parquet])).expect_err("the rename fails");
+    let snap = checkpoint::Snapshot::of(checkpoint::open_reader(&db).expect("reader"))
+        .expect("a read transaction");
+    let err = export(&snap, &opts(&out, &[Format::Parquet])).expect_err("the rename fails");
     assert!(err.to_string().contains("records.parquet"), "{err}");
     assert!(
         !out.join("manifest.json").exists(),

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// docs/architecture.md says what each layer owns and why it sits where it does.
 const LAYERS: &[&[&str]] = &[
     // What the outside world sends and charges: the vendor's wire, the user's CSV, prices.
-    &["api", "input", "price"],
+    &["api", "input", "price", "sys"],
     // The one source of truth; and the simulator of the vendor, which knows only the wire.
     &["checkpoint", "sandbox"],
     // Options resolved into the lower layers' value types.
@@ -449,4 +449,161 @@ fn the_scanner_sees_every_kind_of_path() {
     // `super::` from the file `engine/mod.rs` reaches the crate root.
     let found = paths_named(&["engine".to_owned()], "fn f() { super::app::exit(); }");
     assert_eq!(found, [("app".to_owned(), 1)]);
+}
+
+/// The string literals of Rust source (plain and raw), each with its line; comments skipped.
+fn string_literals(src: &str) -> Vec<(String, usize)> {
+    let s: Vec<char> = src.chars().collect();
+    let mut out = Vec::new();
+    let (mut i, mut line) = (0, 1);
+    while i < s.len() {
+        match s[i] {
+            '\n' => line += 1,
+            '/' if s.get(i + 1) == Some(&'/') => {
+                while i < s.len() && s[i] != '\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            '/' if s.get(i + 1) == Some(&'*') => {
+                while i + 1 < s.len() && !(s[i] == '*' && s[i + 1] == '/') {
+                    line += usize::from(s[i] == '\n');
+                    i += 1;
+                }
+                i += 2;
+                continue;
+            }
+            // A char literal: '"' must not open a string.
+            '\'' if s.get(i + 2) == Some(&'\'') => {
+                i += 3;
+                continue;
+            }
+            '\'' if s.get(i + 1) == Some(&'\\') => {
+                while i + 1 < s.len() && s[i + 1] != '\'' {
+                    i += 1;
+                }
+                i += 2;
+                continue;
+            }
+            'r' if matches!(s.get(i + 1), Some('#') | Some('"'))
+                && (i == 0 || !(s[i - 1].is_alphanumeric() || s[i - 1] == '_')) =>
+            {
+                let mut j = i + 1;
+                let mut hashes = 0;
+                while s.get(j) == Some(&'#') {
+                    hashes += 1;
+                    j += 1;
+                }
+                if s.get(j) == Some(&'"') {
+                    let (start, at) = (j + 1, line);
+                    let mut k = start;
+                    loop {
+                        if k >= s.len() {
+                            break;
+                        }
+                        if s[k] == '"' && (0..hashes).all(|h| s.get(k + 1 + h) == Some(&'#')) {
+                            break;
+                        }
+                        line += usize::from(s[k] == '\n');
+                        k += 1;
+                    }
+                    out.push((s[start..k.min(s.len())].iter().collect(), at));
+                    i = k + 1 + hashes;
+                    continue;
+                }
+            }
+            '"' => {
+                let (start, at) = (i + 1, line);
+                let mut k = start;
+                while k < s.len() && s[k] != '"' {
+                    if s[k] == '\\' {
+                        k += 1;
+                    }
+                    line += usize::from(s.get(k) == Some(&'\n'));
+                    k += 1;
+                }
+                out.push((s[start..k.min(s.len())].iter().collect(), at));
+                i = k + 1;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Whether a string literal is SQL text.
+fn is_sql(lit: &str) -> bool {
+    const STATEMENTS: &[&str] = &[
+        "SELECT ",
+        "INSERT INTO",
+        "DELETE FROM",
+        "CREATE TABLE",
+        "CREATE INDEX",
+        "ALTER TABLE",
+        "PRAGMA ",
+        "VACUUM ",
+    ];
+    let t = lit.trim();
+    STATEMENTS.iter().any(|k| lit.contains(k))
+        || (lit.contains("UPDATE ") && lit.contains(" SET "))
+        || t == "BEGIN"
+        || t == "COMMIT"
+}
+
+/// Modules besides `checkpoint` allowed to hold SQL: the sandbox (its own store) and the audit's
+/// SQL writer, which writes SQL for DuckDB and Spark to run on the exported tables.
+fn may_hold_sql(rel: &Path) -> bool {
+    rel.starts_with("checkpoint")
+        || rel.starts_with("sandbox")
+        || rel.starts_with("audit/sql")
+        || rel == Path::new("audit/sql.rs")
+}
+
+#[test]
+fn only_the_checkpoint_speaks_sql() {
+    let src = src_dir();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut wrong = Vec::new();
+    for path in files {
+        let rel = path.strip_prefix(&src).expect("under src/").to_path_buf();
+        if may_hold_sql(&rel) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("a source file reads");
+        for (lit, line) in string_literals(&text) {
+            if is_sql(&lit) {
+                let first = lit.lines().next().unwrap_or("").trim();
+                wrong.push(format!("src/{}:{line}: {first}", rel.display()));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "SQL outside the checkpoint (docs/architecture.md: only `checkpoint` speaks SQL; ask it \
+         through a typed method instead):\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// The SQL scanner finds SQL in every kind of literal and nothing in comments or prose.
+#[test]
+fn the_sql_scanner_sees_sql_in_literals_only() {
+    let src = r####"
+        // SELECT x FROM t in a comment
+        let a = "SELECT count(*) FROM vins";
+        let b = r#"UPDATE vins SET state = 'done'"#;
+        let c = '"';
+        let d = "the update sets nothing";
+        /* INSERT INTO t VALUES (1) */
+        let e = "INSERT INTO batches (id) VALUES (?1)";
+    "####;
+    let found: Vec<usize> = string_literals(src)
+        .into_iter()
+        .filter(|(l, _)| is_sql(l))
+        .map(|(_, line)| line)
+        .collect();
+    assert_eq!(found, vec![3, 4, 8]);
 }

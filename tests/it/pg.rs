@@ -765,3 +765,93 @@ fn a_worker_paused_past_its_lease_sends_nothing_for_the_vins_another_worker_took
     }
     assert_eq!(ledger.generate_billed, 8);
 }
+
+#[test]
+fn a_version_2_postgres_checkpoint_reaches_the_shared_schema_version_with_typed_failures() {
+    let Some(pg) = pgserver::server() else { return };
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    let url = format!("{}?schema=older", pg.new_database("migrate"));
+    let mut fleet = vins(20, 63);
+    let unsupported = with_check_digit("LRW63ABC000000777");
+    fleet.push(unsupported.clone());
+    write_csv(&dir.join("in.csv"), &fleet);
+    let ran = vmr_pg(&dir, &sb, &url)
+        .args(["run", "--input", "in.csv"])
+        .status()
+        .expect("vmr runs");
+    assert_eq!(ran.code(), Some(0));
+    let mut c = pg.client_for(&url);
+    let done: Vec<String> = c
+        .query(
+            "SELECT vin FROM older.vins WHERE state = 'done' ORDER BY id LIMIT 2",
+            &[],
+        )
+        .expect("q")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    // What a vmr of PostgreSQL schema 2 left: failures told apart by their message only.
+    c.batch_execute(&format!(
+        "UPDATE older.vins SET state = 'failed', code = 200,
+            message = 'billed_unusable: a get answer held no report object' WHERE vin = '{}';
+         UPDATE older.vins SET state = 'failed', message = 'abandoned: reconciled by hand'
+            WHERE vin = '{}';
+         ALTER TABLE older.vins DROP COLUMN failure;
+         ALTER TABLE older.purchases DROP COLUMN failure;
+         DELETE FROM older.vmr_schema;
+         INSERT INTO older.vmr_schema (version) VALUES (1), (2);",
+        done[0], done[1]
+    ))
+    .expect("make a schema-2 checkpoint");
+    // A reader migrates it first, as a writer would.
+    let out = vmr_pg(&dir, &sb, &url)
+        .args(["status", "--json"])
+        .output()
+        .expect("status runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(st["billed_unusable_total"], 1, "{st}");
+    assert_eq!(st["billed_unusable"][0], done[0].as_str());
+    let version: i64 = c
+        .query_one("SELECT max(version) FROM older.vmr_schema", &[])
+        .expect("q")
+        .get(0);
+    assert_eq!(version, 4);
+    let kinds: std::collections::BTreeMap<String, String> = c
+        .query(
+            "SELECT vin, failure FROM older.vins WHERE state = 'failed'",
+            &[],
+        )
+        .expect("q")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(kinds[&done[0]], "billed_unusable");
+    assert_eq!(kinds[&done[1]], "abandoned");
+    assert_eq!(kinds[&unsupported], "vendor");
+    // Every other failure (a 702 the vendor gave) is the vendor's.
+    assert!(kinds.values().filter(|k| *k == "vendor").count() == kinds.len() - 2);
+    // A writer opens it at the shared version: nothing more to migrate, the run goes on.
+    let ran = vmr_pg(&dir, &sb, &url)
+        .args([
+            "run",
+            "--input",
+            "in.csv",
+            "--retry-failed",
+            "billed_unusable",
+        ])
+        .status()
+        .expect("vmr runs");
+    assert_eq!(ran.code(), Some(0));
+    let state: String = c
+        .query_one("SELECT state FROM older.vins WHERE vin = $1", &[&done[0]])
+        .expect("q")
+        .get(0);
+    assert_eq!(state, "done");
+}

@@ -1,0 +1,149 @@
+//! Recording input: the rows of an input file (a VIN queued, a duplicate noted, a rejected row
+//! kept with its reason) and the input file itself as a batch.
+
+use super::{Checkpoint, CheckpointError, Conn, p};
+use crate::input::{InputRow, Verdict};
+
+impl Checkpoint {
+    /// Records one chunk of input rows in one group-committed transaction, queued behind the
+    /// writes before it; the answer comes when it is durable. Idempotent: a VIN already
+    /// recorded from the same file line is counted as `already`.
+    pub(crate) fn record_rows(
+        &self,
+        rows: Vec<InputRow>,
+        file: String,
+        batch: String,
+        now: i64,
+    ) -> tokio::sync::oneshot::Receiver<Result<RowsRecorded, CheckpointError>> {
+        self.writer()
+            .submit(move |c| write_chunk(c, &rows, &file, &batch, now))
+    }
+
+    /// Records (or updates) the input file as a batch, with its totals.
+    pub(crate) fn record_batch(&self, b: BatchTotals) -> Result<(), CheckpointError> {
+        self.writer().write_blocking(move |c| {
+            c.execute(
+                "INSERT INTO batches (id, input_file, first_seen_at, rows_read, accepted, duplicates, rejected, check_digit_warnings, complete)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (id) DO UPDATE SET rows_read = excluded.rows_read, accepted = excluded.accepted,
+                    duplicates = excluded.duplicates, rejected = excluded.rejected,
+                    check_digit_warnings = excluded.check_digit_warnings, complete = excluded.complete",
+                p![
+                    b.batch_id,
+                    b.input_file,
+                    b.first_seen_at,
+                    b.rows_read as i64,
+                    b.accepted as i64,
+                    b.duplicates as i64,
+                    b.rejected as i64,
+                    b.check_digit_warnings as i64,
+                    i64::from(b.complete)
+                ],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+/// One input file's totals, as its batch row keeps them.
+#[derive(Debug, Clone)]
+pub(crate) struct BatchTotals {
+    /// The input's fingerprint.
+    pub batch_id: String,
+    pub input_file: String,
+    pub first_seen_at: i64,
+    pub rows_read: u64,
+    /// VINs of this input in the checkpoint (new and recorded before).
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    pub check_digit_warnings: u64,
+    /// Whether the whole file was read.
+    pub complete: bool,
+}
+
+/// What recording one chunk of input rows did.
+#[derive(Debug, Default)]
+pub(crate) struct RowsRecorded {
+    /// New VINs queued.
+    pub queued: u64,
+    /// Rows recorded already by an earlier ingest of this same file line.
+    pub already: u64,
+    /// Rows whose VIN was seen before at another line or in another input.
+    pub duplicates: u64,
+}
+
+fn write_chunk(
+    conn: &Conn,
+    rows: &[InputRow],
+    file: &str,
+    batch: &str,
+    now: i64,
+) -> Result<RowsRecorded, CheckpointError> {
+    let mut res = RowsRecorded::default();
+    // A VIN already recorded (or a rejected row already recorded from this line) is skipped.
+    let insert = "vins (vin, license_img_url, state, message, first_seen_at, input_file, input_line, batch_id, check_digit_ok)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+    let origin = "SELECT batch_id, input_line, id FROM vins WHERE vin = ?1 AND state <> 'rejected'";
+    // Every VIN of this input, new or seen before: a refresh buys only the current input's.
+    let member = "batch_vins (batch_id, vin_id) VALUES (?1, ?2)";
+    for row in rows {
+        match &row.verdict {
+            Verdict::Accepted { check_digit_ok } => {
+                let new: Option<i64> = conn.insert_ignore(
+                    insert,
+                    true,
+                    p![
+                        row.vin,
+                        row.license_img_url,
+                        "queued",
+                        Option::<String>::None,
+                        now,
+                        file,
+                        row.line as i64,
+                        batch,
+                        Some(i64::from(*check_digit_ok))
+                    ],
+                )?;
+                if let Some(id) = new {
+                    res.queued += 1;
+                    conn.insert_ignore(member, false, p![batch, id])?;
+                } else {
+                    let seen: Option<(Option<String>, Option<i64>, i64)> =
+                        conn.query_opt(origin, p![row.vin], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })?;
+                    match &seen {
+                        // Recorded, with its membership, by an earlier ingest of this file.
+                        Some((Some(b), Some(l), _)) if b == batch && *l == row.line as i64 => {
+                            res.already += 1
+                        }
+                        Some((_, _, id)) => {
+                            res.duplicates += 1;
+                            conn.insert_ignore(member, false, p![batch, *id])?;
+                        }
+                        None => res.duplicates += 1,
+                    }
+                }
+            }
+            Verdict::Rejected { reason } => {
+                conn.insert_ignore(
+                    insert,
+                    true,
+                    p![
+                        row.vin_raw,
+                        row.license_img_url,
+                        "rejected",
+                        reason.to_string(),
+                        now,
+                        file,
+                        row.line as i64,
+                        batch,
+                        Option::<i64>::None
+                    ],
+                )?;
+            }
+        }
+    }
+    Ok(res)
+}
