@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 /// A JSON value as a sloppy vendor writes one.
 #[derive(Arbitrary, Debug)]
-pub enum Val {
+pub(super) enum Val {
     Null,
     Empty,
     Bool(bool),
@@ -61,7 +61,7 @@ impl Val {
 type Field = Option<Val>;
 
 #[derive(Arbitrary, Debug)]
-pub struct Record {
+pub(super) struct Record {
     date: Field,
     main_tain_date: Field,
     kind: Field,
@@ -76,7 +76,7 @@ pub struct Record {
 }
 
 #[derive(Arbitrary, Debug)]
-pub struct Part {
+pub(super) struct Part {
     name: u8,
     is_exception: Field,
     label: Field,
@@ -86,7 +86,7 @@ pub struct Part {
 }
 
 #[derive(Arbitrary, Debug)]
-pub struct Report {
+pub(super) struct Report {
     overview: Option<Vec<Part>>,
     overview_not_object: Option<Val>,
     first_time_to_shop: Field,
@@ -128,7 +128,7 @@ fn put(m: &mut Map<String, Value>, key: &str, f: &Field) {
 
 impl Report {
     /// The REPORT object.
-    pub fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         let mut m = Map::new();
         if let Some(v) = &self.overview_not_object {
             m.insert("overview".into(), v.json());
@@ -198,7 +198,7 @@ impl Report {
     }
 
     /// The whole body as the vendor sends it, and the endpoint it came from.
-    pub fn body(&self) -> (&'static str, Vec<u8>) {
+    pub(super) fn body(&self) -> (&'static str, Vec<u8>) {
         let report = self.json();
         let (endpoint, data) = if self.generate {
             ("generate", json!({"requestId": "req-1", "info": report}))
@@ -214,7 +214,7 @@ impl Report {
 }
 
 /// The body an input of the `report_shaped` target stands for, if it decodes.
-pub fn body_of(data: &[u8]) -> Option<(&'static str, Vec<u8>)> {
+pub(super) fn body_of(data: &[u8]) -> Option<(&'static str, Vec<u8>)> {
     let report = Report::arbitrary_take_rest(Unstructured::new(data)).ok()?;
     Some(report.body())
 }

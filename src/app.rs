@@ -21,7 +21,7 @@ use crate::sandbox::{Sandbox, SandboxConfig};
 pub(crate) enum Sandbox {}
 
 /// Exit codes (docs/design.md, "Exit codes").
-pub mod exit {
+pub(crate) mod exit {
     pub(crate) const OK: u8 = 0;
     pub(crate) const OTHER: u8 = 1;
     pub(crate) const USAGE: u8 = 2;
@@ -119,7 +119,7 @@ pub(crate) fn init_logging(format: LogFormat) {
 
 /// Tells the user something at the end of a stage: plain lines on stderr, or one JSON log object
 /// per report under `--log-format json` (so a log shipper never sees a stray text line).
-pub fn report(format: LogFormat, text: &str) {
+pub(crate) fn report(format: LogFormat, text: &str) {
     let text = text.trim_end();
     match format {
         LogFormat::Text => eprintln!("{text}"),

@@ -167,7 +167,7 @@ pub(crate) fn ingest(
 
 impl IngestSummary {
     /// One screen for people.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = format!(
             "{}: {} rows read; {} new VINs queued, {} already ingested, {} duplicates, {} rejected, {} check-digit warnings\n",
             self.input_file,

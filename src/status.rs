@@ -244,7 +244,7 @@ fn push_list(
 }
 
 impl Status {
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut o = format!("checkpoint {}: {} VINs\n", self.checkpoint, self.total_vins);
         if let Some(a) = &self.account {
             o.push_str(&format!("vendor account: {a}\n"));

@@ -239,7 +239,7 @@ pub(crate) struct AuditReport {
 }
 
 impl AuditReport {
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         use risk::RiskLevel::*;
         let a = &self.audit;
         let mut s = format!(

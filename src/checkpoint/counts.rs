@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 pub(crate) struct StateCounts(BTreeMap<State, i64>);
 
 impl StateCounts {
-    pub fn get(&self, state: State) -> i64 {
+    pub(crate) fn get(&self, state: State) -> i64 {
         self.0.get(&state).copied().unwrap_or(0)
     }
 
@@ -21,7 +21,7 @@ impl StateCounts {
     }
 
     /// VINs with work left (not in a final state).
-    pub fn open(&self) -> i64 {
+    pub(crate) fn open(&self) -> i64 {
         self.0
             .iter()
             .filter(|(s, _)| !s.is_final())

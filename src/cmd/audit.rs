@@ -30,7 +30,7 @@ pub struct Args {
     pub emit_sql: Option<Dialect>,
 }
 
-pub fn run(args: Args, settings: &Settings) -> Result<u8> {
+pub(crate) fn run(args: Args, settings: &Settings) -> Result<u8> {
     if args.rollback_tolerance_km < 0 {
         return Err(Failure::new(exit::USAGE, "--rollback-tolerance-km must be 0 or more").into());
     }

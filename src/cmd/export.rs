@@ -17,7 +17,7 @@ pub struct Args {
     full: bool,
 }
 
-pub fn run(args: Args, settings: &Settings) -> Result<u8> {
+pub(crate) fn run(args: Args, settings: &Settings) -> Result<u8> {
     let opts = ExportOptions {
         full: args.full,
         ..ExportOptions::from_settings(settings)

@@ -16,7 +16,7 @@ pub struct Args {
     pub input: PathBuf,
 }
 
-pub fn run(args: Args, settings: &Settings) -> Result<u8> {
+pub(crate) fn run(args: Args, settings: &Settings) -> Result<u8> {
     let reader = ingest::open_input(&args.input, &input_options(settings))?;
     let (ckpt, _) = app::open_checkpoint(settings)?;
     let run_id = ckpt.begin_run("ingest")?;

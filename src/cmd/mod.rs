@@ -1,14 +1,14 @@
 //! One file per subcommand: parse options, call the library, return the exit code.
 
 #[cfg(feature = "audit")]
-pub mod audit;
-pub mod export;
-pub mod ingest;
-pub mod poll;
-pub mod resolve;
-pub mod run;
+pub(crate) mod audit;
+pub(crate) mod export;
+pub(crate) mod ingest;
+pub(crate) mod poll;
+pub(crate) mod resolve;
+pub(crate) mod run;
 #[cfg(feature = "sandbox")]
-pub mod sandbox;
-pub mod state;
-pub mod status;
-pub mod submit;
+pub(crate) mod sandbox;
+pub(crate) mod state;
+pub(crate) mod status;
+pub(crate) mod submit;

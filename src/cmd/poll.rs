@@ -21,7 +21,7 @@ pub struct Args {
     pub dry_run: bool,
 }
 
-pub fn run(args: Args, settings: &Settings) -> Result<u8> {
+pub(crate) fn run(args: Args, settings: &Settings) -> Result<u8> {
     pipeline::execute(
         settings,
         &Plan {

@@ -34,7 +34,7 @@ pub struct Args {
     pub note: Option<String>,
 }
 
-pub fn run(args: Args, settings: &Settings) -> Result<u8> {
+pub(crate) fn run(args: Args, settings: &Settings) -> Result<u8> {
     if args.billed && args.vin.len() > 1 {
         return Err(Failure::new(
             exit::USAGE,

@@ -17,7 +17,7 @@ pub struct Args {
     pub send: SendArgs,
 }
 
-pub fn run(args: Args, settings: &Settings) -> Result<u8> {
+pub(crate) fn run(args: Args, settings: &Settings) -> Result<u8> {
     pipeline::execute(
         settings,
         &Plan {

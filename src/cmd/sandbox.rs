@@ -128,7 +128,7 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 
 /// The secret the sandbox accepts comes from the global `--app-secret-file` (else
 /// `VMR_SANDBOX_APP_SECRET`, else the default sandbox secret).
-pub fn run(args: Args, app_secret_file: Option<&Path>) -> anyhow::Result<u8> {
+pub(crate) fn run(args: Args, app_secret_file: Option<&Path>) -> anyhow::Result<u8> {
     let from_env = std::env::var("VMR_SANDBOX_APP_SECRET").ok();
     let secret = match (app_secret_file, from_env) {
         (Some(path), _) => {

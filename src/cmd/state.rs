@@ -50,7 +50,7 @@ pub struct BackupArgs {
     pub path: PathBuf,
 }
 
-pub fn run(args: Args, settings: &Settings) -> Result<u8> {
+pub(crate) fn run(args: Args, settings: &Settings) -> Result<u8> {
     match args.command {
         StateCommand::Backup(a) => backup(a, settings),
         #[cfg(feature = "pg")]

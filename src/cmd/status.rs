@@ -14,7 +14,7 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args, settings: &Settings) -> Result<u8> {
+pub(crate) fn run(args: Args, settings: &Settings) -> Result<u8> {
     let conn = checkpoint::open_reader_at(&settings.place)?;
     let running = checkpoint::writer_running_at(&settings.place);
     let mut st = status::read(

@@ -55,7 +55,7 @@ impl SendArgs {
     }
 }
 
-pub fn run(args: Args, settings: &Settings) -> Result<u8> {
+pub(crate) fn run(args: Args, settings: &Settings) -> Result<u8> {
     pipeline::execute(
         settings,
         &Plan {

@@ -9,7 +9,7 @@ use crate::checkpoint::Sharing;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 
-pub struct Limiter {
+pub(crate) struct Limiter {
     inner: Option<DefaultDirectRateLimiter>,
     /// The account's token bucket shared with the other workers, when this process is one.
     shared: Option<Sharing>,

@@ -6,12 +6,12 @@
 //! a `pending` VIN; and once a stop is set (vendor refusal, budget, signal) no further call
 //! leaves. `submit` and `poll` here are what the `submit`, `poll` and `run` commands drive.
 
-pub mod limiter;
-pub mod pause;
-pub mod progress;
-pub mod retry;
-pub mod stop;
-pub mod streak;
+pub(crate) mod limiter;
+pub(crate) mod pause;
+pub(crate) mod progress;
+pub(crate) mod retry;
+pub(crate) mod stop;
+pub(crate) mod streak;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -26,11 +26,11 @@ use crate::checkpoint::{
     self, CallLog, Checkpoint, CheckpointError, Lease, PollTodo, ReportRow, State, SubmitTodo,
     Update,
 };
-pub use limiter::Limiter;
+pub(crate) use limiter::Limiter;
 use pause::{Asked, Pause};
 use progress::Progress;
-pub use retry::RetryPolicy;
-pub use stop::{Stop, StopReason};
+pub(crate) use retry::RetryPolicy;
+pub(crate) use stop::{Stop, StopReason};
 use streak::{Streaks, Verdict};
 
 /// How long in-flight calls may take to land after a signal before they are abandoned.

@@ -8,7 +8,7 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Attempts in all, the first included.
     pub max_attempts: u32,
     pub min_delay: Duration,
@@ -44,7 +44,7 @@ pub(crate) struct Attempts {
 
 impl Attempts {
     /// Counts an attempt about to be made.
-    pub fn start(&mut self) -> u32 {
+    pub(crate) fn start(&mut self) -> u32 {
         self.made += 1;
         self.made
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum StopReason {
+pub(crate) enum StopReason {
     /// The vendor refused the account or the address.
     Vendor { code: i64, message: String },
     /// A run of 400s with no real answer between them: the sign, secret or clock is wrong.
@@ -46,7 +46,7 @@ impl StopReason {
     }
 }
 
-pub struct Stop {
+pub(crate) struct Stop {
     reason: Mutex<Option<StopReason>>,
     tx: watch::Sender<bool>,
 }

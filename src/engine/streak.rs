@@ -12,7 +12,7 @@ use crate::api::Outcome;
 
 /// What the streaks conclude from one call.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Nothing to do.
     Carry,
     /// A real answer came after lone 400s: these VINs' 400s were their own; fail them.

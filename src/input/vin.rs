@@ -6,7 +6,7 @@
 //! person understands. The check digit (position 9) is mandatory in North America and China but
 //! not elsewhere, so a mismatch is only a warning, reported by `check_digit_ok`.
 
-pub use super::problem::VinProblem;
+pub(super) use super::problem::VinProblem;
 
 /// Trims surrounding whitespace (including the full-width space Chinese keyboards type) and
 /// upper-cases ASCII letters. Non-ASCII characters are left as they are, so `vin_problem` can

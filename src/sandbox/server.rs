@@ -119,27 +119,27 @@ impl Shared {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn ledger(&self) -> Ledger {
+    pub(super) fn ledger(&self) -> Ledger {
         self.books().ledger.clone()
     }
 
-    pub fn set_balance(&self, balance: Option<u64>) {
+    pub(super) fn set_balance(&self, balance: Option<u64>) {
         self.books().remaining = balance;
     }
 
-    pub fn set_outage(&self, on: bool) {
+    pub(super) fn set_outage(&self, on: bool) {
         self.outage.store(on, Ordering::SeqCst);
     }
 
-    pub fn outage(&self) -> bool {
+    pub(super) fn outage(&self) -> bool {
         self.outage.load(Ordering::SeqCst)
     }
 
-    pub fn faults(&self) -> Faults {
+    pub(super) fn faults(&self) -> Faults {
         *self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn set_faults(&self, faults: Faults) {
+    pub(super) fn set_faults(&self, faults: Faults) {
         *self.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
     }
 

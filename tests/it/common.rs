@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use vmr::sandbox::{DEFAULT_APP_ID, DEFAULT_APP_SECRET, Sandbox, SandboxConfig};
 
 /// WMIs the sandbox supports (it answers 703 for LRW and LNB).
-pub const WMIS: [&str; 8] = ["LSV", "LFV", "LHG", "LBV", "LE4", "LGB", "LVS", "LFM"];
+pub(crate) const WMIS: [&str; 8] = ["LSV", "LFV", "LHG", "LBV", "LE4", "LGB", "LVS", "LFM"];
 
 /// `n` distinct valid VINs (correct check digit) spread over the supported makes.
-pub fn vins(n: usize, salt: u32) -> Vec<String> {
+pub(crate) fn vins(n: usize, salt: u32) -> Vec<String> {
     (0..n)
         .map(|i| {
             let wmi = WMIS[i % WMIS.len()];
@@ -27,14 +27,14 @@ pub fn vins(n: usize, salt: u32) -> Vec<String> {
 }
 
 /// `vin` with its check digit (position 9) set right.
-pub fn with_check_digit(vin: &str) -> String {
+pub(crate) fn with_check_digit(vin: &str) -> String {
     let mut chars: Vec<char> = vin.chars().collect();
     chars[8] = vmr::input::check_digit(vin).expect("valid VIN alphabet");
     chars.into_iter().collect()
 }
 
 /// Writes a `vin,licenseImgUrl` CSV.
-pub fn write_csv(path: &Path, vins: &[String]) {
+pub(crate) fn write_csv(path: &Path, vins: &[String]) {
     let mut s = String::from("vin,licenseImgUrl\n");
     for (i, v) in vins.iter().enumerate() {
         s.push_str(&format!(
@@ -44,18 +44,18 @@ pub fn write_csv(path: &Path, vins: &[String]) {
     std::fs::write(path, s).expect("write input CSV");
 }
 
-pub fn sandbox(cfg: SandboxConfig) -> Sandbox {
+pub(crate) fn sandbox(cfg: SandboxConfig) -> Sandbox {
     Sandbox::start_in_thread(cfg, "127.0.0.1:0".parse().expect("address")).expect("sandbox starts")
 }
 
 /// The `vmr` binary with credentials in the environment, pointed at `sb`, state and out in
 /// `dir`, fast settings for tests.
-pub fn vmr(dir: &Path, sb: &Sandbox) -> Command {
+pub(crate) fn vmr(dir: &Path, sb: &Sandbox) -> Command {
     Command::from_std(vmr_std(dir, sb))
 }
 
 /// [`vmr`] as a plain `std::process::Command`, for children a test kills.
-pub fn vmr_std(dir: &Path, sb: &Sandbox) -> std::process::Command {
+pub(crate) fn vmr_std(dir: &Path, sb: &Sandbox) -> std::process::Command {
     let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmr"));
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -71,13 +71,13 @@ pub fn vmr_std(dir: &Path, sb: &Sandbox) -> std::process::Command {
 }
 
 /// Whether this run keeps the checkpoints in PostgreSQL (`VMR_TEST_BACKEND=pg`).
-pub fn pg_backend() -> bool {
+pub(crate) fn pg_backend() -> bool {
     std::env::var("VMR_TEST_BACKEND").is_ok_and(|v| v == "pg")
 }
 
 /// The test directory's PostgreSQL state URL (a database of its own, made on first use), or
 /// `None` with the SQLite backend.
-pub fn pg_state(dir: &Path) -> Option<String> {
+pub(crate) fn pg_state(dir: &Path) -> Option<String> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     static URLS: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
@@ -116,7 +116,7 @@ fn pg_quiesce(url: &str) {
 }
 
 /// Runs `sql` (a change made behind vmr's back) on the test directory's checkpoint.
-pub fn exec_sql(dir: &Path, sql: &str) {
+pub(crate) fn exec_sql(dir: &Path, sql: &str) {
     match pg_state(dir) {
         None => {
             Connection::open(dir.join("state").join("checkpoint.sqlite"))
@@ -133,13 +133,13 @@ pub fn exec_sql(dir: &Path, sql: &str) {
 }
 
 /// What `--state` is for the test directory: `state`, or its PostgreSQL URL.
-pub fn state_arg(dir: &Path) -> String {
+pub(crate) fn state_arg(dir: &Path) -> String {
     pg_state(dir).unwrap_or_else(|| "state".to_owned())
 }
 
 /// The checkpoint of the test directory, to read: the SQLite file, or a fresh copy of the
 /// PostgreSQL one.
-pub fn db(dir: &Path) -> Connection {
+pub(crate) fn db(dir: &Path) -> Connection {
     match pg_state(dir) {
         None => {
             Connection::open(dir.join("state").join("checkpoint.sqlite")).expect("checkpoint opens")
@@ -165,7 +165,7 @@ pub fn db(dir: &Path) -> Connection {
 }
 
 /// VIN → (state, code).
-pub fn states(dir: &Path) -> BTreeMap<String, (String, Option<i64>)> {
+pub(crate) fn states(dir: &Path) -> BTreeMap<String, (String, Option<i64>)> {
     let conn = db(dir);
     let mut st = conn
         .prepare("SELECT vin, state, code FROM vins WHERE state <> 'rejected'")
@@ -176,11 +176,11 @@ pub fn states(dir: &Path) -> BTreeMap<String, (String, Option<i64>)> {
         .expect("rows read")
 }
 
-pub fn count(dir: &Path, sql: &str) -> i64 {
+pub(crate) fn count(dir: &Path, sql: &str) -> i64 {
     db(dir).query_row(sql, [], |r| r.get(0)).expect("count")
 }
 
-pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn tempdir() -> (tempfile::TempDir, PathBuf) {
     let d = tempfile::tempdir().expect("tempdir");
     let p = d.path().to_owned();
     (d, p)
@@ -188,7 +188,7 @@ pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
 
 /// Whether a run got as far as creating the checkpoint (a kill can come before). Opened
 /// read-only: the test must not create the file itself.
-pub fn has_checkpoint(dir: &Path) -> bool {
+pub(crate) fn has_checkpoint(dir: &Path) -> bool {
     if let Some(url) = pg_state(dir) {
         let mut c = crate::pgserver::server().expect("server").client_for(&url);
         return c
@@ -212,7 +212,7 @@ pub fn has_checkpoint(dir: &Path) -> bool {
 
 /// VINs the checkpoint says were in flight (`submitting`, left by a kill) or left uncertain:
 /// possibly billed without an answer. Empty before any checkpoint exists.
-pub fn in_flight(dir: &Path) -> BTreeSet<String> {
+pub(crate) fn in_flight(dir: &Path) -> BTreeSet<String> {
     if !has_checkpoint(dir) {
         return BTreeSet::new();
     }
@@ -228,7 +228,7 @@ pub fn in_flight(dir: &Path) -> BTreeSet<String> {
 
 /// `python3 -c <code> <args…>`, or `None` (with one line printed) when python3 or one of
 /// `modules` is missing and `CI` is not `true` (CI installs them: .ci/run).
-pub fn python(modules: &[&str], code: &str, args: &[&str]) -> Option<std::process::Output> {
+pub(crate) fn python(modules: &[&str], code: &str, args: &[&str]) -> Option<std::process::Output> {
     let import = format!("import {}", modules.join(", "));
     let have = std::process::Command::new("python3")
         .args(["-c", &import])
@@ -255,7 +255,7 @@ pub fn python(modules: &[&str], code: &str, args: &[&str]) -> Option<std::proces
 /// The VINs whose get answers came twice (or more) as 2xx bodies that could not be read (cut
 /// short, say): those fail as `billed_unusable`, never a third charge (docs/design.md, "Money
 /// rules", rule 6), whatever the sandbox's truth for them.
-pub fn cut_short_twice(dir: &Path) -> BTreeSet<String> {
+pub(crate) fn cut_short_twice(dir: &Path) -> BTreeSet<String> {
     let conn = db(dir);
     let mut st = conn
         .prepare(

@@ -85,7 +85,7 @@ fn clean_batch_every_vin_final_each_report_bought_once() {
 }
 
 /// The VINs `vmr status --json` lists as uncertain.
-pub fn uncertain(dir: &std::path::Path, sb: &vmr::sandbox::Sandbox) -> Vec<String> {
+pub(crate) fn uncertain(dir: &std::path::Path, sb: &vmr::sandbox::Sandbox) -> Vec<String> {
     let out = vmr(dir, sb).args(["status", "--json"]).assert().code(0);
     let st: serde_json::Value =
         serde_json::from_slice(&out.get_output().stdout).expect("status is JSON");

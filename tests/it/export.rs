@@ -70,6 +70,8 @@ struct Vin<'a> {
     submitted_at: Option<i64>,
     completed_at: Option<i64>,
     line: i64,
+    /// Why a failed VIN failed (the checkpoint's `failure` column).
+    failure: Option<&'a str>,
 }
 
 impl Default for Vin<'_> {
@@ -90,6 +92,7 @@ impl Default for Vin<'_> {
             submitted_at: None,
             completed_at: None,
             line: 0,
+            failure: None,
         }
     }
 }
@@ -98,8 +101,8 @@ fn add_vin(c: &Connection, v: Vin<'_>) {
     c.execute(
         "INSERT INTO vins (id, vin, license_img_url, state, code, message, request_id, task_no,
             submit_attempts, poll_attempts, billed_calls, first_seen_at, submitted_at, completed_at,
-            input_file, input_line, batch_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'fleet.csv', ?15, 'b1')",
+            input_file, input_line, batch_id, failure)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'fleet.csv', ?15, 'b1', ?16)",
         params![
             v.id,
             v.vin,
@@ -115,7 +118,8 @@ fn add_vin(c: &Connection, v: Vin<'_>) {
             v.first_seen_at,
             v.submitted_at,
             v.completed_at,
-            v.line
+            v.line,
+            v.failure
         ],
     )
     .expect("insert vin");
@@ -1358,12 +1362,22 @@ fn manifest_names_the_account_and_the_vins_billed_without_a_usable_report() {
     .expect("meta");
     for i in 0..105i64 {
         let state = if i == 3 { "done" } else { "failed" };
-        let message = match i {
-            // Not the engine's mark: another message, or the words elsewhere.
-            4 => "timeout",
-            5 => "not billed_unusable",
-            6 => "billedXunusable",
-            _ => "billed_unusable: the answer held no REPORT",
+        // The engine's mark is the failure kind; the message only says it in words.
+        let (message, failure) = match i {
+            // A done VIN is never counted, whatever its message.
+            3 => ("billed_unusable: the answer held no REPORT", None),
+            4 => ("timeout", Some("vendor")),
+            5 => ("not billed_unusable", Some("vendor")),
+            6 => ("billedXunusable", Some("vendor")),
+            // Says it, but the kind says otherwise: the kind decides.
+            7 => (
+                "billed_unusable: the answer held no REPORT",
+                Some("abandoned"),
+            ),
+            _ => (
+                "billed_unusable: the answer held no REPORT",
+                Some("billed_unusable"),
+            ),
         };
         add_vin(
             &c,
@@ -1374,6 +1388,7 @@ fn manifest_names_the_account_and_the_vins_billed_without_a_usable_report() {
                 state,
                 code: Some(200),
                 message: Some(message),
+                failure,
                 submit_attempts: 1,
                 billed_calls: 1,
                 submitted_at: Some(T0),
@@ -1385,20 +1400,20 @@ fn manifest_names_the_account_and_the_vins_billed_without_a_usable_report() {
     }
     drop(c);
     let s = run_export(&db, &opts(&out, &[Format::Csv]));
-    assert_eq!(s.billed_unusable, 101);
+    assert_eq!(s.billed_unusable, 100);
     assert!(
         s.render()
-            .contains("101 VINs were billed without a usable report")
+            .contains("100 VINs were billed without a usable report")
     );
     let manifest = manifest_matches_the_files(&out);
     assert_eq!(manifest["account"], json!("fleet-leasing"));
-    assert_eq!(manifest["billed_unusable"]["count"], json!(101));
+    assert_eq!(manifest["billed_unusable"]["count"], json!(100));
     let vins = manifest["billed_unusable"]["vins"]
         .as_array()
         .expect("vins");
     assert_eq!(vins.len(), 100);
     assert_eq!(vins[0], json!("LSVAB12345C000100"));
-    assert_eq!(vins[3], json!("LSVAB12345C000107"));
+    assert_eq!(vins[3], json!("LSVAB12345C000108"));
 }
 
 /// Needs python3 with polars (`pip install polars`), so it runs on request:

@@ -36,7 +36,7 @@ fn status_json_is_versioned_described_by_its_schema_and_bounded() {
     let db = db(&dir);
     db.execute_batch(
         "UPDATE vins SET state = 'uncertain' WHERE id IN (SELECT id FROM vins WHERE state = 'done' ORDER BY id LIMIT 120);
-         UPDATE vins SET state = 'failed', message = 'billed_unusable: no report' WHERE id IN (SELECT id FROM vins WHERE state = 'done' ORDER BY id LIMIT 105);",
+         UPDATE vins SET state = 'failed', message = 'billed_unusable: no report', failure = 'billed_unusable' WHERE id IN (SELECT id FROM vins WHERE state = 'done' ORDER BY id LIMIT 105);",
     )
     .expect("lists made long");
     drop(db);

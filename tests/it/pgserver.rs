@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The superuser the tests connect as, and its password.
-pub const USER: &str = "vmr";
-pub const PASSWORD: &str = "pw-for-tests-only-7d1f";
+pub(crate) const USER: &str = "vmr";
+pub(crate) const PASSWORD: &str = "pw-for-tests-only-7d1f";
 
-pub struct PgServer {
+pub(crate) struct PgServer {
     pub port: u16,
     data: PathBuf,
 }
@@ -28,7 +28,7 @@ static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 
 /// The shared server, or `None` (after one loud line) where none can be started outside CI.
-pub fn server() -> Option<&'static PgServer> {
+pub(crate) fn server() -> Option<&'static PgServer> {
     match SERVER.get_or_init(start) {
         Ok(s) => Some(s),
         Err(why) => {
@@ -45,7 +45,7 @@ pub fn server() -> Option<&'static PgServer> {
 
 impl PgServer {
     /// A new empty database, and its URL (without the password; tests give it in PGPASSWORD).
-    pub fn new_database(&self, tag: &str) -> String {
+    pub(crate) fn new_database(&self, tag: &str) -> String {
         let name = format!(
             "t_{}_{}_{}",
             tag,
@@ -59,7 +59,7 @@ impl PgServer {
     }
 
     /// A client on `db` (a database name).
-    pub fn client(&self, db: &str) -> postgres::Client {
+    pub(crate) fn client(&self, db: &str) -> postgres::Client {
         postgres::Config::new()
             .host("127.0.0.1")
             .port(self.port)
@@ -71,7 +71,7 @@ impl PgServer {
     }
 
     /// A client on the database of `url` (one [`PgServer::new_database`] gave).
-    pub fn client_for(&self, url: &str) -> postgres::Client {
+    pub(crate) fn client_for(&self, url: &str) -> postgres::Client {
         let db = url
             .rsplit('/')
             .next()
@@ -80,7 +80,7 @@ impl PgServer {
         self.client(db)
     }
 
-    pub fn data_dir(&self) -> &Path {
+    pub(crate) fn data_dir(&self) -> &Path {
         &self.data
     }
 }

@@ -23,7 +23,7 @@ fn skip_field<K: Kind>(f: &Field<K>) -> bool {
 /// Anything else (`""`, `null`, a number) parses as `Malformed` with nothing inside, so one
 /// odd field never makes the whole report unreadable.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub enum Shaped<T> {
+pub(crate) enum Shaped<T> {
     #[default]
     Absent,
     Ok(T),
@@ -109,7 +109,7 @@ impl<T: Serialize> Serialize for Shaped<T> {
 /// One part of the body overview (appearance, engine, airbag, frame, or any other the vendor
 /// sends).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct OverviewPart {
+pub(crate) struct OverviewPart {
     #[serde(default, skip_serializing_if = "skip_field")]
     pub is_exception: Field<Int>,
     #[serde(default, skip_serializing_if = "skip_field")]
@@ -122,7 +122,7 @@ pub struct OverviewPart {
 
 impl OverviewPart {
     /// The findings as text; non-string entries are rendered as their JSON text, blanks dropped.
-    pub fn findings(&self) -> Vec<String> {
+    pub(crate) fn findings(&self) -> Vec<String> {
         match &self.exceptions {
             Shaped::Ok(list) => list
                 .iter()
@@ -140,7 +140,7 @@ impl OverviewPart {
 
 /// One maintenance record (an element of `result_content`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Record {
+pub(crate) struct Record {
     #[serde(default, skip_serializing_if = "skip_field")]
     pub date: Field<Date>,
     #[serde(rename = "mainTainDate", default, skip_serializing_if = "skip_field")]
@@ -167,7 +167,7 @@ pub struct Record {
 
 /// A `result_content` element: a record, or whatever else the vendor put in the array.
 #[derive(Debug, Clone, PartialEq)]
-pub enum RecordSlot {
+pub(crate) enum RecordSlot {
     Record(Box<Record>),
     NotARecord(Value),
 }
@@ -226,7 +226,7 @@ impl Serialize for RecordSlot {
 
 /// `result_content`: the records in the vendor's order, or a wrong-shaped value kept verbatim.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub enum Records {
+pub(crate) enum Records {
     #[default]
     Absent,
     List(Vec<RecordSlot>),
@@ -236,7 +236,7 @@ pub enum Records {
 impl Records {
     /// Records with their 0-based position in `result_content`; non-record entries are skipped
     /// but keep their position counted.
-    pub fn iter(&self) -> impl Iterator<Item = (usize, &Record)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &Record)> {
         let list: &[RecordSlot] = match self {
             Records::List(l) => l,
             _ => &[],
@@ -315,7 +315,7 @@ impl Serialize for Records {
 
 /// One maintenance-history report (the vendor's REPORT object).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// Overview parts in the vendor's order, keyed by part name.
     #[serde(default, skip_serializing_if = "Shaped::is_absent")]
     pub overview: Shaped<Map<String, Value>>,
@@ -455,7 +455,7 @@ keyed_object!(Report, "a REPORT object", {
 impl Report {
     /// The overview parts in the vendor's order. A part whose value is not an object still
     /// yields a row (with nothing known about it), so no part the vendor named is dropped.
-    pub fn overview_parts(&self) -> Vec<(&str, OverviewPart)> {
+    pub(crate) fn overview_parts(&self) -> Vec<(&str, OverviewPart)> {
         match &self.overview {
             Shaped::Ok(map) => map
                 .iter()
