@@ -52,7 +52,7 @@ pub(crate) fn state_counts(conn: &Conn) -> Result<StateCounts, CheckpointError> 
     Ok(StateCounts(out))
 }
 
-/// A live worker of a PostgreSQL checkpoint (`workers::live`), as `vmr status` shows it.
+/// A live worker of a PostgreSQL checkpoint (`reaping::live`), as `vmr status` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct WorkerRow {
     pub id: i64,

@@ -24,6 +24,8 @@ mod overview;
 #[cfg(feature = "pg")]
 pub mod pg;
 mod queue;
+#[cfg(feature = "pg")]
+mod reaping;
 mod resolutions;
 mod schema;
 mod sharing;
@@ -67,40 +69,69 @@ pub(crate) use update::unusable_gets;
 use update::{Applied, apply_update};
 pub use update::{CallLog, ReportRow, Update};
 
+/// Why the checkpoint could not be opened, read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
+    /// The SQLite checkpoint file could not be opened.
     #[error("checkpoint {path}: {source}")]
     Open {
+        /// The checkpoint file.
         path: PathBuf,
+        /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// Another vmr holds the state directory's lock.
     #[error(
         "state directory {dir} is in use by another vmr (pid {pid}); wait for it to finish or use another --state"
     )]
-    Locked { dir: PathBuf, pid: String },
+    Locked {
+        /// The state directory.
+        dir: PathBuf,
+        /// The holder's process id as its lock file records it, or `unknown`.
+        pid: String,
+    },
+    /// A file in the state directory could not be created, read or written.
     #[error("state directory {dir}: {source}")]
     Io {
+        /// The state directory.
         dir: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The checkpoint was written by a newer vmr (its schema version is above this one's); it
+    /// is left unchanged.
     #[error(
         "checkpoint {path} has schema version {found}, newer than this vmr understands ({SCHEMA_VERSION}); upgrade vmr (the checkpoint was not changed)"
     )]
-    TooNew { path: PathBuf, found: i64 },
+    TooNew {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The schema version it holds.
+        found: i64,
+    },
+    /// No checkpoint file exists at this path to read.
     #[error("no checkpoint at {0}; run `vmr ingest` or `vmr run` first")]
     Missing(PathBuf),
+    /// A SQLite error.
     #[error(transparent)]
     Sql(#[from] rusqlite::Error),
+    /// A VIN state change the state machine does not allow.
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),
+    /// An update named a VIN id the checkpoint does not hold.
     #[error("VIN id {0} is not in the checkpoint")]
     UnknownVin(i64),
+    /// A write the checkpoint refused or could not finish, or a stored value it could not read;
+    /// the text says why.
     #[error("checkpoint commit failed: {0}")]
     Commit(String),
+    /// The writer thread has stopped, so no write can be made.
     #[error("the checkpoint writer stopped")]
     WriterGone,
+    /// A backup's destination already exists.
     #[error("{0} already exists; a backup never overwrites a file: choose a new path")]
     BackupExists(PathBuf),
+    /// A PostgreSQL error, with the server's code and message.
     #[error("PostgreSQL: {0}")]
     Db(String),
     /// A worker's write for a VIN whose claim had lapsed (another worker may hold it now): the
@@ -109,6 +140,7 @@ pub enum CheckpointError {
         "VIN {0}: this worker's claim on it lapsed, or another worker moved it; the late answer was kept in the call log and the VIN left as it was"
     )]
     Fenced(String),
+    /// A PostgreSQL checkpoint could not be reached, opened or migrated.
     #[error(transparent)]
     #[cfg(feature = "pg")]
     Pg(#[from] pg::PgError),
@@ -176,6 +208,7 @@ impl Checkpoint {
         self.writer.write(|_| Ok(())).await
     }
 
+    /// Where the checkpoint lives: a state directory or a PostgreSQL schema.
     pub fn place(&self) -> &Place {
         &self.place
     }

@@ -5,15 +5,17 @@ use super::files::{DirLock, db_path, tighten_db_files, writer_running};
 use super::schema::{SCHEMA_VERSION, configure, migrate};
 use super::{CheckpointError, Conn, p};
 #[cfg(feature = "pg")]
-use super::{pg, workers};
+use super::{pg, reaping, workers};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 
 /// Where a checkpoint lives: a state directory (SQLite), or a schema in PostgreSQL.
 #[derive(Debug, Clone)]
 pub enum Place {
+    /// A state directory, which holds the SQLite checkpoint file.
     Dir(PathBuf),
     #[cfg(feature = "pg")]
+    /// A schema in PostgreSQL.
     Pg(Box<pg::PgLocation>),
 }
 
@@ -68,7 +70,7 @@ pub struct Recovery {
 pub(super) fn recover(conn: &Conn) -> Result<Vec<String>, CheckpointError> {
     #[cfg(feature = "pg")]
     if matches!(conn, Conn::Pg(_)) {
-        workers::reap_dead_here(conn)?;
+        reaping::reap_dead_here(conn)?;
         let mut vins: Vec<String> = conn.query_map(
             &format!(
                 "UPDATE vins SET state = 'uncertain', message = 'the process stopped while generate was in flight; the vendor may have billed it',

@@ -37,7 +37,7 @@ pub(crate) fn uncertain_vins(
     if matches!(conn, Conn::Pg(_)) {
         let cond = format!(
             "(state = 'uncertain' OR (state = 'submitting' AND {}))",
-            super::workers::unheld_sql(conn)?
+            super::reaping::unheld_sql(conn)?
         );
         return vins_where(conn, &cond, limit);
     }
@@ -213,7 +213,7 @@ pub(crate) fn oldest_pending(conn: &Conn) -> Result<Option<i64>, CheckpointError
 pub(crate) fn live_workers(conn: &Conn) -> Result<Option<Vec<super::WorkerRow>>, CheckpointError> {
     #[cfg(feature = "pg")]
     if matches!(conn, Conn::Pg(_)) {
-        return super::workers::live(conn).map(Some);
+        return super::reaping::live(conn).map(Some);
     }
     let _ = conn;
     Ok(None)

@@ -16,22 +16,47 @@ use super::schema::{SCHEMA_VERSION, pg_steps};
 /// The tables with an identity column, whose sequence must follow ids copied in.
 pub(crate) const IDENTITY_TABLES: &[&str] = &["vins", "calls", "runs", "resolutions"];
 
+/// Why a PostgreSQL checkpoint could not be reached, opened or used. No variant holds the
+/// password.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
+    /// The location is not a usable `postgres://` URL (or its schema name is not allowed).
     #[error("{0}")]
     Url(String),
+    /// A URL given on the command line holds a password.
     #[error(
         "{shown}: a password in a URL given on the command line is refused (`ps` shows it to every user); put it in PGPASSWORD or a password file (PGPASSFILE, default ~/.pgpass, mode 0600)"
     )]
-    PasswordInArgs { shown: String },
+    PasswordInArgs {
+        /// The location as shown to the user, without the password.
+        shown: String,
+    },
+    /// The server could not be reached, or refused a statement.
     #[error("{shown}: {detail}")]
-    Db { shown: String, detail: String },
+    Db {
+        /// The location as shown to the user, without the password.
+        shown: String,
+        /// The server's code and message.
+        detail: String,
+    },
+    /// The schema's vmr tables were written by a newer vmr; nothing was changed.
     #[error(
         "{shown}: its vmr tables have schema version {found}, newer than this vmr understands ({SCHEMA_VERSION}); upgrade vmr (nothing was changed)"
     )]
-    TooNew { shown: String, found: i64 },
+    TooNew {
+        /// The location as shown to the user, without the password.
+        shown: String,
+        /// The schema version the tables hold.
+        found: i64,
+    },
+    /// The schema holds no vmr tables.
     #[error("{shown}: no checkpoint there (schema {schema} has no vmr tables)")]
-    Missing { shown: String, schema: String },
+    Missing {
+        /// The location as shown to the user, without the password.
+        shown: String,
+        /// The PostgreSQL schema named by the location.
+        schema: String,
+    },
 }
 
 impl PgError {
@@ -154,6 +179,7 @@ impl PgLocation {
         })
     }
 
+    /// The PostgreSQL schema that holds the checkpoint (`vmr` unless the URL names one).
     pub fn schema(&self) -> &str {
         &self.schema
     }
@@ -163,6 +189,7 @@ impl PgLocation {
         format!("\"{}\"", self.schema)
     }
 
+    /// Opens a new connection to the location's database.
     pub fn connect(&self) -> Result<postgres::Client, PgError> {
         super::db::blocking(|| self.config.connect(postgres::NoTls)).map_err(|e| self.db_error(e))
     }
@@ -318,7 +345,7 @@ fn connect_with(
 /// Whether a vmr works the checkpoint now: any worker whose heartbeat is within its lease.
 pub(crate) fn held(loc: &PgLocation) -> bool {
     open_reader(loc)
-        .and_then(|c| super::workers::live(&c))
+        .and_then(|c| super::reaping::live(&c))
         .is_ok_and(|w| !w.is_empty())
 }
 
