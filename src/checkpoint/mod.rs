@@ -31,6 +31,8 @@ mod schema;
 mod sharing;
 mod snapshot;
 pub mod state;
+#[cfg(feature = "pg")]
+mod tls;
 mod update;
 #[cfg(feature = "pg")]
 pub mod workers;

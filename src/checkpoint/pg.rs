@@ -7,6 +7,7 @@
 //! password file (`PGPASSFILE`, default `~/.pgpass`) as libpq reads it. No error, log line or
 //! summary shows it.
 
+use super::tls::{SslMode, Tls};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -78,6 +79,8 @@ pub struct PgLocation {
     config: postgres::Config,
     schema: String,
     shown: String,
+    /// `sslmode` and `sslrootcert`, as libpq reads them.
+    tls: Tls,
 }
 
 impl std::fmt::Debug for PgLocation {
@@ -117,16 +120,20 @@ impl PgLocation {
         }
         let has_password = url.password().is_some();
         let _ = url.set_password(None);
-        let mut schema = None;
+        let (mut schema, mut sslmode, mut sslrootcert) = (None, None, None);
+        // `schema` is vmr's; `sslmode` and `sslrootcert` are read here (rust-postgres knows
+        // only some of libpq's values), the rest is rust-postgres'.
         let rest: Vec<(String, String)> = url
             .query_pairs()
             .filter_map(|(k, v)| {
-                if k == "schema" {
-                    schema = Some(v.into_owned());
-                    None
-                } else {
-                    Some((k.into_owned(), v.into_owned()))
-                }
+                let slot = match k.as_ref() {
+                    "schema" => &mut schema,
+                    "sslmode" => &mut sslmode,
+                    "sslrootcert" => &mut sslrootcert,
+                    _ => return Some((k.into_owned(), v.into_owned())),
+                };
+                *slot = Some(v.into_owned());
+                None
             })
             .collect();
         let schema = schema.unwrap_or_else(|| "vmr".to_owned());
@@ -141,6 +148,8 @@ impl PgLocation {
         if has_password && from_args {
             return Err(PgError::PasswordInArgs { shown });
         }
+        let tls = Tls::from_settings(sslmode.as_deref(), sslrootcert.as_deref())
+            .map_err(|e| PgError::Url(format!("{shown}: {e}")))?;
         if rest.is_empty() {
             url.set_query(None);
         } else {
@@ -172,10 +181,12 @@ impl PgLocation {
             config.tcp_user_timeout(Duration::from_secs(60));
         }
         config.application_name("vmr");
+        config.ssl_mode(tls.protocol());
         Ok(PgLocation {
             config,
             schema,
             shown,
+            tls,
         })
     }
 
@@ -191,7 +202,15 @@ impl PgLocation {
 
     /// Opens a new connection to the location's database.
     pub fn connect(&self) -> Result<postgres::Client, PgError> {
-        super::db::blocking(|| self.config.connect(postgres::NoTls)).map_err(|e| self.db_error(e))
+        if self.tls.mode == SslMode::Disable {
+            return super::db::blocking(|| self.config.connect(postgres::NoTls))
+                .map_err(|e| self.db_error(e));
+        }
+        let tls = self
+            .tls
+            .connector()
+            .map_err(|e| PgError::Url(format!("{}: {e}", self.shown)))?;
+        super::db::blocking(|| self.config.connect(tls)).map_err(|e| self.db_error(e))
     }
 
     /// A database error as the user sees it: the location (never the password) and the

@@ -855,3 +855,140 @@ fn a_version_2_postgres_checkpoint_reaches_the_shared_schema_version_with_typed_
         .get(0);
     assert_eq!(state, "done");
 }
+
+/// A certificate authority made for one test, and a server certificate it signed for `names`.
+struct TestPki {
+    ca_pem: String,
+    server_pem: String,
+    server_key_pem: String,
+}
+
+fn test_pki(names: &[&str]) -> TestPki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "vmr test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let server = CertificateParams::new(names)
+        .expect("server params")
+        .signed_by(&key, &issuer)
+        .expect("server certificate");
+    TestPki {
+        ca_pem: ca_cert.pem(),
+        server_pem: server.pem(),
+        server_key_pem: key.serialize_pem(),
+    }
+}
+
+#[test]
+fn tls_to_postgresql_checks_the_server_as_sslmode_says_and_a_tls_only_server_refuses_plain() {
+    let pki = test_pki(&["db.internal.example"]);
+    let other = test_pki(&["db.internal.example"]);
+    let server = pgserver::start_own("pgtls", |base, ids| {
+        let write = |name: &str, text: &str| -> Result<String, String> {
+            let path = base.join(name);
+            std::fs::write(&path, text).map_err(|e| e.to_string())?;
+            set_mode(&path, 0o600);
+            pgserver::chown(&path, ids);
+            Ok(path.display().to_string())
+        };
+        let cert = write("server.crt", &pki.server_pem)?;
+        let key = write("server.key", &pki.server_key_pem)?;
+        // Only TLS connections from outside; the socket stays open for the test's own setup.
+        let hba = write(
+            "hba.conf",
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\n\
+             hostnossl all all 127.0.0.1/32 reject\n",
+        )?;
+        Ok(vec![
+            "ssl=on".into(),
+            format!("ssl_cert_file={cert}"),
+            format!("ssl_key_file={key}"),
+            format!("hba_file={hba}"),
+        ])
+    });
+    let server = match server {
+        Ok(s) => s,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("{e}"),
+        Err(e) => {
+            eprintln!("SKIPPED: no PostgreSQL server with TLS could be started ({e})");
+            return;
+        }
+    };
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    write_csv(&dir.join("in.csv"), &vins(20, 64));
+    std::fs::write(dir.join("ca.pem"), &pki.ca_pem).expect("ca");
+    std::fs::write(dir.join("other-ca.pem"), &other.ca_pem).expect("other ca");
+    let url = |schema: &str, tls: &str| {
+        format!(
+            "postgres://{}@127.0.0.1:{}/postgres?schema={schema}&{tls}",
+            pgserver::USER,
+            server.port
+        )
+    };
+    let ingest = |schema: &str, tls: &str| {
+        let out = vmr_pg(&dir, &sb, &url(schema, tls))
+            .args(["ingest", "--input", "in.csv"])
+            .output()
+            .expect("vmr runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let ca = dir.join("ca.pem").display().to_string();
+    let other_ca = dir.join("other-ca.pem").display().to_string();
+
+    // The chain checked against the right root: connected (and only TLS gets in).
+    let (code, err) = ingest("chain", &format!("sslmode=verify-ca&sslrootcert={ca}"));
+    assert_eq!(code, Some(0), "{err}");
+    // Encrypted without a check, as libpq's require.
+    let (code, err) = ingest("plain_require", "sslmode=require");
+    assert_eq!(code, Some(0), "{err}");
+    // A run over TLS, end to end.
+    let run = vmr_pg(
+        &dir,
+        &sb,
+        &url("chain", &format!("sslmode=verify-ca&sslrootcert={ca}")),
+    )
+    .args(["run", "--input", "in.csv"])
+    .status()
+    .expect("vmr runs");
+    assert_eq!(run.code(), Some(0));
+    // Another authority's certificate: refused, naming why.
+    let (code, err) = ingest(
+        "wrong_ca",
+        &format!("sslmode=verify-ca&sslrootcert={other_ca}"),
+    );
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("UnknownIssuer") || err.contains("certificate"),
+        "{err}"
+    );
+    // verify-full checks the name too: the certificate is for db.internal.example, not the
+    // address connected to.
+    let (code, err) = ingest("full", &format!("sslmode=verify-full&sslrootcert={ca}"));
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("NotValidForName") || err.contains("certificate"),
+        "{err}"
+    );
+    // verify-full without roots: a usage error before any connection.
+    let (code, err) = ingest("no_roots", "sslmode=verify-full");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("sslrootcert"), "{err}");
+    // Plain text to a server that takes only TLS: refused by the server.
+    let (code, err) = ingest("disabled", "sslmode=disable");
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("pg_hba.conf") || err.contains("no encryption"),
+        "{err}"
+    );
+}

@@ -137,7 +137,7 @@ fn as_user(cmd: &mut Command, ids: Option<(u32, u32)>) {
     }
 }
 
-fn chown(path: &Path, ids: Option<(u32, u32)>) {
+pub(crate) fn chown(path: &Path, ids: Option<(u32, u32)>) {
     if let Some((uid, gid)) = ids {
         std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown for postgres");
     }
@@ -150,7 +150,9 @@ fn clean_stale(root: &Path) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix("vmr-test-pg-")
+        if name.starts_with("vmr-test-")
+            && let Some((_, pid)) = name.rsplit_once('-')
+            && pid.bytes().all(|b| b.is_ascii_digit())
             && !Path::new("/proc").join(pid).exists()
         {
             let _ = std::fs::remove_dir_all(e.path());
@@ -166,11 +168,28 @@ fn free_port() -> u16 {
 }
 
 fn start() -> Result<PgServer, String> {
+    start_in("vmr-test-pg", |_, _| Ok(Vec::new()))
+}
+
+/// A server of its own for one test, in `vmr-test-<tag>-<pid>` under the temporary directory:
+/// `setup` gets its base directory (before initdb's data directory is made in it) and the ids
+/// the server runs as, and returns more `-c name=value` settings.
+pub(crate) fn start_own(
+    tag: &str,
+    setup: impl FnOnce(&Path, Option<(u32, u32)>) -> Result<Vec<String>, String>,
+) -> Result<PgServer, String> {
+    start_in(&format!("vmr-test-{tag}"), setup)
+}
+
+fn start_in(
+    prefix: &str,
+    setup: impl FnOnce(&Path, Option<(u32, u32)>) -> Result<Vec<String>, String>,
+) -> Result<PgServer, String> {
     let bin = bindir().ok_or("no PostgreSQL binaries under /usr/lib/postgresql")?;
     let ids = run_as()?;
     let root = std::env::temp_dir();
     clean_stale(&root);
-    let base = root.join(format!("vmr-test-pg-{}", std::process::id()));
+    let base = root.join(format!("{prefix}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base).map_err(|e| e.to_string())?;
     chown(&base, ids);
@@ -195,6 +214,7 @@ fn start() -> Result<PgServer, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
+    let settings = setup(&base, ids)?;
     let port = free_port();
     let log = std::fs::File::create(base.join("server.log")).map_err(|e| e.to_string())?;
     let mut server = Command::new(bin.join("postgres"));
@@ -208,6 +228,7 @@ fn start() -> Result<PgServer, String> {
         // A test server: durability is not what is tested here.
         .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
         .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
+        .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
         .current_dir(&base)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -244,6 +265,8 @@ fn start() -> Result<PgServer, String> {
             .connect(postgres::NoTls);
         match c {
             Ok(_) => return Ok(pg),
+            // It answered (a server that takes only TLS refuses this plain connection).
+            Err(e) if e.as_db_error().is_some() => return Ok(pg),
             Err(e) if Instant::now() > deadline => {
                 let log = std::fs::read_to_string(base.join("server.log")).unwrap_or_default();
                 return Err(format!("server did not accept connections: {e}\n{log}"));
