@@ -5,17 +5,25 @@
 #
 #   benches/ab_bench.sh OLD_TARGET_DIR NEW_TARGET_DIR      # each holding release/vmr
 #
-# The data is made once with NEW's bench tools (cargo build --release --features bench-tools --bins).
+# The data is made once with each side's bench tools (cargo build --release --features
+# bench-tools --bins): the export checkpoint per side, since an older vmr refuses a checkpoint
+# of a newer schema (and a newer one migrates an older one on its first read).
 set -euo pipefail
 OLD=$1/release/vmr
 NEW=$2/release/vmr
 TOOLS=$2/release
+declare -A TOOLS_OF=([old]=$1/release [new]=$2/release)
 RUNS=${RUNS:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${WORK:-$(mktemp -d -t vmr-ab.XXXXXX)}
 export VMR_APP_ID=vmr-sandbox VMR_APP_SECRET=vmr-sandbox-secret
 
-[ -f "$WORK/export/state/checkpoint.sqlite" ] || "$TOOLS/make_checkpoint" "$WORK/export/state" 100000 >/dev/null
+for side in old new; do
+  [ -f "$WORK/export-$side/state/checkpoint.sqlite" ] ||
+    "${TOOLS_OF[$side]}/make_checkpoint" "$WORK/export-$side/state" 100000 >/dev/null
+done
+# Any migration on first read happens here, not in a timed run.
+"$NEW" status --state "$WORK/export-new/state" >/dev/null 2>&1 || true
 [ -f "$WORK/raw.csv" ] || python3 "$ROOT/benches/gen_input.py" 50000 "$WORK/raw.csv"
 [ -f "$WORK/audit/records.parquet" ] || "$TOOLS/audit_tables" "$WORK/audit" 41000 25 >/dev/null
 
@@ -30,7 +38,7 @@ for i in $(seq "$RUNS"); do
   for side in old new; do
     bin=$OLD; [ $side = new ] && bin=$NEW
     rm -rf "$WORK/out-$side"
-    T[export-$side]+="$(wall "$bin" export --state "$WORK/export/state" --out "$WORK/out-$side" --format parquet,csv) "
+    T[export-$side]+="$(wall "$bin" export --state "$WORK/export-$side/state" --out "$WORK/out-$side" --format parquet,csv) "
     rm -rf "$WORK/raw-$side"
     "$bin" --state "$WORK/raw-$side" --sandbox ingest --input "$WORK/raw.csv" >/dev/null 2>&1
     T[raw-$side]+="$(wall "$bin" --state "$WORK/raw-$side" --out "$WORK/raw-out-$side" --sandbox --rate 0 --concurrency 64 submit) "

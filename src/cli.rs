@@ -8,6 +8,7 @@ use crate::app;
 use crate::cmd;
 use crate::config::{Options, Settings};
 
+/// The command line: the options every subcommand shares, and the subcommand.
 #[derive(Parser, Debug)]
 #[command(
     name = "vmr",
@@ -19,12 +20,15 @@ use crate::config::{Options, Settings};
     long_about = "Buys one maintenance-history report per vehicle from the Jumdata API, checkpoints every call, and writes typed Parquet and CSV tables.\n\nCredentials come from VMR_APP_ID and VMR_APP_SECRET (or --app-secret-file); --sandbox runs against the built-in simulator instead."
 )]
 pub struct Cli {
+    /// The options, from flags and `VMR_*` variables.
     #[command(flatten)]
     pub options: Options,
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// vmr's subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Ingest, submit, poll until done or --max-wait, then export.
@@ -52,6 +56,7 @@ pub enum Command {
     State(cmd::state::Args),
 }
 
+/// Runs vmr with the process's arguments, and returns its exit code.
 pub fn main() -> ExitCode {
     // Cli::try_parse, with the defaults (config::defaults) shown in the options' help.
     let mut cmd = Options::show_defaults(Cli::command());

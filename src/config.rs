@@ -26,8 +26,11 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Output formats of `export` and `audit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    /// Apache Parquet files.
     Parquet,
+    /// Comma-separated text.
     Csv,
+    /// JSON Lines: one JSON object per line.
     Jsonl,
 }
 
@@ -94,10 +97,13 @@ impl clap::builder::TypedValueParser for FormatName {
     }
 }
 
+/// The format of log lines (`--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Plain text, for a person.
     Text,
+    /// One JSON object per line.
     Json,
 }
 
@@ -480,39 +486,69 @@ fn state_place(state: &Path) -> Result<crate::checkpoint::Place> {
 pub struct Settings {
     /// Where the checkpoint lives (`--state`).
     pub place: crate::checkpoint::Place,
+    /// Where the tables go (`--out`): a directory, or an `s3://` prefix.
     pub out: PathBuf,
+    /// The vendor's base URL (`--base-url`).
     pub base_url: String,
+    /// Whether vmr runs against the built-in sandbox (`--sandbox`).
     pub sandbox: bool,
+    /// Calls per second, generate and get together; 0 is unlimited (`--rate`).
     pub rate: u32,
+    /// Calls allowed at once above the steady rate (`--burst`).
     pub burst: u32,
+    /// Calls in flight at once (`--concurrency`).
     pub concurrency: usize,
+    /// The timeout of one call (`--timeout`).
     pub timeout: Duration,
+    /// Attempts per call on transient faults before the VIN fails (`--max-attempts`).
     pub max_attempts: u32,
+    /// How long `run` keeps polling before it exports what it has (`--max-wait`).
     pub max_wait: Duration,
+    /// The first wait between polls of a pending report (`--poll-interval`).
     pub poll_interval: Duration,
+    /// How long after submission a report not yet ready expires (`--poll-timeout`).
     pub poll_timeout: Duration,
+    /// At most this many calls billed, or possibly billed, in this run (`--max-billed`).
     pub max_billed: Option<u64>,
     /// `--run-id`: the budget shared by the workers started with it.
     pub run_id: Option<String>,
+    /// Buy again the VINs whose latest report is older than this (`--refresh-older-than`).
     pub refresh_older_than: Option<Duration>,
     /// The price of a billed call, when given.
     pub price: Option<crate::price::Price>,
+    /// At most this much spent, or possibly spent, in this run (`--max-spend`).
     pub max_spend: Option<f64>,
+    /// How many 400 answers in a row stop the run (`--bad-request-streak`).
     pub bad_request_streak: u32,
     /// `--max-body`, in bytes.
     pub max_body: usize,
+    /// Whether to bind a state directory whose calls predate account binding to this run's account
+    /// (`--adopt-account`).
     pub adopt_account: bool,
+    /// The output formats, each once, in the order given (`--format`).
     pub formats: Vec<Format>,
+    /// How `export` lays the tables out (`--layout`).
     pub layout: Layout,
+    /// Whether CSV outputs start with a UTF-8 byte-order mark (`--csv-bom`).
     pub csv_bom: bool,
+    /// The format of log lines (`--log-format`).
     pub log_format: LogFormat,
+    /// The file Prometheus metrics are written to after every run, submit and poll
+    /// (`--metrics-file`).
     pub metrics_file: Option<PathBuf>,
+    /// The check URL pinged around every run, submit and poll (`--ping-url`).
     pub ping_url: Option<PingUrl>,
+    /// The account's app id: `VMR_APP_ID`, else `app-id` in the config file.
     pub app_id: Option<String>,
+    /// The file the app secret is read from (`--app-secret-file`).
     pub app_secret_file: Option<PathBuf>,
+    /// The input column holding the VIN (`--vin-column`); `None` finds it by name.
     pub vin_column: Option<String>,
+    /// The input column holding the licence image URL (`--image-column`); `None` finds it by name.
     pub image_column: Option<String>,
+    /// The input's encoding (`--encoding`); `None` detects it.
     pub encoding: Option<String>,
+    /// The sheet of a spreadsheet input (`--sheet`): a name, a position from 1, or `*`.
     pub sheet: Option<String>,
     /// `--delimiter`, parsed.
     pub delimiter: Option<u8>,

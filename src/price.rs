@@ -96,8 +96,11 @@ pub fn count(n: u64) -> String {
 /// Billed calls and what they cost, as `vmr status --json` and the manifest report them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Spent {
+    /// The price of one billed call.
     pub price_per_call: f64,
+    /// The price's currency label.
     pub currency: String,
+    /// The calls billed.
     pub billed_calls: u64,
     /// `billed_calls` × the price.
     pub spent: f64,
@@ -108,6 +111,8 @@ pub struct Spent {
 }
 
 impl Spent {
+    /// What `billed` billed calls and `unknown` calls of unknown outcome come to at `price`,
+    /// rounded to the cent.
     pub fn of(price: &Price, billed: u64, unknown: u64) -> Spent {
         Spent {
             price_per_call: price.per_call,

@@ -14,7 +14,9 @@ use super::sign::Credentials;
 /// Options for building the client.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
+    /// The vendor's address (scheme and host); each endpoint's path is appended to it.
     pub base_url: String,
+    /// How long to wait for a connection to open.
     pub connect_timeout: Duration,
     /// Whole-call timeout (connect, send, wait, read).
     pub timeout: Duration,
@@ -44,13 +46,19 @@ impl Default for ClientOptions {
 /// One finished exchange: what was sent, what came back, and what it means.
 #[derive(Debug, Clone)]
 pub struct Exchange {
+    /// Which endpoint the call went to.
     pub endpoint: Endpoint,
+    /// When the request was started, in milliseconds since the Unix epoch.
     pub started_at_ms: i64,
+    /// When the call ended (answer read or transport failed), in milliseconds since the Unix epoch.
     pub ended_at_ms: i64,
+    /// The HTTP status of the answer; `None` when no status came back.
     pub http_status: Option<u16>,
     /// The body exactly as received (empty when no answer came).
     pub body: Vec<u8>,
+    /// The envelope's code, message and task number, as the call log records them.
     pub answer: Answer,
+    /// What the answer means for the caller.
     pub outcome: Outcome,
     /// A 2xx answer whose body ended too soon: the connection failed mid-body, it passed
     /// `--max-body`, or it is a JSON document that stops before its end. It may be a billed
@@ -59,6 +67,7 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// Whether the vendor billed this call (code 200 in a 2xx answer).
     pub fn billed(&self) -> bool {
         self.answer.billed()
     }
@@ -122,6 +131,7 @@ impl Client {
         })
     }
 
+    /// The vendor's address the client sends to, without a trailing `/`.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }

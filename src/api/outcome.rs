@@ -13,7 +13,9 @@ use super::scalar::{Field, Int, Text};
 /// Which vendor endpoint a call went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
+    /// `generate`: buys a report for one VIN.
     Generate,
+    /// `get`: fetches the report behind a requestId.
     Get,
 }
 
@@ -75,29 +77,59 @@ pub enum Delivery {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Code 200 with a report: store the body, the VIN is done. Billed.
-    Report { request_id: Option<String> },
+    Report {
+        /// The requestId a generate answer names beside its report; `None` from get.
+        request_id: Option<String>,
+    },
     /// Code 200 from generate without an inline report: poll `get` with this requestId. Billed.
-    Accepted { request_id: String },
+    Accepted {
+        /// The requestId to poll.
+        request_id: String,
+    },
     /// Code 200 that cannot be used (generate without a requestId or report, get without a
     /// report object). Billed: the body is kept and the VIN fails as `billed_unusable`.
-    BilledUnusable { message: String },
+    BilledUnusable {
+        /// Why the answer cannot be used, with an excerpt of its body.
+        message: String,
+    },
     /// Code 701: not ready yet; poll again later.
-    NotReady { message: String },
+    NotReady {
+        /// The vendor's `msg`.
+        message: String,
+    },
     /// No usable answer: retried (not sent, not billed) or, for a generate whose outcome is
     /// unknown, parked as `uncertain`. `retry_after` is the server's `Retry-After`, if any.
     Transient {
+        /// The HTTP status, if an answer came back at all.
         http_status: Option<u16>,
+        /// The vendor's code, if the body carried one.
         code: Option<i64>,
+        /// What went wrong, in one line for logs and the call log.
         detail: String,
+        /// What the call may have cost.
         delivery: Delivery,
+        /// The wait the server asked for in `Retry-After`, if any.
         retry_after: Option<std::time::Duration>,
     },
     /// Code 400: a bad parameter, or (when many in a row) a bad sign, secret or clock.
-    BadRequest { message: String },
+    BadRequest {
+        /// The vendor's `msg`.
+        message: String,
+    },
     /// Codes 702, 703, 999 and any code the page does not list.
-    Fail { code: i64, message: String },
+    Fail {
+        /// The vendor's code.
+        code: i64,
+        /// The vendor's `msg`.
+        message: String,
+    },
     /// Codes 404, 601–604: the account or address is refused; stop the whole run.
-    Stop { code: i64, message: String },
+    Stop {
+        /// The vendor's code, or the HTTP status (404 or a redirect's 3xx) that stopped the run.
+        code: i64,
+        /// The vendor's `msg`, or a description of the HTTP answer.
+        message: String,
+    },
 }
 
 impl Outcome {
@@ -154,8 +186,11 @@ impl Outcome {
 /// The parts of an answer the checkpoint records besides the outcome.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Answer {
+    /// The envelope's `code`; `None` for a non-2xx answer or a body without a readable code.
     pub code: Option<i64>,
+    /// The envelope's `msg`, if any.
     pub msg: Option<String>,
+    /// The envelope's `taskNo`, if any (never kept from a non-2xx answer).
     pub task_no: Option<String>,
     /// What lenient reading repaired in a body that was not strict JSON ([`super::lenient`]).
     pub repaired: Option<String>,

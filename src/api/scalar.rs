@@ -39,10 +39,12 @@ impl<T: Clone> Lenient<T> {
 }
 
 impl<T> Lenient<T> {
+    /// Whether the value was present but could not be converted.
     pub fn is_invalid(&self) -> bool {
         matches!(self, Lenient::Invalid(_))
     }
 
+    /// Whether the value was absent, `null`, or a blank string.
     pub fn is_missing(&self) -> bool {
         matches!(self, Lenient::Missing)
     }
@@ -50,10 +52,16 @@ impl<T> Lenient<T> {
 
 /// How a kind of scalar is read from each JSON shape. Implemented by the marker types below.
 pub trait Kind {
+    /// The type a value of this kind converts to.
     type Out;
+    /// Converts a JSON string (trimmed, never empty); `None` when this kind cannot take it.
     fn from_str(s: &str) -> Option<Self::Out>;
+    /// Converts a JSON whole number; `None` when this kind cannot take it.
     fn from_i64(v: i64) -> Option<Self::Out>;
+    /// Converts a JSON number with a fraction (or one too large for `i64`); `None` when this kind
+    /// cannot take it.
     fn from_f64(v: f64) -> Option<Self::Out>;
+    /// Converts a JSON boolean; by default no kind takes one.
     fn from_bool(_v: bool) -> Option<Self::Out> {
         None
     }
@@ -215,6 +223,7 @@ enum Raw {
 /// (`"3"` stays a string, `3` stays a number).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Field<K: Kind> {
+    /// The value as this kind reads it.
     pub value: Lenient<K::Out>,
     raw: Option<Raw>,
     /// `true` when the key was present with `null`.
@@ -237,12 +246,14 @@ impl<K: Kind> Field<K>
 where
     K::Out: Clone,
 {
+    /// The typed value, or `None` when missing or invalid.
     pub fn get(&self) -> Option<K::Out> {
         self.value.get()
     }
 }
 
 impl<K: Kind> Field<K> {
+    /// Whether the value was present but could not be converted.
     pub fn is_invalid(&self) -> bool {
         self.value.is_invalid()
     }

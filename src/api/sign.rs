@@ -38,7 +38,9 @@ impl fmt::Display for Secret {
 /// An account: the public app id and its secret.
 #[derive(Clone, Debug)]
 pub struct Credentials {
+    /// The account's app id, sent with every call.
     pub app_id: String,
+    /// The account's secret, which signs every call and is never sent.
     pub app_secret: Secret,
 }
 

@@ -22,11 +22,17 @@ pub enum Scalar<'a> {
     /// The key was absent.
     #[default]
     Absent,
+    /// `null`.
     Null,
+    /// A string, untrimmed; borrowed unless the vendor escaped it.
     Str(Cow<'a, str>),
+    /// A whole number the parser read as signed (serde_json: a negative one).
     I64(i64),
+    /// A whole number the parser read as unsigned (serde_json: zero or more).
     U64(u64),
+    /// A number read as floating point (a fraction, an exponent, or too large for `u64`).
     F64(f64),
+    /// `true` or `false`.
     Bool(bool),
     /// An array or an object where a scalar belongs.
     Container,
@@ -37,12 +43,14 @@ pub enum Scalar<'a> {
 pub enum Conv<T> {
     /// Absent, `null`, or a blank string.
     Missing,
+    /// A usable value.
     Value(T),
     /// Present but not convertible (counted as coerced to null).
     Invalid,
 }
 
 impl<T> Conv<T> {
+    /// The converted value, or `None` when missing or invalid.
     pub fn value(self) -> Option<T> {
         match self {
             Conv::Value(v) => Some(v),
@@ -230,7 +238,9 @@ pub enum NotThere {
 /// A container field: the container, or what stood in its place.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Held<T> {
+    /// The container, read.
     Is(T),
+    /// No container: what stood in its place.
     Not(NotThere),
 }
 
@@ -289,6 +299,7 @@ impl<'de> Deserialize<'de> for Findings<'de> {
 /// A `result_content` element.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Slot<'a> {
+    /// An object, read as a maintenance record.
     Record(Box<RecordView<'a>>),
     /// Anything but an object.
     NotARecord,
@@ -318,9 +329,11 @@ impl<'de> Deserialize<'de> for RecordsView<'de> {
 /// One part of the overview, as its value stood.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PartSlot<'a> {
+    /// `null`.
     Null,
     /// A value that is not an object.
     NotAPart,
+    /// An object, read as an overview part.
     Part(PartView<'a>),
 }
 
@@ -419,7 +432,10 @@ macro_rules! view_object {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Default)]
         pub struct $name<'a> {
-            $(pub $field: $fty<'a>,)*
+            $(
+                #[doc = concat!("The value under the `", $wire, "` key.")]
+                pub $field: $fty<'a>,
+            )*
         }
 
         impl<'de> Deserialize<'de> for $name<'de> {

@@ -17,174 +17,39 @@ pub use super::Place;
 use super::pg::{IDENTITY_TABLES, PgError, PgLocation};
 use super::{CheckpointError, DirLock, db_path};
 
-/// A column's type, the same on both sides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Int,
-    Text,
-    Blob,
-}
+use super::columns::Kind::{self, Blob, Int, Text};
+use super::columns::TABLE_COLUMNS as TABLES;
 
-use Kind::{Blob, Int, Text};
-
-/// A table's name, its columns, and the key it is read in order of.
-type Table = (&'static str, &'static [(&'static str, Kind)], &'static str);
-
-/// Every table of the checkpoint with its columns (at the schema version this build writes,
-/// the same in both) and the key it is read in order of.
-const TABLES: &[Table] = &[
-    ("meta", &[("key", Text), ("value", Text)], "key"),
-    (
-        "batches",
-        &[
-            ("id", Text),
-            ("input_file", Text),
-            ("first_seen_at", Int),
-            ("rows_read", Int),
-            ("accepted", Int),
-            ("duplicates", Int),
-            ("rejected", Int),
-            ("check_digit_warnings", Int),
-            ("complete", Int),
-        ],
-        "id",
-    ),
-    (
-        "vins",
-        &[
-            ("id", Int),
-            ("vin", Text),
-            ("license_img_url", Text),
-            ("state", Text),
-            ("code", Int),
-            ("message", Text),
-            ("request_id", Text),
-            ("task_no", Text),
-            ("submit_attempts", Int),
-            ("poll_attempts", Int),
-            ("billed_calls", Int),
-            ("unknown_calls", Int),
-            ("next_poll_at", Int),
-            ("poll_interval_ms", Int),
-            ("first_seen_at", Int),
-            ("submitted_at", Int),
-            ("completed_at", Int),
-            ("input_file", Text),
-            ("input_line", Int),
-            ("batch_id", Text),
-            ("check_digit_ok", Int),
-            ("accepted_at", Int),
-            ("purchase", Int),
-            ("failure", Text),
-        ],
-        "id",
-    ),
-    (
-        "calls",
-        &[
-            ("id", Int),
-            ("vin_id", Int),
-            ("endpoint", Text),
-            ("request_id", Text),
-            ("http_status", Int),
-            ("code", Int),
-            ("msg", Text),
-            ("task_no", Text),
-            ("billed", Int),
-            ("delivery", Text),
-            ("started_at", Int),
-            ("ended_at", Int),
-            ("error", Text),
-            ("body", Blob),
-            ("purchase", Int),
-        ],
-        "id",
-    ),
-    (
-        "runs",
-        &[
-            ("id", Int),
-            ("command", Text),
-            ("started_at", Int),
-            ("ended_at", Int),
-            ("exit_code", Int),
-            ("outcome", Text),
-        ],
-        "id",
-    ),
-    (
-        "resolutions",
-        &[
-            ("id", Int),
-            ("vin_id", Int),
-            ("at", Int),
-            ("action", Text),
-            ("request_id", Text),
-            ("note", Text),
-            ("from_state", Text),
-            ("to_state", Text),
-        ],
-        "id",
-    ),
-    (
-        "reports",
-        &[
-            ("vin_id", Int),
-            ("version", Int),
-            ("purchase", Int),
-            ("vin", Text),
-            ("request_id", Text),
-            ("task_no", Text),
-            ("endpoint", Text),
-            ("fetched_at", Int),
-            ("body", Blob),
-        ],
-        "vin_id, version",
-    ),
-    (
-        "purchases",
-        &[
-            ("vin_id", Int),
-            ("purchase", Int),
-            ("state", Text),
-            ("code", Int),
-            ("message", Text),
-            ("request_id", Text),
-            ("task_no", Text),
-            ("submitted_at", Int),
-            ("accepted_at", Int),
-            ("completed_at", Int),
-            ("report_version", Int),
-            ("failure", Text),
-        ],
-        "vin_id, purchase",
-    ),
-    (
-        "batch_vins",
-        &[("batch_id", Text), ("vin_id", Int)],
-        "batch_id, vin_id",
-    ),
-];
-
+/// Why `vmr state copy` failed; the target is left as it was.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
+    /// The PostgreSQL side failed: its URL, its connection, or a statement.
     #[error(transparent)]
     Pg(#[from] PgError),
+    /// The SQLite side could not be opened, locked, read or written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The target (named) already holds a checkpoint.
     #[error(
         "{0} already holds a checkpoint; a copy only goes into an empty state (nothing was changed)"
     )]
     NotEmpty(String),
+    /// The two ends cannot be copied between (both directories, or both PostgreSQL).
     #[error("{0}")]
     Usage(String),
+    /// A value in the source that the target's column cannot take as it is.
     #[error("{table} row {row}, column {column}: {detail}")]
     Value {
+        /// The table.
         table: &'static str,
+        /// The row's key.
         row: String,
+        /// The column.
         column: &'static str,
+        /// What is wrong with the value.
         detail: String,
     },
+    /// The target's row counts or body bytes differ from what was copied.
     #[error("the copy does not match its source: {0}")]
     Mismatch(String),
 }
@@ -206,12 +71,14 @@ impl CopyError {
 /// What a copy moved, per table (the counts are checked on the target before it commits).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Copied {
+    /// Each table copied, in copy order, with its number of rows.
     pub rows: Vec<(&'static str, u64)>,
     /// Bytes of report and call bodies.
     pub body_bytes: u64,
 }
 
 impl Copied {
+    /// The rows copied into `table` (0 for a table not copied).
     pub fn rows_of(&self, table: &str) -> u64 {
         self.rows
             .iter()

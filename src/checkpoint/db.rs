@@ -35,8 +35,10 @@ pub use p;
 
 /// A connection to the checkpoint.
 pub enum Conn {
+    /// A SQLite connection.
     Lite(rusqlite::Connection),
     #[cfg(feature = "pg")]
+    /// A PostgreSQL connection, with its prepared statements.
     Pg(Box<PgConn>),
 }
 
@@ -93,6 +95,7 @@ impl Drop for PgConn {
 
 #[cfg(feature = "pg")]
 impl PgConn {
+    /// Wraps a connected client, with no statement prepared yet.
     pub fn new(client: postgres::Client) -> PgConn {
         PgConn {
             client: std::mem::ManuallyDrop::new(RefCell::new(client)),
@@ -155,15 +158,19 @@ fn lite_params<'a>(params: &'a [&'a dyn Param]) -> Vec<&'a dyn rusqlite::ToSql> 
 
 /// One row of a result.
 pub enum Row<'a> {
+    /// A SQLite row.
     Lite(&'a rusqlite::Row<'a>),
     #[cfg(feature = "pg")]
+    /// A PostgreSQL row.
     Pg(&'a postgres::Row),
 }
 
 /// A column type both sides read.
 pub trait FromCol: Sized {
+    /// Reads column `i` of a SQLite row.
     fn lite(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Self>;
     #[cfg(feature = "pg")]
+    /// Reads column `i` of a PostgreSQL row.
     fn pg(r: &postgres::Row, i: usize) -> Result<Self, postgres::Error>;
 }
 
@@ -233,6 +240,7 @@ impl FromCol for Option<bool> {
 }
 
 impl Row<'_> {
+    /// Reads column `i` (from 0) as `T`.
     pub fn get<T: FromCol>(&self, i: usize) -> Result<T, CheckpointError> {
         match self {
             Row::Lite(r) => Ok(T::lite(r, i)?),

@@ -194,8 +194,11 @@ pub(crate) fn create_locked(state_dir: &Path) -> Result<(DirLock, Connection), C
 /// What [`backup`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backup {
+    /// The size of the backup file, in bytes.
     pub bytes: u64,
+    /// The VINs in the backup.
     pub vins: i64,
+    /// The reports in the backup (every version of every VIN's).
     pub reports: i64,
 }
 

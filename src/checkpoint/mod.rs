@@ -14,6 +14,8 @@
 //! PostgreSQL.
 
 #[cfg(feature = "pg")]
+mod columns;
+#[cfg(feature = "pg")]
 pub mod copy;
 mod counts;
 pub mod db;

@@ -8,6 +8,8 @@
 //! share ([`COORDINATION`]), which a state directory, with one writer, has no use for.
 
 use super::CheckpointError;
+#[cfg(all(test, feature = "pg"))]
+use super::columns::{Kind, TABLE_COLUMNS};
 use rusqlite::Connection;
 use std::path::Path;
 
@@ -387,6 +389,40 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), Checkpoi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "pg")]
+    #[test]
+    fn the_copy_moves_every_column_of_every_table() {
+        let mut c = Connection::open_in_memory().unwrap();
+        migrate(&mut c, Path::new("memory")).unwrap();
+        let mut st = c
+            .prepare(
+                "SELECT m.name, p.name, p.type FROM sqlite_master m, pragma_table_info(m.name) p
+                 WHERE m.type = 'table' ORDER BY m.name, p.cid",
+            )
+            .unwrap();
+        let mut schema: Vec<(String, String, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        schema.sort();
+        let mut copied: Vec<(String, String, String)> = TABLE_COLUMNS
+            .iter()
+            .flat_map(|(t, cols, _)| {
+                cols.iter().map(move |(c, k)| {
+                    let ty = match k {
+                        Kind::Int => "INTEGER",
+                        Kind::Text => "TEXT",
+                        Kind::Blob => "BLOB",
+                    };
+                    (t.to_string(), c.to_string(), ty.to_owned())
+                })
+            })
+            .collect();
+        copied.sort();
+        assert_eq!(copied, schema);
+    }
 
     #[test]
     fn every_placeholder_is_filled_in_both_dialects() {

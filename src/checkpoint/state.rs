@@ -7,6 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// Where one VIN is in its life, as the checkpoint's `state` column keeps it (in lower case).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
@@ -68,6 +69,7 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// The name the checkpoint's `failure` column keeps.
     pub fn as_str(self) -> &'static str {
         match self {
             Failure::Vendor => "vendor",
@@ -81,8 +83,11 @@ impl Failure {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("illegal state change for VIN {vin}: {from} -> {to}")]
 pub struct IllegalTransition {
+    /// The VIN.
     pub vin: String,
+    /// The state it is in.
     pub from: State,
+    /// The state it was to move to.
     pub to: State,
 }
 

@@ -18,16 +18,26 @@ fn delivery_column(class: Delivery) -> &'static str {
 /// One vendor call, as the call log records it.
 #[derive(Debug, Clone)]
 pub struct CallLog {
+    /// Which endpoint was called.
     pub endpoint: crate::api::Endpoint,
+    /// The requestId a get asked for; `None` for a generate.
     pub request_id: Option<String>,
+    /// The HTTP status, if an answer came back.
     pub http_status: Option<u16>,
+    /// The vendor's code, if the answer carried one.
     pub code: Option<i64>,
+    /// The vendor's `msg`, if any.
     pub msg: Option<String>,
+    /// The vendor's `taskNo`, if any.
     pub task_no: Option<String>,
     /// What it may have cost.
     pub class: Delivery,
+    /// When the call started, in milliseconds since the Unix epoch.
     pub started_at: i64,
+    /// When the call ended, in milliseconds since the Unix epoch.
     pub ended_at: i64,
+    /// Why the call got no usable answer (a transport error, an unreadable body, a gateway's
+    /// refusal); `None` otherwise.
     pub error: Option<String>,
     /// The raw body, kept for a billed answer that is not stored as a report.
     pub body: Option<Vec<u8>>,
@@ -36,10 +46,15 @@ pub struct CallLog {
 /// A report bought, stored byte for byte.
 #[derive(Debug, Clone)]
 pub struct ReportRow {
+    /// The requestId the report was bought under, when the answer named one.
     pub request_id: Option<String>,
+    /// The vendor's `taskNo` for the answer, if any.
     pub task_no: Option<String>,
+    /// The endpoint that returned the report: `generate` or `get`.
     pub endpoint: &'static str,
+    /// When the report arrived, in milliseconds since the Unix epoch.
     pub fetched_at: i64,
+    /// The answer body exactly as received.
     pub body: Vec<u8>,
 }
 
@@ -47,19 +62,27 @@ pub struct ReportRow {
 /// state change (checked by the state machine), field updates, and an optional report.
 #[derive(Debug, Clone, Default)]
 pub struct Update {
+    /// The checkpoint's id of the VIN to change.
     pub vin_id: i64,
+    /// The state to move the VIN to, if any.
     pub to: Option<State>,
+    /// The call to add to the call log, if any.
     pub call: Option<CallLog>,
     /// Sets the VIN's last code (with `message`) when `Some`.
     pub code: Option<Option<i64>>,
+    /// The VIN's last message: written with `code` when that is set, else only when `Some`.
     pub message: Option<String>,
+    /// Sets the VIN's requestId when `Some`.
     pub request_id: Option<String>,
+    /// Sets the VIN's taskNo when `Some`.
     pub task_no: Option<String>,
     /// `Some(None)` clears the next poll time.
     pub next_poll_at: Option<Option<i64>>,
+    /// Sets the interval, in milliseconds, between the VIN's polls when `Some`.
     pub poll_interval_ms: Option<i64>,
     /// When the billed generate that issued the VIN's requestId answered.
     pub accepted_at: Option<i64>,
+    /// The report to store as the VIN's next report version, if any.
     pub report: Option<ReportRow>,
     /// Starts a new purchase of a VIN whose current one is `done`, `failed` or `expired`
     /// (a refresh or a retry): the current purchase is moved to `purchases` and the VIN starts

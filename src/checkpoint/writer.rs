@@ -17,6 +17,7 @@ type Job = Box<dyn FnOnce(&Conn) -> Reply + Send>;
 /// Most closures folded into one transaction; bounds commit latency under a flood.
 const MAX_GROUP: usize = 4096;
 
+/// A handle on the writer thread; clones share the thread.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,

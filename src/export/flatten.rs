@@ -27,7 +27,9 @@ use crate::api::view::{
 pub struct SourceReport {
     /// The normalized VIN.
     pub vin: String,
+    /// The requestId the report was bought under, when known.
     pub request_id: Option<String>,
+    /// The vendor's `taskNo` for the answer, if any.
     pub task_no: Option<String>,
     /// `generate` or `get`: where the REPORT sits in the body.
     pub endpoint: String,
@@ -40,7 +42,9 @@ pub struct SourceReport {
 /// A body that holds no usable REPORT.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BadBody {
+    /// The VIN whose stored body it is.
     pub vin: String,
+    /// Why no report could be read from it.
     pub reason: String,
 }
 
@@ -49,7 +53,9 @@ pub struct BadBody {
 /// an element of it that is not a record, an `exceptions` list that is not a list).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Quality {
+    /// Values that did not fit their column and were written as null, per `table.column`.
     pub coerced_to_null: BTreeMap<&'static str, u64>,
+    /// Containers of the wrong shape, per field (`overview.exceptions`, say).
     pub unusable_containers: BTreeMap<&'static str, u64>,
     /// Bodies that were complete JSON documents but not strict JSON (raw control characters in
     /// strings, bytes that are not UTF-8), read leniently (`api::lenient`).
@@ -80,6 +86,7 @@ impl Quality {
         self.read_leniently += other.read_leniently;
     }
 
+    /// The values coerced to null, over every column.
     pub fn coerced_total(&self) -> u64 {
         self.coerced_to_null.values().sum()
     }
@@ -91,23 +98,29 @@ pub struct Flat {
     /// `reports`, `records`, `overview`, `exceptions`, in that order; empty when tables were not
     /// asked for.
     pub batches: Vec<RecordBatch>,
+    /// The slice's data-quality counters.
     pub quality: Quality,
+    /// The bodies that held no usable REPORT.
     pub bad: Vec<BadBody>,
     /// Lines of `reports.jsonl`, when asked for, and how many.
     pub jsonl: Vec<u8>,
+    /// How many lines `jsonl` holds.
     pub jsonl_lines: u64,
 }
 
 /// What to produce.
 #[derive(Debug, Clone, Copy)]
 pub struct Want {
+    /// The typed tables (`reports`, `records`, `overview`, `exceptions`), as Arrow batches.
     pub tables: bool,
+    /// The lines of `reports.jsonl`.
     pub jsonl: bool,
 }
 
 /// Which version of its VIN's report a [`SourceReport`] is (1 for the first report bought).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReportVersion {
+    /// The version number, counting from 1.
     pub version: i32,
     /// The VIN's newest report.
     pub is_latest: bool,

@@ -57,8 +57,11 @@ const MANIFEST: &str = "manifest.json";
 /// Where and what to export.
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
+    /// Where the tables go (`--out`).
     pub out: PathBuf,
+    /// The formats to write (`--format`).
     pub formats: Vec<Format>,
+    /// Whether CSV files start with a UTF-8 byte-order mark (`--csv-bom`).
     pub csv_bom: bool,
     /// The price of a billed call (`--price`): the manifest then says what the checkpoint's
     /// billed calls cost.
@@ -86,29 +89,41 @@ impl ExportOptions {
     }
 }
 
+/// Why an export failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    /// The checkpoint could not be read.
     #[error("reading the checkpoint: {0}")]
     Checkpoint(#[from] CheckpointError),
+    /// A file or directory under the output could not be written.
     #[error("{}: {source} (check that the output directory exists and is writable, and the disk is not full)", path.display())]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The Parquet writer failed.
     #[error("writing Parquet: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
+    /// An Arrow batch could not be built.
     #[error("building Arrow arrays: {0}")]
     Arrow(#[from] ArrowError),
+    /// The CSV writer failed.
     #[error("writing CSV: {0}")]
     Csv(#[from] csv::Error),
+    /// Something that should not happen did (a writer thread stopped, say): a bug in vmr.
     #[error("export failed: {0} (a bug in vmr; please report it)")]
     Internal(String),
     /// The object store (or a local hive destination) failed; `permanent` when retrying cannot
     /// help (no such bucket, refused credentials), which is a usage error.
     #[error("{url}: {reason}")]
     Store {
+        /// The destination, as messages show it.
         url: String,
+        /// What failed, in words.
         reason: String,
+        /// Whether retrying cannot help.
         permanent: bool,
     },
     /// The destination is not one this export may write to (exit 2).
@@ -132,19 +147,25 @@ impl ExportError {
 /// What an export wrote.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExportSummary {
+    /// Where the tables went.
     pub out: PathBuf,
+    /// The names of the formats written (`parquet`, `csv`, `jsonl`).
     pub formats: Vec<String>,
     /// Rows per table, in design.md's order.
     pub rows: Vec<(String, u64)>,
     /// Lines of `reports.jsonl`, when written.
     pub jsonl_lines: Option<u64>,
+    /// Values coerced to null and containers of the wrong shape.
     pub quality: Quality,
+    /// Stored bodies that hold no readable report, and were skipped.
     pub bad_bodies: u64,
+    /// The first of those bodies (up to 100), each with its VIN and why it was skipped.
     pub bad_body_list: Vec<BadBody>,
     /// Failed VINs whose vendor answer was billed but held no usable report.
     pub billed_unusable: u64,
     /// The files written, `manifest.json` last.
     pub files: Vec<PathBuf>,
+    /// How long the export took, in milliseconds.
     pub elapsed_ms: u64,
 }
 

@@ -40,6 +40,7 @@ pub(crate) const REPORT_TABLES: [&str; 4] = [
 
 /// `total_amount` precision and scale.
 pub const AMOUNT_PRECISION: u8 = 18;
+/// `total_amount` scale: the digits after the decimal point.
 pub const AMOUNT_SCALE: i8 = 2;
 
 /// The column types a table may use: each names its Arrow type and the builder that fills it.
@@ -360,10 +361,12 @@ fn overview() -> SchemaRef {
     OverviewCols::schema()
 }
 
+/// The Arrow schema of the `exceptions` table.
 pub fn exceptions() -> SchemaRef {
     ExceptionCols::schema()
 }
 
+/// The Arrow schema of the `calls` table.
 pub fn calls() -> SchemaRef {
     CallCols::schema()
 }

@@ -76,6 +76,7 @@ pub struct InputRow {
     pub vin: String,
     /// The licence-photo URL, trimmed.
     pub license_img_url: String,
+    /// Whether the row may be sent, and why not when it may not.
     pub verdict: Verdict,
 }
 
@@ -83,94 +84,188 @@ pub struct InputRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Worth buying. A wrong check digit is only a warning: many imported vehicles have none.
-    Accepted { check_digit_ok: bool },
+    Accepted {
+        /// Whether the VIN's check digit (its ninth character) is right.
+        check_digit_ok: bool,
+    },
     /// Never sent, never billed; `reason` reads as one sentence naming the field and the
     /// problem.
-    Rejected { reason: RowProblem },
+    Rejected {
+        /// What is wrong with the row.
+        reason: RowProblem,
+    },
 }
 
 /// A problem with the input as a whole: nothing of it should be recorded. Each message is one
 /// line that names the file and says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
+    /// The file does not exist.
     #[error("{file}: no such file; check the path")]
-    NotFound { file: String },
+    NotFound {
+        /// The input, as messages name it.
+        file: String,
+    },
+    /// The file cannot be opened or read.
     #[error("{file}: cannot be read ({cause}); check the path and its permissions")]
-    Unreadable { file: String, cause: io::Error },
+    Unreadable {
+        /// The input, as messages name it.
+        file: String,
+        /// The I/O error.
+        cause: io::Error,
+    },
+    /// The input holds no rows at all.
     #[error(
         "{file}: the file is empty; it needs a header line such as `vin,licenseImgUrl` and one row per vehicle"
     )]
-    Empty { file: String },
+    Empty {
+        /// The input, as messages name it.
+        file: String,
+    },
+    /// The first line is a data row: it holds a VIN where a header belongs.
     #[error(
         "{file}: no header line (line 1 starts with the VIN {first}); add a first line naming the columns, such as `vin,licenseImgUrl`"
     )]
-    NoHeader { file: String, first: String },
+    NoHeader {
+        /// The input, as messages name it.
+        file: String,
+        /// The VIN found on the first line.
+        first: String,
+    },
+    /// A text input that is not a table vmr can read.
     #[error("{file}: not a CSV file ({why}); save it from Excel as \"CSV UTF-8\" or \"CSV\"")]
-    NotCsv { file: String, why: String },
+    NotCsv {
+        /// The input, as messages name it.
+        file: String,
+        /// Why it is not one, in words.
+        why: String,
+    },
+    /// A file that is not a spreadsheet vmr can read.
     #[error(
         "{file}: not a spreadsheet vmr can read ({why}); save it from Excel as .xlsx or as \"CSV UTF-8\""
     )]
-    NotSpreadsheet { file: String, why: String },
+    NotSpreadsheet {
+        /// The input, as messages name it.
+        file: String,
+        /// Why it cannot be read, in words.
+        why: String,
+    },
+    /// An xls file or an ods sheet above the size vmr loads whole.
     #[error(
         "{file}: {what} is too large to load (vmr loads xls and ods sheets whole, up to {limit_mib} MiB); save it as .xlsx or as \"CSV UTF-8\", which are read as a stream"
     )]
     TooLarge {
+        /// The input, as messages name it.
         file: String,
+        /// What is too large, with its size (`an xls file of 300 MiB`).
         what: String,
+        /// The largest size loaded, in MiB.
         limit_mib: u64,
     },
+    /// The workbook has no sheet that `--sheet` names.
     #[error(
         "{file}: no sheet \"{sheet}\" (sheets: {sheets}); pass --sheet with one of them, its position (1 is the first), or '*' for all"
     )]
     SheetNotFound {
+        /// The input, as messages name it.
         file: String,
+        /// The sheet asked for.
         sheet: String,
+        /// The workbook's sheet names, comma-separated.
         sheets: String,
     },
+    /// The header line is not valid text in the input's encoding.
     #[error(
         "{file}: the header line is not valid {encoding}; pass --encoding gbk if Excel saved it in Chinese, or --encoding utf-8"
     )]
-    BadHeaderEncoding { file: String, encoding: String },
+    BadHeaderEncoding {
+        /// The input, as messages name it.
+        file: String,
+        /// The encoding the header was read in.
+        encoding: String,
+    },
+    /// No header names the VIN column.
     #[error("{file}: no VIN column (headers: {headers}); name it `vin` or pass --vin-column")]
-    NoVinColumn { file: String, headers: String },
+    NoVinColumn {
+        /// The input, as messages name it.
+        file: String,
+        /// The headers found (the first few), comma-separated.
+        headers: String,
+    },
+    /// No header names the licence image URL column.
     #[error(
         "{file}: no licence image column (headers: {headers}); name it `licenseImgUrl` or pass --image-column"
     )]
-    NoImageColumn { file: String, headers: String },
-    #[error("{file}: no column named \"{name}\" as {option} asks (headers: {headers})")]
-    ColumnNotFound {
+    NoImageColumn {
+        /// The input, as messages name it.
         file: String,
-        option: &'static str,
-        name: String,
+        /// The headers found (the first few), comma-separated.
         headers: String,
     },
+    /// No header matches the column `--vin-column` or `--image-column` names.
+    #[error("{file}: no column named \"{name}\" as {option} asks (headers: {headers})")]
+    ColumnNotFound {
+        /// The input, as messages name it.
+        file: String,
+        /// The option that names the column: `--vin-column` or `--image-column`.
+        option: &'static str,
+        /// The column name given.
+        name: String,
+        /// The headers found (the first few), comma-separated.
+        headers: String,
+    },
+    /// Two headers match the same column name, so vmr cannot tell which to read.
     #[error(
         "{file}: line {line}: columns \"{first}\" and \"{second}\" both match the same column name, so vmr cannot tell which to read; rename one, or pass --vin-column / --image-column"
     )]
     AmbiguousColumn {
+        /// The input, as messages name it.
         file: String,
+        /// The line (or sheet row) of the header.
         line: u64,
+        /// The first of the two headers.
         first: String,
+        /// The second of the two headers.
         second: String,
     },
+    /// A text record passed the size limit, so reading stopped there.
     #[error(
         "{file}: line {line}: a row longer than {limit_mib} MiB, so reading stopped; a quote is probably never closed (or the lines end in CR only)"
     )]
     RecordTooLong {
+        /// The input, as messages name it.
         file: String,
+        /// The line where the record starts.
         line: u64,
+        /// The size limit of one record, in MiB.
         limit_mib: u64,
     },
+    /// `--encoding` names an encoding vmr does not know.
     #[error(
         "{file}: unknown encoding \"{name}\"; use utf-8, gbk or gb18030, or leave --encoding out to detect it"
     )]
-    UnknownEncoding { file: String, name: String },
+    UnknownEncoding {
+        /// The input, as messages name it.
+        file: String,
+        /// The encoding name given.
+        name: String,
+    },
+    /// The text is neither UTF-8 nor GBK/GB18030, and no `--encoding` was given.
     #[error(
         "{file}: the text is neither UTF-8 nor Chinese GBK/GB18030 (it looks like another encoding, such as Latin-1), so it was not read; save it from Excel as \"CSV UTF-8\", or pass --encoding with its real encoding (--encoding gbk if the file really is GBK)"
     )]
-    UndetectedEncoding { file: String },
+    UndetectedEncoding {
+        /// The input, as messages name it.
+        file: String,
+    },
+    /// An input given as a URL could not be copied.
     #[error("{url}: cannot be read ({reason})")]
-    Remote { url: String, reason: String },
+    Remote {
+        /// The URL, without its query.
+        url: String,
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 /// How an input is named: in messages (the path as given, `s3://bucket/key`, `stdin`) and in

@@ -11,22 +11,31 @@ use std::fmt;
 /// Why a VIN cannot be bought.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VinProblem {
+    /// The VIN cell is empty (or blank).
     Empty,
     /// Not 17 characters.
     Length {
+        /// The VIN as checked (trimmed and upper-cased).
         vin: String,
+        /// Its length, in characters.
         len: usize,
     },
     /// I, O or Q, which VINs never use.
     ForbiddenLetter {
+        /// The VIN as checked (trimmed and upper-cased).
         vin: String,
+        /// The first such letter.
         letter: char,
+        /// Where it stands, counting characters from 1.
         position: usize,
     },
     /// Anything but digits and A-Z.
     BadCharacter {
+        /// The VIN as checked (trimmed and upper-cased).
         vin: String,
+        /// The first such character.
         ch: char,
+        /// Where it stands, counting characters from 1.
         position: usize,
     },
 }
@@ -34,52 +43,78 @@ pub enum VinProblem {
 /// What is wrong with an image URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UrlProblem {
+    /// The URL cell is empty (or blank).
     Empty,
+    /// The URL holds a space or a control character.
     Blank,
+    /// An http(s) URL without a host.
     NoHost,
+    /// Not an absolute http or https URL.
     NotHttp,
 }
 
 /// Why a row is rejected (never sent, never billed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RowProblem {
+    /// The VIN cannot be bought.
     Vin(VinProblem),
+    /// The licence image URL is not usable.
     Url {
+        /// The header of the image URL column.
         field: String,
+        /// The URL, trimmed.
         url: String,
+        /// What is wrong with it.
         problem: UrlProblem,
     },
+    /// A text row whose number of fields differs from the header's.
     FieldCount {
+        /// The row's fields.
         fields: usize,
+        /// The header's columns.
         headers: usize,
     },
+    /// A text row that is not valid UTF-8.
     NotUtf8 {
+        /// The header of the first column that is not, when the header has one there.
         column: Option<String>,
     },
+    /// The VIN or URL cell holds bytes that are not valid in the input's encoding.
     BadBytes {
+        /// The cell's column header.
         column: String,
+        /// The input's encoding.
         encoding: &'static str,
     },
+    /// A quote left open swallowed the lines after it into this row.
     UnclosedQuote {
+        /// The line where the row starts.
         first: u64,
+        /// The last line it swallowed.
         last: u64,
+        /// The header of the column the open quote is in.
         column: String,
     },
     /// A NUL byte (or character) in a cell: a damaged file, and text PostgreSQL cannot store.
     Nul {
+        /// The cell's column header (`#N`, its position from 1, past the header's end).
         column: String,
     },
     /// A spreadsheet's VIN cell holds a number, date or other value instead of text.
     VinNotText {
+        /// The cell's value, shown as text.
         value: String,
+        /// What it is: `number`, `date`, `boolean` or `error value`.
         kind: &'static str,
     },
     /// The row grew past the record-size limit; nothing after it was read.
     TooLong {
+        /// The record-size limit, in MiB.
         limit_mib: u64,
     },
     /// The file could not be read past this row.
     Unreadable {
+        /// The read error, in words.
         error: String,
     },
 }

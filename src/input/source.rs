@@ -120,7 +120,12 @@ pub enum Fetched {
     Local(PathBuf),
     /// The object was copied: how to show the input, and the name recorded per row (the
     /// key's last part).
-    Copied { shown: String, recorded: String },
+    Copied {
+        /// How messages name the input.
+        shown: String,
+        /// The name recorded in each row's `input_file` column.
+        recorded: String,
+    },
 }
 
 /// The local file `arg` means, with the names to record, and the spooled copy when there is one.

@@ -40,7 +40,9 @@ pub struct VinLedger {
 pub struct Ledger {
     /// Every billed call: `generate_billed + get_billed`.
     pub billed_total: u64,
+    /// Billed generate calls.
     pub generate_billed: u64,
+    /// Billed get calls.
     pub get_billed: u64,
     /// Every call that reached a vendor endpoint, whatever its answer (faults included).
     pub calls_total: u64,
@@ -66,6 +68,7 @@ pub struct Ledger {
     pub gateway_504: u64,
     /// Billed answers whose body is not strict JSON (`raw_body_rate`); part of `billed_total`.
     pub raw_bodies: u64,
+    /// Each billed VIN's own books, by VIN.
     pub per_vin: BTreeMap<String, VinLedger>,
 }
 

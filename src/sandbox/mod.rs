@@ -70,7 +70,9 @@ pub struct SandboxConfig {
     pub unusable_rate: f64,
     /// Billable calls before every call answers 603; `None` is unlimited.
     pub balance: Option<u64>,
+    /// The app id the sandbox accepts.
     pub app_id: String,
+    /// The app secret a call's sign must be made with.
     pub app_secret: Secret,
     /// Share of VINs whose report comes inline from generate.
     pub inline_rate: f64,
@@ -314,6 +316,7 @@ impl Sandbox {
         })
     }
 
+    /// The address the sandbox listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

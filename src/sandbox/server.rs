@@ -29,7 +29,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+/// The path of the generate endpoint.
 pub const GENERATE_PATH: &str = "/vehicle/maintenance-report/generate";
+/// The path of the get endpoint.
 pub const GET_PATH: &str = "/vehicle/maintenance-report/get";
 /// How far a call's timestamp may be from the server clock.
 const MAX_SKEW_MS: i64 = 10 * 60 * 1000;

@@ -39,6 +39,7 @@ pub enum Fate {
 /// The facts a test needs to check a downstream result against the sandbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VinTruth {
+    /// What the sandbox does for the VIN at generate and get.
     pub fate: Fate,
     /// The report's records, in date order, contain exactly one drop in mileage.
     pub has_rollback: bool,

@@ -269,3 +269,19 @@ pub(crate) fn cut_short_twice(dir: &Path) -> BTreeSet<String> {
         .collect::<Result<_, _>>()
         .expect("rows read")
 }
+
+/// The failure kinds of a migrated checkpoint (VIN → kind of every failed VIN): the one marked
+/// billed without a report, the one abandoned, and every other (the unsupported make's 703, any
+/// 702 the vendor gave) the vendor's.
+pub(crate) fn assert_failure_kinds(
+    kinds: &BTreeMap<String, String>,
+    unusable: &str,
+    abandoned: &str,
+    unsupported: &str,
+) {
+    assert_eq!(kinds[unusable], "billed_unusable", "{kinds:?}");
+    assert_eq!(kinds[abandoned], "abandoned", "{kinds:?}");
+    assert_eq!(kinds[unsupported], "vendor", "{kinds:?}");
+    let vendor = kinds.values().filter(|k| *k == "vendor").count();
+    assert_eq!(vendor, kinds.len() - 2, "{kinds:?}");
+}
