@@ -46,6 +46,8 @@
 //! `docs/design.md`; the README and `docs/user-guide.md` say how to use it. Which module may use
 //! which (the layers, held by `tests/it/layers.rs`) is `docs/architecture.md`.
 
+#![warn(missing_docs)]
+
 pub mod api;
 mod app;
 #[cfg(feature = "audit")]

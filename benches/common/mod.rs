@@ -4,7 +4,7 @@ use serde_json::{Map, Value, json};
 
 /// The report with every numeric string made a number and every blank or null field dropped:
 /// what a tidy vendor would send.
-pub fn tidy(v: Value) -> Value {
+pub(crate) fn tidy(v: Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.into_iter()

@@ -607,26 +607,23 @@ pub(crate) fn export_hive(
             holdings.exports.last().map(String::as_str).unwrap_or("")
         )));
     }
-    let result = (|| {
-        let account = snap.account()?;
-        if let Some(other) = holdings
-            .accounts
-            .iter()
-            .find(|a| Some(a.as_str()) != account.as_deref())
-        {
-            return Err(ExportError::Refused(format!(
-                "{} holds the reports of vendor account {other}, and this checkpoint is {}; export each account to its own destination",
-                target.shown,
-                account.as_deref().unwrap_or("not bound to an account")
-            )));
-        }
-        rt.block_on(remove_orphans(&target, &holdings))?;
-        let id = export_id();
-        let staging = Staging::create(&id)?;
-        let staged = stage_hive(snap, opts, &staging.0, &id, &holdings.covers)?;
-        publish(snap, opts, &rt, &target, &id, staged, started)
-    })();
-    result
+    let account = snap.account()?;
+    if let Some(other) = holdings
+        .accounts
+        .iter()
+        .find(|a| Some(a.as_str()) != account.as_deref())
+    {
+        return Err(ExportError::Refused(format!(
+            "{} holds the reports of vendor account {other}, and this checkpoint is {}; export each account to its own destination",
+            target.shown,
+            account.as_deref().unwrap_or("not bound to an account")
+        )));
+    }
+    rt.block_on(remove_orphans(&target, &holdings))?;
+    let id = export_id();
+    let staging = Staging::create(&id)?;
+    let staged = stage_hive(snap, opts, &staging.0, &id, &holdings.covers)?;
+    publish(snap, opts, &rt, &target, &id, staged, started)
 }
 
 /// What an export staged locally, ready to upload.

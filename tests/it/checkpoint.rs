@@ -367,8 +367,11 @@ fn a_checkpoint_from_before_the_money_rules_is_migrated_and_adopted_once() {
     assert_eq!(count(&dir, "PRAGMA user_version"), 4);
 }
 
-/// Every table of a SQLite checkpoint with its columns (name, type, not null, key), in order.
-fn columns(c: &rusqlite::Connection) -> Vec<(String, Vec<(String, String, bool, i64)>)> {
+/// A column as `PRAGMA table_info` gives it: name, type, not null, place in the key.
+type Column = (String, String, bool, i64);
+
+/// Every table of a SQLite checkpoint with its columns, in order.
+fn columns(c: &rusqlite::Connection) -> Vec<(String, Vec<Column>)> {
     let tables: Vec<String> = c
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         .expect("q")
