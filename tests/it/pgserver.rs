@@ -265,8 +265,15 @@ fn start_in(
             .connect(postgres::NoTls);
         match c {
             Ok(_) => return Ok(pg),
-            // It answered (a server that takes only TLS refuses this plain connection).
-            Err(e) if e.as_db_error().is_some() => return Ok(pg),
+            // It answered (a server that takes only TLS refuses this plain connection), and not
+            // with "the database system is starting up".
+            Err(e)
+                if e.as_db_error().is_some_and(|d| {
+                    *d.code() != postgres::error::SqlState::CANNOT_CONNECT_NOW
+                }) =>
+            {
+                return Ok(pg);
+            }
             Err(e) if Instant::now() > deadline => {
                 let log = std::fs::read_to_string(base.join("server.log")).unwrap_or_default();
                 return Err(format!("server did not accept connections: {e}\n{log}"));
