@@ -316,11 +316,7 @@ fn pg_to_sqlite(pg: &PgLocation, dir: &Path) -> Result<Copied, CopyError> {
     let err = |e| pg.db_error(e);
     let mut client = pg.connect()?;
     // Tables an older vmr wrote are brought to this build's schema first, as any reader does.
-    if pg.check_readable(&mut client)? < super::SCHEMA_VERSION {
-        let mut tx = client.transaction().map_err(err)?;
-        pg.migrate(&mut tx)?;
-        tx.commit().map_err(err)?;
-    }
+    pg.bring_current(&mut client)?;
     let mut tx = client
         .build_transaction()
         .isolation_level(postgres::IsolationLevel::RepeatableRead)

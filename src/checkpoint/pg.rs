@@ -11,6 +11,7 @@ use super::tls::{SslMode, Tls};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::schema::{SCHEMA_VERSION, pg_steps};
 
@@ -79,8 +80,9 @@ pub struct PgLocation {
     config: postgres::Config,
     schema: String,
     shown: String,
-    /// `sslmode` and `sslrootcert`, as libpq reads them.
-    tls: Tls,
+    /// The TLS connector `sslmode` and `sslrootcert` call for, built once (root certificates
+    /// read once); `None` for `sslmode=disable`.
+    tls: Option<MakeRustlsConnect>,
 }
 
 impl std::fmt::Debug for PgLocation {
@@ -182,6 +184,13 @@ impl PgLocation {
         }
         config.application_name("vmr");
         config.ssl_mode(tls.protocol());
+        let tls = match tls.mode {
+            SslMode::Disable => None,
+            _ => Some(
+                tls.connector()
+                    .map_err(|e| PgError::Url(format!("{shown}: {e}")))?,
+            ),
+        };
         Ok(PgLocation {
             config,
             schema,
@@ -202,15 +211,11 @@ impl PgLocation {
 
     /// Opens a new connection to the location's database.
     pub fn connect(&self) -> Result<postgres::Client, PgError> {
-        if self.tls.mode == SslMode::Disable {
-            return super::db::blocking(|| self.config.connect(postgres::NoTls))
-                .map_err(|e| self.db_error(e));
-        }
-        let tls = self
-            .tls
-            .connector()
-            .map_err(|e| PgError::Url(format!("{}: {e}", self.shown)))?;
-        super::db::blocking(|| self.config.connect(tls)).map_err(|e| self.db_error(e))
+        let connected = match &self.tls {
+            None => super::db::blocking(|| self.config.connect(postgres::NoTls)),
+            Some(tls) => super::db::blocking(|| self.config.connect(tls.clone())),
+        };
+        connected.map_err(|e| self.db_error(e))
     }
 
     /// A database error as the user sees it: the location (never the password) and the
@@ -291,6 +296,18 @@ impl PgLocation {
         Ok(())
     }
 
+    /// Checks that the schema holds vmr tables this build reads, and migrates tables an older
+    /// vmr wrote (in a transaction of their own), as a writer would: readers read this build's
+    /// schema only.
+    pub(crate) fn bring_current(&self, client: &mut postgres::Client) -> Result<(), PgError> {
+        if self.check_readable(client)? < SCHEMA_VERSION {
+            let mut tx = client.transaction().map_err(|e| self.db_error(e))?;
+            self.migrate(&mut tx)?;
+            tx.commit().map_err(|e| self.db_error(e))?;
+        }
+        Ok(())
+    }
+
     /// Checks that the schema holds vmr tables this build reads; their version.
     pub(crate) fn check_readable(
         &self,
@@ -325,14 +342,7 @@ pub(crate) fn open(loc: &PgLocation) -> Result<super::Conn, super::CheckpointErr
 /// build). Tables an older vmr wrote are migrated first, as a writer would (readers read this
 /// build's schema only).
 pub(crate) fn open_reader(loc: &PgLocation) -> Result<super::Conn, super::CheckpointError> {
-    connect_with(loc, |client| {
-        if loc.check_readable(client)? < SCHEMA_VERSION {
-            let mut tx = client.transaction().map_err(|e| loc.db_error(e))?;
-            loc.migrate(&mut tx)?;
-            tx.commit().map_err(|e| loc.db_error(e))?;
-        }
-        Ok(())
-    })
+    connect_with(loc, |client| Ok(loc.bring_current(client)?))
 }
 
 /// A connection to `loc` on which `first` has run, with the checkpoint's schema first on the

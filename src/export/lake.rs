@@ -843,9 +843,13 @@ fn stage_hive(
         // export writes.
         let mut months: BTreeMap<String, (Vec<SourceReport>, Vec<flatten::ReportVersion>)> =
             BTreeMap::new();
+        // One key reused for every lookup: no allocation per report read.
+        let mut key = (String::new(), 0i32);
         let chunk = reports.next_chunk(CHUNK_ROWS, |vin, version| {
-            let version = i32::try_from(version).unwrap_or(i32::MAX);
-            !covered.contains(&(vin.to_owned(), version))
+            key.0.clear();
+            key.0.push_str(vin);
+            key.1 = i32::try_from(version).unwrap_or(i32::MAX);
+            !covered.contains(&key)
         })?;
         if chunk.read == 0 {
             break;
