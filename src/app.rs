@@ -36,7 +36,8 @@ pub(crate) mod exit {
             StopReason::Vendor { .. } | StopReason::BadCredentials { .. } => REFUSED,
             StopReason::Unavailable { .. }
             | StopReason::Budget { .. }
-            | StopReason::Throttled { .. } => WORK_REMAINS,
+            | StopReason::Throttled { .. }
+            | StopReason::CheckpointLost { .. } => WORK_REMAINS,
             StopReason::Signal(sig) => (128 + sig) as u8,
         }
     }
@@ -71,6 +72,13 @@ pub(crate) fn exit_code_of(e: &anyhow::Error) -> u8 {
         .is_some_and(|e| e.is_usage())
     {
         return exit::USAGE;
+    }
+    // The checkpoint's database is out of reach: cron should try again later.
+    if e.chain()
+        .filter_map(|c| c.downcast_ref::<crate::checkpoint::CheckpointError>())
+        .any(|c| c.is_outage())
+    {
+        return exit::WORK_REMAINS;
     }
     match e.downcast_ref::<crate::checkpoint::CheckpointError>() {
         Some(
@@ -429,6 +437,9 @@ pub(crate) fn describe_stop(r: &crate::engine::StopReason) -> String {
             "the vendor asked to wait {} (Retry-After), longer than --max-wait {} allows in all. No further calls were sent and no VIN was failed for it; run again after that",
             humantime::format_duration(*wait),
             humantime::format_duration(*max_wait)
+        ),
+        CheckpointLost { detail } => format!(
+            "the checkpoint's database went out of reach ({detail}). No further calls were sent; answers that may have been billed are kept in the spill directory (--spill-dir) and written to the checkpoint by the next run; run again once the database is back"
         ),
         Budget { billed } => format!(
             "the run's budget (--max-billed or --max-spend) is reached ({billed} calls billed in this run); run again to continue"

@@ -289,6 +289,10 @@ options! {
         /// standard AWS environment).
         #[arg(long, global = true, env = "VMR_OUT", value_name = "DIR")]
         pub out: Option<PathBuf>,
+        /// With a PostgreSQL state: where billed answers are kept on local disk while the
+        /// database is out of reach, replayed into it by this run or the next.
+        #[arg(long, global = true, env = "VMR_SPILL_DIR", value_name = "DIR")]
+        pub spill_dir: Option<PathBuf>,
         /// Vendor base URL.
         #[arg(long, global = true, env = "VMR_BASE_URL", value_name = "URL")]
         pub base_url: Option<String>,
@@ -432,6 +436,7 @@ pub(crate) fn defaults(sandbox: bool) -> Options {
     Options {
         state: Some(state.into()),
         out: Some(out.into()),
+        spill_dir: Some("vmr-spill".into()),
         base_url: Some("https://api.jumdata.com".into()),
         rate: Some(rate),
         burst: Some(burst),
@@ -602,7 +607,7 @@ impl Settings {
             }
         }
         let s = Settings {
-            place: state_place(&given(o.state))?,
+            place: state_place(&given(o.state))?.with_spill_root(given(o.spill_dir)),
             out: given(o.out),
             base_url: given(o.base_url),
             sandbox: o.sandbox,

@@ -11,7 +11,8 @@ use serde_json::value::RawValue;
 use super::scalar::{Field, Int, Text};
 
 /// Which vendor endpoint a call went to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Endpoint {
     /// `generate`: buys a report for one VIN.
     Generate,
@@ -59,7 +60,8 @@ struct GenerateData<'a> {
 /// What a call may have cost: the money rules' classes (docs/design.md, "Money rules"), from
 /// the wire to the call log's `billed` and `delivery` columns. An [`Outcome::Transient`] is
 /// never `Billed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Delivery {
     /// Code 200 in a 2xx answer: billed.
     Billed,

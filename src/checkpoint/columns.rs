@@ -83,6 +83,7 @@ pub(crate) const TABLE_COLUMNS: &[Table] = &[
             ("error", Text),
             ("body", Blob),
             ("purchase", Int),
+            ("uid", Text),
         ],
         "id",
     ),

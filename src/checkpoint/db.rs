@@ -119,6 +119,9 @@ impl PgConn {
 /// A PostgreSQL error with the server's code and message (the driver's own text is terse).
 #[cfg(feature = "pg")]
 pub(crate) fn pg_err(e: postgres::Error) -> CheckpointError {
+    if super::pg::is_lost(&e) {
+        return CheckpointError::Lost(super::pg::message(&e));
+    }
     CheckpointError::Db(super::pg::message(&e))
 }
 

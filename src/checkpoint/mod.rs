@@ -32,6 +32,7 @@ mod resolutions;
 mod schema;
 mod sharing;
 mod snapshot;
+mod spill;
 pub mod state;
 #[cfg(feature = "pg")]
 mod tls;
@@ -67,10 +68,11 @@ pub(crate) use resolutions::{Settled, Settlement};
 pub(crate) use schema::SCHEMA_VERSION;
 pub(crate) use sharing::{Lease, Sharing, WorkerSpec};
 pub use snapshot::Snapshot;
+pub use spill::new_call_uid;
 pub(crate) use snapshot::{CallRow, Reports, RequestRow, StoredReport};
 use std::path::{Path, PathBuf};
 pub(crate) use update::unusable_gets;
-use update::{Applied, apply_update};
+use update::Applied;
 pub use update::{CallLog, ReportRow, Update};
 
 /// Why the checkpoint could not be opened, read or written.
@@ -144,10 +146,50 @@ pub enum CheckpointError {
         "VIN {0}: this worker's claim on it lapsed, or another worker moved it; the late answer was kept in the call log and the VIN left as it was"
     )]
     Fenced(String),
+    /// The connection to the checkpoint's database was lost, or cannot be made: the write was
+    /// not made (or may have been, when the connection went during its commit).
+    #[error("the checkpoint's database is out of reach: {0}")]
+    Lost(String),
+    /// The checkpoint's database could not be reached in time: the update, which carries an
+    /// answer that may have been billed, is kept in the spill file and written to the
+    /// checkpoint by the next run (or this one, once the database is back).
+    #[error(
+        "the checkpoint's database is out of reach; the answer for VIN id {vin_id} is kept on disk in {} and will be replayed into it",
+        file.display()
+    )]
+    Spilled {
+        /// The checkpoint's id of the VIN.
+        vin_id: i64,
+        /// The spill file.
+        file: PathBuf,
+    },
     /// A PostgreSQL checkpoint could not be reached, opened or migrated.
     #[error(transparent)]
     #[cfg(feature = "pg")]
     Pg(#[from] pg::PgError),
+}
+
+/// How long the writer waits (with back-off) for a PostgreSQL database that went away before
+/// the run stops sending: 60 s, or `VMR_PG_RECONNECT_WINDOW` (a duration such as `5s`).
+#[cfg(feature = "pg")]
+fn reconnect_window() -> std::time::Duration {
+    std::env::var("VMR_PG_RECONNECT_WINDOW")
+        .ok()
+        .and_then(|v| humantime::parse_duration(v.trim()).ok())
+        .unwrap_or(std::time::Duration::from_secs(60))
+}
+
+impl CheckpointError {
+    /// Whether the database went away (or cannot be reached), rather than refusing a write:
+    /// the run stops sending and ends with "work remains", and nothing paid for is lost.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            CheckpointError::Lost(_) | CheckpointError::Spilled { .. } => true,
+            #[cfg(feature = "pg")]
+            CheckpointError::Pg(e) => e.is_unreachable(),
+            _ => false,
+        }
+    }
 }
 
 /// A checkpoint opened for writing: holds the lock and the writer thread. In PostgreSQL the
@@ -170,15 +212,26 @@ impl Checkpoint {
 
     /// [`Checkpoint::open`] for a state directory or a PostgreSQL schema.
     pub fn open_at(place: &Place) -> Result<(Checkpoint, Recovery), CheckpointError> {
-        let (lock, conn) = match place {
+        let writer = match place {
             Place::Dir(dir) => {
                 let (lock, conn) = create_locked(dir)?;
-                (Some(std::sync::Arc::new(lock)), Conn::Lite(conn))
+                (Some(std::sync::Arc::new(lock)), Writer::start(Conn::Lite(conn)))
             }
+            // The writer outlives the database (a restart, a failover): it reconnects, keeping
+            // billed answers in the spill meanwhile, and replays the spill before anything else.
             #[cfg(feature = "pg")]
-            Place::Pg(loc) => (None, pg::open(loc)?),
+            Place::Pg(loc) => {
+                let conn = pg::open(loc)?;
+                let again = loc.as_ref().clone();
+                let resilience = writer::Resilience {
+                    reconnect: Box::new(move || pg::reopen(&again)),
+                    spill: loc.spill(),
+                    window: reconnect_window(),
+                };
+                (None, Writer::start_with(conn, Some(resilience)))
+            }
         };
-        let writer = Writer::start(conn);
+        let (lock, writer) = writer;
         // In the writer's first transaction, before anything else is written.
         let uncertain = writer.write_blocking(recover)?;
         Ok((
@@ -199,6 +252,9 @@ impl Checkpoint {
     /// Makes this checkpoint's writes those of `sharing` (a worker's are fenced by its
     /// claims).
     pub(crate) fn set_sharing(&mut self, sharing: Sharing) {
+        if let Some(id) = sharing.worker_id() {
+            self.writer.set_worker(id);
+        }
         self.sharing = sharing;
     }
 
@@ -241,11 +297,7 @@ impl Checkpoint {
             update
         };
         let fence = self.sharing.fence(own);
-        match self
-            .writer
-            .write(move |conn| apply_update(conn, update, fence))
-            .await?
-        {
+        match self.writer.apply(update, fence).await? {
             Applied::Yes => Ok(()),
             Applied::Fenced(vin) => Err(CheckpointError::Fenced(vin)),
         }

@@ -37,6 +37,20 @@ impl Place {
         Ok(Place::Dir(PathBuf::from(s)))
     }
 
+    /// The place with `root` as its spill root (`--spill-dir`): where a PostgreSQL
+    /// checkpoint's writer keeps billed answers while the database is out of reach. A state
+    /// directory has none (its writer and its file share one disk).
+    pub fn with_spill_root(self, root: PathBuf) -> Place {
+        match self {
+            Place::Dir(d) => {
+                let _ = root;
+                Place::Dir(d)
+            }
+            #[cfg(feature = "pg")]
+            Place::Pg(loc) => Place::Pg(Box::new(loc.with_spill_root(root))),
+        }
+    }
+
     /// The state directory, for what only a directory has.
     pub fn dir(&self) -> Option<&Path> {
         match self {

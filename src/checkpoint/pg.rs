@@ -41,6 +41,14 @@ pub enum PgError {
         /// The server's code and message.
         detail: String,
     },
+    /// The server could not be reached, or the connection to it was lost.
+    #[error("{shown}: the database is out of reach: {detail}")]
+    Unreachable {
+        /// The location as shown to the user, without the password.
+        shown: String,
+        /// What the driver or the server said.
+        detail: String,
+    },
     /// The schema's vmr tables were written by a newer vmr; nothing was changed.
     #[error(
         "{shown}: its vmr tables have schema version {found}, newer than this vmr understands ({SCHEMA_VERSION}); upgrade vmr (nothing was changed)"
@@ -62,6 +70,11 @@ pub enum PgError {
 }
 
 impl PgError {
+    /// Whether the database could not be reached, or went away (try again later: exit 75).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, PgError::Unreachable { .. })
+    }
+
     /// Errors of the user's making (exit 2), as opposed to a failing server.
     pub fn is_usage(&self) -> bool {
         matches!(
@@ -83,6 +96,9 @@ pub struct PgLocation {
     /// The TLS connector `sslmode` and `sslrootcert` call for, built once (root certificates
     /// read once); `None` for `sslmode=disable`.
     tls: Option<MakeRustlsConnect>,
+    /// Where the writer keeps billed answers while the database is out of reach
+    /// (`--spill-dir`).
+    spill_root: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for PgLocation {
@@ -196,7 +212,19 @@ impl PgLocation {
             schema,
             shown,
             tls,
+            spill_root: "vmr-spill".into(),
         })
+    }
+
+    /// The location with `root` as its spill root (`--spill-dir`).
+    pub fn with_spill_root(mut self, root: std::path::PathBuf) -> PgLocation {
+        self.spill_root = root;
+        self
+    }
+
+    /// This checkpoint's spill: a directory of its own under the spill root.
+    pub(crate) fn spill(&self) -> super::spill::Spill {
+        super::spill::Spill::new(&self.spill_root, &self.shown)
     }
 
     /// The PostgreSQL schema that holds the checkpoint (`vmr` unless the URL names one).
@@ -221,9 +249,11 @@ impl PgLocation {
     /// A database error as the user sees it: the location (never the password) and the
     /// server's message.
     pub(crate) fn db_error(&self, e: postgres::Error) -> PgError {
-        PgError::Db {
-            shown: self.shown.clone(),
-            detail: message(&e),
+        let (shown, detail) = (self.shown.clone(), message(&e));
+        if is_lost(&e) {
+            PgError::Unreachable { shown, detail }
+        } else {
+            PgError::Db { shown, detail }
         }
     }
 
@@ -331,27 +361,53 @@ impl PgLocation {
 /// its tables first on the search path. Several vmr write to one schema at once: each VIN is
 /// claimed by one of them at a time (`workers`).
 pub(crate) fn open(loc: &PgLocation) -> Result<super::Conn, super::CheckpointError> {
-    connect_with(loc, |client| {
-        let mut tx = client.transaction().map_err(|e| loc.db_error(e))?;
-        loc.migrate(&mut tx)?;
-        Ok(tx.commit().map_err(|e| loc.db_error(e))?)
-    })
+    connect_with(
+        loc,
+        |client| {
+            let mut tx = client.transaction().map_err(|e| loc.db_error(e))?;
+            loc.migrate(&mut tx)?;
+            Ok(tx.commit().map_err(|e| loc.db_error(e))?)
+        },
+        true,
+    )
+}
+
+/// A new connection for writing to the checkpoint in `loc`, which this process has already
+/// opened (migrated): the writer's after the database went away, and a worker's own.
+pub(crate) fn reopen(loc: &PgLocation) -> Result<super::Conn, super::CheckpointError> {
+    connect_with(loc, |_| Ok(()), true)
 }
 
 /// A connection to read the checkpoint in `loc`, which must exist (and not be newer than this
 /// build). Tables an older vmr wrote are migrated first, as a writer would (readers read this
 /// build's schema only).
 pub(crate) fn open_reader(loc: &PgLocation) -> Result<super::Conn, super::CheckpointError> {
-    connect_with(loc, |client| Ok(loc.bring_current(client)?))
+    connect_with(loc, |client| Ok(loc.bring_current(client)?), false)
 }
 
+/// How long one statement of a connection that writes may run before the server cancels it,
+/// unless the URL's `options` set `statement_timeout`: a server that stalls (a lock held by a
+/// paused process, a disk that hangs) is found, and the writer reconnects.
+const STATEMENT_TIMEOUT: &str = "60s";
+
 /// A connection to `loc` on which `first` has run, with the checkpoint's schema first on the
-/// search path and `synchronous_commit` on.
+/// search path and `synchronous_commit` on; `writes`: a statement timeout too.
 fn connect_with(
     loc: &PgLocation,
     first: impl FnOnce(&mut postgres::Client) -> Result<(), super::CheckpointError>,
+    writes: bool,
 ) -> Result<super::Conn, super::CheckpointError> {
     let mut client = loc.connect()?;
+    let timeout = if writes
+        && !loc
+            .config
+            .get_options()
+            .is_some_and(|o| o.contains("statement_timeout"))
+    {
+        format!("; SET statement_timeout TO '{STATEMENT_TIMEOUT}'")
+    } else {
+        String::new()
+    };
     super::db::blocking(|| -> Result<(), super::CheckpointError> {
         first(&mut client)?;
         Ok(client
@@ -363,7 +419,7 @@ fn connect_with(
             // for longer.
             .batch_execute(&format!(
                 "SET search_path TO {}; SET synchronous_commit TO on;
-                 SET idle_in_transaction_session_timeout TO '60s'",
+                 SET idle_in_transaction_session_timeout TO '60s'{timeout}",
                 loc.quoted()
             ))
             .map_err(|e| loc.db_error(e))?)
@@ -376,6 +432,32 @@ pub(crate) fn held(loc: &PgLocation) -> bool {
     open_reader(loc)
         .and_then(|c| super::reaping::live(&c))
         .is_ok_and(|w| !w.is_empty())
+}
+
+/// Whether `e` means the connection is gone or cannot be made (the server is down, restarting,
+/// failing over, ended the session, or the network failed), rather than a statement refused:
+/// a new connection may succeed where this one failed.
+pub(crate) fn is_lost(e: &postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        // Class 08: connection exceptions. 57P01-57P03: the server shutting down, crashed or
+        // starting. 25P03: a session idle in a transaction for too long, ended. 57014: a
+        // statement cancelled (a statement timeout on a server that stalls).
+        return code.starts_with("08")
+            || matches!(code, "57P01" | "57P02" | "57P03" | "25P03" | "57014");
+    }
+    // No server error: the driver's own, an I/O error somewhere below it means the network.
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        if inner.is::<std::io::Error>() {
+            return true;
+        }
+        src = inner.source();
+    }
+    false
 }
 
 /// A PostgreSQL error in words: the server's code and message, or the driver's error with its

@@ -15,7 +15,7 @@ use std::path::Path;
 
 /// The schema this build writes, in SQLite (`user_version`) and PostgreSQL (`vmr_schema`)
 /// alike. Bump it with a new entry in [`STEPS`] and the change in [`TABLES`].
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// The first version both dialects share: a SQLite checkpoint reaches it by [`SQLITE_LEGACY`].
 /// A PostgreSQL checkpoint written before the versions were shared numbered its own: 1 (the
@@ -125,9 +125,11 @@ CREATE TABLE {s}calls (
     ended_at {int} NOT NULL,
     error TEXT,
     body {blob},
-    purchase {int} NOT NULL DEFAULT 1
+    purchase {int} NOT NULL DEFAULT 1,
+    uid TEXT
 );
 CREATE INDEX calls_vin ON {s}calls (vin_id);
+CREATE UNIQUE INDEX calls_uid ON {s}calls (uid) WHERE uid IS NOT NULL;
 CREATE TABLE {s}runs (
     id {id},
     command TEXT NOT NULL,
@@ -200,6 +202,11 @@ UPDATE {s}purchases SET failure = CASE
         WHEN substr(coalesce(message, ''), 1, 9) = 'abandoned' THEN 'abandoned'
         ELSE 'vendor' END
     WHERE state = 'failed';
+"#, r#"
+-- Version 5: every call's own id, so a call written twice (a commit whose answer was lost with
+-- the connection, an answer spilled to disk and replayed) is recorded once.
+ALTER TABLE {s}calls ADD COLUMN uid TEXT;
+CREATE UNIQUE INDEX calls_uid ON {s}calls (uid) WHERE uid IS NOT NULL;
 "#];
 
 /// The SQL that takes a checkpoint at `found` (an existing one; see [`TABLES`] for a new one)

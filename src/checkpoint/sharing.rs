@@ -58,6 +58,15 @@ impl Sharing {
         }
     }
 
+    /// This process's worker id, when it is one.
+    pub(crate) fn worker_id(&self) -> Option<i64> {
+        match self {
+            Sharing::Alone => None,
+            #[cfg(feature = "pg")]
+            Sharing::Worker(w) => Some(w.id),
+        }
+    }
+
     /// The claim this process's pages take: `None` alone, where nothing is claimed.
     pub(crate) fn claim(&self) -> Option<Claim> {
         match self {

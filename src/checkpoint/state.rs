@@ -8,7 +8,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Where one VIN is in its life, as the checkpoint's `state` column keeps it (in lower case).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// Read from the input, not yet sent.
@@ -57,7 +59,8 @@ pub(crate) fn billed_unusable_sql() -> String {
 
 /// Why a `failed` VIN failed, as the checkpoint's `failure` column keeps it. Its message says
 /// the same in words (a billed answer without a report starts with [`BILLED_UNUSABLE`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Failure {
     /// The vendor refused the VIN: its code (a lone 400, 702, 703, 999...) is the VIN's code.
     #[default]

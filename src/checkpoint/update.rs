@@ -16,8 +16,12 @@ fn delivery_column(class: Delivery) -> &'static str {
 }
 
 /// One vendor call, as the call log records it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CallLog {
+    /// The call's own id, unique across every process and run: a call written twice (a commit
+    /// whose answer was lost with the connection, a spilled answer replayed) is recorded once.
+    #[serde(default)]
+    pub uid: Option<String>,
     /// Which endpoint was called.
     pub endpoint: crate::api::Endpoint,
     /// The requestId a get asked for; `None` for a generate.
@@ -44,14 +48,14 @@ pub struct CallLog {
 }
 
 /// A report bought, stored byte for byte.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ReportRow {
     /// The requestId the report was bought under, when the answer named one.
     pub request_id: Option<String>,
     /// The vendor's `taskNo` for the answer, if any.
     pub task_no: Option<String>,
-    /// The endpoint that returned the report: `generate` or `get`.
-    pub endpoint: &'static str,
+    /// The endpoint that returned the report.
+    pub endpoint: crate::api::Endpoint,
     /// When the report arrived, in milliseconds since the Unix epoch.
     pub fetched_at: i64,
     /// The answer body exactly as received.
@@ -60,7 +64,7 @@ pub struct ReportRow {
 
 /// One change to one VIN, applied in one transaction: an optional call-log row, an optional
 /// state change (checked by the state machine), field updates, and an optional report.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Update {
     /// The checkpoint's id of the VIN to change.
     pub vin_id: i64,
@@ -131,7 +135,7 @@ impl Update {
 }
 
 /// A worker's claim that its writes must still hold.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(not(feature = "pg"), allow(dead_code))]
 pub(crate) struct Fence {
     pub(super) worker: i64,
@@ -142,7 +146,7 @@ pub(crate) struct Fence {
 }
 
 /// Whether an update changed its VIN.
-pub(super) enum Applied {
+pub(crate) enum Applied {
     Yes,
     /// The worker's claim had lapsed: only its call was logged.
     Fenced(String),
@@ -187,11 +191,41 @@ fn claim_holds(_: &Conn, _: i64, _: Fence) -> Result<bool, CheckpointError> {
     Ok(true)
 }
 
+/// How an update is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Written the first time, by the task that made the call.
+    First,
+    /// Written again after its transaction's fate was lost with the connection (its COMMIT may
+    /// have landed): a call already in the call log under its id is not written twice.
+    Again,
+    /// An answer from the spill file, written by another process or after the writer lost the
+    /// database: written once, and only to a VIN still where the call left it (see
+    /// [`replay_fits`]).
+    Replay,
+}
+
+/// Whether the call `u` carries is in the call log already (under its id).
+pub(super) fn already_logged(conn: &Conn, u: &Update) -> Result<bool, CheckpointError> {
+    let Some(uid) = u.call.as_ref().and_then(|c| c.uid.as_deref()) else {
+        return Ok(false);
+    };
+    Ok(conn
+        .query_opt("SELECT id FROM calls WHERE uid = ?1", p![uid], |r| {
+            r.get::<i64>(0)
+        })?
+        .is_some())
+}
+
 pub(super) fn apply_update(
     conn: &Conn,
-    u: Update,
+    u: &Update,
     fence: Option<Fence>,
+    mode: Mode,
 ) -> Result<Applied, CheckpointError> {
+    if mode != Mode::First && already_logged(conn, u)? {
+        return Ok(Applied::Yes);
+    }
     if let Some(f) = fence
         && !claim_holds(conn, u.vin_id, f)?
     {
@@ -201,10 +235,17 @@ pub(super) fn apply_update(
             "this worker's claim on the VIN lapsed; its answer is kept in the call log and the VIN left as it is",
         );
     }
+    if mode == Mode::Replay && !replay_fits(conn, u)? {
+        return fenced(
+            conn,
+            u,
+            "a replayed answer found its VIN moved on; the answer is kept in the call log and the VIN left as it is",
+        );
+    }
     // The world the update was made for: the state it expects, and (for a worker, whose VIN
     // another worker may have moved meanwhile) a legal move from the state the VIN is in now.
     if u.expect.is_some() || fence.is_some() {
-        let (current, changed) = world_changed(conn, &u)?;
+        let (current, changed) = world_changed(conn, u, mode)?;
         if u.expect.is_some_and(|e| e != current) || (fence.is_some() && changed) {
             return fenced(
                 conn,
@@ -213,12 +254,33 @@ pub(super) fn apply_update(
             );
         }
     }
-    apply_owned(conn, &u)?;
+    apply_owned(conn, u, mode)?;
     Ok(Applied::Yes)
 }
 
+/// Whether a replayed answer still fits its VIN: a generate's VIN is still `submitting`, or
+/// `uncertain` (a sweep found its worker gone meanwhile); a get's VIN is still `pending` on the
+/// same requestId. Else the answer only joins the call log.
+fn replay_fits(conn: &Conn, u: &Update) -> Result<bool, CheckpointError> {
+    let Some(call) = &u.call else {
+        return Ok(false);
+    };
+    let (state, request_id): (String, Option<String>) = conn
+        .query_opt(
+            "SELECT state, request_id FROM vins WHERE id = ?1",
+            p![u.vin_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .ok_or(CheckpointError::UnknownVin(u.vin_id))?;
+    let state: State = state.parse().map_err(CheckpointError::Commit)?;
+    Ok(match call.endpoint {
+        crate::api::Endpoint::Generate => matches!(state, State::Submitting | State::Uncertain),
+        crate::api::Endpoint::Get => state == State::Pending && request_id == call.request_id,
+    })
+}
+
 /// The VIN's state now, and whether `u`'s move is no longer legal from it.
-fn world_changed(conn: &Conn, u: &Update) -> Result<(State, bool), CheckpointError> {
+fn world_changed(conn: &Conn, u: &Update, mode: Mode) -> Result<(State, bool), CheckpointError> {
     let current: String = conn
         .query_opt("SELECT state FROM vins WHERE id = ?1", p![u.vin_id], |r| {
             r.get(0)
@@ -226,19 +288,32 @@ fn world_changed(conn: &Conn, u: &Update) -> Result<(State, bool), CheckpointErr
         .ok_or(CheckpointError::UnknownVin(u.vin_id))?;
     let current: State = current.parse().map_err(CheckpointError::Commit)?;
     let from = if u.rebuy { State::Queued } else { current };
-    let illegal = (u.rebuy && !current.can_rebuy()) || u.to.is_some_and(|to| !from.can_go(to));
+    let illegal = (u.rebuy && !current.can_rebuy())
+        || u.to.is_some_and(|to| !legal(from, to, mode));
     Ok((current, illegal))
+}
+
+/// Whether `from -> to` may be written in `mode`: the state machine's moves, and for a replayed
+/// billed answer also its settling of a VIN a sweep made `uncertain` meanwhile (to `pending`,
+/// `done` or `failed`, where the answer would have taken it from `submitting`).
+fn legal(from: State, to: State, mode: Mode) -> bool {
+    from.can_go(to)
+        || (mode == Mode::Replay
+            && from == State::Uncertain
+            && State::Submitting.can_go(to)
+            && to != State::Queued)
 }
 
 /// Leaves the VIN as it is and keeps what `u` carried: nothing paid is lost. The call is
 /// logged, and a report it carried is kept as the call's body.
-fn fenced(conn: &Conn, mut u: Update, why: &str) -> Result<Applied, CheckpointError> {
+fn fenced(conn: &Conn, u: &Update, why: &str) -> Result<Applied, CheckpointError> {
     let vin: String = conn.query_row("SELECT vin FROM vins WHERE id = ?1", p![u.vin_id], |r| {
         r.get(0)
     })?;
-    if let Some(mut call) = u.call.take() {
+    if let Some(call) = &u.call {
+        let mut call = call.clone();
         if call.body.is_none() {
-            call.body = u.report.take().map(|r| r.body);
+            call.body = u.report.as_ref().map(|r| r.body.clone());
         }
         log_call(conn, u.vin_id, &call)?;
     }
@@ -246,7 +321,7 @@ fn fenced(conn: &Conn, mut u: Update, why: &str) -> Result<Applied, CheckpointEr
     Ok(Applied::Fenced(vin))
 }
 
-fn apply_owned(conn: &Conn, u: &Update) -> Result<(), CheckpointError> {
+fn apply_owned(conn: &Conn, u: &Update, mode: Mode) -> Result<(), CheckpointError> {
     let (vin, current): (String, String) = conn
         .query_opt(
             "SELECT vin, state FROM vins WHERE id = ?1",
@@ -271,7 +346,9 @@ fn apply_owned(conn: &Conn, u: &Update) -> Result<(), CheckpointError> {
     }
     if let Some(to) = u.to {
         // The state machine first: an illegal move is refused before anything is written.
-        current.check(to, &vin)?;
+        if !legal(current, to, mode) {
+            current.check(to, &vin)?;
+        }
         let failure = (to == State::Failed).then(|| u.failure.unwrap_or_default().as_str());
         conn.execute(
             "UPDATE vins SET state = ?2,
@@ -302,7 +379,7 @@ fn apply_owned(conn: &Conn, u: &Update) -> Result<(), CheckpointError> {
                 vin,
                 r.request_id,
                 r.task_no,
-                r.endpoint,
+                r.endpoint.as_str(),
                 r.fetched_at,
                 r.body
             ],
@@ -378,9 +455,9 @@ fn undo_purchase(conn: &Conn, vin_id: i64, vin: &str) -> Result<(), CheckpointEr
 /// One call into the call log, and the VIN's call counters.
 fn log_call(conn: &Conn, vin_id: i64, call: &CallLog) -> Result<(), CheckpointError> {
     conn.execute(
-        "INSERT INTO calls (vin_id, endpoint, request_id, http_status, code, msg, task_no, billed, delivery, started_at, ended_at, error, body, purchase)
+        "INSERT INTO calls (vin_id, endpoint, request_id, http_status, code, msg, task_no, billed, delivery, started_at, ended_at, error, body, purchase, uid)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13,
-            (SELECT purchase FROM vins WHERE id = ?1))",
+            (SELECT purchase FROM vins WHERE id = ?1), ?14)",
         p![
             vin_id,
             call.endpoint.as_str(),
@@ -394,7 +471,8 @@ fn log_call(conn: &Conn, vin_id: i64, call: &CallLog) -> Result<(), CheckpointEr
             call.started_at,
             call.ended_at,
             call.error,
-            call.body
+            call.body,
+            call.uid
         ],
     )?;
     let sent = call.class != Delivery::NotSent;

@@ -3,9 +3,9 @@
 //! Each `submit`, `poll` or `run` on a PostgreSQL state is a *worker*, registered in `workers`:
 //!
 //! - It claims the VINs it calls for (`FOR UPDATE SKIP LOCKED`, so two workers never take the
-//!   same VIN) with a lease longer than a call can take (`--timeout` plus [`MARGIN`]), and
+//!   same VIN) with a lease longer than a call can take (`--timeout` plus [`margin`]), and
 //!   releases each VIN when its task ends.
-//! - A thread of its own renews its heartbeat and its claims every [`BEAT`]. No call leaves
+//! - A thread of its own renews its heartbeat and its claims every [`beat`]. No call leaves
 //!   unless the last renewal leaves the lease enough time to outlast the call.
 //! - A worker that dies stops renewing: its claims lapse. Whoever sees a lapsed claim first (any
 //!   worker's heartbeat, or the next vmr to open the checkpoint) turns a lapsed `submitting`
@@ -30,12 +30,33 @@ use super::{CheckpointError, WorkerSpec, p};
 pub(crate) const DB_NOW: &str =
     "CAST(floor(extract(epoch FROM clock_timestamp()) * 1000) AS BIGINT)";
 
-/// What a lease adds to `--timeout`: the time a worker has to renew its claims before one of
+/// What a lease adds to `--timeout` by default: the time a worker has to renew its claims before one of
 /// them could lapse under a call in flight.
-pub(crate) const MARGIN: Duration = Duration::from_secs(10);
+const MARGIN: Duration = Duration::from_secs(10);
 
-/// How often a worker renews its heartbeat and claims, and sweeps lapsed claims.
-pub(crate) const BEAT: Duration = Duration::from_secs(2);
+/// How often a worker renews its heartbeat and claims, and sweeps lapsed claims, by default.
+const BEAT: Duration = Duration::from_secs(2);
+
+/// A duration from the environment variable `name` (`5s`, `500ms`), else `default`. For the
+/// lease margin and the heartbeat, which tests (and operators with unusual networks) tune.
+fn tuned(name: &str, default: Duration) -> Duration {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| humantime::parse_duration(v.trim()).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(default)
+}
+
+/// What a lease adds to `--timeout`: [`MARGIN`], or `VMR_LEASE_MARGIN`.
+pub(crate) fn margin() -> Duration {
+    tuned("VMR_LEASE_MARGIN", MARGIN)
+}
+
+/// How often the heartbeat beats: [`BEAT`], or `VMR_HEARTBEAT` (at most a third of the
+/// margin, so a claim is renewed several times before it could lapse).
+pub(crate) fn beat() -> Duration {
+    tuned("VMR_HEARTBEAT", BEAT).min(margin() / 3)
+}
 
 /// Kept free between the end of the longest call and the end of the lease.
 const SLACK: Duration = Duration::from_secs(1);
@@ -66,7 +87,7 @@ pub struct Worker {
     timeout: Duration,
     spec: WorkerSpec,
     /// Claims, tokens, budget and releases: short autocommit statements.
-    conn: Mutex<Conn>,
+    conn: Mutex<Link>,
     beat: Arc<Beat>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     retired: AtomicBool,
@@ -83,9 +104,10 @@ impl Worker {
         loc: &PgLocation,
         spec: WorkerSpec,
     ) -> Result<Arc<Worker>, CheckpointError> {
-        let lease = spec.timeout + MARGIN;
+        let lease = spec.timeout + margin();
         let lease_ms = lease.as_millis() as i64;
-        let conn = super::pg::open_reader(loc)?;
+        let mut link = Link::new(loc)?;
+        let conn = link.conn.take().expect("connected");
         let id: i64 = conn.query_row(
             &format!(
                 "INSERT INTO workers (host, local_key, pid, command, run_id, rate, lease_ms, started_at, heartbeat_at)
@@ -129,16 +151,18 @@ impl Worker {
             pending: AtomicI64::new(0),
             held: Mutex::new(std::collections::HashMap::new()),
         });
-        let beat_conn = super::pg::open_reader(loc)?;
+        let mut beat_link = Link::new(loc)?;
         if spec.budget.is_some() {
-            beat.pending.store(pending(&beat_conn)?, Ordering::SeqCst);
+            beat.pending
+                .store(beat_link.with(pending)?, Ordering::SeqCst);
         }
+        link.conn = Some(conn);
         let thread = {
             let beat = beat.clone();
             let count_pending = spec.budget.is_some();
             std::thread::Builder::new()
                 .name("worker-heartbeat".into())
-                .spawn(move || heartbeat(beat_conn, id, lease_ms, count_pending, &beat))
+                .spawn(move || heartbeat(beat_link, id, lease_ms, count_pending, &beat))
                 .expect("spawn the worker heartbeat thread")
         };
         tracing::info!(
@@ -151,7 +175,7 @@ impl Worker {
             lease,
             timeout: spec.timeout,
             spec,
-            conn: Mutex::new(conn),
+            conn: Mutex::new(link),
             beat,
             thread: Mutex::new(Some(thread)),
             retired: AtomicBool::new(false),
@@ -187,8 +211,8 @@ impl Worker {
         &self,
         f: impl FnOnce(&Conn) -> Result<R, CheckpointError>,
     ) -> Result<R, CheckpointError> {
-        let conn = lock(&self.conn);
-        blocking(|| f(&conn))
+        let mut link = lock(&self.conn);
+        blocking(|| link.with(f))
     }
 
     /// Lets go of a VIN whose task has ended (a `submitting` one stays claimed: only a lapse
@@ -375,14 +399,50 @@ fn pending(c: &Conn) -> Result<i64, CheckpointError> {
     )
 }
 
-/// The heartbeat thread: renews the worker's row and claims every [`BEAT`], sweeps lapsed
+/// A connection of the worker's own, made again once the database is back when it was lost
+/// (a restart, a failover, a terminated session).
+struct Link {
+    loc: PgLocation,
+    conn: Option<Conn>,
+}
+
+impl Link {
+    fn new(loc: &PgLocation) -> Result<Link, CheckpointError> {
+        Ok(Link {
+            loc: loc.clone(),
+            conn: Some(super::pg::reopen(loc)?),
+        })
+    }
+
+    /// Runs `f` on the connection, connecting first if it was lost; a lost connection is
+    /// dropped, to be made again by the next call.
+    fn with<R>(
+        &mut self,
+        f: impl FnOnce(&Conn) -> Result<R, CheckpointError>,
+    ) -> Result<R, CheckpointError> {
+        if self.conn.is_none() {
+            self.conn = Some(super::pg::reopen(&self.loc)?);
+            tracing::info!("a worker connection to the checkpoint's database was made again");
+        }
+        let r = f(self.conn.as_ref().expect("connected"));
+        if let Err(e) = &r
+            && e.is_outage()
+        {
+            self.conn = None;
+        }
+        r
+    }
+}
+
+/// The heartbeat thread: renews the worker's row and claims every [`beat`], sweeps lapsed
 /// claims, and forgets workers long dead, until told to quit.
-fn heartbeat(conn: Conn, id: i64, lease_ms: i64, count_pending: bool, beat: &Beat) {
+fn heartbeat(mut link: Link, id: i64, lease_ms: i64, count_pending: bool, beat: &Beat) {
+    let every = self::beat();
     let mut quit = lock(&beat.quit);
     loop {
         quit = beat
             .wake
-            .wait_timeout(quit, BEAT)
+            .wait_timeout(quit, every)
             .unwrap_or_else(|e| e.into_inner())
             .0;
         if *quit {
@@ -390,7 +450,7 @@ fn heartbeat(conn: Conn, id: i64, lease_ms: i64, count_pending: bool, beat: &Bea
         }
         drop(quit);
         let sent = Instant::now();
-        match renew(&conn, id, lease_ms) {
+        match link.with(|c| renew(c, id, lease_ms)) {
             Ok(Some(mine)) => {
                 *lock(&beat.renewed) = sent;
                 forget_lost(beat, &mine, sent, id);
@@ -405,10 +465,10 @@ fn heartbeat(conn: Conn, id: i64, lease_ms: i64, count_pending: bool, beat: &Bea
             }
             Err(e) => tracing::warn!(worker = id, error = %e, "cannot renew the worker's claims"),
         }
-        if let Err(e) = reap_dead_here(&conn).and_then(|_| sweep(&conn)) {
+        if let Err(e) = link.with(|c| reap_dead_here(c).and_then(|_| sweep(c))) {
             tracing::warn!(error = %e, "cannot sweep lapsed claims");
         }
-        if count_pending && let Ok(n) = pending(&conn) {
+        if count_pending && let Ok(n) = link.with(pending) {
             beat.pending.store(n, Ordering::SeqCst);
         }
         quit = lock(&beat.quit);

@@ -104,6 +104,7 @@ fn call_log(ex: &Exchange, request_id: Option<&str>) -> CallLog {
         _ => None,
     };
     CallLog {
+        uid: Some(checkpoint::new_call_uid()),
         endpoint: ex.endpoint,
         request_id: request_id.map(str::to_owned),
         http_status: ex.http_status,
@@ -178,7 +179,7 @@ fn report_row(ex: &Exchange, request_id: Option<String>) -> ReportRow {
     ReportRow {
         request_id,
         task_no: ex.answer.task_no.clone(),
-        endpoint: ex.endpoint.as_str(),
+        endpoint: ex.endpoint,
         fetched_at: ex.ended_at_ms,
         body: ex.body.clone(),
     }
@@ -856,6 +857,7 @@ async fn drain(
             }
             // Another worker holds the VIN now: the answer is in the call log.
             Some(Ok(Err(CheckpointError::Fenced(_)))) => {}
+            Some(Ok(Err(e))) if e.is_outage() => lost_database(stop, &e),
             Some(Ok(Err(e))) => return Err(e),
             Some(Err(e)) if e.is_cancelled() => {}
             Some(Err(e)) => std::panic::resume_unwind(e.into_panic()),
@@ -863,9 +865,21 @@ async fn drain(
     }
 }
 
+/// A task found the checkpoint's database out of reach (its answer, if it may have been billed,
+/// is in the spill): the run stops sending and lets the calls in flight land.
+fn lost_database(stop: &Stop, e: &CheckpointError) {
+    if !stop.is_set() {
+        tracing::error!(error = %e, "the checkpoint's database is out of reach; stopping the run");
+    }
+    stop.set(StopReason::CheckpointLost {
+        detail: e.to_string(),
+    });
+}
+
 /// Takes finished tasks off the set without waiting.
 fn reap(
     set: &mut JoinSet<Result<(State, State), CheckpointError>>,
+    stop: &Stop,
     report: &mut PassReport,
     progress: &Progress,
 ) -> Result<(), CheckpointError> {
@@ -876,6 +890,7 @@ fn reap(
                 progress.finished(from, state);
             }
             Ok(Err(CheckpointError::Fenced(_))) => {}
+            Ok(Err(e)) if e.is_outage() => lost_database(stop, &e),
             Ok(Err(e)) => return Err(e),
             Err(e) if e.is_cancelled() => {}
             Err(e) => std::panic::resume_unwind(e.into_panic()),
@@ -945,7 +960,7 @@ async fn run_paged(
                 let _permit = permit;
                 task.run(e).await
             });
-            reap(&mut set, &mut report, progress)?;
+            reap(&mut set, &engine.stop, &mut report, progress)?;
         }
     }
     drain(

@@ -24,6 +24,9 @@ pub(crate) enum StopReason {
     /// The vendor asked to wait (`Retry-After`) longer than `--max-wait` allows: `wait` is
     /// what it asked for.
     Throttled { wait: Duration, max_wait: Duration },
+    /// The checkpoint's database went out of reach and stayed so: what may have been billed
+    /// is kept in the spill (replayed by the next run), nothing more is sent.
+    CheckpointLost { detail: String },
     /// A signal asked us to stop (2 = SIGINT, 15 = SIGTERM).
     Signal(i32),
 }
@@ -36,7 +39,8 @@ impl StopReason {
             StopReason::Vendor { .. } | StopReason::BadCredentials { .. } => 2,
             StopReason::Unavailable { .. }
             | StopReason::Budget { .. }
-            | StopReason::Throttled { .. } => 1,
+            | StopReason::Throttled { .. }
+            | StopReason::CheckpointLost { .. } => 1,
         }
     }
 

@@ -364,7 +364,7 @@ fn a_checkpoint_from_before_the_money_rules_is_migrated_and_adopted_once() {
     drop(Checkpoint::open(&fresh.join("state")).expect("a new checkpoint"));
     let new = rusqlite::Connection::open(fresh.join("state/checkpoint.sqlite")).expect("opens");
     assert_eq!(columns(&db(&dir)), columns(&new));
-    assert_eq!(count(&dir, "PRAGMA user_version"), 4);
+    assert_eq!(count(&dir, "PRAGMA user_version"), 5);
 }
 
 /// A column as `PRAGMA table_info` gives it: name, type, not null, place in the key.
@@ -446,7 +446,7 @@ fn a_version_3_checkpoint_gets_typed_failures_and_retry_failed_buys_only_their_k
     let st: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).expect("JSON");
     assert_eq!(st["billed_unusable_total"], 1, "{st}");
     assert_eq!(st["billed_unusable"][0], unusable.as_str());
-    assert_eq!(count(&dir, "PRAGMA user_version"), 4);
+    assert_eq!(count(&dir, "PRAGMA user_version"), 5);
     let kinds: std::collections::BTreeMap<String, String> = db(&dir)
         .prepare("SELECT vin, failure FROM vins WHERE state = 'failed'")
         .expect("q")
@@ -665,6 +665,7 @@ fn a_failure_meant_for_a_queued_vin_leaves_a_vin_bought_meanwhile_alone_and_keep
     }
     // The late verdict on a lone 400 was meant for the VIN while it was queued.
     let call = vmr::checkpoint::CallLog {
+        uid: None,
         endpoint: vmr::api::Endpoint::Generate,
         request_id: None,
         http_status: Some(200),

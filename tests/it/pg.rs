@@ -822,7 +822,7 @@ fn a_version_2_postgres_checkpoint_reaches_the_shared_schema_version_with_typed_
         .query_one("SELECT max(version) FROM older.vmr_schema", &[])
         .expect("q")
         .get(0);
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let kinds: std::collections::BTreeMap<String, String> = c
         .query(
             "SELECT vin, failure FROM older.vins WHERE state = 'failed'",
