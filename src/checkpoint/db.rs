@@ -83,6 +83,12 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Without PostgreSQL nothing blocks on another runtime: `f` runs as it is.
+#[cfg(not(feature = "pg"))]
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 #[cfg(feature = "pg")]
 impl Drop for PgConn {
     fn drop(&mut self) {

@@ -68,11 +68,11 @@ pub(crate) use resolutions::{Settled, Settlement};
 pub(crate) use schema::SCHEMA_VERSION;
 pub(crate) use sharing::{Lease, Sharing, WorkerSpec};
 pub use snapshot::Snapshot;
-pub use spill::new_call_uid;
 pub(crate) use snapshot::{CallRow, Reports, RequestRow, StoredReport};
+pub use spill::new_call_uid;
 use std::path::{Path, PathBuf};
-pub(crate) use update::unusable_gets;
 use update::Applied;
+pub(crate) use update::unusable_gets;
 pub use update::{CallLog, ReportRow, Update};
 
 /// Why the checkpoint could not be opened, read or written.
@@ -171,7 +171,6 @@ pub enum CheckpointError {
 
 /// How long the writer waits (with back-off) for a PostgreSQL database that went away before
 /// the run stops sending: 60 s, or `VMR_PG_RECONNECT_WINDOW` (a duration such as `5s`).
-#[cfg(feature = "pg")]
 fn reconnect_window() -> std::time::Duration {
     std::env::var("VMR_PG_RECONNECT_WINDOW")
         .ok()
@@ -180,6 +179,13 @@ fn reconnect_window() -> std::time::Duration {
 }
 
 impl CheckpointError {
+    /// Whether the write failed only because its call is in the call log already (under the
+    /// same id, written meanwhile by another process replaying the same spill): it is done.
+    pub(crate) fn is_duplicate_call(&self) -> bool {
+        let text = self.to_string();
+        text.contains("calls_uid") || text.contains("calls.uid")
+    }
+
     /// Whether the database went away (or cannot be reached), rather than refusing a write:
     /// the run stops sending and ends with "work remains", and nothing paid for is lost.
     pub fn is_outage(&self) -> bool {
@@ -188,6 +194,53 @@ impl CheckpointError {
             #[cfg(feature = "pg")]
             CheckpointError::Pg(e) => e.is_unreachable(),
             _ => false,
+        }
+    }
+}
+
+/// A read connection that outlives its database's restarts: a read that finds the connection
+/// lost is tried again on a new one, connecting with back-off for as long as the writer waits
+/// for its own ([`reconnect_window`]); only then is the loss the caller's.
+pub(crate) struct ReadLink {
+    place: Place,
+    conn: Option<Conn>,
+}
+
+impl ReadLink {
+    /// Runs the read `f`, on a new connection when the last one was lost.
+    pub(crate) fn with<R>(
+        &mut self,
+        f: impl Fn(&Conn) -> Result<R, CheckpointError>,
+    ) -> Result<R, CheckpointError> {
+        use backon::BackoffBuilder;
+        let started = std::time::Instant::now();
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(100))
+            .with_max_delay(std::time::Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            let r = match &self.conn {
+                Some(c) => f(c),
+                None => open_reader_at(&self.place).and_then(|c| {
+                    let r = f(&c);
+                    self.conn = Some(c);
+                    r
+                }),
+            };
+            match r {
+                Err(e) if e.is_outage() => {
+                    self.conn = None;
+                    let wait = delays.next().unwrap_or(std::time::Duration::from_secs(5));
+                    if started.elapsed() + wait > reconnect_window() {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, "a read of the checkpoint lost its connection; trying again");
+                    db::blocking(|| std::thread::sleep(wait));
+                }
+                r => return r,
+            }
         }
     }
 }
@@ -215,7 +268,10 @@ impl Checkpoint {
         let writer = match place {
             Place::Dir(dir) => {
                 let (lock, conn) = create_locked(dir)?;
-                (Some(std::sync::Arc::new(lock)), Writer::start(Conn::Lite(conn)))
+                (
+                    Some(std::sync::Arc::new(lock)),
+                    Writer::start(Conn::Lite(conn)),
+                )
             }
             // The writer outlives the database (a restart, a failover): it reconnects, keeping
             // billed answers in the spill meanwhile, and replays the spill before anything else.
@@ -276,6 +332,14 @@ impl Checkpoint {
     /// A new read connection (WAL readers do not block the writer).
     pub(crate) fn reader(&self) -> Result<Conn, CheckpointError> {
         open_reader_at(&self.place)
+    }
+
+    /// A read connection that is made again when the database drops it (see [`ReadLink`]).
+    pub(crate) fn read_link(&self) -> Result<ReadLink, CheckpointError> {
+        Ok(ReadLink {
+            place: self.place.clone(),
+            conn: Some(self.reader()?),
+        })
     }
 
     /// Applies one update durably (group-committed).

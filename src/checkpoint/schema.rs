@@ -188,7 +188,8 @@ CREATE TABLE {s}batch_vins (
 
 /// The steps from [`SHARED_FROM`] on, both dialects: entry `i` takes a checkpoint from version
 /// `SHARED_FROM + i` to the next.
-const STEPS: &[&str] = &[r#"
+const STEPS: &[&str] = &[
+    r#"
 -- Version 4: why a failed VIN failed, typed, instead of read from its message's first word.
 ALTER TABLE {s}vins ADD COLUMN failure TEXT;
 ALTER TABLE {s}purchases ADD COLUMN failure TEXT;
@@ -202,12 +203,14 @@ UPDATE {s}purchases SET failure = CASE
         WHEN substr(coalesce(message, ''), 1, 9) = 'abandoned' THEN 'abandoned'
         ELSE 'vendor' END
     WHERE state = 'failed';
-"#, r#"
+"#,
+    r#"
 -- Version 5: every call's own id, so a call written twice (a commit whose answer was lost with
 -- the connection, an answer spilled to disk and replayed) is recorded once.
 ALTER TABLE {s}calls ADD COLUMN uid TEXT;
 CREATE UNIQUE INDEX calls_uid ON {s}calls (uid) WHERE uid IS NOT NULL;
-"#];
+"#,
+];
 
 /// The SQL that takes a checkpoint at `found` (an existing one; see [`TABLES`] for a new one)
 /// to [`SCHEMA_VERSION`], rendered for `dialect`.

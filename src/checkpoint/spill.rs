@@ -192,6 +192,12 @@ impl Spill {
                     if e.is_outage() {
                         return Err(e);
                     }
+                    if e.is_duplicate_call() {
+                        // Another process replayed it first.
+                        let _ = remove_durably(&path);
+                        answered(&uid, Ok(Applied::Yes));
+                        continue;
+                    }
                     self.set_aside(&path, &e.to_string());
                     answered(&uid, Err(e));
                 }
@@ -211,9 +217,8 @@ impl Spill {
     /// is never deleted.
     fn set_aside(&self, path: &Path, why: &str) {
         let aside = self.dir.join("unreplayable");
-        let moved = std::fs::create_dir_all(&aside).and_then(|_| {
-            std::fs::rename(path, aside.join(path.file_name().unwrap_or_default()))
-        });
+        let moved = std::fs::create_dir_all(&aside)
+            .and_then(|_| std::fs::rename(path, aside.join(path.file_name().unwrap_or_default())));
         tracing::error!(
             file = %path.display(),
             why,
@@ -277,15 +282,26 @@ mod tests {
     fn a_kept_update_is_one_durable_file_with_its_bytes_and_an_id() {
         let t = tempfile::tempdir().expect("tempdir");
         let spill = Spill::new(t.path(), "postgres://db:5432/vmr?schema=a");
-        assert!(spill.waiting().expect("empty").is_empty(), "no directory yet");
+        assert!(
+            spill.waiting().expect("empty").is_empty(),
+            "no directory yet"
+        );
         let mut u = billed(None);
         let path = spill.keep(&mut u, None).expect("kept");
-        let uid = u.call.as_ref().and_then(|c| c.uid.clone()).expect("an id given");
+        let uid = u
+            .call
+            .as_ref()
+            .and_then(|c| c.uid.clone())
+            .expect("an id given");
         assert_eq!(uid.len(), 32);
         assert!(path.to_string_lossy().ends_with(&format!("-{uid}.json")));
         assert_eq!(spill.waiting().expect("one"), vec![path.clone()]);
-        let back: Record = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
-        assert_eq!(back.update.report.expect("report").body, vec![0xff, 0, b'{', 0x80]);
+        let back: Record =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        assert_eq!(
+            back.update.report.expect("report").body,
+            vec![0xff, 0, b'{', 0x80]
+        );
         assert_eq!(back.update.call.and_then(|c| c.uid), Some(uid));
         // Ids given are kept; a second file sorts after the first.
         let mut second = billed(Some("feed"));

@@ -288,8 +288,8 @@ fn world_changed(conn: &Conn, u: &Update, mode: Mode) -> Result<(State, bool), C
         .ok_or(CheckpointError::UnknownVin(u.vin_id))?;
     let current: State = current.parse().map_err(CheckpointError::Commit)?;
     let from = if u.rebuy { State::Queued } else { current };
-    let illegal = (u.rebuy && !current.can_rebuy())
-        || u.to.is_some_and(|to| !legal(from, to, mode));
+    let illegal =
+        (u.rebuy && !current.can_rebuy()) || u.to.is_some_and(|to| !legal(from, to, mode));
     Ok((current, illegal))
 }
 

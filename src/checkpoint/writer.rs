@@ -205,7 +205,10 @@ enum Tried {
     /// A statement or the commit failed for a reason of its own: answered as such.
     Failed(CheckpointError, Vec<Reply>),
     /// The connection is gone. `at_commit`: it went during COMMIT, which may have landed.
-    Lost { error: CheckpointError, at_commit: bool },
+    Lost {
+        error: CheckpointError,
+        at_commit: bool,
+    },
 }
 
 struct Thread {
@@ -420,7 +423,11 @@ fn attempt(conn: &Conn, jobs: &mut Vec<Job>, mode: Mode) -> Tried {
         match job {
             Job::Once(f) => replies.push(f(Some(conn))),
             Job::Update(mut u) => {
-                let r = in_savepoint(conn, |c| apply_update(c, &u.update, u.fence, mode));
+                let r = match in_savepoint(conn, |c| apply_update(c, &u.update, u.fence, mode)) {
+                    // Its call was written meanwhile by a replay of the spill: it is done.
+                    Err(e) if e.is_duplicate_call() => Ok(Applied::Yes),
+                    r => r,
+                };
                 if let Err(e) = &r
                     && e.is_outage()
                 {

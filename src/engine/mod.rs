@@ -944,7 +944,15 @@ async fn run_paged(
     let mut report = PassReport::default();
     let mut after = 0i64;
     'pages: loop {
-        let tasks = page(after)?;
+        let tasks = match page(after) {
+            Ok(tasks) => tasks,
+            // The calls in flight still land (their answers go to the spill if need be).
+            Err(e) if e.is_outage() => {
+                lost_database(&engine.stop, &e);
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let Some(last) = tasks.last() else { break };
         after = last.vin_id();
         for task in tasks {
@@ -991,7 +999,7 @@ pub(crate) async fn submit(
     rebuy: &checkpoint::Rebuy,
     progress: &Progress,
 ) -> Result<PassReport, EngineError> {
-    let reader = engine.ckpt.reader()?;
+    let mut reader = engine.ckpt.read_link()?;
     let states = send_states(engine.opts.resubmit_uncertain);
     let (claim, page) = (engine.claim(), engine.page_size());
     run_paged(
@@ -999,7 +1007,8 @@ pub(crate) async fn submit(
         progress,
         || engine.submit_halted(),
         |after| {
-            let todos = checkpoint::submit_page(&reader, states, rebuy, after, page, claim)?;
+            let todos =
+                reader.with(|c| checkpoint::submit_page(c, states, rebuy, after, page, claim))?;
             engine.hold(todos.iter().map(|t| t.vin_id));
             Ok(todos.into_iter().map(Task::Submit).collect())
         },
@@ -1012,14 +1021,14 @@ pub(crate) async fn poll_due(
     engine: Arc<Engine>,
     progress: &Progress,
 ) -> Result<PassReport, EngineError> {
-    let reader = engine.ckpt.reader()?;
-    poll_due_on(engine, &reader, progress).await
+    let mut reader = engine.ckpt.read_link()?;
+    poll_due_on(engine, &mut reader, progress).await
 }
 
 /// [`poll_due`] reading the checkpoint through `reader`.
 async fn poll_due_on(
     engine: Arc<Engine>,
-    reader: &checkpoint::Conn,
+    reader: &mut checkpoint::ReadLink,
     progress: &Progress,
 ) -> Result<PassReport, EngineError> {
     let now = now_ms();
@@ -1029,7 +1038,7 @@ async fn poll_due_on(
         progress,
         || engine.stop.is_set(),
         |after| {
-            let todos = checkpoint::due_polls(reader, now, after, page, claim)?;
+            let todos = reader.with(|c| checkpoint::due_polls(c, now, after, page, claim))?;
             engine.hold(todos.iter().map(|t| t.vin_id));
             Ok(todos.into_iter().map(Task::Poll).collect())
         },
@@ -1046,9 +1055,9 @@ pub(crate) async fn poll_until(
     let mut total = PassReport::default();
     let (started, statements) = (std::time::Instant::now(), checkpoint::db::pg_statements());
     // One connection for every pass and wait of the loop.
-    let reader = engine.ckpt.reader()?;
+    let mut reader = engine.ckpt.read_link()?;
     loop {
-        let pass = poll_due_on(engine.clone(), &reader, progress).await?;
+        let pass = poll_due_on(engine.clone(), &mut reader, progress).await?;
         let idle = pass.attempted == 0;
         total.attempted += pass.attempted;
         for (s, n) in pass.by_state {
@@ -1060,7 +1069,15 @@ pub(crate) async fn poll_until(
         // The next VIN this process could take: for a worker, one another worker holds is due
         // when its claim ends. A pass that found nothing to do waits a little in any case, so
         // the loop never spins.
-        let Some(next) = checkpoint::next_claimable_poll(&reader, engine.claim())? else {
+        let next = match reader.with(|c| checkpoint::next_claimable_poll(c, engine.claim())) {
+            Ok(next) => next,
+            Err(e) if e.is_outage() => {
+                lost_database(&engine.stop, &e);
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(next) = next else {
             break;
         };
         let floor = if idle { IDLE_WAIT } else { Duration::ZERO };

@@ -18,6 +18,7 @@ mod layers;
 mod money;
 mod ops;
 mod pg;
+mod pg_faults;
 mod pgserver;
 mod price;
 mod properties;

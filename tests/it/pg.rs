@@ -260,14 +260,14 @@ fn set_mode(path: &Path, mode: u32) {
 }
 
 /// `vmr` with its checkpoint in the PostgreSQL database `url` (password in the environment).
-fn vmr_pg(dir: &Path, sb: &vmr::sandbox::Sandbox, url: &str) -> std::process::Command {
+pub(crate) fn vmr_pg(dir: &Path, sb: &vmr::sandbox::Sandbox, url: &str) -> std::process::Command {
     let mut c = vmr_std(dir, sb);
     c.env("PGPASSWORD", PASSWORD).args(["--state", url]);
     c
 }
 
 /// Waits until `done()` or `secs` pass, failing with `what`.
-fn wait_for(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_for(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while !done() {
         assert!(std::time::Instant::now() < deadline, "timed out: {what}");
@@ -533,7 +533,10 @@ fn a_worker_whose_claim_lapsed_keeps_its_late_answer_in_the_call_log_and_leaves_
 }
 
 /// VINs the PostgreSQL checkpoint lists uncertain (or still submitting).
-fn in_flight_pg(pg: &pgserver::PgServer, url: &str) -> std::collections::BTreeSet<String> {
+pub(crate) fn in_flight_pg(
+    pg: &pgserver::PgServer,
+    url: &str,
+) -> std::collections::BTreeSet<String> {
     let schema = url.rsplit("schema=").next().expect("schema");
     pg.client_for(url)
         .query(

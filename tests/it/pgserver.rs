@@ -22,6 +22,11 @@ pub(crate) const PASSWORD: &str = "pw-for-tests-only-7d1f";
 pub(crate) struct PgServer {
     pub port: u16,
     data: PathBuf,
+    /// What starting it again takes: its binaries, base directory, settings and user.
+    bin: PathBuf,
+    base: PathBuf,
+    settings: Vec<String>,
+    ids: Option<(u32, u32)>,
 }
 
 static SERVER: OnceLock<Result<PgServer, String>> = OnceLock::new();
@@ -82,6 +87,57 @@ impl PgServer {
 
     pub(crate) fn data_dir(&self) -> &Path {
         &self.data
+    }
+
+    /// Ends every session on the database `db` but the caller's (`pg_terminate_backend`);
+    /// returns how many were ended.
+    pub(crate) fn terminate_sessions(&self, db: &str) -> i64 {
+        let mut c = self.client("postgres");
+        c.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&db],
+        )
+        .expect("terminate sessions")
+        .len() as i64
+    }
+
+    /// Stops the server as an operator would: a fast shutdown (every session ended, the
+    /// transactions in flight rolled back).
+    pub(crate) fn stop(&self) {
+        let mut stop = Command::new(self.bin.join("pg_ctl"));
+        stop.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "-t", "60", "stop"])
+            .current_dir(&self.base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        as_user(&mut stop, self.ids);
+        let status = stop.status().expect("pg_ctl stop runs");
+        assert!(status.success(), "pg_ctl stop: {status}");
+    }
+
+    /// Starts the stopped server again on the same port, and waits until it accepts
+    /// connections.
+    pub(crate) fn start(&self) {
+        spawn_server(
+            &self.bin,
+            &self.data,
+            self.port,
+            &self.base,
+            &self.settings,
+            self.ids,
+        )
+        .expect("postgres starts again");
+        wait_ready(self.port, &self.base).expect("postgres accepts connections again");
+    }
+
+    /// [`PgServer::stop`], then [`PgServer::start`]. Returns how long it was down.
+    pub(crate) fn restart(&self) -> Duration {
+        let began = Instant::now();
+        self.stop();
+        self.start();
+        began.elapsed()
     }
 }
 
@@ -216,20 +272,46 @@ fn start_in(
     }
     let settings = setup(&base, ids)?;
     let port = free_port();
-    let log = std::fs::File::create(base.join("server.log")).map_err(|e| e.to_string())?;
+    spawn_server(&bin, &data, port, &base, &settings, ids)?;
+    wait_ready(port, &base)?;
+    Ok(PgServer {
+        port,
+        data,
+        bin,
+        base,
+        settings,
+        ids,
+    })
+}
+
+/// Starts `postgres` on `data`, listening on 127.0.0.1:`port`, its log appended to
+/// `server.log` in `base`.
+fn spawn_server(
+    bin: &Path,
+    data: &Path,
+    port: u16,
+    base: &Path,
+    settings: &[String],
+    ids: Option<(u32, u32)>,
+) -> Result<(), String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(base.join("server.log"))
+        .map_err(|e| e.to_string())?;
     let mut server = Command::new(bin.join("postgres"));
     server
         .arg("-D")
-        .arg(&data)
+        .arg(data)
         .args(["-p", &port.to_string()])
         .arg("-k")
-        .arg(&base)
+        .arg(base)
         .args(["-c", "listen_addresses=127.0.0.1"])
         // A test server: durability is not what is tested here.
         .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
         .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
         .args(settings.iter().flat_map(|s| ["-c", s.as_str()]))
-        .current_dir(&base)
+        .current_dir(base)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
@@ -252,8 +334,11 @@ fn start_in(
         .map_err(|e| e.to_string())?;
     rx.recv()
         .map_err(|e| e.to_string())?
-        .map_err(|e| format!("postgres: {e}"))?;
-    let pg = PgServer { port, data };
+        .map_err(|e| format!("postgres: {e}"))
+}
+
+/// Waits until the server on `port` answers (a minute at most).
+fn wait_ready(port: u16, base: &Path) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let c = postgres::Config::new()
@@ -264,7 +349,7 @@ fn start_in(
             .dbname("postgres")
             .connect(postgres::NoTls);
         match c {
-            Ok(_) => return Ok(pg),
+            Ok(_) => return Ok(()),
             // It answered (a server that takes only TLS refuses this plain connection), and not
             // with "the database system is starting up".
             Err(e)
@@ -272,7 +357,7 @@ fn start_in(
                     *d.code() != postgres::error::SqlState::CANNOT_CONNECT_NOW
                 }) =>
             {
-                return Ok(pg);
+                return Ok(());
             }
             Err(e) if Instant::now() > deadline => {
                 let log = std::fs::read_to_string(base.join("server.log")).unwrap_or_default();
