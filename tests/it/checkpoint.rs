@@ -330,6 +330,8 @@ fn a_checkpoint_from_before_the_money_rules_is_migrated_and_adopted_once() {
              ALTER TABLE calls DROP COLUMN purchase;
              ALTER TABLE vins DROP COLUMN accepted_at;
              ALTER TABLE calls DROP COLUMN body;
+             DROP INDEX calls_uid;
+             ALTER TABLE calls DROP COLUMN uid;
              DROP TABLE resolutions;
              DELETE FROM meta WHERE key = 'account';
              PRAGMA user_version = 1;",
@@ -422,6 +424,8 @@ fn as_version_3(c: &rusqlite::Connection) -> (String, String) {
         "UPDATE vins SET message = 'billedXunusable ' || coalesce(message, '') WHERE state = 'failed' AND code = 703;
          ALTER TABLE vins DROP COLUMN failure;
          ALTER TABLE purchases DROP COLUMN failure;
+         DROP INDEX calls_uid;
+         ALTER TABLE calls DROP COLUMN uid;
          PRAGMA user_version = 3;",
     )
     .expect("make a schema-3 checkpoint");

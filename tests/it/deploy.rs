@@ -93,6 +93,9 @@ fn the_postgres_cronjob_keeps_no_local_state_and_no_password_in_its_url() {
         "defaultMode: 0400",
         "if [ \"$rc\" -eq 75 ]; then exit 0; fi",
         "name: TMPDIR",
+        // Billed answers kept through a database outage, on a volume that outlives the pod.
+        "name: VMR_SPILL_DIR",
+        "claimName: vmr-spill",
     ] {
         assert!(
             job.contains(wanted),
@@ -129,6 +132,8 @@ fn the_workers_job_shares_one_postgres_state_rate_and_budget() {
         "step submit --input /data/inbox/fleet.csv",
         "step poll --wait",
         "[ \"$rc\" -eq 0 ] || [ \"$rc\" -eq 75 ]",
+        "name: VMR_SPILL_DIR",
+        "claimName: vmr-spill",
     ] {
         assert!(job.contains(wanted), "vmr-workers-job.yaml lacks {wanted}");
     }

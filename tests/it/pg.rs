@@ -802,6 +802,7 @@ fn a_version_2_postgres_checkpoint_reaches_the_shared_schema_version_with_typed_
             WHERE vin = '{}';
          ALTER TABLE older.vins DROP COLUMN failure;
          ALTER TABLE older.purchases DROP COLUMN failure;
+         ALTER TABLE older.calls DROP COLUMN uid;
          DELETE FROM older.vmr_schema;
          INSERT INTO older.vmr_schema (version) VALUES (1), (2);",
         done[0], done[1]
