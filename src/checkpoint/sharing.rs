@@ -58,6 +58,16 @@ impl Sharing {
         }
     }
 
+    /// What to add to this machine's clock to read the checkpoint's (ms): 0 alone; for a
+    /// worker, the database's clock, so every worker keeps deadlines and due times on one.
+    pub(crate) fn clock_offset_ms(&self) -> i64 {
+        match self {
+            Sharing::Alone => 0,
+            #[cfg(feature = "pg")]
+            Sharing::Worker(w) => w.clock_offset_ms(),
+        }
+    }
+
     /// This process's worker id, when it is one.
     pub(crate) fn worker_id(&self) -> Option<i64> {
         match self {

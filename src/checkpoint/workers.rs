@@ -74,6 +74,10 @@ struct Beat {
     wake: Condvar,
     /// VINs pending in the whole checkpoint, as of the last beat (for the shared budget).
     pending: AtomicI64,
+    /// The database's clock minus this machine's, in ms, as the last renewal measured it:
+    /// deadlines and due times are kept on the database's clock, so workers on machines whose
+    /// clocks disagree agree on them.
+    clock_offset_ms: AtomicI64,
     /// The VINs this worker believes it holds, with when it claimed each. A renewal that does
     /// not find one still claimed by this worker (it lapsed while the worker was paused, and
     /// another worker's sweep took it) drops it at once: no call leaves for it any more.
@@ -149,9 +153,12 @@ impl Worker {
             quit: Mutex::new(false),
             wake: Condvar::new(),
             pending: AtomicI64::new(0),
+            clock_offset_ms: AtomicI64::new(0),
             held: Mutex::new(std::collections::HashMap::new()),
         });
         let mut beat_link = Link::new(loc)?;
+        beat.clock_offset_ms
+            .store(beat_link.with(clock_offset)?, Ordering::SeqCst);
         if spec.budget.is_some() {
             beat.pending
                 .store(beat_link.with(pending)?, Ordering::SeqCst);
@@ -341,6 +348,11 @@ impl Worker {
         self.spec.budget.is_some()
     }
 
+    /// The database's clock minus this machine's, in ms, as last measured.
+    pub(crate) fn clock_offset_ms(&self) -> i64 {
+        self.beat.clock_offset_ms.load(Ordering::SeqCst)
+    }
+
     /// VINs pending in the whole checkpoint, as of the last heartbeat.
     pub(crate) fn pending(&self) -> i64 {
         self.beat.pending.load(Ordering::SeqCst)
@@ -388,6 +400,15 @@ impl Drop for Worker {
             tracing::warn!(error = %e, "the worker could not let go of its claims; they lapse with its lease");
         }
     }
+}
+
+/// The database's clock minus this machine's, in ms: the database's reading against the middle
+/// of the round trip that fetched it.
+fn clock_offset(c: &Conn) -> Result<i64, CheckpointError> {
+    let before = crate::api::now_ms();
+    let db: i64 = c.query_row(&format!("SELECT {DB_NOW}"), p![], |r| r.get(0))?;
+    let after = crate::api::now_ms();
+    Ok(db - (before + after) / 2)
 }
 
 /// VINs pending in the checkpoint.
@@ -467,6 +488,9 @@ fn heartbeat(mut link: Link, id: i64, lease_ms: i64, count_pending: bool, beat: 
         }
         if let Err(e) = link.with(|c| reap_dead_here(c).and_then(|_| sweep(c))) {
             tracing::warn!(error = %e, "cannot sweep lapsed claims");
+        }
+        if let Ok(offset) = link.with(clock_offset) {
+            beat.clock_offset_ms.store(offset, Ordering::SeqCst);
         }
         if count_pending && let Ok(n) = link.with(pending) {
             beat.pending.store(n, Ordering::SeqCst);

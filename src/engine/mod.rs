@@ -226,6 +226,17 @@ impl Engine {
         self.ckpt.sharing()
     }
 
+    /// What to add to this machine's clock to read the checkpoint's: deadlines and due times
+    /// are kept on the database's clock when workers share it (docs/postgres.md).
+    fn clock_offset(&self) -> i64 {
+        self.sharing().clock_offset_ms()
+    }
+
+    /// Now, on the checkpoint's clock, in ms since the epoch.
+    fn now(&self) -> i64 {
+        now_ms() + self.clock_offset()
+    }
+
     /// Whether the budget is shared with other workers (`--run-id`).
     fn shared_budget(&self) -> bool {
         self.opts.max_billed.is_some() && self.sharing().shares_budget()
@@ -545,9 +556,10 @@ impl Engine {
             }
             Outcome::Accepted { request_id } => {
                 u.request_id = Some(request_id.clone());
-                u.accepted_at = Some(ex.ended_at_ms);
+                let accepted = ex.ended_at_ms + self.clock_offset();
+                u.accepted_at = Some(accepted);
                 let iv = self.opts.poll_interval.as_millis() as i64;
-                u.next_poll_at = Some(Some(ex.ended_at_ms + iv));
+                u.next_poll_at = Some(Some(accepted + iv));
                 u.poll_interval_ms = Some(iv);
                 self.counters.pending.fetch_add(1, Ordering::SeqCst);
                 State::Pending
@@ -678,7 +690,7 @@ impl Engine {
             // Billed without a report: asked once more (the second unusable answer for the
             // requestId fails the VIN, see `poll_one`).
             Outcome::BilledUnusable { .. } => return None,
-            Outcome::NotReady { .. } if ex.started_at_ms > deadline => {
+            Outcome::NotReady { .. } if ex.started_at_ms + self.clock_offset() > deadline => {
                 u.message = Some(format!(
                     "the report was still not ready {} after it was bought (--poll-timeout)",
                     humantime::format_duration(self.opts.poll_timeout)
@@ -765,7 +777,7 @@ impl Engine {
                 return Ok(State::Failed);
             }
             let later = |u: &mut Update| {
-                u.next_poll_at = Some(Some(now_ms() + next_interval));
+                u.next_poll_at = Some(Some(self.now() + next_interval));
                 u.poll_interval_ms = Some(next_interval);
                 State::Pending
             };
@@ -1031,7 +1043,7 @@ async fn poll_due_on(
     reader: &mut checkpoint::ReadLink,
     progress: &Progress,
 ) -> Result<PassReport, EngineError> {
-    let now = now_ms();
+    let now = engine.now();
     let (claim, page) = (engine.claim(), engine.page_size());
     run_paged(
         &engine,
@@ -1081,7 +1093,7 @@ pub(crate) async fn poll_until(
             break;
         };
         let floor = if idle { IDLE_WAIT } else { Duration::ZERO };
-        let wait = Duration::from_millis((next - now_ms()).max(0) as u64).max(floor);
+        let wait = Duration::from_millis((next - engine.now()).max(0) as u64).max(floor);
         let wake = tokio::time::Instant::now() + wait;
         if wake > deadline {
             break;

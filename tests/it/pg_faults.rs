@@ -236,6 +236,7 @@ fn three_workers_outlive_a_paused_worker_terminated_sessions_and_a_server_restar
 
     // The server restarts (fast shutdown, start again).
     let down = pg.restart();
+    let faults_over = started.elapsed();
     for (i, w) in workers.iter_mut().enumerate() {
         let code = w.wait().expect("worker ends").code();
         let log = std::fs::read_to_string(&logs[i]).unwrap_or_default();
@@ -248,6 +249,7 @@ fn three_workers_outlive_a_paused_worker_terminated_sessions_and_a_server_restar
         after_faults.billed_total
     );
     let mut listed = in_flight_pg(&pg, &url);
+    let workers_ended = started.elapsed();
 
     // A final run, then --resubmit-uncertain rounds (a person's decision), settle every VIN.
     let final_run = |extra: &[&str]| {
@@ -317,8 +319,10 @@ fn three_workers_outlive_a_paused_worker_terminated_sessions_and_a_server_restar
     );
     assert_eq!(left, 0);
     eprintln!(
-        "fault test: {} s in all, the server down {} ms, {} sessions ended, {} uncertain listed, {} bought twice, {} resubmit rounds",
+        "fault test: {} s in all (faults over at {} s, workers ended at {} s), the server down {} ms, {} sessions ended, {} uncertain listed, {} bought twice, {} resubmit rounds",
         started.elapsed().as_secs(),
+        faults_over.as_secs(),
+        workers_ended.as_secs(),
         down.as_millis(),
         ended,
         listed.len(),
