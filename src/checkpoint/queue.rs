@@ -201,6 +201,22 @@ fn page_query<T>(
     }
 }
 
+/// `vins v` as a page query reads it: by id from the page's `after_id`. SQLite, which keeps no
+/// statistics, would answer `v.state IN (…) OR <rebuy terms>` with a MULTI-INDEX OR over
+/// `vins_state`: every VIN in those states read and sorted for every page, so each page of a
+/// million-VIN queue cost as much as the whole queue (docs/performance.md). NOT INDEXED makes
+/// the rowid range `v.id > ?` drive the scan, which stops at the page's `limit`-th row; a pass
+/// costs at most one read of the table, however many pages it takes. PostgreSQL plans from its
+/// statistics.
+fn vins_by_id(conn: &Conn) -> &'static str {
+    #[cfg(feature = "pg")]
+    if matches!(conn, Conn::Pg(_)) {
+        return "vins v";
+    }
+    let _ = conn;
+    "vins v NOT INDEXED"
+}
+
 /// Up to `limit` VINs with id greater than `after_id`, in id order, that a submit sends to
 /// generate: those in `states`, and those `rebuy` buys again (paged so that a million queued
 /// VINs never sit in memory at once). With `claim`, only VINs no live claim holds, claimed.
@@ -220,9 +236,10 @@ pub(crate) fn submit_page(
     // Without a rebuy the conditions are false whatever the batch (?1) and instant (?2).
     let [refresh, failed, expired] = rebuy.conditions();
     let sql = format!(
-        "SELECT v.id, v.vin, coalesce(v.license_img_url, ''), v.state FROM vins v
+        "SELECT v.id, v.vin, coalesce(v.license_img_url, ''), v.state FROM {}
          WHERE v.id > ?3 AND (v.state IN ({list}) OR {refresh} OR {failed} OR {expired})
-         ORDER BY v.id LIMIT ?4"
+         ORDER BY v.id LIMIT ?4",
+        vins_by_id(conn)
     );
     let limit = limit as i64;
     page_query(
@@ -254,11 +271,15 @@ pub(crate) fn due_polls(
     claim: Option<Claim>,
 ) -> Result<Vec<PollTodo>, CheckpointError> {
     let limit = limit as i64;
+    let sql = format!(
+        "SELECT v.id, v.vin, coalesce(v.request_id, ''), coalesce(v.accepted_at, v.submitted_at, v.first_seen_at), v.poll_interval_ms
+         FROM {} WHERE v.state = 'pending' AND coalesce(v.next_poll_at, 0) <= ?1 AND v.id > ?2
+         ORDER BY v.id LIMIT ?3",
+        vins_by_id(conn)
+    );
     page_query(
         conn,
-        "SELECT v.id, v.vin, coalesce(v.request_id, ''), coalesce(v.accepted_at, v.submitted_at, v.first_seen_at), v.poll_interval_ms
-         FROM vins v WHERE v.state = 'pending' AND coalesce(v.next_poll_at, 0) <= ?1 AND v.id > ?2
-         ORDER BY v.id LIMIT ?3",
+        &sql,
         "t.id, t.vin, coalesce(t.request_id, ''), coalesce(t.accepted_at, t.submitted_at, t.first_seen_at), t.poll_interval_ms",
         p![now, after_id, limit],
         claim,
@@ -277,8 +298,11 @@ pub(crate) fn due_polls(
 
 /// When the next pending VIN is due, if any is pending.
 pub(crate) fn next_poll_due(conn: &Conn) -> Result<Option<i64>, CheckpointError> {
+    // Two index lookups on (state, next_poll_at) rather than a read of every pending VIN.
     conn.query_row(
-        "SELECT min(coalesce(next_poll_at, 0)) FROM vins WHERE state = 'pending'",
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM vins WHERE state = 'pending' AND next_poll_at IS NULL)
+                     THEN 0
+                     ELSE (SELECT min(next_poll_at) FROM vins WHERE state = 'pending') END",
         p![],
         |r| r.get::<Option<i64>>(0),
     )
@@ -310,4 +334,77 @@ pub(crate) fn next_claimable_poll(
     }
     #[cfg(not(feature = "pg"))]
     next_poll_due(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's plan for `sql`, one line per step.
+    fn plan(conn: &rusqlite::Connection, sql: &str, params: &[&dyn rusqlite::ToSql]) -> String {
+        let mut st = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("plan");
+        let rows = st
+            .query_map(params, |r| r.get::<_, String>(3))
+            .expect("rows");
+        rows.map(|r| r.expect("row")).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn page_queries_walk_the_ids_and_never_sort_the_whole_queue() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let (ckpt, _) = crate::checkpoint::Checkpoint::open(t.path()).expect("open");
+        drop(ckpt);
+        let lite = rusqlite::Connection::open(crate::checkpoint::db_path(t.path())).expect("db");
+        let conn = Conn::Lite(lite);
+        let Conn::Lite(lite) = &conn else {
+            unreachable!()
+        };
+        let rebuys = [
+            Rebuy::default(),
+            Rebuy {
+                batch: Some("b".into()),
+                refresh_before: Some(5),
+                retry_failed: Some(vec![FailedKind::Code(702), FailedKind::BilledUnusable]),
+                retry_expired: true,
+            },
+        ];
+        for rebuy in &rebuys {
+            let [refresh, failed, expired] = rebuy.conditions();
+            let sql = format!(
+                "SELECT v.id FROM {} WHERE v.id > ?3 AND (v.state IN ('queued','uncertain') OR {refresh} OR {failed} OR {expired}) ORDER BY v.id LIMIT ?4",
+                vins_by_id(&conn)
+            );
+            let p = plan(
+                lite,
+                &sql,
+                &[&rebuy.batch, &rebuy.refresh_before, &0i64, &10i64],
+            );
+            assert!(p.contains("INTEGER PRIMARY KEY (rowid>?)"), "{p}");
+            assert!(
+                !p.contains("MULTI-INDEX OR") && !p.contains("TEMP B-TREE"),
+                "{p}"
+            );
+        }
+        let sql = format!(
+            "SELECT v.id FROM {} WHERE v.state = 'pending' AND coalesce(v.next_poll_at, 0) <= ?1 AND v.id > ?2 ORDER BY v.id LIMIT ?3",
+            vins_by_id(&conn)
+        );
+        let p = plan(lite, &sql, &[&0i64, &0i64, &10i64]);
+        assert!(
+            p.contains("INTEGER PRIMARY KEY (rowid>?)") && !p.contains("TEMP B-TREE"),
+            "{p}"
+        );
+        // The next due time is found through the index, and is right.
+        assert_eq!(next_poll_due(&conn).expect("due"), None);
+        lite.execute_batch(
+            "INSERT INTO vins (vin, state, next_poll_at, first_seen_at) VALUES ('A', 'pending', 50, 1), ('B', 'pending', 20, 1), ('C', 'queued', 1, 1);",
+        )
+        .expect("rows");
+        assert_eq!(next_poll_due(&conn).expect("due"), Some(20));
+        lite.execute_batch("INSERT INTO vins (vin, state, next_poll_at, first_seen_at) VALUES ('D', 'pending', NULL, 1);")
+            .expect("row");
+        assert_eq!(next_poll_due(&conn).expect("due"), Some(0));
+    }
 }
