@@ -412,36 +412,45 @@ async fn network(
         let stop = engine.stop.clone();
         tokio::spawn(async move { stop.watch_signals().await });
     }
-    if plan.submit {
-        let again = checkpoint::rebuy_counts(&ckpt.reader()?, rebuy)?.total();
-        let total = count_states(ckpt, plan.send_states())? + again;
-        if again > 0 {
-            tracing::info!(vins = again, "buying VINs again (refreshes and retries)");
-        }
-        let progress = std::sync::Arc::new(Progress::new("submit", total as u64));
-        let ticker = show_pauses(&engine, &progress);
-        engine::submit(engine.clone(), rebuy, &progress).await?;
-        ticker.abort();
-        progress.close();
-    }
-    if !engine.stop.is_set() && plan.poll != PollMode::Skip {
-        let total = count_states(ckpt, &[State::Pending])?;
-        let progress = std::sync::Arc::new(Progress::new("poll", total as u64));
-        let ticker = show_pauses(&engine, &progress);
-        match plan.poll {
-            PollMode::Once => {
-                engine::poll_due(engine.clone(), &progress).await?;
+    // Whatever ends the work (an error included), every write already queued lands first and
+    // then the worker lets go of its claims: retiring before the writes land could turn a VIN
+    // whose answer is on its way to the checkpoint into `uncertain`.
+    let worked: Result<(), anyhow::Error> = async {
+        if plan.submit {
+            let again = checkpoint::rebuy_counts(&ckpt.reader()?, rebuy)?.total();
+            let total = count_states(ckpt, plan.send_states())? + again;
+            if again > 0 {
+                tracing::info!(vins = again, "buying VINs again (refreshes and retries)");
             }
-            PollMode::UntilDone => {
-                let deadline = tokio::time::Instant::now() + settings.max_wait;
-                engine::poll_until(engine.clone(), deadline, &progress).await?;
-            }
-            PollMode::Skip => {}
+            let progress = std::sync::Arc::new(Progress::new("submit", total as u64));
+            let ticker = show_pauses(&engine, &progress);
+            engine::submit(engine.clone(), rebuy, &progress).await?;
+            ticker.abort();
+            progress.close();
         }
-        ticker.abort();
-        progress.close();
+        if !engine.stop.is_set() && plan.poll != PollMode::Skip {
+            let total = count_states(ckpt, &[State::Pending])?;
+            let progress = std::sync::Arc::new(Progress::new("poll", total as u64));
+            let ticker = show_pauses(&engine, &progress);
+            match plan.poll {
+                PollMode::Once => {
+                    engine::poll_due(engine.clone(), &progress).await?;
+                }
+                PollMode::UntilDone => {
+                    let deadline = tokio::time::Instant::now() + settings.max_wait;
+                    engine::poll_until(engine.clone(), deadline, &progress).await?;
+                }
+                PollMode::Skip => {}
+            }
+            ticker.abort();
+            progress.close();
+        }
+        Ok(())
     }
-    engine.retire().await?;
+    .await;
+    let retired = engine.retire().await;
+    worked?;
+    retired?;
     drop(sandbox);
     Ok(engine)
 }

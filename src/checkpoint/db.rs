@@ -303,6 +303,31 @@ impl Conn {
         }
     }
 
+    /// PostgreSQL's `COPY … FROM STDIN (FORMAT binary)` of the rows `write` writes, with
+    /// columns of `types`; returns how many rows the server took.
+    #[cfg(feature = "pg")]
+    pub(crate) fn copy_in(
+        &self,
+        sql: &str,
+        types: &[postgres::types::Type],
+        write: impl FnOnce(
+            &mut postgres::binary_copy::BinaryCopyInWriter<'_>,
+        ) -> Result<(), postgres::Error>,
+    ) -> Result<u64, CheckpointError> {
+        let Conn::Pg(c) = self else {
+            return Err(CheckpointError::Commit("COPY needs PostgreSQL".into()));
+        };
+        count_statement();
+        blocking(|| {
+            let mut client = c.client.borrow_mut();
+            let sink = client.copy_in(sql)?;
+            let mut writer = postgres::binary_copy::BinaryCopyInWriter::new(sink, types);
+            write(&mut writer)?;
+            writer.finish()
+        })
+        .map_err(pg_err)
+    }
+
     /// Statements without parameters, separated by `;`.
     pub fn batch(&self, sql: &str) -> Result<(), CheckpointError> {
         match self {

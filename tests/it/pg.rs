@@ -992,3 +992,121 @@ fn tls_to_postgresql_checks_the_server_as_sslmode_says_and_a_tls_only_server_ref
         "{err}"
     );
 }
+
+/// The rows of a checkpoint's `vins` and `batch_vins` that ingest writes, ids and times aside,
+/// sorted: from SQLite (`dir`'s state) or from a PostgreSQL schema.
+fn ingested_rows(lite: Option<&Path>, pg: Option<(&pgserver::PgServer, &str)>) -> Vec<String> {
+    let vins = "SELECT vin, state, coalesce(message, ''), coalesce(license_img_url, ''),
+                       coalesce(input_file, ''), coalesce(input_line, -1), coalesce(batch_id, ''),
+                       coalesce(check_digit_ok, -1) FROM {s}vins";
+    let members = "SELECT b.batch_id, v.vin FROM {s}batch_vins b JOIN {s}vins v ON v.id = b.vin_id";
+    let mut out = Vec::new();
+    if let Some(dir) = lite {
+        let c = rusqlite::Connection::open(dir.join("state/checkpoint.sqlite")).expect("db");
+        for (sql, n) in [(vins, 8), (members, 2)] {
+            let mut st = c.prepare(&sql.replace("{s}", "")).expect("q");
+            let rows = st
+                .query_map([], |r| {
+                    (0..n)
+                        .map(|i| {
+                            r.get::<_, rusqlite::types::Value>(i)
+                                .map(|v| format!("{v:?}"))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .expect("rows");
+            for r in rows {
+                out.push(format!("{n}|{}", r.expect("row").join("|")));
+            }
+        }
+    }
+    if let Some((pg, url)) = pg {
+        let mut c = pg.client_for(url);
+        for (sql, n) in [(vins, 8), (members, 2)] {
+            for r in c.query(&sql.replace("{s}", "ing."), &[]).expect("q") {
+                let cols: Vec<String> = (0..n)
+                    .map(|i| match r.columns()[i].type_().name() {
+                        "int8" => format!("{:?}", rusqlite::types::Value::Integer(r.get(i))),
+                        _ => format!("{:?}", rusqlite::types::Value::Text(r.get(i))),
+                    })
+                    .collect();
+                out.push(format!("{n}|{}", cols.join("|")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn ingest_into_postgres_records_the_same_rows_counts_and_rejections_as_sqlite() {
+    let Some(pg) = pgserver::server() else { return };
+    let (_t, dir) = tempdir();
+    // Duplicates within the file and across files, a bad VIN, a row without an image, a check
+    // digit that does not hold: every fate a row can have.
+    let fleet = vins(2500, 65);
+    let mut first = String::from("vin,licenseImgUrl\n");
+    for (i, v) in fleet.iter().enumerate() {
+        first.push_str(&format!(
+            "{v},https://img.example-fleet.cn/license/{i}.jpg\n"
+        ));
+        if i % 97 == 0 {
+            first.push_str(&format!(
+                "{v},https://img.example-fleet.cn/license/dup{i}.jpg\n"
+            ));
+        }
+        if i % 101 == 0 {
+            first.push_str("NOT-A-VIN,https://img.example-fleet.cn/license/bad.jpg\n");
+        }
+    }
+    first.push_str(&format!("{},\n", fleet[3]));
+    std::fs::write(dir.join("first.csv"), &first).expect("csv");
+    let mut second = String::from("vin,licenseImgUrl\n");
+    for (i, v) in fleet.iter().enumerate().skip(2000) {
+        second.push_str(&format!(
+            "{v},https://img.example-fleet.cn/license/{i}.jpg\n"
+        ));
+    }
+    for v in vins(300, 66) {
+        second.push_str(&format!(
+            "{v},https://img.example-fleet.cn/license/new.jpg\n"
+        ));
+    }
+    std::fs::write(dir.join("second.csv"), &second).expect("csv");
+    let url = format!("{}?schema=ing", pg.new_database("ingest"));
+    let sb = sandbox(SandboxConfig::default());
+    let ingest = |state: &str, file: &str| {
+        let out = vmr_std(&dir, &sb)
+            .env("PGPASSWORD", PASSWORD)
+            .args(["--state", state, "ingest", "--input", file])
+            .output()
+            .expect("vmr ingest");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The summary (log lines aside: PostgreSQL's notices differ).
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.lines()
+            .filter(|l| !(l.len() > 20 && l.as_bytes()[4] == b'-' && l.as_bytes()[10] == b'T'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // The same files, in the same order, twice each (the second time: already ingested).
+    for file in ["first.csv", "first.csv", "second.csv", "second.csv"] {
+        let lite = ingest("state", file);
+        let post = ingest(&url, file);
+        assert_eq!(lite, post, "the summaries of {file} differ");
+        assert!(lite.contains("rows read"), "{lite}");
+    }
+    let lite = ingested_rows(Some(&dir), None);
+    let post = ingested_rows(None, Some((pg, &url)));
+    assert!(lite.len() > 2800, "{}", lite.len());
+    assert_eq!(lite, post);
+}
