@@ -10,14 +10,21 @@
 # loopback port, as the postgres user when run as root.
 #
 # Usage: benches/pg_bench.sh            ROWS=100000 N=10000 VINS=5000 benches/pg_bench.sh
+#   PARTS="ingest engine export" (the default) chooses the parts; VMR_BIN runs a vmr built
+#   elsewhere (an A/B of two builds; the export part needs this tree's make_checkpoint).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 ROWS=${ROWS:-1000000}
 N=${N:-100000}
 VINS=${VINS:-20000}
-cargo build --release --quiet --features bench-tools --bin vmr --bin make_checkpoint
-vmr=$ROOT/target/release/vmr
+PARTS=${PARTS:-ingest engine export}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+if [[ -z ${VMR_BIN:-} ]] || part export; then
+  cargo build --release --quiet --features bench-tools --bin vmr --bin make_checkpoint
+fi
+vmr=${VMR_BIN:-$TARGET/release/vmr}
 work=$(mktemp -d -t vmr-pg-bench.XXXXXX)
 chmod 755 "$work"
 
@@ -41,13 +48,17 @@ measure() { # label, command...
 }
 
 cd "$work"
+if part ingest; then
 python3 "$ROOT/benches/gen_input.py" "$ROWS" in.csv
 echo "== ingest of $ROWS rows"
 measure "ingest into SQLite" "$vmr" --state st ingest --input in.csv
 measure "ingest into PostgreSQL" "$vmr" --state "$PG?schema=ingest" ingest --input in.csv
+measure "ingest into PostgreSQL again (all already)" "$vmr" --state "$PG?schema=ingest" ingest --input in.csv
 measure "status, SQLite" "$vmr" --state st status
 measure "status, PostgreSQL" "$vmr" --state "$PG?schema=ingest" status
+fi
 
+if part engine; then
 echo "== engine, --rate 0 --concurrency 64, $VINS VINs, sandbox on loopback"
 export VMR_APP_ID=vmr-sandbox VMR_APP_SECRET=vmr-sandbox-secret
 "$vmr" sandbox --listen "127.0.0.1:$((PORT + 1))" >sandbox.log 2>&1 &
@@ -82,9 +93,11 @@ for i in 1 2 3; do
   awk -v i=$i -v n="$n" -v a="$start" -v b="$end" 'BEGIN { printf "  worker %d: %8d calls = %8.1f calls/s\n", i, n, n / (b - a) }'
 done
 kill $sbpid
+fi
 
+part export || exit 0
 echo "== export of $N sandbox reports to Parquet"
-"$ROOT/target/release/make_checkpoint" exp "$N" >/dev/null
+"$TARGET/release/make_checkpoint" exp "$N" >/dev/null
 measure "state copy SQLite -> PostgreSQL" "$vmr" state copy --from exp --to "$PG?schema=export"
 measure "export from SQLite" "$vmr" --state exp --out out-sqlite --format parquet export
 measure "export from PostgreSQL (snapshot + export)" "$vmr" --state "$PG?schema=export" --out out-pg --format parquet export

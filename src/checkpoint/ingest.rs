@@ -102,10 +102,14 @@ fn write_chunk_pg(
     now: i64,
 ) -> Result<RowsRecorded, CheckpointError> {
     use postgres::types::Type;
+    // The staging table lives as long as the connection (made again after a reconnect); the
+    // server's notice that it exists already is not worth a log line per chunk.
     conn.batch(
-        "CREATE TEMPORARY TABLE IF NOT EXISTS ingest_rows (
+        "SET client_min_messages TO warning;
+         CREATE TEMPORARY TABLE IF NOT EXISTS ingest_rows (
             vin TEXT NOT NULL, license_img_url TEXT, state TEXT NOT NULL, message TEXT,
             input_line BIGINT NOT NULL, check_digit_ok BIGINT);
+         RESET client_min_messages;
          TRUNCATE ingest_rows",
     )?;
     let copied = conn.copy_in(
@@ -141,43 +145,58 @@ fn write_chunk_pg(
             Ok(())
         },
     )?;
+    // Statistics for the staging table, so the join below goes through the VIN index rather
+    // than reading every VIN of the checkpoint for each chunk.
+    conn.batch("ANALYZE ingest_rows")?;
     if copied != rows.len() as u64 {
         return Err(CheckpointError::Commit(format!(
             "ingest: copied {copied} of {} rows into the staging table",
             rows.len()
         )));
     }
-    // In line order, so the first of two rows with one VIN is the one queued, as row by row.
+    // In line order, so the first of two rows with one VIN is the one queued, as row by row;
+    // each VIN queued is at once a member of this input.
     let queued: i64 = conn.query_row(
         "WITH ins AS (
             INSERT INTO vins (vin, license_img_url, state, message, first_seen_at, input_file, input_line, batch_id, check_digit_ok)
             SELECT vin, license_img_url, state, message, ?1, ?2, input_line, ?3, check_digit_ok
             FROM ingest_rows ORDER BY input_line
             ON CONFLICT DO NOTHING
-            RETURNING state)
+            RETURNING id, state),
+         member AS (
+            INSERT INTO batch_vins (batch_id, vin_id)
+            SELECT CAST(?3 AS TEXT), id FROM ins WHERE state = 'queued')
          SELECT count(*) FROM ins WHERE state = 'queued'",
         p![now, file, batch],
         |r| r.get(0),
     )?;
-    // Each accepted row against the VIN's row now: from this batch and line (queued just now,
-    // or recorded by an earlier ingest of this file), or from elsewhere (a duplicate, within
-    // this input or of another).
+    let accepted = rows
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Accepted { .. }))
+        .count() as i64;
+    if queued == accepted {
+        // Every accepted row was a new VIN: nothing recorded before, no duplicate.
+        return Ok(RowsRecorded {
+            queued: queued as u64,
+            ..RowsRecorded::default()
+        });
+    }
+    // Else each accepted row against the VIN's row now: from this batch and line (queued just
+    // now, or recorded by an earlier ingest of this file), or from elsewhere (a duplicate,
+    // within this input or of another), which becomes a member of this input too. One join,
+    // through the VIN index.
     let (mine, elsewhere): (i64, i64) = conn.query_row(
-        "SELECT CAST(coalesce(sum(CASE WHEN v.batch_id = ?1 AND v.input_line = r.input_line THEN 1 ELSE 0 END), 0) AS BIGINT),
-                CAST(coalesce(sum(CASE WHEN v.batch_id = ?1 AND v.input_line = r.input_line THEN 0 ELSE 1 END), 0) AS BIGINT)
-         FROM ingest_rows r LEFT JOIN vins v ON v.vin = r.vin AND v.state <> 'rejected'
-         WHERE r.state = 'queued'",
+        "WITH fate AS (
+            SELECT v.id, (v.batch_id = CAST(?1 AS TEXT) AND v.input_line = r.input_line) AS mine
+            FROM ingest_rows r LEFT JOIN vins v ON v.vin = r.vin AND v.state <> 'rejected'
+            WHERE r.state = 'queued'),
+         member AS (
+            INSERT INTO batch_vins (batch_id, vin_id)
+            SELECT DISTINCT CAST(?1 AS TEXT), id FROM fate WHERE id IS NOT NULL
+            ON CONFLICT DO NOTHING)
+         SELECT count(*) FILTER (WHERE mine), count(*) FILTER (WHERE mine IS NOT TRUE) FROM fate",
         p![batch],
         |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    // Every VIN of this input is its member, new or seen before.
-    conn.execute(
-        "INSERT INTO batch_vins (batch_id, vin_id)
-         SELECT DISTINCT CAST(?1 AS TEXT), v.id FROM ingest_rows r
-         JOIN vins v ON v.vin = r.vin AND v.state <> 'rejected'
-         WHERE r.state = 'queued'
-         ON CONFLICT DO NOTHING",
-        p![batch],
     )?;
     Ok(RowsRecorded {
         queued: queued as u64,
