@@ -7,8 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-1000000}
-cargo build --release --quiet --bin vmr
-vmr=$PWD/target/release/vmr
+# VMR_BIN: a vmr built elsewhere; else this tree's release build.
+if [[ -n ${VMR_BIN:-} ]]; then
+  vmr=$VMR_BIN
+else
+  cargo build --release --quiet --bin vmr
+  vmr=$PWD/target/release/vmr
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 python3 benches/gen_input.py "$rows" "$work/in.csv"

@@ -11,6 +11,11 @@ use std::num::NonZeroU32;
 
 pub(crate) struct Limiter {
     inner: Option<DefaultDirectRateLimiter>,
+    /// Whose turn it is to wait for the next token: one task at a time, in arrival order
+    /// (tokio's mutex is fair). The others wait their turn without waking, so a starved process
+    /// does not spend the little CPU it gets on `--concurrency` tasks waking at every token and
+    /// going back to sleep, and the one waiting wakes on tokio's own timer.
+    turn: tokio::sync::Mutex<()>,
     /// The account's token bucket shared with the other workers, when this process is one.
     shared: Option<Sharing>,
 }
@@ -23,6 +28,7 @@ impl Limiter {
         });
         Limiter {
             inner,
+            turn: tokio::sync::Mutex::new(()),
             shared: None,
         }
     }
@@ -63,7 +69,14 @@ impl Limiter {
             }
         }
         if let Some(l) = &self.inner {
-            l.until_ready().await;
+            // GCRA credits a late wake-up within the burst: a task that wakes late passes at
+            // once and so do the ones after it, until the rate is caught up (never above rate +
+            // burst in any second).
+            let _turn = self.turn.lock().await;
+            while let Err(not_until) = l.check() {
+                use governor::clock::Clock as _;
+                tokio::time::sleep(not_until.wait_time_from(l.clock().now())).await;
+            }
         }
     }
 }
