@@ -311,6 +311,13 @@ fn every_sheet_with_star_each_its_own_batch() {
         ingest_requests(path.to_str().expect("utf-8"), &["--sheet", "3"], None, "x");
     assert_eq!(rows.len(), 1);
     assert_eq!(origins[0].0, "two.xlsx#South");
+    let (by_name, named, _) = ingest_requests(
+        path.to_str().expect("utf-8"),
+        &["--sheet", "South"],
+        None,
+        "x",
+    );
+    assert_eq!((by_name, named), (rows, origins));
     let opts = InputOptions {
         sheet: Some("Nowhere".into()),
         ..Default::default()
@@ -507,6 +514,34 @@ fn a_runaway_record_stops_at_the_limit() {
         "{runaway:?}"
     );
     assert!(reader.next().is_none());
+
+    // Through `vmr ingest`: the rows before are recorded, the runaway row rejected with its
+    // line, the batch marked incomplete, and the run ends with exit 2 saying so.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("runaway.csv"), &text).expect("write");
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("vmr"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir.path())
+        .args(["--state", "state", "ingest", "--input", "runaway.csv"])
+        .output()
+        .expect("vmr runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("reading stopped partway"), "{stderr}");
+    let db = rusqlite::Connection::open(dir.path().join("state/checkpoint.sqlite")).expect("db");
+    let rows: Vec<(i64, String)> = db
+        .prepare("SELECT input_line, state FROM vins ORDER BY input_line")
+        .expect("q")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .map(|r| r.expect("row"))
+        .collect();
+    assert_eq!(rows, [(2, "queued".into()), (3, "rejected".into())]);
+    let complete: i64 = db
+        .query_row("SELECT complete FROM batches", [], |r| r.get(0))
+        .expect("batch");
+    assert_eq!(complete, 0);
 
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
