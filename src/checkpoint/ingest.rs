@@ -90,9 +90,10 @@ fn write_chunk(
 /// [`write_chunk`] in PostgreSQL, set by set rather than row by row (one round trip a row made
 /// a million-row ingest take minutes): the chunk is copied (`COPY … FROM STDIN`, binary) into a
 /// temporary staging table, then one `INSERT … SELECT … ON CONFLICT DO NOTHING` queues the new
-/// VINs and records the rejected rows, one query tells each accepted row's fate (new, recorded
-/// before from this same line, or a duplicate), and one more records every VIN of the input as
-/// its member. The same rows, counts and records as row by row.
+/// VINs (members of the input at once) and records the rejected rows; only a chunk with VINs
+/// seen before needs one more query, which tells each accepted row's fate (recorded before from
+/// this same line, or a duplicate) and makes those VINs members too. The same rows, counts and
+/// records as row by row.
 #[cfg(feature = "pg")]
 fn write_chunk_pg(
     conn: &Conn,

@@ -25,6 +25,7 @@ const SHARED_FROM: i64 = 3;
 
 /// Where a schema's SQL is run.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "pg"), allow(dead_code))]
 pub(crate) enum Dialect<'a> {
     Sqlite,
     /// PostgreSQL, in this (quoted) schema.
@@ -225,6 +226,7 @@ pub(crate) fn steps_from(found: i64, dialect: Dialect<'_>) -> Vec<String> {
 
 /// The SQL that creates (at `found` 0) or brings to [`SCHEMA_VERSION`] the checkpoint in the
 /// PostgreSQL schema `quoted`, whose `vmr_schema` says `found`.
+#[cfg_attr(not(feature = "pg"), allow(dead_code))]
 pub(crate) fn pg_steps(found: i64, quoted: &str) -> Vec<String> {
     let pg = Dialect::Pg(quoted);
     match found {
@@ -239,6 +241,7 @@ pub(crate) fn pg_steps(found: i64, quoted: &str) -> Vec<String> {
 
 /// What PostgreSQL adds for the workers that share a checkpoint (docs/postgres.md, "Several
 /// workers"); `{s}` as in [`TABLES`].
+#[cfg_attr(not(feature = "pg"), allow(dead_code))]
 pub(crate) const COORDINATION: &str = r#"
 -- A worker claims a VIN before any call for it: `claimed_by` is the worker, `claim_until` when
 -- the claim lapses (ms since the epoch, the database's clock) unless the worker renews it.

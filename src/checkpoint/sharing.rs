@@ -9,6 +9,7 @@ use std::time::Duration;
 
 /// What a worker is started with.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "pg"), allow(dead_code))]
 pub(crate) struct WorkerSpec {
     pub command: String,
     /// The vendor account: the key of the shared token bucket.
@@ -34,6 +35,7 @@ pub(crate) enum Sharing {
 
 /// Whether a call for one VIN may leave now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "pg"), allow(dead_code))]
 pub(crate) enum Lease {
     /// Yes: the VIN is this process's, for longer than a call takes.
     Holds,

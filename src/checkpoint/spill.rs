@@ -12,6 +12,9 @@
 //! answer moves its VIN only while the VIN is still where the call left it (see
 //! `update::replay_fits`); else it only joins the call log, as a fenced answer does.
 
+// Only a PostgreSQL checkpoint's writer spills (a state directory's writer shares its disk).
+#![cfg_attr(not(feature = "pg"), allow(dead_code))]
+
 use super::update::{Applied, Fence, Mode, apply_update};
 use super::{CheckpointError, Conn, Update};
 use std::io::Write;

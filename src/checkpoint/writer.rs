@@ -28,12 +28,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 type Reply = Box<dyn FnOnce(Option<CheckpointError>) + Send>;
+/// A closure's job: run on the connection (or, given none, told the database was lost).
+type OnceJob = Box<dyn FnOnce(Option<&Conn>) -> Reply + Send>;
 
 /// One unit of work for the writer.
 enum Job {
     /// A closure: run once, answered with the group's commit (given no connection, it answers
     /// that the database was lost).
-    Once(Box<dyn FnOnce(Option<&Conn>) -> Reply + Send>),
+    Once(OnceJob),
     /// An update: data, so it can be spilled, and run again after a lost connection.
     Update(Box<UpdateJob>),
 }

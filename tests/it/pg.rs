@@ -266,6 +266,17 @@ pub(crate) fn vmr_pg(dir: &Path, sb: &vmr::sandbox::Sandbox, url: &str) -> std::
     c
 }
 
+/// Waits for a worker, which must end with 0 or 75 (work remains); its log is shown if not.
+pub(crate) fn ends_with_0_or_75(worker: &mut std::process::Child, log: &Path) {
+    let code = worker.wait().expect("worker ends").code();
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        matches!(code, Some(0 | 75)),
+        "{}: {code:?}\n{text}",
+        log.display()
+    );
+}
+
 /// Waits until `done()` or `secs` pass, failing with `what`.
 pub(crate) fn wait_for(secs: u64, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
@@ -361,9 +372,7 @@ fn three_workers_share_a_schema_its_rate_and_budget_and_a_killed_one_buys_nothin
     workers[1].kill().expect("SIGKILL");
     workers[1].wait().expect("reaped");
     for i in [0, 2] {
-        let code = workers[i].wait().expect("worker ends").code();
-        let log = std::fs::read_to_string(&logs[i]).unwrap_or_default();
-        assert!(matches!(code, Some(0 | 75)), "worker {i}: {code:?}\n{log}");
+        ends_with_0_or_75(&mut workers[i], &logs[i]);
     }
     let first = sb.ledger();
     assert!(

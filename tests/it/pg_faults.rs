@@ -5,7 +5,7 @@
 //! for is lost or bought twice unless listed uncertain.
 
 use crate::common::*;
-use crate::pg::{in_flight_pg, vmr_pg, wait_for};
+use crate::pg::{ends_with_0_or_75, in_flight_pg, vmr_pg, wait_for};
 use crate::pgserver::{self, PgServer};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -237,10 +237,8 @@ fn three_workers_outlive_a_paused_worker_terminated_sessions_and_a_server_restar
     // The server restarts (fast shutdown, start again).
     let down = pg.restart();
     let faults_over = started.elapsed();
-    for (i, w) in workers.iter_mut().enumerate() {
-        let code = w.wait().expect("worker ends").code();
-        let log = std::fs::read_to_string(&logs[i]).unwrap_or_default();
-        assert!(matches!(code, Some(0 | 75)), "worker {i}: {code:?}\n{log}");
+    for (w, log) in workers.iter_mut().zip(&logs) {
+        ends_with_0_or_75(w, log);
     }
     let after_faults = sb.ledger();
     assert!(
