@@ -62,6 +62,10 @@ impl UpdateJob {
 /// Most jobs folded into one transaction; bounds commit latency under a flood.
 const MAX_GROUP: usize = 4096;
 
+/// How many times one group's transaction may be lost with its connection before the group
+/// fails (its billed answers kept in the spill).
+const MAX_LOSSES: u32 = 5;
+
 /// How the writer outlives its database: how to connect again, where to keep billed answers
 /// meanwhile, and for how long to keep trying before the run is told to stop.
 pub(crate) struct Resilience {
@@ -251,6 +255,7 @@ impl Thread {
     /// Commits `jobs` as one group, coming back from a lost database when it can.
     fn commit_group(&mut self, mut jobs: Vec<Job>) {
         let mut mode = Mode::First;
+        let mut losses = 0;
         loop {
             if self.conn.is_none() {
                 if let Err(e) = self.come_back(&mut jobs) {
@@ -274,7 +279,16 @@ impl Thread {
                 }
                 Tried::Lost { error, at_commit } => {
                     self.conn = None;
+                    losses += 1;
                     if self.resilience.is_none() {
+                        fail(jobs, &error);
+                        return;
+                    }
+                    if losses > MAX_LOSSES {
+                        // A database that takes connections but loses every transaction (a
+                        // statement timeout each time): the group is not tried for ever.
+                        self.spill_jobs(&mut jobs);
+                        tracing::error!(error = %error, losses, "the checkpoint's database keeps losing this group's transaction; giving up on it");
                         fail(jobs, &error);
                         return;
                     }

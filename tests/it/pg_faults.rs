@@ -72,6 +72,13 @@ fn assert_truth_pg(pg: &PgServer, url: &str, schema: &str, cfg: &SandboxConfig, 
     }
 }
 
+/// Whether every worker has exited (its status is kept for the `wait` that follows).
+fn all_ended(workers: &mut [std::process::Child]) -> bool {
+    workers
+        .iter_mut()
+        .all(|w| w.try_wait().ok().flatten().is_some())
+}
+
 fn one_number(pg: &PgServer, url: &str, sql: &str) -> i64 {
     pg.client_for(url)
         .query_one(sql, &[])
@@ -221,17 +228,19 @@ fn three_workers_outlive_a_paused_worker_terminated_sessions_and_a_server_restar
     unsafe { libc::kill(paused, libc::SIGSTOP) };
     std::thread::sleep(Duration::from_secs(6));
     unsafe { libc::kill(paused, libc::SIGCONT) };
+    // Each fault comes while the workers still call (or once they have all ended).
     let seen = sb.ledger().calls_total;
     wait_for(60, "calls after the pause", || {
-        sb.ledger().calls_total >= seen + 60
+        sb.ledger().calls_total >= seen + 40 || all_ended(&mut workers)
     });
 
     // Every vmr session is ended once.
+    let live = !all_ended(&mut workers);
     let ended = pg.terminate_sessions(&db_name);
-    assert!(ended >= 3, "{ended} sessions ended");
+    assert!(!live || ended >= 3, "{ended} sessions ended");
     let seen = sb.ledger().calls_total;
     wait_for(60, "calls after the sessions ended", || {
-        sb.ledger().calls_total >= seen + 60
+        sb.ledger().calls_total >= seen + 40 || all_ended(&mut workers)
     });
 
     // The server restarts (fast shutdown, start again).
@@ -295,19 +304,29 @@ fn three_workers_outlive_a_paused_worker_terminated_sessions_and_a_server_restar
     for vin in &twice {
         assert!(listed.contains(*vin), "{vin} bought twice, never listed");
     }
-    // Every billed answer is in the checkpoint: what the call log lacks is what the vendor
-    // billed late, after vmr gave up waiting (each such VIN was made uncertain).
-    let logged = one_number(
-        &pg,
-        &url,
-        "SELECT count(*) FROM fleet.calls WHERE billed = 1",
-    );
-    assert!(
-        ledger.billed_total - logged as u64 <= ledger.late_billed,
-        "{} billed, {logged} in the call log, {} billed late",
-        ledger.billed_total,
-        ledger.late_billed
-    );
+    // Every call the vendor billed is in the checkpoint, VIN by VIN: as a billed answer, or as
+    // one whose answer never came (unknown: billed late, or cut off while its worker was
+    // paused), which made its VIN uncertain or asked again. Nothing paid is missing.
+    let logged: std::collections::BTreeMap<String, i64> = pg
+        .client_for(&url)
+        .query(
+            "SELECT v.vin, count(*) FROM fleet.calls c JOIN fleet.vins v ON v.id = c.vin_id
+             WHERE c.billed = 1 OR c.delivery = 'unknown' GROUP BY v.vin",
+            &[],
+        )
+        .expect("query")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (vin, l) in &ledger.per_vin {
+        let kept = logged.get(vin).copied().unwrap_or(0) as u64;
+        assert!(
+            l.generate + l.get <= kept,
+            "{vin}: the vendor billed {} generates and {} gets, the checkpoint holds {kept}",
+            l.generate,
+            l.get
+        );
+    }
     assert_eq!(spilled(&dir.join("spill")), (0, 0), "the spill is replayed");
     // No worker left, no claim.
     let left = one_number(

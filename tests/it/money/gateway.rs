@@ -356,31 +356,42 @@ fn fixed_server(response: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic:
 
 #[test]
 fn a_redirect_is_never_followed_and_stops_the_run_naming_its_target() {
-    let (_t, dir) = tempdir();
-    let (url, hits) = fixed_server(
-        b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://elsewhere.invalid/vehicle/maintenance-report/generate\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            .to_vec(),
-    );
-    write_csv(&dir.join("in.csv"), &vins(5, 67));
-    let sb = sandbox(SandboxConfig::default());
-    let out = vmr(&dir, &sb)
-        .args([
-            "submit",
-            "--input",
-            "in.csv",
-            "--base-url",
-            &url,
-            "--concurrency",
-            "1",
-        ])
-        .output()
-        .expect("vmr runs");
-    let text = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(3), "{text}");
-    assert!(text.contains("elsewhere.invalid"), "{text}");
-    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
-    let d = detail(&dir);
-    assert!(d.values().all(|(s, _, _)| s == "queued"), "{d:?}");
+    // 307 and 308 would re-send the signed POST as it is; 301-303 would turn it into a GET.
+    for status in [
+        "307 Temporary Redirect",
+        "308 Permanent Redirect",
+        "302 Found",
+    ] {
+        let (_t, dir) = tempdir();
+        let (url, hits) = fixed_server(
+            format!("HTTP/1.1 {status}\r\nLocation: http://elsewhere.invalid/vehicle/maintenance-report/generate\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .into_bytes(),
+        );
+        write_csv(&dir.join("in.csv"), &vins(5, 67));
+        let sb = sandbox(SandboxConfig::default());
+        let out = vmr(&dir, &sb)
+            .args([
+                "submit",
+                "--input",
+                "in.csv",
+                "--base-url",
+                &url,
+                "--concurrency",
+                "1",
+            ])
+            .output()
+            .expect("vmr runs");
+        let text = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(3), "{status}: {text}");
+        assert!(text.contains("elsewhere.invalid"), "{status}: {text}");
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{status}"
+        );
+        let d = detail(&dir);
+        assert!(d.values().all(|(s, _, _)| s == "queued"), "{status}: {d:?}");
+    }
 }
 
 #[test]
