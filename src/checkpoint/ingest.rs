@@ -4,7 +4,37 @@
 use super::{Checkpoint, CheckpointError, Conn, p};
 use crate::input::{InputRow, Verdict};
 
+/// A bulk load under way: the chunks of input rows go to `rows`, and `done` answers with what
+/// they did once `rows` is dropped and the load committed (see [`Checkpoint::bulk_load`]).
+pub(crate) struct BulkLoad {
+    pub rows: std::sync::mpsc::SyncSender<Vec<InputRow>>,
+    pub done: tokio::sync::oneshot::Receiver<Result<RowsRecorded, CheckpointError>>,
+}
+
 impl Checkpoint {
+    /// For a SQLite checkpoint that holds no row yet (a first ingest): one transaction for the
+    /// whole input, with the VIN index built after the rows instead of updated row by row (in
+    /// the file's random VIN order, the largest cost of a fresh ingest). Duplicates within the
+    /// file are found in memory meanwhile; the index is dropped and built again inside the
+    /// transaction, so no other connection ever sees the checkpoint without its guard against
+    /// queuing a VIN twice, and a failure or a kill leaves the checkpoint as it was before.
+    /// `None` for any other checkpoint, which is written chunk by chunk.
+    pub(crate) fn bulk_load(
+        &self,
+        file: String,
+        batch: String,
+        now: i64,
+    ) -> Result<Option<BulkLoad>, CheckpointError> {
+        if self.place().dir().is_none() || has_rows(&self.reader()?)? {
+            return Ok(None);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<InputRow>>(2);
+        let done = self
+            .writer()
+            .submit(move |c| bulk_write(c, rx, &file, &batch, now));
+        Ok(Some(BulkLoad { rows: tx, done }))
+    }
+
     /// Records one chunk of input rows in one group-committed transaction, queued behind the
     /// writes before it; the answer comes when it is durable. Idempotent: a VIN already
     /// recorded from the same file line is counted as `already`.
@@ -204,6 +234,109 @@ fn write_chunk_pg(
         already: (mine - queued).max(0) as u64,
         duplicates: elsewhere as u64,
     })
+}
+
+/// Whether the checkpoint holds any VIN or rejected row.
+fn has_rows(conn: &Conn) -> Result<bool, CheckpointError> {
+    conn.query_row("SELECT EXISTS (SELECT 1 FROM vins)", p![], |r| {
+        r.get::<i64>(0)
+    })
+    .map(|n| n == 1)
+}
+
+/// The writer's side of [`Checkpoint::bulk_load`]: every chunk that arrives on `rows`, in one
+/// transaction (the writer's), then the VIN index. A checkpoint found not empty after all is
+/// written chunk by chunk as usual.
+fn bulk_write(
+    conn: &Conn,
+    rows: std::sync::mpsc::Receiver<Vec<InputRow>>,
+    file: &str,
+    batch: &str,
+    now: i64,
+) -> Result<RowsRecorded, CheckpointError> {
+    let mut res = RowsRecorded::default();
+    if has_rows(conn)? {
+        while let Ok(chunk) = rows.recv() {
+            let r = write_chunk_rows(conn, &chunk, file, batch, now)?;
+            res.queued += r.queued;
+            res.already += r.already;
+            res.duplicates += r.duplicates;
+        }
+        return Ok(res);
+    }
+    conn.batch("DROP INDEX vins_vin")?;
+    let insert = "vins (vin, license_img_url, state, message, first_seen_at, input_file, input_line, batch_id, check_digit_ok)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+    let member = "batch_vins (batch_id, vin_id) VALUES (?1, ?2)";
+    // The VINs queued so far: a VIN is 17 ASCII characters, kept in 17 bytes (20 MB a million).
+    let mut seen: std::collections::HashSet<[u8; 17]> = std::collections::HashSet::new();
+    let mut seen_other: std::collections::HashSet<String> = std::collections::HashSet::new();
+    while let Ok(chunk) = rows.recv() {
+        for row in &chunk {
+            match &row.verdict {
+                Verdict::Accepted { check_digit_ok } => {
+                    let first = match <[u8; 17]>::try_from(row.vin.as_bytes()) {
+                        Ok(key) => seen.insert(key),
+                        Err(_) => seen_other.insert(row.vin.clone()),
+                    };
+                    if !first {
+                        // Seen at an earlier line of this input: a duplicate, already a member.
+                        res.duplicates += 1;
+                        continue;
+                    }
+                    let id = conn.insert_ignore(
+                        insert,
+                        true,
+                        p![
+                            row.vin,
+                            row.license_img_url,
+                            "queued",
+                            Option::<String>::None,
+                            now,
+                            file,
+                            row.line as i64,
+                            batch,
+                            Some(i64::from(*check_digit_ok))
+                        ],
+                    )?;
+                    let Some(id) = id else {
+                        return Err(CheckpointError::Commit(format!(
+                            "ingest: line {} of {file} was not recorded",
+                            row.line
+                        )));
+                    };
+                    res.queued += 1;
+                    conn.insert_ignore(member, false, p![batch, id])?;
+                }
+                Verdict::Rejected { reason } => {
+                    conn.insert_ignore(
+                        insert,
+                        true,
+                        p![
+                            row.vin_raw,
+                            row.license_img_url,
+                            "rejected",
+                            reason.to_string(),
+                            now,
+                            file,
+                            row.line as i64,
+                            batch,
+                            Option::<i64>::None
+                        ],
+                    )?;
+                }
+            }
+        }
+    }
+    // The index's sort spills to a temporary file past 8 MiB rather than keeping a million VINs
+    // in memory; then temporary storage and the cache are as configured again.
+    drop(seen);
+    drop(seen_other);
+    conn.batch("PRAGMA temp_store = FILE; PRAGMA cache_size = -8192")?;
+    let built = conn.batch(&super::schema::Dialect::Sqlite.render(super::schema::VINS_VIN_INDEX));
+    conn.batch("PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768")?;
+    built?;
+    Ok(res)
 }
 
 /// [`write_chunk`] row by row (SQLite, where a statement is a function call, not a round trip).

@@ -59,6 +59,11 @@ impl Dialect<'_> {
     }
 }
 
+/// The unique index that stops a VIN being queued twice: in [`TABLES`], and built again by a
+/// SQLite bulk load after its rows, in the same transaction (`ingest`).
+pub(crate) const VINS_VIN_INDEX: &str =
+    "CREATE UNIQUE INDEX vins_vin ON {s}vins (vin) WHERE state <> 'rejected';";
+
 /// Every table of a checkpoint at [`SCHEMA_VERSION`], as a new one is created. Columns are in
 /// the order an older checkpoint's steps leave them, so a new and a migrated checkpoint are the
 /// same table for table.
@@ -435,6 +440,11 @@ mod tests {
             .collect();
         copied.sort();
         assert_eq!(copied, schema);
+    }
+
+    #[test]
+    fn the_bulk_load_builds_the_vin_index_the_schema_declares() {
+        assert!(TABLES.contains(VINS_VIN_INDEX), "{VINS_VIN_INDEX}");
     }
 
     #[test]

@@ -74,6 +74,74 @@ fn a_vin_in_two_files_is_queued_once() {
 }
 
 #[test]
+fn a_first_ingest_loads_in_bulk_and_keeps_the_guard_against_queuing_a_vin_twice() {
+    if pg_backend() {
+        // The bulk load is SQLite's; PostgreSQL ingests set by set (pg.rs).
+        return;
+    }
+    let (_t, dir) = tempdir();
+    let sb = sandbox(SandboxConfig::default());
+    let all = vins(40, 33);
+    // A first ingest (the bulk load) with duplicates within the file and a bad row.
+    let mut text = String::from("vin,licenseImgUrl\n");
+    for (i, v) in all.iter().enumerate() {
+        text.push_str(&format!(
+            "{v},https://img.example-fleet.cn/license/{i}.jpg\n"
+        ));
+    }
+    for v in &all[..5] {
+        text.push_str(&format!(
+            "{v},https://img.example-fleet.cn/license/again.jpg\n"
+        ));
+    }
+    text.push_str("NOT-A-VIN,https://img.example-fleet.cn/license/bad.jpg\n");
+    std::fs::write(dir.join("first.csv"), text).expect("csv");
+    let out = vmr(&dir, &sb)
+        .args(["ingest", "--input", "first.csv"])
+        .assert()
+        .code(0);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(
+        stdout.contains(
+            "46 rows read; 40 new VINs queued, 0 already ingested, 5 duplicates, 1 rejected"
+        ),
+        "{stdout}"
+    );
+    // The first of two lines with one VIN is the one queued.
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM vins WHERE state = 'queued' AND input_line <= 41"
+        ),
+        40
+    );
+    assert_eq!(count(&dir, "SELECT count(*) FROM batch_vins"), 40);
+    // The unique index is there, as the schema declares it: a VIN cannot be queued twice.
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM pragma_index_list('vins') WHERE name = 'vins_vin' AND \"unique\" = 1"
+        ),
+        1
+    );
+    let dup = db(&dir).execute(
+        "INSERT INTO vins (vin, state, first_seen_at) SELECT vin, 'queued', 0 FROM vins LIMIT 1",
+        [],
+    );
+    assert!(dup.is_err(), "a second row for a VIN must be refused");
+    // A second ingest is row by row, against that index.
+    let out = vmr(&dir, &sb)
+        .args(["ingest", "--input", "first.csv"])
+        .assert()
+        .code(0);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(
+        stdout.contains("0 new VINs queued, 40 already ingested, 5 duplicates, 1 rejected"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn rejected_rows_are_recorded_with_line_and_reason_and_never_sent() {
     let (_t, dir) = tempdir();
     let sb = sandbox(SandboxConfig::default());
