@@ -236,6 +236,63 @@ fn write_chunk_pg(
     })
 }
 
+/// The `vins` row an input row becomes, as `INSERT OR IGNORE` takes it.
+const VINS_ROW: &str = "vins (vin, license_img_url, state, message, first_seen_at, input_file, input_line, batch_id, check_digit_ok)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+/// Queues an accepted row's VIN: its new id, or `None` when the VIN is recorded already.
+fn insert_queued(
+    conn: &Conn,
+    row: &InputRow,
+    check_digit_ok: bool,
+    file: &str,
+    batch: &str,
+    now: i64,
+) -> Result<Option<i64>, CheckpointError> {
+    conn.insert_ignore(
+        VINS_ROW,
+        true,
+        p![
+            row.vin,
+            row.license_img_url,
+            "queued",
+            Option::<String>::None,
+            now,
+            file,
+            row.line as i64,
+            batch,
+            Some(i64::from(check_digit_ok))
+        ],
+    )
+}
+
+/// Records a rejected row with its reason (once per input line).
+fn insert_rejected(
+    conn: &Conn,
+    row: &InputRow,
+    reason: &str,
+    file: &str,
+    batch: &str,
+    now: i64,
+) -> Result<(), CheckpointError> {
+    conn.insert_ignore(
+        VINS_ROW,
+        true,
+        p![
+            row.vin_raw,
+            row.license_img_url,
+            "rejected",
+            reason,
+            now,
+            file,
+            row.line as i64,
+            batch,
+            Option::<i64>::None
+        ],
+    )?;
+    Ok(())
+}
+
 /// Whether the checkpoint holds any VIN or rejected row.
 fn has_rows(conn: &Conn) -> Result<bool, CheckpointError> {
     conn.query_row("SELECT EXISTS (SELECT 1 FROM vins)", p![], |r| {
@@ -265,8 +322,6 @@ fn bulk_write(
         return Ok(res);
     }
     conn.batch("DROP INDEX vins_vin")?;
-    let insert = "vins (vin, license_img_url, state, message, first_seen_at, input_file, input_line, batch_id, check_digit_ok)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
     let member = "batch_vins (batch_id, vin_id) VALUES (?1, ?2)";
     // The VINs queued so far: a VIN is 17 ASCII characters, kept in 17 bytes (20 MB a million).
     let mut seen: std::collections::HashSet<[u8; 17]> = std::collections::HashSet::new();
@@ -284,21 +339,7 @@ fn bulk_write(
                         res.duplicates += 1;
                         continue;
                     }
-                    let id = conn.insert_ignore(
-                        insert,
-                        true,
-                        p![
-                            row.vin,
-                            row.license_img_url,
-                            "queued",
-                            Option::<String>::None,
-                            now,
-                            file,
-                            row.line as i64,
-                            batch,
-                            Some(i64::from(*check_digit_ok))
-                        ],
-                    )?;
+                    let id = insert_queued(conn, row, *check_digit_ok, file, batch, now)?;
                     let Some(id) = id else {
                         return Err(CheckpointError::Commit(format!(
                             "ingest: line {} of {file} was not recorded",
@@ -309,21 +350,7 @@ fn bulk_write(
                     conn.insert_ignore(member, false, p![batch, id])?;
                 }
                 Verdict::Rejected { reason } => {
-                    conn.insert_ignore(
-                        insert,
-                        true,
-                        p![
-                            row.vin_raw,
-                            row.license_img_url,
-                            "rejected",
-                            reason.to_string(),
-                            now,
-                            file,
-                            row.line as i64,
-                            batch,
-                            Option::<i64>::None
-                        ],
-                    )?;
+                    insert_rejected(conn, row, &reason.to_string(), file, batch, now)?;
                 }
             }
         }
@@ -349,29 +376,13 @@ fn write_chunk_rows(
 ) -> Result<RowsRecorded, CheckpointError> {
     let mut res = RowsRecorded::default();
     // A VIN already recorded (or a rejected row already recorded from this line) is skipped.
-    let insert = "vins (vin, license_img_url, state, message, first_seen_at, input_file, input_line, batch_id, check_digit_ok)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
     let origin = "SELECT batch_id, input_line, id FROM vins WHERE vin = ?1 AND state <> 'rejected'";
     // Every VIN of this input, new or seen before: a refresh buys only the current input's.
     let member = "batch_vins (batch_id, vin_id) VALUES (?1, ?2)";
     for row in rows {
         match &row.verdict {
             Verdict::Accepted { check_digit_ok } => {
-                let new: Option<i64> = conn.insert_ignore(
-                    insert,
-                    true,
-                    p![
-                        row.vin,
-                        row.license_img_url,
-                        "queued",
-                        Option::<String>::None,
-                        now,
-                        file,
-                        row.line as i64,
-                        batch,
-                        Some(i64::from(*check_digit_ok))
-                    ],
-                )?;
+                let new = insert_queued(conn, row, *check_digit_ok, file, batch, now)?;
                 if let Some(id) = new {
                     res.queued += 1;
                     conn.insert_ignore(member, false, p![batch, id])?;
@@ -394,21 +405,7 @@ fn write_chunk_rows(
                 }
             }
             Verdict::Rejected { reason } => {
-                conn.insert_ignore(
-                    insert,
-                    true,
-                    p![
-                        row.vin_raw,
-                        row.license_img_url,
-                        "rejected",
-                        reason.to_string(),
-                        now,
-                        file,
-                        row.line as i64,
-                        batch,
-                        Option::<i64>::None
-                    ],
-                )?;
+                insert_rejected(conn, row, &reason.to_string(), file, batch, now)?;
             }
         }
     }
