@@ -176,9 +176,6 @@ fn write_chunk_pg(
             Ok(())
         },
     )?;
-    // Statistics for the staging table, so the join below goes through the VIN index rather
-    // than reading every VIN of the checkpoint for each chunk.
-    conn.batch("ANALYZE ingest_rows")?;
     if copied != rows.len() as u64 {
         return Err(CheckpointError::Commit(format!(
             "ingest: copied {copied} of {} rows into the staging table",
@@ -212,6 +209,9 @@ fn write_chunk_pg(
             ..RowsRecorded::default()
         });
     }
+    // Statistics for the staging table, so the join below goes through the VIN index rather
+    // than reading every VIN of the checkpoint for each chunk.
+    conn.batch("ANALYZE ingest_rows")?;
     // Else each accepted row against the VIN's row now: from this batch and line (queued just
     // now, or recorded by an earlier ingest of this file), or from elsewhere (a duplicate,
     // within this input or of another), which becomes a member of this input too. One join,

@@ -178,6 +178,18 @@ fn reconnect_window() -> std::time::Duration {
         .unwrap_or(std::time::Duration::from_secs(60))
 }
 
+/// The waits between tries at reaching a database that went away: from 100 ms, doubling with
+/// jitter, at most 5 s each (the writer's and the readers' alike).
+fn reconnect_delays() -> impl Iterator<Item = std::time::Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(100))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 impl CheckpointError {
     /// Whether the write failed only because its call is in the call log already (under the
     /// same id, written meanwhile by another process replaying the same spill): it is done.
@@ -212,14 +224,8 @@ impl ReadLink {
         &mut self,
         f: impl Fn(&Conn) -> Result<R, CheckpointError>,
     ) -> Result<R, CheckpointError> {
-        use backon::BackoffBuilder;
         let started = std::time::Instant::now();
-        let mut delays = backon::ExponentialBuilder::default()
-            .with_min_delay(std::time::Duration::from_millis(100))
-            .with_max_delay(std::time::Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut delays = reconnect_delays();
         loop {
             let r = match &self.conn {
                 Some(c) => f(c),

@@ -407,8 +407,13 @@ impl Drop for Worker {
 fn clock_offset(c: &Conn) -> Result<i64, CheckpointError> {
     let before = crate::api::now_ms();
     let db: i64 = c.query_row(&format!("SELECT {DB_NOW}"), p![], |r| r.get(0))?;
-    let after = crate::api::now_ms();
-    Ok(db - (before + after) / 2)
+    Ok(offset_since(before, db))
+}
+
+/// The database's clock reading `db`, taken by a round trip sent at `before` (this machine's
+/// clock, ms) and ending now, minus this machine's clock at the round trip's middle.
+fn offset_since(before: i64, db: i64) -> i64 {
+    db - (before + crate::api::now_ms()) / 2
 }
 
 /// VINs pending in the checkpoint.
@@ -472,9 +477,11 @@ fn heartbeat(mut link: Link, id: i64, lease_ms: i64, count_pending: bool, beat: 
         drop(quit);
         let sent = Instant::now();
         match link.with(|c| renew(c, id, lease_ms)) {
-            Ok(Some(mine)) => {
+            Ok(Some(renewal)) => {
                 *lock(&beat.renewed) = sent;
-                forget_lost(beat, &mine, sent, id);
+                beat.clock_offset_ms
+                    .store(renewal.clock_offset_ms, Ordering::SeqCst);
+                forget_lost(beat, &renewal.mine, sent, id);
             }
             Ok(None) => {
                 tracing::error!(
@@ -488,9 +495,6 @@ fn heartbeat(mut link: Link, id: i64, lease_ms: i64, count_pending: bool, beat: 
         }
         if let Err(e) = link.with(|c| reap_dead_here(c).and_then(|_| sweep(c))) {
             tracing::warn!(error = %e, "cannot sweep lapsed claims");
-        }
-        if let Ok(offset) = link.with(clock_offset) {
-            beat.clock_offset_ms.store(offset, Ordering::SeqCst);
         }
         if count_pending && let Ok(n) = link.with(pending) {
             beat.pending.store(n, Ordering::SeqCst);
@@ -519,17 +523,18 @@ fn forget_lost(beat: &Beat, mine: &std::collections::HashSet<i64>, sent: Instant
 /// Renews the worker's heartbeat and its claims that have not lapsed. Returns the VINs still
 /// claimed by this worker (renewed, or held by its own writer at this instant), or `None` when
 /// its row is gone.
-fn renew(
-    c: &Conn,
-    id: i64,
-    lease_ms: i64,
-) -> Result<Option<std::collections::HashSet<i64>>, CheckpointError> {
-    let alive = c.execute(
-        &format!("UPDATE workers SET heartbeat_at = {DB_NOW} WHERE id = ?1"),
+fn renew(c: &Conn, id: i64, lease_ms: i64) -> Result<Option<Renewal>, CheckpointError> {
+    // The heartbeat's own clock reading gives the clock offset too, against the middle of its
+    // round trip.
+    let before = crate::api::now_ms();
+    let db_now: Option<i64> = c.query_opt(
+        &format!("UPDATE workers SET heartbeat_at = {DB_NOW} WHERE id = ?1 RETURNING heartbeat_at"),
         p![id],
-    )? == 1;
+        |r| r.get(0),
+    )?;
+    let clock_offset_ms = db_now.map(|db| offset_since(before, db));
     let mut mine = std::collections::HashSet::new();
-    if alive {
+    if db_now.is_some() {
         // Read without locks, so rows the worker's own writer holds right now count as its.
         mine = c
             .query_map(
@@ -553,5 +558,14 @@ fn renew(
         &format!("DELETE FROM workers WHERE heartbeat_at < {DB_NOW} - 3 * lease_ms"),
         p![],
     )?;
-    Ok(alive.then_some(mine))
+    Ok(clock_offset_ms.map(|clock_offset_ms| Renewal {
+        mine,
+        clock_offset_ms,
+    }))
+}
+
+/// What a renewal found: the VINs still this worker's, and the database's clock against ours.
+struct Renewal {
+    mine: std::collections::HashSet<i64>,
+    clock_offset_ms: i64,
 }

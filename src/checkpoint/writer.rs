@@ -348,49 +348,32 @@ impl Thread {
         } else {
             since + r.window
         };
-        use backon::BackoffBuilder;
-        let mut delays = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut delays = super::reconnect_delays();
         let mut last;
         loop {
             match (r.reconnect)() {
                 Ok(conn) => {
-                    let me = self.worker();
                     let mut answers = Vec::new();
-                    match r
-                        .spill
-                        .replay(&conn, me, |uid, res| answers.push((uid.to_owned(), res)))
-                    {
+                    let replayed = r.spill.replay(&conn, self.worker(), |uid, res| {
+                        answers.push((uid.to_owned(), res))
+                    });
+                    // The spilled jobs replayed are answered (the rest stay spilled).
+                    for (uid, res) in answers {
+                        if let Some(i) = jobs.iter().position(|j| {
+                            matches!(j, Job::Update(u) if u.spilled.is_some() && u.uid() == Some(uid.as_str()))
+                        }) && let Job::Update(u) = jobs.swap_remove(i)
+                        {
+                            u.answer(res);
+                        }
+                    }
+                    match replayed {
                         Ok(_) => {
-                            for (uid, res) in answers {
-                                if let Some(i) = jobs.iter().position(
-                                    |j| matches!(j, Job::Update(u) if u.spilled.is_some() && u.uid() == Some(uid.as_str())),
-                                ) && let Job::Update(u) = jobs.swap_remove(i)
-                                {
-                                    u.answer(res);
-                                }
-                            }
                             tracing::info!("the checkpoint's database is reachable again");
                             self.conn = Some(conn);
                             self.down_since = None;
                             return Ok(());
                         }
-                        Err(e) => {
-                            // Replayed ones are answered; the rest stay spilled for next time.
-                            for (uid, res) in answers {
-                                if let Some(i) = jobs.iter().position(
-                                    |j| matches!(j, Job::Update(u) if u.uid() == Some(uid.as_str())),
-                                ) && let Job::Update(u) = jobs.swap_remove(i)
-                                {
-                                    u.answer(res);
-                                }
-                            }
-                            last = e;
-                        }
+                        Err(e) => last = e,
                     }
                 }
                 Err(e) => last = e,

@@ -32,6 +32,15 @@ fn a_second_vmr_on_the_same_state_exits_75_at_once_naming_the_holder() {
         .code(0);
 }
 
+/// `vmr ingest --input file`, which must exit 0: its summary.
+fn ingest_summary(dir: &std::path::Path, sb: &vmr::sandbox::Sandbox, file: &str) -> String {
+    let out = vmr(dir, sb)
+        .args(["ingest", "--input", file])
+        .assert()
+        .code(0);
+    String::from_utf8_lossy(&out.get_output().stdout).to_string()
+}
+
 #[test]
 fn a_vin_in_two_files_is_queued_once() {
     let (_t, dir) = tempdir();
@@ -43,11 +52,7 @@ fn a_vin_in_two_files_is_queued_once() {
         .args(["ingest", "--input", "a.csv"])
         .assert()
         .code(0);
-    let out = vmr(&dir, &sb)
-        .args(["ingest", "--input", "b.csv"])
-        .assert()
-        .code(0);
-    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    let stdout = ingest_summary(&dir, &sb, "b.csv");
     assert!(stdout.contains("10 new VINs queued"), "{stdout}");
     assert!(stdout.contains("10 duplicates"), "{stdout}");
     assert_eq!(count(&dir, "SELECT count(*) FROM vins"), 30);
@@ -57,11 +62,7 @@ fn a_vin_in_two_files_is_queued_once() {
         20
     );
     // Re-ingesting the same file is recognised, not counted as duplicates.
-    let out = vmr(&dir, &sb)
-        .args(["ingest", "--input", "a.csv"])
-        .assert()
-        .code(0);
-    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    let stdout = ingest_summary(&dir, &sb, "a.csv");
     assert!(
         stdout.contains("0 new VINs queued, 20 already ingested, 0 duplicates"),
         "{stdout}"
@@ -96,11 +97,7 @@ fn a_first_ingest_loads_in_bulk_and_keeps_the_guard_against_queuing_a_vin_twice(
     }
     text.push_str("NOT-A-VIN,https://img.example-fleet.cn/license/bad.jpg\n");
     std::fs::write(dir.join("first.csv"), text).expect("csv");
-    let out = vmr(&dir, &sb)
-        .args(["ingest", "--input", "first.csv"])
-        .assert()
-        .code(0);
-    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    let stdout = ingest_summary(&dir, &sb, "first.csv");
     assert!(
         stdout.contains(
             "46 rows read; 40 new VINs queued, 0 already ingested, 5 duplicates, 1 rejected"
@@ -130,11 +127,7 @@ fn a_first_ingest_loads_in_bulk_and_keeps_the_guard_against_queuing_a_vin_twice(
     );
     assert!(dup.is_err(), "a second row for a VIN must be refused");
     // A second ingest is row by row, against that index.
-    let out = vmr(&dir, &sb)
-        .args(["ingest", "--input", "first.csv"])
-        .assert()
-        .code(0);
-    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    let stdout = ingest_summary(&dir, &sb, "first.csv");
     assert!(
         stdout.contains("0 new VINs queued, 40 already ingested, 5 duplicates, 1 rejected"),
         "{stdout}"

@@ -354,6 +354,17 @@ fn fixed_server(response: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic:
     (format!("http://{addr}"), hits)
 }
 
+/// `vmr submit` of `dir`'s `in.csv` against `url` (a server of the test's own), with `extra`.
+fn submit_to(dir: &std::path::Path, url: &str, extra: &[&str]) -> std::process::Output {
+    // The sandbox only gives the command its settings; the calls go to `url`.
+    let sb = sandbox(SandboxConfig::default());
+    vmr(dir, &sb)
+        .args(["submit", "--input", "in.csv", "--base-url", url])
+        .args(extra)
+        .output()
+        .expect("vmr runs")
+}
+
 #[test]
 fn a_redirect_is_never_followed_and_stops_the_run_naming_its_target() {
     // 307 and 308 would re-send the signed POST as it is; 301-303 would turn it into a GET.
@@ -368,19 +379,7 @@ fn a_redirect_is_never_followed_and_stops_the_run_naming_its_target() {
                 .into_bytes(),
         );
         write_csv(&dir.join("in.csv"), &vins(5, 67));
-        let sb = sandbox(SandboxConfig::default());
-        let out = vmr(&dir, &sb)
-            .args([
-                "submit",
-                "--input",
-                "in.csv",
-                "--base-url",
-                &url,
-                "--concurrency",
-                "1",
-            ])
-            .output()
-            .expect("vmr runs");
+        let out = submit_to(&dir, &url, &["--concurrency", "1"]);
         let text = stderr_of(&out);
         assert_eq!(out.status.code(), Some(3), "{status}: {text}");
         assert!(text.contains("elsewhere.invalid"), "{status}: {text}");
@@ -409,19 +408,7 @@ fn a_body_over_max_body_is_unknown_and_its_first_bytes_are_kept() {
     response.extend_from_slice(&body);
     let (url, _hits) = fixed_server(response);
     write_csv(&dir.join("in.csv"), &vins(1, 68));
-    let sb = sandbox(SandboxConfig::default());
-    let out = vmr(&dir, &sb)
-        .args([
-            "submit",
-            "--input",
-            "in.csv",
-            "--base-url",
-            &url,
-            "--max-body",
-            "1",
-        ])
-        .output()
-        .expect("vmr runs");
+    let out = submit_to(&dir, &url, &["--max-body", "1"]);
     assert_eq!(out.status.code(), Some(75), "{}", stderr_of(&out));
     let d = detail(&dir);
     assert!(d.values().all(|(s, _, _)| s == "uncertain"), "{d:?}");
