@@ -486,11 +486,18 @@ pub fn parse_report<'a, T: Deserialize<'a>>(
     endpoint: Endpoint,
     body: &'a [u8],
 ) -> Result<Option<T>, serde_json::Error> {
+    // A body that is valid UTF-8 as a whole (nearly every one) is checked once, at SIMD
+    // speed, and parsed as text: serde_json then validates no string again. Any other body is
+    // parsed as bytes, exactly as before, so what fails and why is unchanged.
+    fn from<'a, U: Deserialize<'a>>(body: &'a [u8]) -> Result<U, serde_json::Error> {
+        match simdutf8::basic::from_utf8(body) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(body),
+        }
+    }
     match endpoint {
-        Endpoint::Get => Ok(serde_json::from_slice::<GetBody<T>>(body)?.data),
-        Endpoint::Generate => Ok(serde_json::from_slice::<GenerateBody<T>>(body)?
-            .data
-            .and_then(|d| d.info)),
+        Endpoint::Get => Ok(from::<GetBody<T>>(body)?.data),
+        Endpoint::Generate => Ok(from::<GenerateBody<T>>(body)?.data.and_then(|d| d.info)),
     }
 }
 

@@ -129,6 +129,8 @@ pub(crate) struct Column {
     pub nullable: bool,
     /// Parquet writes it with dictionary encoding (a label with a handful of distinct values).
     pub dictionary: bool,
+    /// Free text (a repair's wording, a URL): Parquet keeps no min/max statistics for it.
+    pub free_text: bool,
 }
 
 impl Column {
@@ -138,6 +140,7 @@ impl Column {
             data_type: T::data_type(),
             nullable: true,
             dictionary: false,
+            free_text: false,
         }
     }
 
@@ -154,6 +157,14 @@ impl Column {
     pub(crate) fn dictionary(self) -> Column {
         Column {
             dictionary: true,
+            ..self
+        }
+    }
+
+    /// Free text: no statistics in Parquet.
+    pub(crate) fn free_text(self) -> Column {
+        Column {
+            free_text: true,
             ..self
         }
     }
@@ -189,8 +200,9 @@ fn batch_by_name(
 }
 
 /// Declares one output table, once: `Cols = "table" { column: Type [+ option]*, ... }`, where
-/// `Type` is one of [`col`] and the options are `dictionary` (Parquet dictionary-encodes it) and
-/// `required` (never null; columns are nullable unless so marked).
+/// `Type` is one of [`col`] and the options are `dictionary` (Parquet dictionary-encodes it),
+/// `free_text` (Parquet keeps no statistics for it) and `required` (never null; columns are
+/// nullable unless so marked).
 ///
 /// It generates `Cols`, a struct of one Arrow builder per column (the field named as the
 /// column), with `TABLE`, `columns()`, `schema()`, `with_capacity(rows)` and `finish()`, which
@@ -238,10 +250,10 @@ table!(
     /// `requests`: one row per VIN the checkpoint knows, rejected input rows included.
     RequestCols = "requests" {
         vin: Utf8,
-        license_img_url: Utf8,
+        license_img_url: Utf8 + free_text,
         status: Utf8 + dictionary,
         code: Int32,
-        message: Utf8,
+        message: Utf8 + free_text,
         request_id: Utf8,
         task_no: Utf8,
         submit_attempts: Int32,
@@ -266,7 +278,7 @@ table!(
         request_id: Utf8,
         task_no: Utf8,
         brand_name: Utf8 + dictionary,
-        brand_logo_url: Utf8,
+        brand_logo_url: Utf8 + free_text,
         vin_masked: Utf8,
         first_visit_date: Date32,
         last_visit_date: Date32,
@@ -278,7 +290,7 @@ table!(
         record_count: Int32,
         accident_status: Int8,
         accident_grade: Utf8 + dictionary,
-        accident_reason: Utf8,
+        accident_reason: Utf8 + free_text,
         report_updated_date: Date32,
         fetched_at: Timestamp,
     }
@@ -296,9 +308,9 @@ table!(
         type_code: Int8,
         type_name: Utf8 + dictionary,
         type_label: Utf8 + dictionary,
-        content: Utf8,
-        materials: Utf8,
-        remark: Utf8,
+        content: Utf8 + free_text,
+        materials: Utf8 + free_text,
+        remark: Utf8 + free_text,
         mileage_km: Int64,
         pay_type: Utf8 + dictionary,
         total_amount: Amount,
@@ -327,9 +339,9 @@ table!(
         part: Utf8 + dictionary,
         label: Utf8 + dictionary,
         seq: Int32,
-        raw: Utf8,
+        raw: Utf8 + free_text,
         component: Utf8 + dictionary,
-        finding: Utf8,
+        finding: Utf8 + free_text,
     }
 );
 
@@ -393,10 +405,20 @@ pub fn of(name: &str) -> Option<SchemaRef> {
 /// writer properties select columns by name, so a name is dictionary-encoded in every table
 /// that has it (a test holds the declarations to that).
 pub(crate) fn dictionary_columns() -> Vec<&'static str> {
+    columns_where(|c| c.dictionary)
+}
+
+/// The names of the free-text columns (no Parquet statistics), selected by name as
+/// [`dictionary_columns`] are.
+pub(crate) fn free_text_columns() -> Vec<&'static str> {
+    columns_where(|c| c.free_text)
+}
+
+fn columns_where(pick: impl Fn(&Column) -> bool) -> Vec<&'static str> {
     let mut names: Vec<&'static str> = Vec::new();
     for table in TABLES {
         for c in columns_of(table).unwrap_or_default() {
-            if c.dictionary && !names.contains(&c.name) {
+            if pick(&c) && !names.contains(&c.name) {
                 names.push(c.name);
             }
         }
@@ -424,6 +446,31 @@ mod tests {
         }
         for table in REPORT_TABLES {
             assert!(TABLES.contains(&table));
+        }
+    }
+
+    #[test]
+    fn a_free_text_column_is_one_in_every_table_that_has_it() {
+        let free = free_text_columns();
+        for table in TABLES {
+            for c in columns_of(table).expect("declared") {
+                assert_eq!(c.free_text, free.contains(&c.name), "{table}.{}", c.name);
+                assert!(!(c.free_text && c.dictionary), "{table}.{}", c.name);
+                if c.free_text {
+                    assert_eq!(c.data_type, DataType::Utf8, "{table}.{}", c.name);
+                }
+            }
+        }
+        // Nothing a reader filters or joins on.
+        for key in [
+            "vin",
+            "request_id",
+            "task_no",
+            "status",
+            "visit_date",
+            "total_amount",
+        ] {
+            assert!(!free.contains(&key), "{key}");
         }
     }
 
