@@ -165,6 +165,16 @@ fn lite_params<'a>(params: &'a [&'a dyn Param]) -> Vec<&'a dyn rusqlite::ToSql> 
     params.iter().map(|p| *p as &dyn rusqlite::ToSql).collect()
 }
 
+/// A SQLite insert prepared once ([`Conn::lite_inserter`]).
+pub(crate) struct Inserter<'c>(rusqlite::Statement<'c>);
+
+impl Inserter<'_> {
+    /// Inserts one row; whether it was inserted (not ignored).
+    pub(crate) fn insert(&mut self, params: &[&dyn Param]) -> Result<bool, CheckpointError> {
+        Ok(self.0.execute(lite_params(params).as_slice())? == 1)
+    }
+}
+
 /// One row of a result.
 pub enum Row<'a> {
     /// A SQLite row.
@@ -300,6 +310,21 @@ impl Conn {
                 params,
                 |r| r.get(0),
             ),
+        }
+    }
+
+    /// `INSERT OR IGNORE INTO {into}` prepared once, for a SQLite bulk load's many rows (no
+    /// statement-cache lookup per row); `None` on PostgreSQL, which loads through COPY.
+    pub(crate) fn lite_inserter(
+        &self,
+        into: &str,
+    ) -> Result<Option<Inserter<'_>>, CheckpointError> {
+        match self {
+            Conn::Lite(c) => Ok(Some(Inserter(
+                c.prepare(&format!("INSERT OR IGNORE INTO {into}"))?,
+            ))),
+            #[cfg(feature = "pg")]
+            Conn::Pg(_) => Ok(None),
         }
     }
 

@@ -249,21 +249,9 @@ fn insert_queued(
     batch: &str,
     now: i64,
 ) -> Result<Option<i64>, CheckpointError> {
-    conn.insert_ignore(
-        VINS_ROW,
-        true,
-        p![
-            row.vin,
-            row.license_img_url,
-            "queued",
-            Option::<String>::None,
-            now,
-            file,
-            row.line as i64,
-            batch,
-            Some(i64::from(check_digit_ok))
-        ],
-    )
+    queued_row(row, check_digit_ok, file, batch, now, |p| {
+        conn.insert_ignore(VINS_ROW, true, p)
+    })
 }
 
 /// Records a rejected row with its reason (once per input line).
@@ -275,22 +263,54 @@ fn insert_rejected(
     batch: &str,
     now: i64,
 ) -> Result<(), CheckpointError> {
-    conn.insert_ignore(
-        VINS_ROW,
-        true,
-        p![
-            row.vin_raw,
-            row.license_img_url,
-            "rejected",
-            reason,
-            now,
-            file,
-            row.line as i64,
-            batch,
-            Option::<i64>::None
-        ],
-    )?;
+    rejected_row(row, reason, file, batch, now, |p| {
+        conn.insert_ignore(VINS_ROW, true, p)
+    })?;
     Ok(())
+}
+
+/// The [`VINS_ROW`] parameters of an accepted row, handed to `f`.
+fn queued_row<R>(
+    row: &InputRow,
+    check_digit_ok: bool,
+    file: &str,
+    batch: &str,
+    now: i64,
+    f: impl FnOnce(&[&dyn super::db::Param]) -> R,
+) -> R {
+    f(p![
+        row.vin,
+        row.license_img_url,
+        "queued",
+        Option::<String>::None,
+        now,
+        file,
+        row.line as i64,
+        batch,
+        Some(i64::from(check_digit_ok))
+    ])
+}
+
+/// The [`VINS_ROW`] parameters of a rejected row, handed to `f`.
+fn rejected_row<R>(
+    row: &InputRow,
+    reason: &str,
+    file: &str,
+    batch: &str,
+    now: i64,
+    f: impl FnOnce(&[&dyn super::db::Param]) -> R,
+) -> R {
+    f(p![
+        row.vin_raw,
+        row.license_img_url,
+        "rejected",
+        reason,
+        now,
+        file,
+        row.line as i64,
+        batch,
+        Option::<i64>::None
+    ])
 }
 
 /// Whether the checkpoint holds any VIN or rejected row.
@@ -321,12 +341,20 @@ fn bulk_write(
         }
         return Ok(res);
     }
-    conn.batch("DROP INDEX vins_vin")?;
-    let member = "batch_vins (batch_id, vin_id) VALUES (?1, ?2)";
+    // The rows go in first and the indexes over them are built after, inside this transaction:
+    // no other connection sees the checkpoint without its guard against queuing a VIN twice,
+    // and a failure or a kill rolls the whole load back.
+    conn.batch("DROP INDEX vins_vin; DROP INDEX vins_state")?;
+    let Some(mut insert) = conn.lite_inserter(VINS_ROW)? else {
+        return Err(CheckpointError::Commit(
+            "a bulk load is for a SQLite checkpoint".into(),
+        ));
+    };
     // The VINs queued so far: a VIN is 17 ASCII characters, kept in 17 bytes (20 MB a million).
     let mut seen: std::collections::HashSet<[u8; 17]> = std::collections::HashSet::new();
     let mut seen_other: std::collections::HashSet<String> = std::collections::HashSet::new();
     while let Ok(chunk) = rows.recv() {
+        seen.reserve(chunk.len());
         for row in &chunk {
             match &row.verdict {
                 Verdict::Accepted { check_digit_ok } => {
@@ -339,28 +367,38 @@ fn bulk_write(
                         res.duplicates += 1;
                         continue;
                     }
-                    let id = insert_queued(conn, row, *check_digit_ok, file, batch, now)?;
-                    let Some(id) = id else {
+                    if !queued_row(row, *check_digit_ok, file, batch, now, |p| insert.insert(p))? {
                         return Err(CheckpointError::Commit(format!(
                             "ingest: line {} of {file} was not recorded",
                             row.line
                         )));
-                    };
+                    }
                     res.queued += 1;
-                    conn.insert_ignore(member, false, p![batch, id])?;
                 }
                 Verdict::Rejected { reason } => {
-                    insert_rejected(conn, row, &reason.to_string(), file, batch, now)?;
+                    let reason = reason.to_string();
+                    rejected_row(row, &reason, file, batch, now, |p| insert.insert(p))?;
                 }
             }
         }
     }
-    // The index's sort spills to a temporary file past 8 MiB rather than keeping a million VINs
-    // in memory; then temporary storage and the cache are as configured again.
-    drop(seen);
-    drop(seen_other);
+    drop((insert, seen, seen_other));
+    // Every VIN queued is this input's (the checkpoint had none before): one statement makes
+    // them its members, in id order, instead of one per row.
+    conn.execute(
+        "INSERT INTO batch_vins (batch_id, vin_id)
+         SELECT ?1, id FROM vins WHERE state <> 'rejected' ORDER BY id",
+        p![batch],
+    )?;
+    // The indexes' sorts spill to a temporary file past 8 MiB rather than keeping a million
+    // VINs in memory; then temporary storage and the cache are as configured again.
     conn.batch("PRAGMA temp_store = FILE; PRAGMA cache_size = -8192")?;
-    let built = conn.batch(&super::schema::Dialect::Sqlite.render(super::schema::VINS_VIN_INDEX));
+    let sqlite = super::schema::Dialect::Sqlite;
+    let built = conn.batch(&format!(
+        "{}\n{}",
+        sqlite.render(super::schema::VINS_VIN_INDEX),
+        sqlite.render(super::schema::VINS_STATE_INDEX)
+    ));
     conn.batch("PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768")?;
     built?;
     Ok(res)

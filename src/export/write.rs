@@ -258,16 +258,25 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), ExportError> {
 ///
 /// `ArrowWriter` encodes a batch's columns one after another on the calling thread, so the
 /// biggest table's writer was the export's bottleneck. This keeps one `ArrowColumnWriter` per
-/// column of the open row group (arrow-rs's low-level API for exactly this) and feeds them a
-/// batch's columns on the rayon pool; memory is what `ArrowWriter` holds, the encoded row group.
+/// column of the open row group (arrow-rs's low-level API for exactly this) and feeds them
+/// columns on the rayon pool. Batches arrive small (a flatten slice's rows), so they are held
+/// until [`ENCODE_ROWS`] rows are waiting and then encoded in one parallel pass, each column
+/// writer taking its column of every held batch: one hand-over to the pool per pass instead of
+/// one per batch. Memory is the held batches and what `ArrowWriter` holds, the encoded row group.
 struct ParquetFile {
     file: SerializedFileWriter<File>,
     factory: ArrowRowGroupWriterFactory,
     schema: SchemaRef,
-    /// The open row group's column writers and its rows so far.
+    /// The open row group's column writers and its rows encoded so far.
     group: Option<(Vec<ArrowColumnWriter>, usize)>,
     groups: usize,
+    /// Batches (or parts of one) of the open row group waiting to be encoded, and their rows.
+    held: Vec<RecordBatch>,
+    held_rows: usize,
 }
+
+/// Rows held before a parallel encoding pass.
+const ENCODE_ROWS: usize = 16 * 1024;
 
 impl ParquetFile {
     fn create(
@@ -284,37 +293,57 @@ impl ParquetFile {
             schema,
             group: None,
             groups: 0,
+            held: Vec::new(),
+            held_rows: 0,
         })
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<(), ParquetError> {
         let mut offset = 0;
         while offset < batch.num_rows() {
-            let (writers, rows) = match &mut self.group {
-                Some(g) => g,
-                None => self
-                    .group
-                    .insert((self.factory.create_column_writers(self.groups)?, 0)),
-            };
-            let take = (ROW_GROUP_ROWS - *rows).min(batch.num_rows() - offset);
-            let part = batch.slice(offset, take);
-            let fields = self.schema.fields();
-            writers
-                .par_iter_mut()
-                .zip(part.columns().par_iter())
-                .zip(fields.par_iter())
-                .try_for_each(|((w, col), field)| {
-                    for leaf in compute_leaves(field, col)? {
-                        w.write(&leaf)?;
-                    }
-                    Ok::<(), ParquetError>(())
-                })?;
-            *rows += take;
+            let encoded = self.group.as_ref().map_or(0, |(_, rows)| *rows);
+            let room = ROW_GROUP_ROWS - encoded - self.held_rows;
+            let take = room.min(batch.num_rows() - offset);
+            self.held.push(batch.slice(offset, take));
+            self.held_rows += take;
             offset += take;
-            if *rows >= ROW_GROUP_ROWS {
+            if take == room {
+                self.encode_held()?;
                 self.close_group()?;
+            } else if self.held_rows >= ENCODE_ROWS {
+                self.encode_held()?;
             }
         }
+        Ok(())
+    }
+
+    /// Encodes the held batches into the open row group (opening one if none is).
+    fn encode_held(&mut self) -> Result<(), ParquetError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let (writers, rows) = match &mut self.group {
+            Some(g) => g,
+            None => self
+                .group
+                .insert((self.factory.create_column_writers(self.groups)?, 0)),
+        };
+        let held = &self.held;
+        writers
+            .par_iter_mut()
+            .zip(self.schema.fields().par_iter())
+            .enumerate()
+            .try_for_each(|(i, (w, field))| {
+                for batch in held {
+                    for leaf in compute_leaves(field, batch.column(i))? {
+                        w.write(&leaf)?;
+                    }
+                }
+                Ok::<(), ParquetError>(())
+            })?;
+        *rows += self.held_rows;
+        self.held.clear();
+        self.held_rows = 0;
         Ok(())
     }
 
@@ -335,8 +364,9 @@ impl ParquetFile {
         Ok(())
     }
 
-    /// Closes the last row group, writes the footer and returns the file.
+    /// Encodes what is held, closes the last row group, writes the footer and returns the file.
     fn finish(mut self) -> Result<File, ParquetError> {
+        self.encode_held()?;
         self.close_group()?;
         self.file.into_inner()
     }

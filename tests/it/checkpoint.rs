@@ -121,6 +121,27 @@ fn a_first_ingest_loads_in_bulk_and_keeps_the_guard_against_queuing_a_vin_twice(
         ),
         1
     );
+    // So is the index the engine finds its work by, and the query planner uses it.
+    assert_eq!(
+        count(
+            &dir,
+            "SELECT count(*) FROM pragma_index_info('vins_state') WHERE name IN ('state', 'next_poll_at')"
+        ),
+        2
+    );
+    let conn = db(&dir);
+    let mut explain = conn
+        .prepare(
+            "EXPLAIN QUERY PLAN SELECT id FROM vins WHERE state = 'pending' AND next_poll_at < 5",
+        )
+        .expect("explain");
+    let plan: Vec<String> = explain
+        .query_map([], |r| r.get::<_, String>(3))
+        .expect("plan")
+        .collect::<Result<_, _>>()
+        .expect("plan rows");
+    let plan = plan.join("; ");
+    assert!(plan.contains("vins_state"), "{plan}");
     let dup = db(&dir).execute(
         "INSERT INTO vins (vin, state, first_seen_at) SELECT vin, 'queued', 0 FROM vins LIMIT 1",
         [],
