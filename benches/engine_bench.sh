@@ -6,7 +6,7 @@
 # an ingested checkpoint (synced first, so the run does not pay for the copy's dirty pages),
 # `submit --rate 0 --concurrency 64` for a fixed time, calls/s over the call log's span, CPU per
 # call and peak RSS. scale interleaves 50,000 and 1,000,000 queued VINs RUNS times (default 3)
-# and prints the ratio of the medians.
+# and prints the ratio of the medians. rate takes HOG=N: N same-priority busy loops beside vmr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-all}
@@ -42,11 +42,16 @@ sandbox() { # port, extra args...
 }
 
 if [[ $which == rate || $which == all ]]; then
-  echo "rate accuracy: --rate 200 --burst 10 for 20 s"
+  # HOG=N runs N busy loops at vmr's priority beside it (a cron host is rarely idle).
+  hog=${HOG:-0}
+  echo "rate accuracy: --rate 200 --burst 10 for 20 s, $hog busy loops beside it"
   python3 benches/gen_input.py 4000 "$work/rate.csv"
   sandbox 18101 --inline-rate 1.0
+  hogs=()
+  for _ in $(seq "$hog"); do bash -c 'while :; do :; done' & hogs+=($!); done
   "$vmr" --state "$work/rate" --base-url http://127.0.0.1:18101 --rate 200 --burst 10 --concurrency 64 \
     submit --input "$work/rate.csv" >/dev/null 2>&1 || true
+  if ((${#hogs[@]})); then kill "${hogs[@]}"; fi
   call_stats "$work/rate" 210
 fi
 
