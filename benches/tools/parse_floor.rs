@@ -19,6 +19,9 @@ use vmr::checkpoint;
 /// Bodies per page, as export reads them.
 const PAGE: i64 = 2_000;
 
+/// A page of bodies and the (VIN id, version) of its last one.
+type Page = ((i64, i64), Vec<Vec<u8>>);
+
 /// CPU seconds (user + system) this process has used so far.
 fn cpu_seconds() -> f64 {
     // SAFETY: getrusage only writes the struct it is given.
@@ -44,7 +47,7 @@ fn main() -> anyhow::Result<()> {
         "SELECT vin_id, version, body FROM reports WHERE (vin_id, version) > (?1, ?2)
          ORDER BY vin_id, version LIMIT ?3",
     )?;
-    let mut read_page = |after: (i64, i64)| -> rusqlite::Result<((i64, i64), Vec<Vec<u8>>)> {
+    let mut read_page = |after: (i64, i64)| -> rusqlite::Result<Page> {
         let mut last = after;
         let mut bodies = Vec::with_capacity(PAGE as usize);
         let mut rows = st.query(rusqlite::params![after.0, after.1, PAGE])?;
