@@ -249,7 +249,7 @@ fn insert_queued(
     batch: &str,
     now: i64,
 ) -> Result<Option<i64>, CheckpointError> {
-    queued_row(row, check_digit_ok, file, batch, now, |p| {
+    vins_row(row, Entry::Queued(check_digit_ok), file, batch, now, |p| {
         conn.insert_ignore(VINS_ROW, true, p)
     })
 }
@@ -263,53 +263,44 @@ fn insert_rejected(
     batch: &str,
     now: i64,
 ) -> Result<(), CheckpointError> {
-    rejected_row(row, reason, file, batch, now, |p| {
+    vins_row(row, Entry::Rejected(reason), file, batch, now, |p| {
         conn.insert_ignore(VINS_ROW, true, p)
     })?;
     Ok(())
 }
 
-/// The [`VINS_ROW`] parameters of an accepted row, handed to `f`.
-fn queued_row<R>(
-    row: &InputRow,
-    check_digit_ok: bool,
-    file: &str,
-    batch: &str,
-    now: i64,
-    f: impl FnOnce(&[&dyn super::db::Param]) -> R,
-) -> R {
-    f(p![
-        row.vin,
-        row.license_img_url,
-        "queued",
-        Option::<String>::None,
-        now,
-        file,
-        row.line as i64,
-        batch,
-        Some(i64::from(check_digit_ok))
-    ])
+/// What an input row becomes in `vins`.
+#[derive(Clone, Copy)]
+enum Entry<'a> {
+    /// A queued VIN, with whether its check digit was right.
+    Queued(bool),
+    /// A rejected row, with the reason.
+    Rejected(&'a str),
 }
 
-/// The [`VINS_ROW`] parameters of a rejected row, handed to `f`.
-fn rejected_row<R>(
+/// The [`VINS_ROW`] parameters of an input row, handed to `f`.
+fn vins_row<R>(
     row: &InputRow,
-    reason: &str,
+    entry: Entry<'_>,
     file: &str,
     batch: &str,
     now: i64,
     f: impl FnOnce(&[&dyn super::db::Param]) -> R,
 ) -> R {
+    let (vin, state, message, check_digit_ok) = match entry {
+        Entry::Queued(ok) => (&row.vin, "queued", None, Some(i64::from(ok))),
+        Entry::Rejected(reason) => (&row.vin_raw, "rejected", Some(reason), None),
+    };
     f(p![
-        row.vin_raw,
+        vin,
         row.license_img_url,
-        "rejected",
-        reason,
+        state,
+        message,
         now,
         file,
         row.line as i64,
         batch,
-        Option::<i64>::None
+        check_digit_ok
     ])
 }
 
@@ -367,7 +358,9 @@ fn bulk_write(
                         res.duplicates += 1;
                         continue;
                     }
-                    if !queued_row(row, *check_digit_ok, file, batch, now, |p| insert.insert(p))? {
+                    if !vins_row(row, Entry::Queued(*check_digit_ok), file, batch, now, |p| {
+                        insert.insert(p)
+                    })? {
                         return Err(CheckpointError::Commit(format!(
                             "ingest: line {} of {file} was not recorded",
                             row.line
@@ -377,7 +370,8 @@ fn bulk_write(
                 }
                 Verdict::Rejected { reason } => {
                     let reason = reason.to_string();
-                    rejected_row(row, &reason, file, batch, now, |p| insert.insert(p))?;
+                    let entry = Entry::Rejected(&reason);
+                    vins_row(row, entry, file, batch, now, |p| insert.insert(p))?;
                 }
             }
         }
