@@ -4,8 +4,9 @@
 //! a million-row file takes constant memory and a kill at any instant loses at most the chunk in
 //! flight. A first ingest into a SQLite checkpoint is one transaction instead, with the VIN index
 //! built after the rows (`Checkpoint::bulk_load`): twice as fast, and a kill leaves the
-//! checkpoint as it was before. Re-reading a file is idempotent: a VIN already recorded from the same file line is
-//! recognised as such (not counted as a duplicate), so an interrupted ingest simply runs again.
+//! checkpoint as it was before. Re-reading a file is idempotent: a VIN already recorded from the
+//! same file line is recognised as such (not counted as a duplicate), so an interrupted ingest
+//! simply runs again.
 
 use serde::Serialize;
 use std::collections::BTreeMap;

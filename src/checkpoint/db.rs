@@ -314,17 +314,16 @@ impl Conn {
     }
 
     /// `INSERT OR IGNORE INTO {into}` prepared once, for a SQLite bulk load's many rows (no
-    /// statement-cache lookup per row); `None` on PostgreSQL, which loads through COPY.
-    pub(crate) fn lite_inserter(
-        &self,
-        into: &str,
-    ) -> Result<Option<Inserter<'_>>, CheckpointError> {
+    /// statement-cache lookup per row). PostgreSQL loads through COPY instead.
+    pub(crate) fn lite_inserter(&self, into: &str) -> Result<Inserter<'_>, CheckpointError> {
         match self {
-            Conn::Lite(c) => Ok(Some(Inserter(
+            Conn::Lite(c) => Ok(Inserter(
                 c.prepare(&format!("INSERT OR IGNORE INTO {into}"))?,
-            ))),
+            )),
             #[cfg(feature = "pg")]
-            Conn::Pg(_) => Ok(None),
+            Conn::Pg(_) => Err(CheckpointError::Commit(
+                "a bulk load is for a SQLite checkpoint".into(),
+            )),
         }
     }
 

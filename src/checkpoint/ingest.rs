@@ -313,8 +313,8 @@ fn has_rows(conn: &Conn) -> Result<bool, CheckpointError> {
 }
 
 /// The writer's side of [`Checkpoint::bulk_load`]: every chunk that arrives on `rows`, in one
-/// transaction (the writer's), then the VIN index. A checkpoint found not empty after all is
-/// written chunk by chunk as usual.
+/// transaction (the writer's), then the indexes over them. A checkpoint found not empty after
+/// all is written chunk by chunk as usual.
 fn bulk_write(
     conn: &Conn,
     rows: std::sync::mpsc::Receiver<Vec<InputRow>>,
@@ -336,11 +336,7 @@ fn bulk_write(
     // no other connection sees the checkpoint without its guard against queuing a VIN twice,
     // and a failure or a kill rolls the whole load back.
     conn.batch("DROP INDEX vins_vin; DROP INDEX vins_state")?;
-    let Some(mut insert) = conn.lite_inserter(VINS_ROW)? else {
-        return Err(CheckpointError::Commit(
-            "a bulk load is for a SQLite checkpoint".into(),
-        ));
-    };
+    let mut insert = conn.lite_inserter(VINS_ROW)?;
     // The VINs queued so far: a VIN is 17 ASCII characters, kept in 17 bytes (20 MB a million).
     let mut seen: std::collections::HashSet<[u8; 17]> = std::collections::HashSet::new();
     let mut seen_other: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -385,7 +381,9 @@ fn bulk_write(
         p![batch],
     )?;
     // The indexes' sorts spill to a temporary file past 8 MiB rather than keeping a million
-    // VINs in memory; then temporary storage and the cache are as configured again.
+    // VINs in memory; then temporary storage and the cache are as they were.
+    let pragma = |name: &str| conn.query_row(&format!("PRAGMA {name}"), p![], |r| r.get::<i64>(0));
+    let (temp_store, cache_size) = (pragma("temp_store")?, pragma("cache_size")?);
     conn.batch("PRAGMA temp_store = FILE; PRAGMA cache_size = -8192")?;
     let sqlite = super::schema::Dialect::Sqlite;
     let built = conn.batch(&format!(
@@ -393,7 +391,9 @@ fn bulk_write(
         sqlite.render(super::schema::VINS_VIN_INDEX),
         sqlite.render(super::schema::VINS_STATE_INDEX)
     ));
-    conn.batch("PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32768")?;
+    conn.batch(&format!(
+        "PRAGMA temp_store = {temp_store}; PRAGMA cache_size = {cache_size}"
+    ))?;
     built?;
     Ok(res)
 }
