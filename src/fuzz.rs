@@ -137,7 +137,7 @@ pub fn report_body(endpoint: &str, body: &[u8]) {
             .column_by_name("vin")
             .expect("every table has vin")
             .as_any()
-            .downcast_ref::<arrow::array::StringArray>()
+            .downcast_ref::<arrow_array::StringArray>()
             .expect("vin is a string column");
         assert!(vins.iter().all(|v| v == Some(VIN)), "a row of another VIN");
     }

@@ -10,11 +10,11 @@
 //! a report, 5% a history read lower in the second report (a rollback between reports), records
 //! come slightly out of date order, some mileages are missing.
 
-use arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
-    Int8Builder, Int32Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMillisecondBuilder,
+use arrow_array::builder::{
+    ArrayBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int8Builder,
+    Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
 };
+use arrow_array::{ArrayRef, RecordBatch};
 use parquet::arrow::ArrowWriter;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -245,7 +245,7 @@ fn batch(table: &str, rows: usize, given: Vec<(&str, ArrayRef)>) -> anyhow::Resu
                 .iter()
                 .find(|(n, _)| n == f.name())
                 .map(|(_, a)| a.clone())
-                .unwrap_or_else(|| arrow::array::new_null_array(f.data_type(), rows))
+                .unwrap_or_else(|| arrow_array::new_null_array(f.data_type(), rows))
         })
         .collect();
     Ok(RecordBatch::try_new(schema, cols)?)

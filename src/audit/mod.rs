@@ -1,10 +1,11 @@
 //! Audit: "which of these vehicles are not what the book says?", answered from the exported
 //! tables.
 //!
-//! `vmr audit` scans `<out>/{requests,reports,records,overview}.parquet` with polars' lazy API,
-//! computes per-vehicle flags (`flags`), grades them (`risk`), summarises them per brand
-//! (`summary`) and writes `vehicle_flags` and `fleet_summary` beside the inputs (Parquet
-//! and/or CSV, like export) plus `audit.html` ([`html`]), each file atomically. It never reads
+//! `vmr audit` reads the columns it needs of `<out>/{requests,reports,records,overview}.parquet`
+//! (`frames`), computes per-vehicle flags with polars' lazy API (`flags`), grades them (`risk`),
+//! summarises them per brand (`summary`) and writes `vehicle_flags` and `fleet_summary` beside
+//! the inputs (Parquet and/or CSV, through export's writer) plus `audit.html` ([`html`]), each
+//! file atomically. It never reads
 //! the checkpoint or the raw JSON, so every flag can be reproduced with SQL on the tables:
 //! [`sql`] writes that SQL (`vmr audit --emit-sql DIALECT`).
 //! Only [`run`] and its options, report and error are public; the steps are the crate's own.
@@ -12,12 +13,13 @@
 mod changes;
 mod flags;
 mod fmt;
+mod frames;
 pub mod html;
 mod risk;
 pub(crate) mod sql;
 mod summary;
 
-use arrow::datatypes::Date32Type;
+use arrow_array::types::Date32Type;
 use chrono::NaiveDate;
 use polars::prelude::*;
 use std::fs::File;
@@ -42,6 +44,8 @@ pub(crate) enum AuditError {
         .0.display()
     )]
     MissingTable(PathBuf),
+    #[error("reading {}: {message}", path.display())]
+    Read { path: PathBuf, message: String },
     #[error("{context}: {source}")]
     Polars {
         context: String,
@@ -96,7 +100,7 @@ impl AuditOptions {
 }
 
 impl Tables {
-    /// Lazy scans of the exported Parquet tables in `dir`.
+    /// The exported Parquet tables in `dir`, the columns the audit uses, as lazy frames.
     pub(crate) fn scan(dir: &Path) -> Result<Tables, AuditError> {
         let [requests, reports, records, overview] =
             INPUTS.map(|name| dir.join(format!("{name}.parquet")));
@@ -104,12 +108,7 @@ impl Tables {
             if !path.is_file() {
                 return Err(AuditError::MissingTable(path));
             }
-            let what = format!("reading {}", path.display());
-            let args = ScanArgsParquet {
-                glob: false,
-                ..ScanArgsParquet::default()
-            };
-            LazyFrame::scan_parquet(PlRefPath::try_from_path(&path).ctx(&what)?, args).ctx(&what)
+            Ok(frames::read(&path)?.lazy())
         };
         let mut tables = Tables {
             requests: scan(requests)?,
@@ -283,35 +282,22 @@ fn write_file(
 fn write_table(
     o: &AuditOptions,
     name: &str,
-    df: &mut DataFrame,
+    df: &DataFrame,
     staged: &mut Vec<Staged>,
 ) -> Result<(), AuditError> {
-    let what = format!("writing {name}");
-    if o.formats.contains(&Format::Parquet) {
-        write_file(&o.out, &format!("{name}.parquet"), staged, |w| {
-            ParquetWriter::new(w).finish(df).map(drop).ctx(&what)
-        })?;
-    }
-    if o.formats.contains(&Format::Csv) {
-        write_file(&o.out, &format!("{name}.csv"), staged, |w| {
-            CsvWriter::new(w)
-                .include_bom(o.csv_bom)
-                .include_header(true)
-                .finish(df)
-                .ctx(&what)
-        })?;
-    }
-    Ok(())
+    let parquet = o.formats.contains(&Format::Parquet);
+    let csv = o.formats.contains(&Format::Csv).then_some(o.csv_bom);
+    frames::write(&o.out, name, df, parquet, csv, staged)
 }
 
 /// `vmr audit`: reads the tables in `o.out`, writes the audit beside them.
 pub(crate) fn run(o: &AuditOptions) -> Result<AuditReport, AuditError> {
     let tables = Tables::scan(&o.out)?;
-    let mut audit = compute(&tables, o.as_of, o.rollback_tolerance_km)?;
+    let audit = compute(&tables, o.as_of, o.rollback_tolerance_km)?;
     let page = html::render(&audit).ctx("rendering audit.html")?;
     let mut staged = Vec::new();
-    write_table(o, "vehicle_flags", &mut audit.vehicle_flags, &mut staged)?;
-    write_table(o, "fleet_summary", &mut audit.fleet_summary, &mut staged)?;
+    write_table(o, "vehicle_flags", &audit.vehicle_flags, &mut staged)?;
+    write_table(o, "fleet_summary", &audit.fleet_summary, &mut staged)?;
     write_file(&o.out, "audit.html", &mut staged, |w| {
         w.write_all(page.as_bytes())
             .map_err(|source| AuditError::Io {

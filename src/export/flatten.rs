@@ -7,8 +7,8 @@
 //! does not fit becomes null and is counted per `table.column`, and a body that holds no REPORT
 //! at all yields no rows and is listed as a bad body. Nothing here may panic on any input.
 
-use arrow::error::ArrowError;
-use arrow::record_batch::RecordBatch;
+use arrow_array::RecordBatch;
+use arrow_schema::ArrowError;
 use chrono::{DateTime, Datelike, NaiveDate};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -499,9 +499,9 @@ struct Key<'a> {
 impl Key<'_> {
     fn put(
         &self,
-        vin: &mut arrow::array::StringBuilder,
-        version: &mut arrow::array::Int32Builder,
-        rid: &mut arrow::array::StringBuilder,
+        vin: &mut arrow_array::builder::StringBuilder,
+        version: &mut arrow_array::builder::Int32Builder,
+        rid: &mut arrow_array::builder::StringBuilder,
     ) {
         vin.append_value(self.vin);
         version.append_value(self.version);

@@ -32,9 +32,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::checkpoint::Snapshot;
-use arrow::datatypes::SchemaRef;
-use arrow::error::ArrowError;
-use arrow::record_batch::RecordBatch;
+use arrow_array::RecordBatch;
+use arrow_schema::ArrowError;
+use arrow_schema::SchemaRef;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};

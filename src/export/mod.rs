@@ -19,10 +19,10 @@ pub mod lake;
 pub mod schema;
 pub mod write;
 
-use arrow::array::Int32Builder;
-use arrow::datatypes::SchemaRef;
-use arrow::error::ArrowError;
-use arrow::record_batch::RecordBatch;
+use arrow_array::RecordBatch;
+use arrow_array::builder::Int32Builder;
+use arrow_schema::ArrowError;
+use arrow_schema::SchemaRef;
 use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
 use serde::Serialize;

@@ -11,9 +11,10 @@
 //! Times are millisecond timestamps in UTC (the checkpoint keeps milliseconds), which Parquet
 //! stores as TIMESTAMP(MILLIS, isAdjustedToUTC = true).
 
-use arrow::array::{ArrayBuilder, ArrayRef, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::error::ArrowError;
+use arrow_array::builder::ArrayBuilder;
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::ArrowError;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use std::sync::Arc;
 
 /// The version of the exported tables' layout; bump it when a column changes.
@@ -45,11 +46,11 @@ pub const AMOUNT_SCALE: i8 = 2;
 
 /// The column types a table may use: each names its Arrow type and the builder that fills it.
 pub mod col {
-    use arrow::array::{
+    use arrow_array::builder::{
         ArrayBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
         Int8Builder, Int32Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
     };
-    use arrow::datatypes::{DataType, TimeUnit};
+    use arrow_schema::{DataType, TimeUnit};
 
     /// A column type of the output tables.
     pub(crate) trait Type {
@@ -526,8 +527,8 @@ mod tests {
 
     #[test]
     fn columns_are_paired_with_fields_by_name() {
-        let a: ArrayRef = Arc::new(arrow::array::Int32Array::from(vec![1]));
-        let b: ArrayRef = Arc::new(arrow::array::Int32Array::from(vec![2]));
+        let a: ArrayRef = Arc::new(arrow_array::Int32Array::from(vec![1]));
+        let b: ArrayRef = Arc::new(arrow_array::Int32Array::from(vec![2]));
         let schema = schema_of(&[
             Column::new::<col::Int32>("a"),
             Column::new::<col::Int32>("b").required(),

@@ -8,11 +8,11 @@
 //! without touching the files of one still running; [`lock_out`] keeps two exports to the same
 //! directory from interleaving.
 
-use arrow::array::{
+use arrow_array::{
     Array, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int8Array, Int32Array,
     Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
 };
-use arrow::datatypes::SchemaRef;
+use arrow_schema::SchemaRef;
 use chrono::DateTime;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{

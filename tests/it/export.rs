@@ -6,11 +6,13 @@
 //! for byte. After a deliberate change to the output, regenerate them and review the diff like
 //! code: `VMR_UPDATE_FIXTURES=1 cargo test --test it export::golden`
 
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float64Type, Int8Type, Int32Type, Int64Type, TimeUnit,
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Date32Type, Decimal128Type, Float64Type, Int8Type, Int32Type, Int64Type,
     TimestampMillisecondType,
 };
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
 use chrono::{DateTime, NaiveDate, SecondsFormat};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, LogicalType};
@@ -315,7 +317,7 @@ fn cell(a: &dyn Array, i: usize) -> String {
     }
 }
 
-fn read_parquet(path: &Path) -> (arrow::datatypes::SchemaRef, Vec<Vec<String>>) {
+fn read_parquet(path: &Path) -> (arrow_schema::SchemaRef, Vec<Vec<String>>) {
     let file = File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet footer");
     let schema = builder.schema().clone();

@@ -4,7 +4,7 @@
 //! The page's sections then work on slices of these instead of polars columns, so every lookup
 //! by column name and type happens here, in one place, and fails as one `PolarsError`.
 
-use arrow::temporal_conversions::date32_to_datetime;
+use arrow_array::temporal_conversions::date32_to_datetime;
 use chrono::NaiveDate;
 use polars::prelude::*;
 

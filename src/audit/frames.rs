@@ -1,0 +1,246 @@
+//! Between the exported Parquet files and polars: the audit reads and writes its tables with
+//! the same arrow-rs Parquet code as `vmr export`, and hands polars only columns in memory.
+//!
+//! polars' own Parquet and CSV readers bring its streaming engine with them, more than a third
+//! of a cold release build, for four files the audit reads whole and two it writes (see
+//! docs/performance.md). Here a table is read once with only the columns the audit looks at,
+//! each column copied into a polars `Series` by its type; and the audit's results go out
+//! through export's [`TableSink`], so `vehicle_flags.csv` is formatted exactly like every other
+//! table of the export (dates, decimals, booleans, the optional BOM).
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Date32Type, Decimal128Type, Float64Type, Int8Type, Int32Type, Int64Type,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType,
+};
+use arrow_array::{
+    ArrayRef, BooleanArray, Date32Array, Decimal128Array, Float64Array, Int8Array, Int32Array,
+    Int64Array, RecordBatch, StringArray,
+};
+use arrow_schema::{DataType as A, Field, Schema, TimeUnit as Unit};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use polars::prelude::*;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::AuditError;
+use crate::export::write::{Staged, TableSink, parquet_properties};
+
+/// Every column of the exported tables that some step of the audit reads; the rest are not
+/// read at all (the record tables' free text is most of their bytes).
+const READ: &[&str] = &[
+    // requests
+    "status",
+    // reports
+    "vin",
+    "version",
+    "is_latest",
+    "brand_name",
+    "accident_status",
+    "accident_grade",
+    "structural_damage",
+    "engine_exception",
+    "total_mileage_km",
+    "avg_yearly_mileage_km",
+    "last_visit_date",
+    // records
+    "seq",
+    "visit_date",
+    "maintained_at",
+    "type_code",
+    "mileage_km",
+    "total_amount",
+    // overview
+    "part",
+    "has_exception",
+];
+
+fn failed(path: &Path, what: impl std::fmt::Display) -> AuditError {
+    AuditError::Read {
+        path: path.to_owned(),
+        message: what.to_string(),
+    }
+}
+
+/// The columns of `path` that the audit uses, as one polars frame.
+pub(super) fn read(path: &Path) -> Result<DataFrame, AuditError> {
+    read_columns(path, |name| READ.contains(&name))
+}
+
+/// The columns of `path` whose name `keep` accepts, as one polars frame.
+pub(super) fn read_columns(
+    path: &Path,
+    keep: impl Fn(&str) -> bool,
+) -> Result<DataFrame, AuditError> {
+    let file = File::open(path).map_err(|e| failed(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| failed(path, e))?;
+    let schema = builder.schema().clone();
+    let wanted: Vec<usize> = (0..schema.fields().len())
+        .filter(|i| keep(schema.field(*i).name()))
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| failed(path, e))?;
+    let batches: Vec<RecordBatch> = reader
+        .collect::<Result<_, _>>()
+        .map_err(|e| failed(path, e))?;
+    let columns = wanted
+        .iter()
+        .enumerate()
+        .map(|(at, i)| {
+            let field = schema.field(*i);
+            let parts: Vec<&ArrayRef> = batches.iter().map(|b| b.column(at)).collect();
+            series(field.name(), field.data_type(), &parts)
+                .map(Column::from)
+                .map_err(|e| failed(path, format_args!("column {}: {e}", field.name())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let height = batches.iter().map(RecordBatch::num_rows).sum();
+    DataFrame::new(height, columns).map_err(|e| failed(path, e))
+}
+
+/// One column, from its pieces in every batch.
+fn series(name: &str, dt: &A, parts: &[&ArrayRef]) -> Result<Series, String> {
+    let name = PlSmallStr::from_str(name);
+    macro_rules! prim {
+        ($ty:ty, $ca:ty) => {
+            <$ca>::from_iter_options(
+                name,
+                parts.iter().flat_map(|a| a.as_primitive::<$ty>().iter()),
+            )
+            .into_series()
+        };
+    }
+    Ok(match dt {
+        A::Utf8 => StringChunked::from_iter_options(
+            name,
+            parts.iter().flat_map(|a| a.as_string::<i32>().iter()),
+        )
+        .into_series(),
+        A::Utf8View => StringChunked::from_iter_options(
+            name,
+            parts.iter().flat_map(|a| a.as_string_view().iter()),
+        )
+        .into_series(),
+        A::Boolean => BooleanChunked::from_iter_options(
+            name,
+            parts.iter().flat_map(|a| a.as_boolean().iter()),
+        )
+        .into_series(),
+        A::Int8 => prim!(Int8Type, Int8Chunked),
+        A::Int32 => prim!(Int32Type, Int32Chunked),
+        A::Int64 => prim!(Int64Type, Int64Chunked),
+        A::Float64 => prim!(Float64Type, Float64Chunked),
+        A::Date32 => prim!(Date32Type, Int32Chunked).into_date(),
+        // Naive UTC instants: the audit only orders records by them.
+        A::Timestamp(unit, _) => {
+            let (s, unit) = match unit {
+                Unit::Second => (
+                    prim!(TimestampSecondType, Int64Chunked) * 1000,
+                    TimeUnit::Milliseconds,
+                ),
+                Unit::Millisecond => (
+                    prim!(TimestampMillisecondType, Int64Chunked),
+                    TimeUnit::Milliseconds,
+                ),
+                Unit::Microsecond => (
+                    prim!(TimestampMicrosecondType, Int64Chunked),
+                    TimeUnit::Microseconds,
+                ),
+                Unit::Nanosecond => (
+                    prim!(TimestampNanosecondType, Int64Chunked),
+                    TimeUnit::Nanoseconds,
+                ),
+            };
+            s.into_datetime(unit, None)
+        }
+        A::Decimal128(precision, scale) => {
+            let scale = usize::try_from(*scale).map_err(|_| format!("negative scale {scale}"))?;
+            Int128Chunked::from_iter_options(
+                name,
+                parts
+                    .iter()
+                    .flat_map(|a| a.as_primitive::<Decimal128Type>().iter()),
+            )
+            .into_decimal(usize::from(*precision), scale)
+            .map_err(|e| e.to_string())?
+            .into_series()
+        }
+        other => return Err(format!("type {other} is not one the audit reads")),
+    })
+}
+
+/// `df` as one Arrow batch, in the types `vmr export` writes (strings as `Utf8`).
+fn batch(df: &DataFrame) -> PolarsResult<RecordBatch> {
+    let mut fields = Vec::with_capacity(df.width());
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(df.width());
+    for c in df.columns() {
+        let s = c.as_materialized_series();
+        let (dt, array): (A, ArrayRef) = match s.dtype() {
+            DataType::String => (A::Utf8, Arc::new(s.str()?.iter().collect::<StringArray>())),
+            DataType::Boolean => (
+                A::Boolean,
+                Arc::new(s.bool()?.iter().collect::<BooleanArray>()),
+            ),
+            DataType::Int8 => (A::Int8, Arc::new(s.i8()?.iter().collect::<Int8Array>())),
+            DataType::Int32 => (A::Int32, Arc::new(s.i32()?.iter().collect::<Int32Array>())),
+            DataType::Int64 => (A::Int64, Arc::new(s.i64()?.iter().collect::<Int64Array>())),
+            DataType::Float64 => (
+                A::Float64,
+                Arc::new(s.f64()?.iter().collect::<Float64Array>()),
+            ),
+            DataType::Date => (
+                A::Date32,
+                Arc::new(s.date()?.physical().iter().collect::<Date32Array>()),
+            ),
+            DataType::Decimal(precision, scale) => {
+                let (p, sc) = (u8::try_from(*precision).ok(), i8::try_from(*scale).ok());
+                let (Some(p), Some(sc)) = (p, sc) else {
+                    polars_bail!(ComputeError: "decimal({precision}, {scale}) of {} out of range", s.name());
+                };
+                let a = s
+                    .decimal()?
+                    .physical()
+                    .iter()
+                    .collect::<Decimal128Array>()
+                    .with_precision_and_scale(p, sc)
+                    .map_err(|e| polars_err!(ComputeError: "{e}"))?;
+                (A::Decimal128(p, sc), Arc::new(a))
+            }
+            other => {
+                polars_bail!(ComputeError: "column {} has type {other}, which the audit does not write", s.name())
+            }
+        };
+        fields.push(Field::new(s.name().as_str(), dt, true));
+        arrays.push(array);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+        .map_err(|e| polars_err!(ComputeError: "{e}"))
+}
+
+/// Writes `df` as `<name>.parquet` and/or `<name>.csv` in `dir` (staged: committed by the
+/// caller once every file of the audit is whole).
+pub(super) fn write(
+    dir: &Path,
+    name: &str,
+    df: &DataFrame,
+    parquet: bool,
+    csv: Option<bool>,
+    staged: &mut Vec<Staged>,
+) -> Result<(), AuditError> {
+    let batch = batch(df).map_err(|source| AuditError::Polars {
+        context: format!("writing {name}"),
+        source,
+    })?;
+    let props = parquet.then(parquet_properties);
+    let mut sink = TableSink::create(dir, name, batch.schema(), props.as_ref(), csv)?;
+    sink.write(&batch)?;
+    staged.extend(sink.finish()?.1);
+    Ok(())
+}
