@@ -633,6 +633,55 @@ fn a_missing_table_says_to_run_export() {
 }
 
 #[test]
+fn a_damaged_table_is_named_and_nothing_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut fleet = Fleet::default();
+    fleet.vehicle(V1, "BMW");
+    fleet.write(dir.path());
+    // Cut short, as a copy interrupted half-way leaves it.
+    let path = dir.path().join("overview.parquet");
+    let bytes = std::fs::read(&path).expect("read");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("cut");
+    let o = AuditOptions {
+        out: dir.path().to_owned(),
+        formats: vec![Format::Parquet, Format::Csv],
+        csv_bom: false,
+        as_of: day("2024-06-01"),
+        rollback_tolerance_km: DEFAULT_ROLLBACK_TOLERANCE_KM,
+    };
+    let err = run(&o).err().expect("an error");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, AuditError::Read { .. }) && msg.contains("overview.parquet"),
+        "{msg}"
+    );
+    assert!(!dir.path().join("vehicle_flags.parquet").exists());
+    assert!(!dir.path().join("audit.html").exists());
+}
+
+#[test]
+fn a_column_of_a_type_the_audit_does_not_read_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("reports.parquet");
+    let schema = Arc::new(::arrow_schema::Schema::new(vec![Field::new(
+        "vin",
+        A::Binary,
+        true,
+    )]));
+    let col: ArrayRef = Arc::new(::arrow_array::BinaryArray::from(vec![b"LSV".as_slice()]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![col]).expect("batch");
+    let file = std::fs::File::create(&path).expect("create");
+    let mut w = ArrowWriter::try_new(file, schema, None).expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+    let msg = frames::read(&path).err().expect("an error").to_string();
+    assert!(
+        msg.contains("reports.parquet") && msg.contains("column vin") && msg.contains("Binary"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn run_writes_every_output_atomically_and_escapes_data_in_the_page() {
     // Long: one run of the audit, then every file it wrote checked against that same run.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -706,6 +755,14 @@ fn run_writes_every_output_atomically_and_escapes_data_in_the_page() {
     assert_eq!(
         back.column("total_spent").expect("col").dtype(),
         &DataType::Decimal(18, 2)
+    );
+    // Every column, value and type, as the audit computed it; fleet_summary too.
+    assert!(back.equals_missing(&report.audit.vehicle_flags), "{back}");
+    let summary =
+        frames::read_columns(&dir.path().join("fleet_summary.parquet"), |_| true).expect("read");
+    assert!(
+        summary.equals_missing(&report.audit.fleet_summary),
+        "{summary}"
     );
 }
 
