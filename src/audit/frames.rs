@@ -22,6 +22,7 @@ use arrow_schema::{DataType as A, Field, Schema, TimeUnit as Unit};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use polars::prelude::*;
+use rayon::prelude::*;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -58,6 +59,10 @@ const READ: &[&str] = &[
     "has_exception",
 ];
 
+/// The audit's output columns that are `Int8` in the tables, as the same column is in export's
+/// `reports` (held as Int32 in polars, see [`series`]).
+const NARROW: &[&str] = &["accident_status"];
+
 fn failed(path: &Path, what: impl std::fmt::Display) -> AuditError {
     AuditError::Read {
         path: path.to_owned(),
@@ -90,8 +95,9 @@ pub(super) fn read_columns(
     let batches: Vec<RecordBatch> = reader
         .collect::<Result<_, _>>()
         .map_err(|e| failed(path, e))?;
+    // Columns side by side: the copy into polars is most of the read.
     let columns = wanted
-        .iter()
+        .par_iter()
         .enumerate()
         .map(|(at, i)| {
             let field = schema.field(*i);
@@ -133,7 +139,17 @@ fn series(name: &str, dt: &A, parts: &[&ArrayRef]) -> Result<Series, String> {
             parts.iter().flat_map(|a| a.as_boolean().iter()),
         )
         .into_series(),
-        A::Int8 => prim!(Int8Type, Int8Chunked),
+        // polars is built without its 8-bit integers (each numeric type it knows is compiled
+        // into every kernel): the vendor's small codes are held as Int32 ([`NARROW`]).
+        A::Int8 => Int32Chunked::from_iter_options(
+            name,
+            parts.iter().flat_map(|a| {
+                a.as_primitive::<Int8Type>()
+                    .iter()
+                    .map(|v| v.map(i32::from))
+            }),
+        )
+        .into_series(),
         A::Int32 => prim!(Int32Type, Int32Chunked),
         A::Int64 => prim!(Int64Type, Int64Chunked),
         A::Float64 => prim!(Float64Type, Float64Chunked),
@@ -188,7 +204,15 @@ fn batch(df: &DataFrame) -> PolarsResult<RecordBatch> {
                 A::Boolean,
                 Arc::new(s.bool()?.iter().collect::<BooleanArray>()),
             ),
-            DataType::Int8 => (A::Int8, Arc::new(s.i8()?.iter().collect::<Int8Array>())),
+            DataType::Int32 if NARROW.contains(&s.name().as_str()) => {
+                let narrow = s
+                    .i32()?
+                    .iter()
+                    .map(|v| v.map(i8::try_from).transpose())
+                    .collect::<Result<Int8Array, _>>()
+                    .map_err(|_| polars_err!(ComputeError: "{} out of the Int8 range", s.name()))?;
+                (A::Int8, Arc::new(narrow))
+            }
             DataType::Int32 => (A::Int32, Arc::new(s.i32()?.iter().collect::<Int32Array>())),
             DataType::Int64 => (A::Int64, Arc::new(s.i64()?.iter().collect::<Int64Array>())),
             DataType::Float64 => (

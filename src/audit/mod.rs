@@ -110,11 +110,16 @@ impl Tables {
             }
             Ok(frames::read(&path)?.lazy())
         };
+        // The four files side by side (records is most of the work).
+        let ((requests, reports), (records, overview)) = rayon::join(
+            || (scan(requests), scan(reports)),
+            || (scan(records), scan(overview)),
+        );
         let mut tables = Tables {
-            requests: scan(requests)?,
-            reports: scan(reports)?,
-            records: scan(records)?,
-            overview: scan(overview)?,
+            requests: requests?,
+            reports: reports?,
+            records: records?,
+            overview: overview?,
         };
         // Tables exported before versions hold one report per VIN: its first and latest.
         let what = format!("reading {}", dir.join("reports.parquet").display());

@@ -674,7 +674,7 @@ fn a_column_of_a_type_the_audit_does_not_read_is_named() {
     let mut w = ArrowWriter::try_new(file, schema, None).expect("writer");
     w.write(&batch).expect("write");
     w.close().expect("close");
-    let msg = frames::read(&path).err().expect("an error").to_string();
+    let msg = frames::read(&path).expect_err("an error").to_string();
     assert!(
         msg.contains("reports.parquet") && msg.contains("column vin") && msg.contains("Binary"),
         "{msg}"
