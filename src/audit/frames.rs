@@ -1,12 +1,15 @@
 //! Between the exported Parquet files and polars: the audit reads and writes its tables with
 //! the same arrow-rs Parquet code as `vmr export`, and hands polars only columns in memory.
 //!
-//! polars' own Parquet and CSV readers bring its streaming engine with them, more than a third
-//! of a cold release build, for four files the audit reads whole and two it writes (see
-//! docs/performance.md). Here a table is read once with only the columns the audit looks at,
-//! each column copied into a polars `Series` by its type; and the audit's results go out
-//! through export's [`TableSink`], so `vehicle_flags.csv` is formatted exactly like every other
-//! table of the export (dates, decimals, booleans, the optional BOM).
+//! polars is the heaviest part of vmr's build, and it grows with what it is asked to know: its
+//! own Parquet and CSV readers bring its streaming engine, and each data type it is built with
+//! is compiled into every kernel (see docs/development.md, "Build profiles"). So polars is
+//! built with integers, floats, strings, booleans and decimals only: a table is read once,
+//! only the columns the audit looks at, each column copied into a polars `Series` by its type
+//! (dates as days since 1970-01-01, instants as milliseconds, 8-bit codes as Int32); and the
+//! audit's results go out through export's [`TableSink`], the dates and codes given their
+//! types back ([`WIDEN`], [`NARROW`]), so `vehicle_flags` is typed and formatted like every
+//! other table of the export (dates, decimals, booleans, the optional BOM).
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -62,6 +65,9 @@ const READ: &[&str] = &[
 /// The audit's output columns that are `Int8` in the tables, as the same column is in export's
 /// `reports` (held as Int32 in polars, see [`series`]).
 const NARROW: &[&str] = &["accident_status"];
+
+/// The audit's output columns that are dates (held as days since 1970-01-01 in polars).
+pub(super) const WIDEN: &[&str] = &["last_visit_date"];
 
 fn failed(path: &Path, what: impl std::fmt::Display) -> AuditError {
     AuditError::Read {
@@ -139,8 +145,8 @@ fn series(name: &str, dt: &A, parts: &[&ArrayRef]) -> Result<Series, String> {
             parts.iter().flat_map(|a| a.as_boolean().iter()),
         )
         .into_series(),
-        // polars is built without its 8-bit integers (each numeric type it knows is compiled
-        // into every kernel): the vendor's small codes are held as Int32 ([`NARROW`]).
+        // polars is built without its 8-bit integers (each type it knows is compiled into
+        // every kernel): the vendor's small codes are held as Int32 ([`NARROW`]).
         A::Int8 => Int32Chunked::from_iter_options(
             name,
             parts.iter().flat_map(|a| {
@@ -153,28 +159,39 @@ fn series(name: &str, dt: &A, parts: &[&ArrayRef]) -> Result<Series, String> {
         A::Int32 => prim!(Int32Type, Int32Chunked),
         A::Int64 => prim!(Int64Type, Int64Chunked),
         A::Float64 => prim!(Float64Type, Float64Chunked),
-        A::Date32 => prim!(Date32Type, Int32Chunked).into_date(),
-        // Naive UTC instants: the audit only orders records by them.
+        // Dates as days since 1970-01-01 and instants as milliseconds, plain integers: polars is
+        // built without its temporal types (see the module comment); the audit only subtracts,
+        // compares and orders them. [`WIDEN`] makes them dates again on the way out.
+        A::Date32 => prim!(Date32Type, Int32Chunked),
         A::Timestamp(unit, _) => {
-            let (s, unit) = match unit {
-                Unit::Second => (
-                    prim!(TimestampSecondType, Int64Chunked) * 1000,
-                    TimeUnit::Milliseconds,
-                ),
-                Unit::Millisecond => (
-                    prim!(TimestampMillisecondType, Int64Chunked),
-                    TimeUnit::Milliseconds,
-                ),
-                Unit::Microsecond => (
-                    prim!(TimestampMicrosecondType, Int64Chunked),
-                    TimeUnit::Microseconds,
-                ),
-                Unit::Nanosecond => (
-                    prim!(TimestampNanosecondType, Int64Chunked),
-                    TimeUnit::Nanoseconds,
-                ),
+            let per_ms: i64 = match unit {
+                Unit::Second => return Ok(prim!(TimestampSecondType, Int64Chunked) * 1000),
+                Unit::Millisecond => 1,
+                Unit::Microsecond => 1_000,
+                Unit::Nanosecond => 1_000_000,
             };
-            s.into_datetime(unit, None)
+            let ms = |v: Option<i64>| v.map(|v| v.div_euclid(per_ms));
+            match unit {
+                Unit::Microsecond => Int64Chunked::from_iter_options(
+                    name,
+                    parts
+                        .iter()
+                        .flat_map(|a| a.as_primitive::<TimestampMicrosecondType>().iter().map(ms)),
+                ),
+                Unit::Nanosecond => Int64Chunked::from_iter_options(
+                    name,
+                    parts
+                        .iter()
+                        .flat_map(|a| a.as_primitive::<TimestampNanosecondType>().iter().map(ms)),
+                ),
+                _ => Int64Chunked::from_iter_options(
+                    name,
+                    parts
+                        .iter()
+                        .flat_map(|a| a.as_primitive::<TimestampMillisecondType>().iter()),
+                ),
+            }
+            .into_series()
         }
         A::Decimal128(precision, scale) => {
             let scale = usize::try_from(*scale).map_err(|_| format!("negative scale {scale}"))?;
@@ -213,15 +230,15 @@ fn batch(df: &DataFrame) -> PolarsResult<RecordBatch> {
                     .map_err(|_| polars_err!(ComputeError: "{} out of the Int8 range", s.name()))?;
                 (A::Int8, Arc::new(narrow))
             }
+            DataType::Int32 if WIDEN.contains(&s.name().as_str()) => (
+                A::Date32,
+                Arc::new(s.i32()?.iter().collect::<Date32Array>()),
+            ),
             DataType::Int32 => (A::Int32, Arc::new(s.i32()?.iter().collect::<Int32Array>())),
             DataType::Int64 => (A::Int64, Arc::new(s.i64()?.iter().collect::<Int64Array>())),
             DataType::Float64 => (
                 A::Float64,
                 Arc::new(s.f64()?.iter().collect::<Float64Array>()),
-            ),
-            DataType::Date => (
-                A::Date32,
-                Arc::new(s.date()?.physical().iter().collect::<Date32Array>()),
             ),
             DataType::Decimal(precision, scale) => {
                 let (p, sc) = (u8::try_from(*precision).ok(), i8::try_from(*scale).ok());

@@ -231,12 +231,18 @@ impl Fleet {
 
 const AS_OF: &str = "2024-01-31";
 
-/// A cell as text: strings without quotes, null as `null`.
+/// A cell as text: strings without quotes, null as `null`, dates (days in polars, see
+/// `frames::WIDEN`) as `YYYY-MM-DD`.
 fn text(c: &Column, i: usize) -> String {
     match c.get(i).expect("row in range") {
         AnyValue::Null => "null".to_owned(),
         AnyValue::String(s) => s.to_owned(),
         AnyValue::StringOwned(s) => s.to_string(),
+        AnyValue::Int32(days) if frames::WIDEN.contains(&c.name().as_str()) => {
+            crate::export::flatten::from_date32(days)
+                .expect("a date in range")
+                .to_string()
+        }
         other => other.to_string(),
     }
 }
@@ -748,14 +754,22 @@ fn run_writes_every_output_atomically_and_escapes_data_in_the_page() {
     let back =
         frames::read_columns(&dir.path().join("vehicle_flags.parquet"), |_| true).expect("read");
     assert_eq!(back.height(), 2);
-    assert_eq!(
-        back.column("last_visit_date").expect("col").dtype(),
-        &DataType::Date
-    );
-    assert_eq!(
-        back.column("total_spent").expect("col").dtype(),
-        &DataType::Decimal(18, 2)
-    );
+    let file = std::fs::File::open(dir.path().join("vehicle_flags.parquet")).expect("open");
+    let schema = ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .schema()
+        .clone();
+    let typed = |name: &str| {
+        schema
+            .field_with_name(name)
+            .expect(name)
+            .data_type()
+            .clone()
+    };
+    assert_eq!(typed("last_visit_date"), A::Date32);
+    assert_eq!(typed("accident_status"), A::Int8);
+    assert_eq!(typed("total_spent"), A::Decimal128(18, 2));
+    assert_eq!(typed("vin"), A::Utf8);
     // Every column, value and type, as the audit computed it; fleet_summary too.
     assert!(back.equals_missing(&report.audit.vehicle_flags), "{back}");
     let summary =
