@@ -665,6 +665,61 @@ fn a_damaged_table_is_named_and_nothing_is_written() {
     assert!(!dir.path().join("audit.html").exists());
 }
 
+/// Rewrites the Parquet file at `path` with `compression`, as another tool would.
+fn recompress(path: &Path, compression: ::parquet::basic::Compression) {
+    let file = std::fs::File::open(path).expect("open");
+    let reader = ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    let schema = ::arrow_array::RecordBatchReader::schema(&reader);
+    let batches: Vec<RecordBatch> = reader.map(|b| b.expect("batch")).collect();
+    let props = ::parquet::file::properties::WriterProperties::builder()
+        .set_compression(compression)
+        .build();
+    let file = std::fs::File::create(path).expect("create");
+    let mut w = ArrowWriter::try_new(file, schema, Some(props)).expect("writer");
+    for b in &batches {
+        w.write(b).expect("write");
+    }
+    w.close().expect("close");
+}
+
+#[test]
+fn tables_rewritten_by_other_tools_read_in_any_common_compression() {
+    // DuckDB, Spark and pyarrow write Snappy by default; gzip and LZ4 are the other usual ones.
+    use ::parquet::basic::{Compression, GzipLevel};
+    let mut fleet = Fleet::default();
+    fleet
+        .vehicle(V1, "BMW")
+        .visits(
+            V1,
+            &[
+                (Some("2020-01-01"), Some(30_000)),
+                (Some("2021-01-01"), Some(12_000)),
+            ],
+        )
+        .vehicle(V2, "大众")
+        .part(V2, "frame", Some(true));
+    let expected = fleet.audit().cells;
+    assert_eq!(expected[V1]["odometer_rollback"], "true");
+    for compression in [
+        Compression::SNAPPY,
+        Compression::GZIP(GzipLevel::default()),
+        Compression::LZ4_RAW,
+        Compression::LZ4,
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fleet.write(dir.path());
+        for table in INPUTS {
+            recompress(&dir.path().join(format!("{table}.parquet")), compression);
+        }
+        let tables = Tables::scan(dir.path()).unwrap_or_else(|e| panic!("{compression}: {e}"));
+        let audit = compute(&tables, day(AS_OF), DEFAULT_ROLLBACK_TOLERANCE_KM).expect("audit");
+        assert_eq!(Flags::of(audit).cells, expected, "{compression}");
+    }
+}
+
 #[test]
 fn a_column_of_a_type_the_audit_does_not_read_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
