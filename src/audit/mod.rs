@@ -5,9 +5,8 @@
 //! (`frames`), computes per-vehicle flags with polars' lazy API (`flags`), grades them (`risk`),
 //! summarises them per brand (`summary`) and writes `vehicle_flags` and `fleet_summary` beside
 //! the inputs (Parquet and/or CSV, through export's writer) plus `audit.html` ([`html`]), each
-//! file atomically. It never reads
-//! the checkpoint or the raw JSON, so every flag can be reproduced with SQL on the tables:
-//! [`sql`] writes that SQL (`vmr audit --emit-sql DIALECT`).
+//! file atomically. It never reads the checkpoint or the raw JSON, so every flag can be
+//! reproduced with SQL on the tables: [`sql`] writes that SQL (`vmr audit --emit-sql DIALECT`).
 //! Only [`run`] and its options, report and error are public; the steps are the crate's own.
 
 mod changes;
