@@ -120,15 +120,24 @@ pub(super) fn read_columns(
 /// One column, from its pieces in every batch.
 fn series(name: &str, dt: &A, parts: &[&ArrayRef]) -> Result<Series, String> {
     let name = PlSmallStr::from_str(name);
+    // The values of every piece as Arrow type `$ty`, each passed through `$map`, into `$ca`.
     macro_rules! prim {
         ($ty:ty, $ca:ty) => {
+            prim!($ty, $ca, |v| v)
+        };
+        ($ty:ty, $ca:ty, $map:expr) => {
             <$ca>::from_iter_options(
                 name,
-                parts.iter().flat_map(|a| a.as_primitive::<$ty>().iter()),
+                parts
+                    .iter()
+                    .flat_map(|a| a.as_primitive::<$ty>().iter().map(|v| v.map($map))),
             )
             .into_series()
         };
     }
+    let s_to_ms = |s: i64| s.saturating_mul(1_000);
+    let us_to_ms = |us: i64| us.div_euclid(1_000);
+    let ns_to_ms = |ns: i64| ns.div_euclid(1_000_000);
     Ok(match dt {
         A::Utf8 => StringChunked::from_iter_options(
             name,
@@ -147,15 +156,7 @@ fn series(name: &str, dt: &A, parts: &[&ArrayRef]) -> Result<Series, String> {
         .into_series(),
         // polars is built without its 8-bit integers (each type it knows is compiled into
         // every kernel): the vendor's small codes are held as Int32 ([`NARROW`]).
-        A::Int8 => Int32Chunked::from_iter_options(
-            name,
-            parts.iter().flat_map(|a| {
-                a.as_primitive::<Int8Type>()
-                    .iter()
-                    .map(|v| v.map(i32::from))
-            }),
-        )
-        .into_series(),
+        A::Int8 => prim!(Int8Type, Int32Chunked, i32::from),
         A::Int32 => prim!(Int32Type, Int32Chunked),
         A::Int64 => prim!(Int64Type, Int64Chunked),
         A::Float64 => prim!(Float64Type, Float64Chunked),
@@ -163,47 +164,17 @@ fn series(name: &str, dt: &A, parts: &[&ArrayRef]) -> Result<Series, String> {
         // built without its temporal types (see the module comment); the audit only subtracts,
         // compares and orders them. [`WIDEN`] makes them dates again on the way out.
         A::Date32 => prim!(Date32Type, Int32Chunked),
-        A::Timestamp(unit, _) => {
-            let per_ms: i64 = match unit {
-                Unit::Second => return Ok(prim!(TimestampSecondType, Int64Chunked) * 1000),
-                Unit::Millisecond => 1,
-                Unit::Microsecond => 1_000,
-                Unit::Nanosecond => 1_000_000,
-            };
-            let ms = |v: Option<i64>| v.map(|v| v.div_euclid(per_ms));
-            match unit {
-                Unit::Microsecond => Int64Chunked::from_iter_options(
-                    name,
-                    parts
-                        .iter()
-                        .flat_map(|a| a.as_primitive::<TimestampMicrosecondType>().iter().map(ms)),
-                ),
-                Unit::Nanosecond => Int64Chunked::from_iter_options(
-                    name,
-                    parts
-                        .iter()
-                        .flat_map(|a| a.as_primitive::<TimestampNanosecondType>().iter().map(ms)),
-                ),
-                _ => Int64Chunked::from_iter_options(
-                    name,
-                    parts
-                        .iter()
-                        .flat_map(|a| a.as_primitive::<TimestampMillisecondType>().iter()),
-                ),
-            }
-            .into_series()
+        A::Timestamp(Unit::Second, _) => prim!(TimestampSecondType, Int64Chunked, s_to_ms),
+        A::Timestamp(Unit::Millisecond, _) => prim!(TimestampMillisecondType, Int64Chunked),
+        A::Timestamp(Unit::Microsecond, _) => {
+            prim!(TimestampMicrosecondType, Int64Chunked, us_to_ms)
         }
+        A::Timestamp(Unit::Nanosecond, _) => prim!(TimestampNanosecondType, Int64Chunked, ns_to_ms),
         A::Decimal128(precision, scale) => {
             let scale = usize::try_from(*scale).map_err(|_| format!("negative scale {scale}"))?;
-            Int128Chunked::from_iter_options(
-                name,
-                parts
-                    .iter()
-                    .flat_map(|a| a.as_primitive::<Decimal128Type>().iter()),
-            )
-            .into_decimal(usize::from(*precision), scale)
-            .map_err(|e| e.to_string())?
-            .into_series()
+            prim!(Decimal128Type, Int128Chunked)
+                .into_decimal(usize::from(*precision), scale)
+                .map_err(|e| e.to_string())?
         }
         other => return Err(format!("type {other} is not one the audit reads")),
     })

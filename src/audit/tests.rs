@@ -124,9 +124,27 @@ fn batch(schema: SchemaRef, rows: &[Row]) -> RecordBatch {
 
 fn write(dir: &Path, table: &str, rows: &[Row]) {
     let schema = schema::of(table).expect("an export table");
-    let file = std::fs::File::create(dir.join(format!("{table}.parquet"))).expect("create");
-    let mut w = ArrowWriter::try_new(file, schema.clone(), None).expect("writer");
-    w.write(&batch(schema, rows)).expect("write");
+    let batch = batch(schema.clone(), rows);
+    write_parquet(
+        &dir.join(format!("{table}.parquet")),
+        schema,
+        &[batch],
+        None,
+    );
+}
+
+/// `batches` as the Parquet file `path` (default writer properties unless `props`).
+fn write_parquet(
+    path: &Path,
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    props: Option<::parquet::file::properties::WriterProperties>,
+) {
+    let file = std::fs::File::create(path).expect("create");
+    let mut w = ArrowWriter::try_new(file, schema, props).expect("writer");
+    for b in batches {
+        w.write(b).expect("write");
+    }
     w.close().expect("close");
 }
 
@@ -677,12 +695,7 @@ fn recompress(path: &Path, compression: ::parquet::basic::Compression) {
     let props = ::parquet::file::properties::WriterProperties::builder()
         .set_compression(compression)
         .build();
-    let file = std::fs::File::create(path).expect("create");
-    let mut w = ArrowWriter::try_new(file, schema, Some(props)).expect("writer");
-    for b in &batches {
-        w.write(b).expect("write");
-    }
-    w.close().expect("close");
+    write_parquet(path, schema, &batches, Some(props));
 }
 
 #[test]
@@ -731,10 +744,7 @@ fn a_column_of_a_type_the_audit_does_not_read_is_named() {
     )]));
     let col: ArrayRef = Arc::new(::arrow_array::BinaryArray::from(vec![b"LSV".as_slice()]));
     let batch = RecordBatch::try_new(schema.clone(), vec![col]).expect("batch");
-    let file = std::fs::File::create(&path).expect("create");
-    let mut w = ArrowWriter::try_new(file, schema, None).expect("writer");
-    w.write(&batch).expect("write");
-    w.close().expect("close");
+    write_parquet(&path, schema, &[batch], None);
     let msg = frames::read(&path).expect_err("an error").to_string();
     assert!(
         msg.contains("reports.parquet") && msg.contains("column vin") && msg.contains("Binary"),
