@@ -68,7 +68,7 @@ pub(crate) use resolutions::{Settled, Settlement};
 pub(crate) use schema::SCHEMA_VERSION;
 pub(crate) use sharing::{Lease, Sharing, WorkerSpec};
 pub use snapshot::Snapshot;
-pub(crate) use snapshot::{CallRow, Reports, RequestRow, StoredReport};
+pub(crate) use snapshot::{CallRow, Reports, RequestPages, RequestRow, StoredReport};
 pub use spill::new_call_uid;
 use std::path::{Path, PathBuf};
 use update::Applied;

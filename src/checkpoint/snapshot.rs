@@ -132,18 +132,23 @@ impl Snapshot {
         page: usize,
         mut f: impl FnMut(&[RequestRow]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let mut st = self.conn.prepare(REQUESTS_AFTER).map_err(sql)?;
-        let mut after = i64::MIN;
-        loop {
-            let rows = request_page(&mut st, &mut after, page).map_err(sql)?;
-            if rows.is_empty() {
-                return Ok(());
-            }
+        let mut pages = self.request_pages(page)?;
+        while let Some(rows) = pages.next_page()? {
             f(&rows)?;
-            if rows.len() < page {
-                return Ok(());
-            }
         }
+        Ok(())
+    }
+
+    /// Every VIN the checkpoint knows (rejected input rows included), in VIN-id order, `page`
+    /// rows at a time, read when asked for (so that a reader can read them between other
+    /// reads of the same snapshot).
+    pub(crate) fn request_pages(&self, page: usize) -> Result<RequestPages<'_>, CheckpointError> {
+        Ok(RequestPages {
+            st: self.conn.prepare(REQUESTS_AFTER)?,
+            after: i64::MIN,
+            page,
+            done: false,
+        })
     }
 
     /// Every vendor call of the call log, in call order, with its attempt number (per VIN,
@@ -177,6 +182,27 @@ impl Snapshot {
 
 fn sql(e: rusqlite::Error) -> CheckpointError {
     CheckpointError::Sql(e)
+}
+
+/// The `requests` rows of a [`Snapshot`], read page by page.
+pub(crate) struct RequestPages<'s> {
+    st: Statement<'s>,
+    /// The last VIN id read.
+    after: i64,
+    page: usize,
+    done: bool,
+}
+
+impl RequestPages<'_> {
+    /// The next page of rows; `None` once every row has been read.
+    pub(crate) fn next_page(&mut self) -> Result<Option<Vec<RequestRow>>, CheckpointError> {
+        if self.done {
+            return Ok(None);
+        }
+        let rows = request_page(&mut self.st, &mut self.after, self.page)?;
+        self.done = rows.len() < self.page;
+        Ok((!rows.is_empty()).then_some(rows))
+    }
 }
 
 /// One stored report, as export reads it.

@@ -375,24 +375,31 @@ const AMOUNT_MAX: i128 = 999_999_999_999_999_999;
 /// Parses a decimal amount (`100`, `-3.5`, `.5`, `1e3`) into hundredths, rounding half away
 /// from zero; `None` when it is not a number or does not fit DECIMAL(18,2).
 pub(crate) fn parse_amount(s: &str) -> Option<i128> {
-    let (neg, digits, exp) = decimal_parts(s)?;
+    let (neg, int_part, frac_part, exp) = decimal_parts(s)?;
+    let digits = || {
+        int_part
+            .bytes()
+            .chain(frac_part.bytes())
+            .map(|b| i128::from(b - b'0'))
+    };
+    let len = int_part.len() + frac_part.len();
     // value = digits × 10^exp; hundredths = digits × 10^shift.
     let shift = exp.checked_add(2)?;
     let (kept, next) = if shift >= 0 {
-        (digits.len(), None)
+        (len, None)
     } else {
         let dropped = usize::try_from(shift.unsigned_abs()).ok()?;
-        let kept = digits.len().saturating_sub(dropped);
-        let next = if dropped <= digits.len() {
-            digits.get(kept).copied()
+        let kept = len.saturating_sub(dropped);
+        let next = if dropped <= len {
+            digits().nth(kept)
         } else {
             None
         };
         (kept, next)
     };
     let mut units: i128 = 0;
-    for &d in &digits[..kept] {
-        units = units.checked_mul(10)?.checked_add(i128::from(d))?;
+    for d in digits().take(kept) {
+        units = units.checked_mul(10)?.checked_add(d)?;
         if units > AMOUNT_MAX {
             return None;
         }
@@ -414,9 +421,10 @@ pub(crate) fn parse_amount(s: &str) -> Option<i128> {
     Some(if neg { -units } else { units })
 }
 
-/// A decimal number's text as its sign, its digits and the power of ten they are scaled by
-/// (`-3.5e1` → `(true, [3, 5], 0)`); `None` when it is not a number.
-fn decimal_parts(s: &str) -> Option<(bool, Vec<u8>, i64)> {
+/// A decimal number's text as its sign, the digits before and after its point, and the power
+/// of ten the digits together are scaled by (`-3.5e1` → `(true, "3", "5", 0)`); `None` when
+/// it is not a number.
+fn decimal_parts(s: &str) -> Option<(bool, &str, &str, i64)> {
     let s = s.trim();
     let (neg, rest) = match s.as_bytes().first()? {
         b'-' => (true, &s[1..]),
@@ -441,17 +449,27 @@ fn decimal_parts(s: &str) -> Option<(bool, Vec<u8>, i64)> {
     {
         return None;
     }
-    let digits: Vec<u8> = int_part
-        .bytes()
-        .chain(frac_part.bytes())
-        .map(|b| b - b'0')
-        .collect();
-    Some((neg, digits, exp.checked_sub(frac_part.len() as i64)?))
+    Some((
+        neg,
+        int_part,
+        frac_part,
+        exp.checked_sub(frac_part.len() as i64)?,
+    ))
 }
 
 fn amount(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<i128> {
-    let s = counted(f.decimal(), col, q)?;
-    let v = parse_amount(&s);
+    let v = match f {
+        // The usual case, read straight into hundredths: whatever parses here is a finite
+        // number, so `Scalar::decimal` would have taken it as it is.
+        Scalar::Str(s) => {
+            let t = s.trim();
+            if t.is_empty() {
+                return None;
+            }
+            parse_amount(t)
+        }
+        _ => parse_amount(&counted(f.decimal(), col, q)?),
+    };
     if v.is_none() {
         q.coerced(col);
     }
@@ -461,15 +479,15 @@ fn amount(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<i128> {
 /// Splits an overview finding at the first ASCII or full-width colon:
 /// `"前保:油漆"` → (`"前保"`, `Some("油漆")`); no colon → (whole, `None`).
 /// Empty sides become `None` for the finding and stay `""`-free for the component.
-pub(crate) fn split_finding(raw: &str) -> (String, Option<String>) {
+pub(crate) fn split_finding(raw: &str) -> (&str, Option<&str>) {
     match raw.find([':', '：']) {
         Some(i) => {
             let sep_len = raw[i..].chars().next().map(char::len_utf8).unwrap_or(1);
-            let component = raw[..i].trim().to_owned();
+            let component = raw[..i].trim();
             let finding = raw[i + sep_len..].trim();
-            (component, (!finding.is_empty()).then(|| finding.to_owned()))
+            (component, (!finding.is_empty()).then_some(finding))
         }
-        None => (raw.trim().to_owned(), None),
+        None => (raw.trim(), None),
     }
 }
 
@@ -722,8 +740,8 @@ impl Builders {
             e.seq.append_value(seq);
             e.raw.append_value(raw);
             e.component
-                .append_option((!component.is_empty()).then_some(component.as_str()));
-            e.finding.append_option(finding.as_deref());
+                .append_option((!component.is_empty()).then_some(component));
+            e.finding.append_option(finding);
         }
         count
     }
@@ -832,16 +850,10 @@ mod tests {
 
     #[test]
     fn findings_split_at_first_colon_of_either_width() {
-        assert_eq!(
-            split_finding("前保:油漆"),
-            ("前保".into(), Some("油漆".into()))
-        );
-        assert_eq!(
-            split_finding("左前门：更换"),
-            ("左前门".into(), Some("更换".into()))
-        );
-        assert_eq!(split_finding("a:b:c"), ("a".into(), Some("b:c".into())));
-        assert_eq!(split_finding("保险杠拆卸"), ("保险杠拆卸".into(), None));
-        assert_eq!(split_finding("前保:"), ("前保".into(), None));
+        assert_eq!(split_finding("前保:油漆"), ("前保", Some("油漆")));
+        assert_eq!(split_finding("左前门：更换"), ("左前门", Some("更换")));
+        assert_eq!(split_finding("a:b:c"), ("a", Some("b:c")));
+        assert_eq!(split_finding("保险杠拆卸"), ("保险杠拆卸", None));
+        assert_eq!(split_finding("前保:"), ("前保", None));
     }
 }

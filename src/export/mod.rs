@@ -45,8 +45,13 @@ pub use schema::EXPORT_SCHEMA_VERSION;
 
 /// Reports read from the checkpoint at a time.
 const CHUNK_ROWS: usize = 2_000;
-/// Reports per parallel flatten task.
-const SLICE_ROWS: usize = 100;
+/// Reports per parallel flatten task: five per chunk. Each task's batches go to the writers as
+/// they are, and fewer, larger batches are cheaper to hand over and to encode (100 took a
+/// tenth more CPU time; 500 held a tenth more memory). Measured in docs/performance.md.
+const SLICE_ROWS: usize = 400;
+/// `requests` rows read between two chunks of reports: small pages, so that the `requests`
+/// writer holds little while the reports are written beside it.
+const REQUEST_PAGE_ROWS: usize = 2_048;
 /// Bad bodies listed by name in the manifest (all are counted).
 const LIST_BAD: usize = 100;
 /// VINs billed without a usable report listed in the manifest (all are counted).
@@ -474,17 +479,7 @@ fn export_in(
 ) -> Result<ExportSummary, ExportError> {
     let plan = Plan::of(opts);
     let mut done = Written::default();
-    if plan.want.tables {
-        write_table(&plan, RequestCols::TABLE, &mut done, |sink, q| {
-            write_requests(snap, sink, q)
-        })?;
-    }
-    write_reports(snap, &plan, &mut done)?;
-    if plan.want.tables {
-        write_table(&plan, CallCols::TABLE, &mut done, |sink, q| {
-            write_calls(snap, sink, q)
-        })?;
-    }
+    write_all(snap, &plan, &mut done)?;
     commit(snap, opts, done, started)
 }
 
@@ -502,12 +497,16 @@ fn write_table(
     Ok(())
 }
 
-/// The writer threads of one export: one per report table and format, and one for
-/// `reports.jsonl`, each fed through a bounded channel.
+/// The writer threads of one export: one per table and format, and one for `reports.jsonl`,
+/// each fed through a bounded channel.
 struct Writers<'scope> {
     /// Per report table, the channel of each of its writers (each gets every batch, an `Arc`
     /// clone).
     tables: Vec<Vec<SyncSender<RecordBatch>>>,
+    /// The channels of the writers of `requests` and of `calls`.
+    requests: Vec<SyncSender<RecordBatch>>,
+    calls: Vec<SyncSender<RecordBatch>>,
+    /// Every table writer, in the order the manifest lists the tables.
     table_threads: Vec<(&'static str, WriterThread<'scope, Finished>)>,
     jsonl: Option<JsonlWriter<'scope>>,
 }
@@ -522,14 +521,68 @@ type WriterThread<'scope, T> = ScopedJoinHandle<'scope, Result<T, ExportError>>;
 /// A table's rows and its finished files (what [`TableSink::finish`] returns).
 type Finished = (u64, Vec<Staged>);
 
-/// Flattens the stored reports into the report tables and `reports.jsonl`.
-fn write_reports(snap: &Snapshot, plan: &Plan<'_>, done: &mut Written) -> Result<(), ExportError> {
+/// Writes every table and `reports.jsonl`, each through its writer threads.
+///
+/// This thread reads the checkpoint; the pool flattens. The reports are read and flattened
+/// chunk by chunk (`produce`); `requests` is read a page at a time between the chunks, so that
+/// its reading overlaps the flattening instead of leaving a core idle before the first report,
+/// and `calls` is read while the report writers encode their last row groups.
+fn write_all(snap: &Snapshot, plan: &Plan<'_>, done: &mut Written) -> Result<(), ExportError> {
     std::thread::scope(|scope| {
         let writers = spawn_writers(scope, plan)?;
-        let jsonl = writers.jsonl.as_ref().map(|j| &j.tx);
-        let produced = produce(snap, plan.want, &writers.tables, jsonl, &mut done.collected);
+        let produced = (|| {
+            let jsonl = writers.jsonl.as_ref().map(|j| &j.tx);
+            let mut requests = match plan.want.tables {
+                true => Some(RequestFeed {
+                    pages: snap.request_pages(REQUEST_PAGE_ROWS)?,
+                    txs: &writers.requests,
+                }),
+                false => None,
+            };
+            let collected = &mut done.collected;
+            produce(
+                snap,
+                plan.want,
+                &writers.tables,
+                jsonl,
+                requests.as_mut(),
+                collected,
+            )?;
+            if plan.want.tables {
+                snap.each_call_page(BATCH_ROWS, |rows| {
+                    send_all(&writers.calls, call_batch(rows, &mut collected.quality)?)
+                })?;
+            }
+            Ok(())
+        })();
         join_writers(writers, produced.err(), done)
     })
+}
+
+/// Hands `batch` to each of a table's writers.
+fn send_all(txs: &[SyncSender<RecordBatch>], batch: RecordBatch) -> Result<(), ExportError> {
+    for tx in txs {
+        tx.send(batch.clone())
+            .map_err(|_| ExportError::Internal("a table writer stopped".into()))?;
+    }
+    Ok(())
+}
+
+/// `requests`, read a page at a time between the reports' chunks.
+struct RequestFeed<'s, 'w> {
+    pages: crate::checkpoint::RequestPages<'s>,
+    txs: &'w [SyncSender<RecordBatch>],
+}
+
+impl RequestFeed<'_, '_> {
+    /// Reads the next page and hands its batch on; `false` once every row has been read.
+    fn next(&mut self, quality: &mut Quality) -> Result<bool, ExportError> {
+        let Some(rows) = self.pages.next_page()? else {
+            return Ok(false);
+        };
+        send_all(self.txs, request_batch(&rows, quality)?)?;
+        Ok(true)
+    }
 }
 
 /// Starts the writer threads the plan asks for.
@@ -539,11 +592,13 @@ fn spawn_writers<'scope>(
 ) -> Result<Writers<'scope>, ExportError> {
     let mut w = Writers {
         tables: Vec::new(),
+        requests: Vec::new(),
+        calls: Vec::new(),
         table_threads: Vec::new(),
         jsonl: None,
     };
     if plan.want.tables {
-        for table in schema::REPORT_TABLES {
+        let mut spawn = |table: &'static str| -> Result<Vec<SyncSender<RecordBatch>>, ExportError> {
             let schema = schema::of(table).ok_or_else(|| ExportError::Internal(table.into()))?;
             let mut txs = Vec::new();
             for sink in plan.sink_per_format(table, schema)? {
@@ -552,8 +607,15 @@ fn spawn_writers<'scope>(
                 w.table_threads
                     .push((table, scope.spawn(move || drain(sink, rx))));
             }
-            w.tables.push(txs);
-        }
+            Ok(txs)
+        };
+        let requests = spawn(RequestCols::TABLE)?;
+        let tables = schema::REPORT_TABLES
+            .into_iter()
+            .map(&mut spawn)
+            .collect::<Result<Vec<_>, _>>()?;
+        let calls = spawn(CallCols::TABLE)?;
+        (w.requests, w.tables, w.calls) = (requests, tables, calls);
     }
     if plan.want.jsonl {
         let (s, file) = Staged::create(plan.out, "reports.jsonl")?;
@@ -573,10 +635,12 @@ fn join_writers(
 ) -> Result<(), ExportError> {
     let Writers {
         tables,
+        requests,
+        calls,
         table_threads,
         jsonl,
     } = w;
-    drop(tables);
+    drop((tables, requests, calls));
     let jsonl_thread = jsonl.map(|JsonlWriter { tx, thread }| {
         drop(tx);
         thread
@@ -719,6 +783,7 @@ fn produce(
     want: Want,
     senders: &[Vec<SyncSender<RecordBatch>>],
     jsonl: Option<&SyncSender<(u64, Vec<u8>)>>,
+    mut requests: Option<&mut RequestFeed<'_, '_>>,
     collected: &mut Collected,
 ) -> Result<(), ExportError> {
     // Every version of every report, in (VIN, version) order.
@@ -726,9 +791,13 @@ fn produce(
     let stopped = || ExportError::Internal("a table writer stopped".into());
     let mut chunk = read_chunk(&mut reports)?;
     while !chunk.0.is_empty() {
-        // Flatten this chunk on the pool while this thread reads the next one from SQLite.
+        // Flatten this chunk on the pool while this thread reads the next one from SQLite (and
+        // a page of `requests`).
         let mut flats: Vec<Result<flatten::Flat, ArrowError>> = Vec::new();
         let mut next = Ok((Vec::new(), Vec::new()));
+        let mut side = Ok(false);
+        let quality = &mut collected.quality;
+        let requests = requests.as_deref_mut();
         rayon::in_place_scope(|s| {
             let (flats, (rows, versions)) = (&mut flats, &chunk);
             s.spawn(move |_| {
@@ -739,7 +808,11 @@ fn produce(
                     .collect();
             });
             next = read_chunk(&mut reports);
+            if let Some(r) = requests {
+                side = r.next(quality);
+            }
         });
+        side?;
         for flat in flats {
             let flat = flat?;
             collected.quality.merge(&flat.quality);
@@ -760,6 +833,9 @@ fn produce(
             }
         }
         chunk = next?;
+    }
+    if let Some(r) = requests {
+        while r.next(&mut collected.quality)? {}
     }
     Ok(())
 }
@@ -806,12 +882,17 @@ fn write_requests(
     quality: &mut Quality,
 ) -> Result<(), ExportError> {
     snap.each_request_page(BATCH_ROWS, |rows| {
-        let mut c = RequestCols::with_capacity(rows.len());
-        for r in rows {
-            push_request(&mut c, r, quality);
-        }
-        sink.write(&c.finish()?)
+        sink.write(&request_batch(rows, quality)?)
     })
+}
+
+/// A batch of `requests` rows.
+fn request_batch(rows: &[RequestRow], quality: &mut Quality) -> Result<RecordBatch, ArrowError> {
+    let mut c = RequestCols::with_capacity(rows.len());
+    for r in rows {
+        push_request(&mut c, r, quality);
+    }
+    c.finish()
 }
 
 /// One `requests` row.
@@ -879,13 +960,16 @@ fn write_calls(
     sink: &mut TableSink,
     quality: &mut Quality,
 ) -> Result<(), ExportError> {
-    snap.each_call_page(BATCH_ROWS, |rows| {
-        let mut c = CallCols::with_capacity(rows.len());
-        for r in rows {
-            push_call(&mut c, r, quality);
-        }
-        sink.write(&c.finish()?)
-    })
+    snap.each_call_page(BATCH_ROWS, |rows| sink.write(&call_batch(rows, quality)?))
+}
+
+/// A batch of `calls` rows.
+fn call_batch(rows: &[CallRow], quality: &mut Quality) -> Result<RecordBatch, ArrowError> {
+    let mut c = CallCols::with_capacity(rows.len());
+    for r in rows {
+        push_call(&mut c, r, quality);
+    }
+    c.finish()
 }
 
 /// One `calls` row.
