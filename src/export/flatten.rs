@@ -354,7 +354,46 @@ pub(crate) fn from_date32(days: i32) -> Option<NaiveDate> {
 }
 
 fn date(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<i32> {
+    // The usual shape straight to days; anything else by the scalar rules.
+    if let Scalar::Str(s) = f
+        && let Some(days) = iso_days(s.as_bytes())
+    {
+        return Some(days);
+    }
     counted(f.date(), col, q).map(date32)
+}
+
+/// Days since 1970-01-01 (Date32) of a valid `YYYY-MM-DD`, exactly ten bytes; `None` for
+/// anything else. The same day as `date32` of chrono's date, without building one (dates are a
+/// tenth of the columns export converts).
+fn iso_days(b: &[u8]) -> Option<i32> {
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: &[u8]| {
+        r.iter().try_fold(0i32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + i32::from(c - b'0'))
+        })
+    };
+    let (y, m, d) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = match m {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        _ => return None,
+    };
+    if !(1..=month_days).contains(&d) {
+        return None;
+    }
+    // Days from the civil calendar, counting years from March (H. Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    Some(era * 146_097 + day_of_era - 719_468)
 }
 
 /// `mainTainDate` (Unix seconds, or milliseconds when larger than 1e11) as milliseconds, within
@@ -836,6 +875,36 @@ mod tests {
         assert_eq!(maintained_ms(i64::MAX), None);
         assert_eq!(maintained_ms(i64::MIN), None);
         assert_eq!(maintained_ms(-99_999_999_999), None);
+    }
+
+    #[test]
+    fn iso_days_is_chronos_day_for_every_date_and_none_for_any_other() {
+        let mut d = NaiveDate::from_ymd_opt(0, 1, 1).expect("valid");
+        let last = NaiveDate::from_ymd_opt(9999, 12, 31).expect("valid");
+        while d <= last {
+            let text = d.format("%Y-%m-%d").to_string();
+            assert_eq!(iso_days(text.as_bytes()), Some(date32(d)), "{text}");
+            d = d.succ_opt().expect("not the last day");
+        }
+        for bad in [
+            "2023-02-29",
+            "2000-02-30",
+            "1900-02-29",
+            "2023-04-31",
+            "2023-13-01",
+            "2023-00-10",
+            "2023-01-00",
+            "2023-01-32",
+            "2023/01/05",
+            "2023-1-05 ",
+            " 2023-1-05",
+            "20230105",
+            "2023-01-0x",
+            "+123-01-01",
+            "２０２３-01-01",
+        ] {
+            assert_eq!(iso_days(bad.as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]

@@ -24,7 +24,6 @@ use arrow_array::builder::Int32Builder;
 use arrow_schema::ArrowError;
 use arrow_schema::SchemaRef;
 use parquet::file::properties::WriterProperties;
-use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs;
@@ -43,11 +42,10 @@ use write::{Staged, TableSink};
 
 pub use schema::EXPORT_SCHEMA_VERSION;
 
-/// Reports read from the checkpoint at a time.
-const CHUNK_ROWS: usize = 2_000;
-/// Reports per parallel flatten task: five per chunk. Each task's batches go to the writers as
-/// they are, and fewer, larger batches are cheaper to hand over and to encode (100 took a
-/// tenth more CPU time; 500 held a tenth more memory). Measured in docs/performance.md.
+/// Reports read from the checkpoint and flattened on the pool at a time. Each slice's batches go
+/// to the writers as they are, and fewer, larger batches are cheaper to hand over and to
+/// encode (100 took a tenth more CPU time than 400; 500 held a tenth more memory). Measured in
+/// docs/performance.md.
 const SLICE_ROWS: usize = 400;
 /// `requests` rows read between two chunks of reports: small pages, so that the `requests`
 /// writer holds little while the reports are written beside it.
@@ -777,7 +775,12 @@ fn drain_jsonl(
     Ok((lines, staged))
 }
 
-/// Reads the reports chunk by chunk, flattens each in parallel, and hands the batches on.
+/// Reads the reports slice by slice and flattens each slice on the pool while this thread
+/// reads the next ones, handing the batches on in the order the reports were read.
+///
+/// Up to [`IN_FLIGHT`] slices are out at once: the pool always has one to start when it
+/// finishes another (reading a whole chunk and waiting for all of it to be flattened left a
+/// core idle at the end of every chunk, a sixth of the time).
 fn produce(
     snap: &Snapshot,
     want: Want,
@@ -788,63 +791,116 @@ fn produce(
 ) -> Result<(), ExportError> {
     // Every version of every report, in (VIN, version) order.
     let mut reports = snap.reports()?;
-    let stopped = || ExportError::Internal("a table writer stopped".into());
-    let mut chunk = read_chunk(&mut reports)?;
-    while !chunk.0.is_empty() {
-        // Flatten this chunk on the pool while this thread reads the next one from SQLite (and
-        // a page of `requests`).
-        let mut flats: Vec<Result<flatten::Flat, ArrowError>> = Vec::new();
-        let mut next = Ok((Vec::new(), Vec::new()));
-        let mut side = Ok(false);
-        let quality = &mut collected.quality;
-        let requests = requests.as_deref_mut();
-        rayon::in_place_scope(|s| {
-            let (flats, (rows, versions)) = (&mut flats, &chunk);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<(usize, Flattened)>();
+    let mut order = InOrder {
+        next: 0,
+        waiting: BTreeMap::new(),
+        senders,
+        jsonl,
+    };
+    let mut read = 0;
+    rayon::in_place_scope(|s| {
+        loop {
+            // Hand on what is flattened; wait while too many slices are out.
+            loop {
+                let full = read - order.next >= IN_FLIGHT;
+                let got = match full {
+                    true => done_rx.recv().ok(),
+                    false => done_rx.try_recv().ok(),
+                };
+                let Some((k, flat)) = got else { break };
+                order.arrived(k, flat, collected)?;
+            }
+            let (rows, versions) = read_slice(&mut reports)?;
+            if rows.is_empty() {
+                break;
+            }
+            let (k, tx) = (read, done_tx.clone());
+            read += 1;
             s.spawn(move |_| {
-                *flats = rows
-                    .par_chunks(SLICE_ROWS)
-                    .zip(versions.par_chunks(SLICE_ROWS))
-                    .map(|(slice, v)| flatten::flatten_versions(slice, v, want))
-                    .collect();
+                // Flatten never panics on any input; should it, the export fails with an
+                // internal error instead of waiting for this slice for ever.
+                let flat =
+                    std::panic::catch_unwind(|| flatten::flatten_versions(&rows, &versions, want))
+                        .unwrap_or_else(|_| {
+                            Err(ArrowError::ComputeError("flatten panicked".into()))
+                        });
+                let _ = tx.send((k, flat));
             });
-            next = read_chunk(&mut reports);
-            if let Some(r) = requests {
-                side = r.next(quality);
-            }
-        });
-        side?;
-        for flat in flats {
-            let flat = flat?;
-            collected.quality.merge(&flat.quality);
-            collected.bad_bodies += flat.bad.len() as u64;
-            for b in flat.bad {
-                if collected.bad_body_list.len() < LIST_BAD {
-                    collected.bad_body_list.push(b);
-                }
-            }
-            for (txs, batch) in senders.iter().zip(flat.batches) {
-                for tx in txs {
-                    tx.send(batch.clone()).map_err(|_| stopped())?;
-                }
-            }
-            if let Some(tx) = jsonl {
-                tx.send((flat.jsonl_lines, flat.jsonl))
-                    .map_err(|_| stopped())?;
+            if let Some(r) = requests.as_deref_mut() {
+                r.next(&mut collected.quality)?;
             }
         }
-        chunk = next?;
-    }
+        while order.next < read {
+            let (k, flat) = done_rx
+                .recv()
+                .map_err(|_| ExportError::Internal("a flatten task stopped".into()))?;
+            order.arrived(k, flat, collected)?;
+        }
+        Ok::<(), ExportError>(())
+    })?;
     if let Some(r) = requests {
         while r.next(&mut collected.quality)? {}
     }
     Ok(())
 }
 
-/// The next `CHUNK_ROWS` reports, with which version of its VIN's report each one is.
-fn read_chunk(
+/// Slices of reports read but not yet handed on, at most.
+const IN_FLIGHT: usize = 6;
+
+type Flattened = Result<flatten::Flat, ArrowError>;
+
+/// Puts the flattened slices back in the order they were read and hands each on.
+struct InOrder<'a> {
+    /// The slice to hand on next.
+    next: usize,
+    /// Slices flattened before one read earlier than them.
+    waiting: BTreeMap<usize, Flattened>,
+    senders: &'a [Vec<SyncSender<RecordBatch>>],
+    jsonl: Option<&'a SyncSender<(u64, Vec<u8>)>>,
+}
+
+impl InOrder<'_> {
+    /// Slice `k` is flattened: hands on every slice now next in order.
+    fn arrived(
+        &mut self,
+        k: usize,
+        flat: Flattened,
+        collected: &mut Collected,
+    ) -> Result<(), ExportError> {
+        self.waiting.insert(k, flat);
+        while let Some(flat) = self.waiting.remove(&self.next) {
+            self.next += 1;
+            self.hand_on(flat?, collected)?;
+        }
+        Ok(())
+    }
+
+    fn hand_on(&self, flat: flatten::Flat, collected: &mut Collected) -> Result<(), ExportError> {
+        let stopped = || ExportError::Internal("a table writer stopped".into());
+        collected.quality.merge(&flat.quality);
+        collected.bad_bodies += flat.bad.len() as u64;
+        for b in flat.bad {
+            if collected.bad_body_list.len() < LIST_BAD {
+                collected.bad_body_list.push(b);
+            }
+        }
+        for (txs, batch) in self.senders.iter().zip(flat.batches) {
+            send_all(txs, batch)?;
+        }
+        if let Some(tx) = self.jsonl {
+            tx.send((flat.jsonl_lines, flat.jsonl))
+                .map_err(|_| stopped())?;
+        }
+        Ok(())
+    }
+}
+
+/// The next `SLICE_ROWS` reports, with which version of its VIN's report each one is.
+fn read_slice(
     reports: &mut crate::checkpoint::Reports<'_>,
 ) -> Result<(Vec<SourceReport>, Vec<flatten::ReportVersion>), ExportError> {
-    let read = reports.next_chunk(CHUNK_ROWS, |_, _| true)?;
+    let read = reports.next_chunk(SLICE_ROWS, |_, _| true)?;
     let mut versions = Vec::with_capacity(read.reports.len());
     let chunk = read
         .reports
