@@ -121,6 +121,7 @@ impl Snapshot {
     pub(crate) fn reports(&self) -> Result<Reports<'_>, CheckpointError> {
         Ok(Reports {
             st: self.conn.prepare(REPORTS_AFTER)?,
+            newer: self.conn.prepare(NEWER_VERSION)?,
             after: (i64::MIN, i64::MIN),
         })
     }
@@ -225,6 +226,8 @@ pub(crate) struct StoredReport {
 /// The reports of a [`Snapshot`], read chunk by chunk.
 pub(crate) struct Reports<'s> {
     st: Statement<'s>,
+    /// Whether a VIN has a version after a given one ([`NEWER_VERSION`]).
+    newer: Statement<'s>,
     /// The last (VIN id, version) read.
     after: (i64, i64),
 }
@@ -244,11 +247,19 @@ impl Reports<'_> {
         let mut q = self
             .st
             .query(rusqlite::params![self.after.0, self.after.1, n as i64])?;
+        // Whether the last report returned is its VIN's newest is known once the next row is
+        // read (rows come in (VIN id, version) order): the next row belongs to another VIN.
+        let mut last_returned = false;
         while let Some(r) = q.next()? {
             out.read += 1;
-            self.after = (r.get(0)?, r.get(1)?);
+            let vin_id = r.get(0)?;
+            if last_returned && let Some(prev) = out.reports.last_mut() {
+                prev.is_latest = vin_id != self.after.0;
+            }
+            self.after = (vin_id, r.get(1)?);
             let vin: String = r.get(2)?;
-            if !wanted(&vin, self.after.1) {
+            last_returned = wanted(&vin, self.after.1);
+            if !last_returned {
                 continue;
             }
             let body = match r.get_ref(7)? {
@@ -263,8 +274,15 @@ impl Reports<'_> {
                 endpoint: r.get(5)?,
                 fetched_at: r.get(6)?,
                 body,
-                is_latest: r.get(8)?,
+                is_latest: false,
             });
+        }
+        drop(q);
+        if last_returned && let Some(prev) = out.reports.last_mut() {
+            let newer: bool = self
+                .newer
+                .query_row(rusqlite::params![self.after.0, self.after.1], |r| r.get(0))?;
+            prev.is_latest = !newer;
         }
         Ok(out)
     }
@@ -277,18 +295,22 @@ pub(crate) struct ChunkRead {
 }
 
 /// Every version of every report after (VIN id, version) `?1, ?2`, at most `?3`, in (VIN,
-/// version) order: VIN id, version, VIN, request id, task number, endpoint, fetched at, body,
-/// and whether it is its VIN's newest. A report stored without its requestId takes the one of
-/// the purchase that bought it.
+/// version) order: VIN id, version, VIN, request id, task number, endpoint, fetched at and
+/// body. A report stored without its requestId takes the one of the purchase that bought it.
+/// Whether each is its VIN's newest is read from the order (`Reports::next_chunk`): a
+/// subquery per row for it was a fifth of the query's time.
 const REPORTS_AFTER: &str = "SELECT r.vin_id, r.version, r.vin,
         coalesce(r.request_id,
             CASE WHEN r.purchase = v.purchase THEN v.request_id END,
             (SELECT p.request_id FROM purchases p
              WHERE p.vin_id = r.vin_id AND p.purchase = r.purchase)),
-        r.task_no, r.endpoint, r.fetched_at, r.body,
-        r.version = (SELECT max(m.version) FROM reports m WHERE m.vin_id = r.vin_id)
+        r.task_no, r.endpoint, r.fetched_at, r.body
  FROM reports r LEFT JOIN vins v ON v.id = r.vin_id
  WHERE (r.vin_id, r.version) > (?1, ?2) ORDER BY r.vin_id, r.version LIMIT ?3";
+
+/// Whether VIN id `?1` has a report version after `?2`.
+const NEWER_VERSION: &str =
+    "SELECT EXISTS (SELECT 1 FROM reports WHERE vin_id = ?1 AND version > ?2)";
 
 /// One VIN as `requests` shows it. Text is `None` when blank; a whole number stored as text is
 /// read as a number.
