@@ -376,7 +376,9 @@ impl<'de> Deserialize<'de> for Slots<'de> {
                 f.write_str("a list of maintenance records")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut list = Vec::with_capacity(16);
+                // Room for twice the usual count (sixteen): growing the list copies every record
+                // in it, which showed in profiles as often as not.
+                let mut list = Vec::with_capacity(32);
                 loop {
                     list.push(Slot::Record(RecordView::default()));
                     let Some(place) = list.last_mut() else {
