@@ -3,9 +3,11 @@
 //! `manifest.json`.
 //!
 //! Export only reads the checkpoint (in one read transaction, so it sees one consistent state
-//! even while another vmr writes). Reports are read in chunks ordered by VIN id, each chunk is
-//! flattened in parallel with rayon (`flatten`), and the batches go to one writer thread per
-//! table (`write`), so memory stays bounded however many reports there are.
+//! even while another vmr writes). Reports are read in slices ordered by VIN id, a few slices
+//! are flattened on the rayon pool at once while the next ones are read (`flatten`), and the
+//! batches go, in read order, to one writer thread per table and format (`write`); `requests`
+//! is read between the slices and `calls` at the end. Memory stays bounded however many
+//! reports there are.
 //!
 //! The commit protocol: an export holds `<out>/.vmr-export.lock` from start to end (a second
 //! export to the same directory waits), first removes the temporary files of exports that died,
@@ -44,8 +46,8 @@ pub use schema::EXPORT_SCHEMA_VERSION;
 
 /// Reports read from the checkpoint and flattened on the pool at a time. Each slice's batches go
 /// to the writers as they are, and fewer, larger batches are cheaper to hand over and to
-/// encode (100 took a tenth more CPU time than 400; 500 held a tenth more memory). Measured in
-/// docs/performance.md.
+/// encode (100 took 8 % more CPU time than 400; 500 held 7 % more memory). Measured in
+/// docs/performance.md ("Export, in the evening").
 const SLICE_ROWS: usize = 400;
 /// `requests` rows read between two chunks of reports: small pages, so that the `requests`
 /// writer holds little while the reports are written beside it.
