@@ -137,7 +137,7 @@ impl<'a> Scalar<'a> {
 /// end with a character that cannot be white space (printable ASCII, or a Chinese character):
 /// those are returned as they are without the Unicode-aware scan (a visible share of export
 /// time).
-fn trim(s: &str) -> &str {
+pub(crate) fn trim(s: &str) -> &str {
     let b = s.as_bytes();
     // The first byte of the last character: at most three continuation bytes back.
     let last = b

@@ -9,7 +9,7 @@
 
 use arrow_array::RecordBatch;
 use arrow_schema::ArrowError;
-use chrono::{DateTime, Datelike, NaiveDate};
+use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -404,9 +404,13 @@ pub(crate) fn maintained_ms(v: i64) -> Option<i64> {
     } else {
         v.checked_mul(1000)?
     };
-    let t = DateTime::from_timestamp_millis(ms)?;
-    (1..=9999).contains(&t.year()).then_some(ms)
+    READABLE_MS.contains(&ms).then_some(ms)
 }
+
+/// 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z in milliseconds since the epoch: the
+/// instants of years 1–9999 (compared as numbers; building a date for every record showed in
+/// profiles).
+const READABLE_MS: std::ops::RangeInclusive<i64> = -62_135_596_800_000..=253_402_300_799_999;
 
 /// The largest magnitude of DECIMAL(18,2), in hundredths.
 const AMOUNT_MAX: i128 = 999_999_999_999_999_999;
@@ -464,7 +468,7 @@ pub(crate) fn parse_amount(s: &str) -> Option<i128> {
 /// of ten the digits together are scaled by (`-3.5e1` → `(true, "3", "5", 0)`); `None` when
 /// it is not a number.
 fn decimal_parts(s: &str) -> Option<(bool, &str, &str, i64)> {
-    let s = s.trim();
+    let s = crate::api::view::trim(s);
     let (neg, rest) = match s.as_bytes().first()? {
         b'-' => (true, &s[1..]),
         b'+' => (false, &s[1..]),
@@ -501,7 +505,7 @@ fn amount(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<i128> {
         // The usual case, read straight into hundredths: whatever parses here is a finite
         // number, so `Scalar::decimal` would have taken it as it is.
         Scalar::Str(s) => {
-            let t = s.trim();
+            let t = crate::api::view::trim(s);
             if t.is_empty() {
                 return None;
             }
@@ -800,6 +804,7 @@ impl Builders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::DateTime;
 
     /// Fuzzing finding (report_shaped): a REPORT may nest an unknown field deeper than
     /// serde_json's recursion limit for a `Value` (128). vmr reads the REPORT without building a
@@ -875,6 +880,19 @@ mod tests {
         assert_eq!(maintained_ms(i64::MAX), None);
         assert_eq!(maintained_ms(i64::MIN), None);
         assert_eq!(maintained_ms(-99_999_999_999), None);
+        // The bounds are the first and last instants of years 1 and 9999, as chrono has them.
+        for ms in [
+            *READABLE_MS.start() - 1,
+            *READABLE_MS.start(),
+            *READABLE_MS.end(),
+            *READABLE_MS.end() + 1,
+            0,
+            -1,
+        ] {
+            let by_date =
+                DateTime::from_timestamp_millis(ms).is_some_and(|t| (1..=9999).contains(&t.year()));
+            assert_eq!(READABLE_MS.contains(&ms), by_date, "{ms}");
+        }
     }
 
     #[test]
