@@ -161,22 +161,28 @@ impl Kind for Date {
 }
 
 /// Parses the date forms the vendor uses; a date-time contributes its date part.
+/// The year, month and day of `YYYY-MM-DD` or `YYYY/MM/DD` (exactly ten bytes, digits where
+/// digits go), not yet checked as a date.
+pub(crate) fn ymd_digits(b: &[u8]) -> Option<(i32, u32, u32)> {
+    if b.len() != 10 || !(b[4] == b'-' || b[4] == b'/') || b[7] != b[4] {
+        return None;
+    }
+    let num = |r: &[u8]| {
+        r.iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    Some((num(&b[0..4])? as i32, num(&b[5..7])?, num(&b[8..10])?))
+}
+
 pub(crate) fn parse_date(s: &str) -> Option<NaiveDate> {
     let s = s.trim();
     // The date part is everything before a 'T' or a space, whichever comes first.
     let date_part = s.split(['T', ' ']).next().unwrap_or(s);
     // The usual shape, `YYYY-MM-DD` or `YYYY/MM/DD`, read directly: chrono's format parser is a
     // visible share of export time. Anything else takes chrono's path.
-    let b = date_part.as_bytes();
-    if b.len() == 10 && (b[4] == b'-' || b[4] == b'/') && b[7] == b[4] {
-        let num = |r: &[u8]| {
-            r.iter().try_fold(0u32, |acc, &c| {
-                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-            })
-        };
-        if let (Some(y), Some(m), Some(d)) = (num(&b[0..4]), num(&b[5..7]), num(&b[8..10])) {
-            return NaiveDate::from_ymd_opt(y as i32, m, d);
-        }
+    if let Some((y, m, d)) = ymd_digits(date_part.as_bytes()) {
+        return NaiveDate::from_ymd_opt(y, m, d);
     }
     NaiveDate::parse_from_str(date_part, "%Y-%m-%d")
         .or_else(|_| NaiveDate::parse_from_str(date_part, "%Y/%m/%d"))

@@ -338,12 +338,9 @@ pub enum Slot<'a> {
 
 impl<'de> Deserialize<'de> for Slot<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(
-            match Shape::<IgnoredAny, RecordView<'de>>::deserialize(d)? {
-                Shape::Object(r) => Slot::Record(r),
-                _ => Slot::NotARecord,
-            },
-        )
+        let mut slot = Slot::NotARecord;
+        SlotInPlace(&mut slot).deserialize(d)?;
+        Ok(slot)
     }
 }
 
@@ -396,8 +393,8 @@ impl<'de> Deserialize<'de> for Slots<'de> {
 }
 
 /// Reads one `result_content` element into the slot it goes to: an object as a record (into
-/// the record already there), anything else as not a record, exactly as [`Slot`]'s
-/// `Deserialize` reads it.
+/// the record already there), anything else as not a record. [`Slot`]'s `Deserialize` is this
+/// rule too.
 struct SlotInPlace<'p, 'de>(&'p mut Slot<'de>);
 
 impl SlotInPlace<'_, '_> {

@@ -367,15 +367,11 @@ fn date(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<i32> {
 /// anything else. The same day as `date32` of chrono's date, without building one (dates are a
 /// tenth of the columns export converts).
 fn iso_days(b: &[u8]) -> Option<i32> {
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+    if b.get(4) != Some(&b'-') {
         return None;
     }
-    let num = |r: &[u8]| {
-        r.iter().try_fold(0i32, |acc, &c| {
-            c.is_ascii_digit().then(|| acc * 10 + i32::from(c - b'0'))
-        })
-    };
-    let (y, m, d) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
+    let (y, m, d) = crate::api::scalar::ymd_digits(b)?;
+    let (m, d) = (m as i32, d as i32);
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     let month_days = match m {
         2 if leap => 29,

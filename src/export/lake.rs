@@ -45,9 +45,7 @@ use tokio::io::AsyncWriteExt;
 use super::flatten::{self, SourceReport};
 use super::schema::{self, CallCols, RequestCols};
 use super::write::{self, Staged, TableSink};
-use super::{
-    Collected, ExportError, ExportOptions, ExportSummary, LIST_BAD, Plan, SLICE_ROWS, Written,
-};
+use super::{Collected, ExportError, ExportOptions, ExportSummary, Plan, SLICE_ROWS, Written};
 use crate::config::Layout;
 
 /// Rows in one part file before the next part of the same table and month starts.
@@ -872,13 +870,7 @@ fn stage_hive(
                 .collect();
             for flat in flats {
                 let flat = flat?;
-                collected.quality.merge(&flat.quality);
-                collected.bad_bodies += flat.bad.len() as u64;
-                for b in flat.bad {
-                    if collected.bad_body_list.len() < LIST_BAD {
-                        collected.bad_body_list.push(b);
-                    }
-                }
+                collected.add(&flat.quality, flat.bad);
                 for (t, batch) in flat.batches.iter().enumerate() {
                     parts.write(t, &month, batch)?;
                 }

@@ -49,7 +49,7 @@ pub use schema::EXPORT_SCHEMA_VERSION;
 /// encode (100 took 8 % more CPU time than 400; 500 held 7 % more memory). Measured in
 /// docs/performance.md ("Export, in the evening").
 const SLICE_ROWS: usize = 400;
-/// `requests` rows read between two chunks of reports: small pages, so that the `requests`
+/// `requests` rows read between two slices of reports: small pages, so that the `requests`
 /// writer holds little while the reports are written beside it.
 const REQUEST_PAGE_ROWS: usize = 2_048;
 /// Bad bodies listed by name in the manifest (all are counted).
@@ -403,6 +403,22 @@ struct Collected {
     bad_body_list: Vec<BadBody>,
 }
 
+impl Collected {
+    /// Adds a flattened slice's data-quality counts and bad bodies (the first [`LIST_BAD`]
+    /// listed by name).
+    fn add(&mut self, quality: &Quality, bad: Vec<BadBody>) {
+        self.quality.merge(quality);
+        self.bad_bodies += bad.len() as u64;
+        let room = LIST_BAD.saturating_sub(self.bad_body_list.len());
+        self.bad_body_list.extend(bad.into_iter().take(room));
+    }
+}
+
+/// The error of handing a batch to a writer that has stopped.
+fn writer_stopped() -> ExportError {
+    ExportError::Internal("a table writer stopped".into())
+}
+
 /// What the options ask to write, and where.
 struct Plan<'a> {
     out: &'a Path,
@@ -524,7 +540,7 @@ type Finished = (u64, Vec<Staged>);
 /// Writes every table and `reports.jsonl`, each through its writer threads.
 ///
 /// This thread reads the checkpoint; the pool flattens. The reports are read and flattened
-/// chunk by chunk (`produce`); `requests` is read a page at a time between the chunks, so that
+/// slice by slice (`produce`); `requests` is read a page at a time between the slices, so that
 /// its reading overlaps the flattening instead of leaving a core idle before the first report,
 /// and `calls` is read while the report writers encode their last row groups.
 fn write_all(snap: &Snapshot, plan: &Plan<'_>, done: &mut Written) -> Result<(), ExportError> {
@@ -532,13 +548,15 @@ fn write_all(snap: &Snapshot, plan: &Plan<'_>, done: &mut Written) -> Result<(),
         let writers = spawn_writers(scope, plan)?;
         let produced = (|| {
             let jsonl = writers.jsonl.as_ref().map(|j| &j.tx);
-            let mut requests = match plan.want.tables {
-                true => Some(RequestFeed {
-                    pages: snap.request_pages(REQUEST_PAGE_ROWS)?,
+            let mut requests = plan
+                .want
+                .tables
+                .then(|| snap.request_pages(REQUEST_PAGE_ROWS))
+                .transpose()?
+                .map(|pages| RequestFeed {
+                    pages,
                     txs: &writers.requests,
-                }),
-                false => None,
-            };
+                });
             let collected = &mut done.collected;
             produce(
                 snap,
@@ -562,13 +580,12 @@ fn write_all(snap: &Snapshot, plan: &Plan<'_>, done: &mut Written) -> Result<(),
 /// Hands `batch` to each of a table's writers.
 fn send_all(txs: &[SyncSender<RecordBatch>], batch: RecordBatch) -> Result<(), ExportError> {
     for tx in txs {
-        tx.send(batch.clone())
-            .map_err(|_| ExportError::Internal("a table writer stopped".into()))?;
+        tx.send(batch.clone()).map_err(|_| writer_stopped())?;
     }
     Ok(())
 }
 
-/// `requests`, read a page at a time between the reports' chunks.
+/// `requests`, read a page at a time between the reports' slices.
 struct RequestFeed<'s, 'w> {
     pages: crate::checkpoint::RequestPages<'s>,
     txs: &'w [SyncSender<RecordBatch>],
@@ -805,10 +822,10 @@ fn produce(
         loop {
             // Hand on what is flattened; wait while too many slices are out.
             loop {
-                let full = read - order.next >= IN_FLIGHT;
-                let got = match full {
-                    true => done_rx.recv().ok(),
-                    false => done_rx.try_recv().ok(),
+                let got = if read - order.next >= IN_FLIGHT {
+                    done_rx.recv().ok()
+                } else {
+                    done_rx.try_recv().ok()
                 };
                 let Some((k, flat)) = got else { break };
                 order.arrived(k, flat, collected)?;
@@ -879,20 +896,13 @@ impl InOrder<'_> {
     }
 
     fn hand_on(&self, flat: flatten::Flat, collected: &mut Collected) -> Result<(), ExportError> {
-        let stopped = || ExportError::Internal("a table writer stopped".into());
-        collected.quality.merge(&flat.quality);
-        collected.bad_bodies += flat.bad.len() as u64;
-        for b in flat.bad {
-            if collected.bad_body_list.len() < LIST_BAD {
-                collected.bad_body_list.push(b);
-            }
-        }
+        collected.add(&flat.quality, flat.bad);
         for (txs, batch) in self.senders.iter().zip(flat.batches) {
             send_all(txs, batch)?;
         }
         if let Some(tx) = self.jsonl {
             tx.send((flat.jsonl_lines, flat.jsonl))
-                .map_err(|_| stopped())?;
+                .map_err(|_| writer_stopped())?;
         }
         Ok(())
     }
