@@ -10,6 +10,7 @@
 use super::{CheckpointError, Place, db_path, open_reader};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Statement};
+use std::borrow::Cow;
 
 /// A read transaction on a checkpoint (see the module's documentation).
 pub struct Snapshot {
@@ -126,26 +127,13 @@ impl Snapshot {
         })
     }
 
-    /// Every VIN the checkpoint knows (rejected input rows included), in VIN-id order, handed
-    /// to `f` `page` rows at a time.
-    pub(crate) fn each_request_page<E: From<CheckpointError>>(
-        &self,
-        page: usize,
-        mut f: impl FnMut(&[RequestRow]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let mut pages = self.request_pages(page)?;
-        while let Some(rows) = pages.next_page()? {
-            f(&rows)?;
-        }
-        Ok(())
-    }
-
     /// Every VIN the checkpoint knows (rejected input rows included), in VIN-id order, `page`
     /// rows at a time, read when asked for (so that a reader can read them between other
     /// reads of the same snapshot).
     pub(crate) fn request_pages(&self, page: usize) -> Result<RequestPages<'_>, CheckpointError> {
         Ok(RequestPages {
             st: self.conn.prepare(REQUESTS_AFTER)?,
+            versions: self.conn.prepare(NEWEST_VERSIONS_AFTER)?,
             after: i64::MIN,
             page,
             done: false,
@@ -188,6 +176,8 @@ fn sql(e: rusqlite::Error) -> CheckpointError {
 /// The `requests` rows of a [`Snapshot`], read page by page.
 pub(crate) struct RequestPages<'s> {
     st: Statement<'s>,
+    /// The newest report version of the VINs after a given one ([`NEWEST_VERSIONS_AFTER`]).
+    versions: Statement<'s>,
     /// The last VIN id read.
     after: i64,
     page: usize,
@@ -195,14 +185,63 @@ pub(crate) struct RequestPages<'s> {
 }
 
 impl RequestPages<'_> {
-    /// The next page of rows; `None` once every row has been read.
-    pub(crate) fn next_page(&mut self) -> Result<Option<Vec<RequestRow>>, CheckpointError> {
+    /// Rows per page.
+    pub(crate) fn page_rows(&self) -> usize {
+        self.page
+    }
+
+    /// Reads the next page, handing each row to `f` in VIN-id order; the number of rows read
+    /// (0 once every row has been read).
+    pub(crate) fn next_page(
+        &mut self,
+        mut f: impl FnMut(&RequestRow<'_>),
+    ) -> Result<usize, CheckpointError> {
         if self.done {
-            return Ok(None);
+            return Ok(0);
         }
-        let rows = request_page(&mut self.st, &mut self.after, self.page)?;
-        self.done = rows.len() < self.page;
-        Ok((!rows.is_empty()).then_some(rows))
+        let limit = i64::try_from(self.page).unwrap_or(i64::MAX);
+        // The newest version of the first `page` VINs with a report after the last one read:
+        // every VIN of this page that has a report is among them (the page holds at most
+        // `page` VINs). One walk of the (VIN id, version) index instead of a lookup per VIN.
+        let mut newest = Vec::with_capacity(self.page);
+        let mut q = self.versions.query(rusqlite::params![self.after, limit])?;
+        while let Some(r) = q.next()? {
+            newest.push((r.get::<_, i64>(0)?, int_col(r.get_ref(1)?)));
+        }
+        drop(q);
+        let mut newest = newest.into_iter().peekable();
+        let mut read = 0;
+        let mut q = self.st.query(rusqlite::params![self.after, limit])?;
+        while let Some(r) = q.next()? {
+            let id: i64 = r.get(0)?;
+            self.after = id;
+            read += 1;
+            while newest.next_if(|(v, _)| *v < id).is_some() {}
+            let report_version = newest.next_if(|(v, _)| *v == id).and_then(|(_, v)| v);
+            let t = |i| r.get_ref(i).map(text_ref);
+            let n = |i| r.get_ref(i).map(int_col);
+            f(&RequestRow {
+                vin: t(1)?,
+                license_img_url: t(2)?,
+                state: t(3)?,
+                code: n(4)?,
+                message: t(5)?,
+                request_id: t(6)?,
+                task_no: t(7)?,
+                submit_attempts: n(8)?,
+                poll_attempts: n(9)?,
+                billed_calls: n(10)?,
+                first_seen_at: n(11)?,
+                submitted_at: n(12)?,
+                completed_at: n(13)?,
+                input_file: t(14)?,
+                input_line: n(15)?,
+                purchases: n(16)?,
+                report_version,
+            });
+        }
+        self.done = read < self.page;
+        Ok(read)
     }
 }
 
@@ -312,24 +351,24 @@ const REPORTS_AFTER: &str = "SELECT r.vin_id, r.version, r.vin,
 const NEWER_VERSION: &str =
     "SELECT EXISTS (SELECT 1 FROM reports WHERE vin_id = ?1 AND version > ?2)";
 
-/// One VIN as `requests` shows it. Text is `None` when blank; a whole number stored as text is
-/// read as a number.
+/// One VIN as `requests` shows it, its text borrowed from the row being read. Text is `None`
+/// when blank; a whole number stored as text is read as a number.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct RequestRow {
-    pub vin: Option<String>,
-    pub license_img_url: Option<String>,
-    pub state: Option<String>,
+pub(crate) struct RequestRow<'r> {
+    pub vin: Option<Cow<'r, str>>,
+    pub license_img_url: Option<Cow<'r, str>>,
+    pub state: Option<Cow<'r, str>>,
     pub code: Option<i64>,
-    pub message: Option<String>,
-    pub request_id: Option<String>,
-    pub task_no: Option<String>,
+    pub message: Option<Cow<'r, str>>,
+    pub request_id: Option<Cow<'r, str>>,
+    pub task_no: Option<Cow<'r, str>>,
     pub submit_attempts: Option<i64>,
     pub poll_attempts: Option<i64>,
     pub billed_calls: Option<i64>,
     pub first_seen_at: Option<i64>,
     pub submitted_at: Option<i64>,
     pub completed_at: Option<i64>,
-    pub input_file: Option<String>,
+    pub input_file: Option<Cow<'r, str>>,
     pub input_line: Option<i64>,
     /// Purchases of the VIN so far (0 for a rejected row).
     pub purchases: Option<i64>,
@@ -340,43 +379,13 @@ pub(crate) struct RequestRow {
 const REQUESTS_AFTER: &str = "SELECT id, vin, license_img_url, state, code, message, request_id,
         task_no, submit_attempts, poll_attempts, billed_calls, first_seen_at, submitted_at,
         completed_at, input_file, input_line,
-        CASE WHEN state = 'rejected' THEN 0 ELSE purchase END,
-        (SELECT max(r.version) FROM reports r WHERE r.vin_id = vins.id)
+        CASE WHEN state = 'rejected' THEN 0 ELSE purchase END
  FROM vins WHERE id > ?1 ORDER BY id LIMIT ?2";
 
-fn request_page(
-    st: &mut Statement<'_>,
-    after: &mut i64,
-    page: usize,
-) -> rusqlite::Result<Vec<RequestRow>> {
-    let mut rows = Vec::with_capacity(page);
-    let mut q = st.query(rusqlite::params![*after, page as i64])?;
-    while let Some(r) = q.next()? {
-        *after = r.get(0)?;
-        let t = |i| r.get_ref(i).map(text_col);
-        let n = |i| r.get_ref(i).map(int_col);
-        rows.push(RequestRow {
-            vin: t(1)?,
-            license_img_url: t(2)?,
-            state: t(3)?,
-            code: n(4)?,
-            message: t(5)?,
-            request_id: t(6)?,
-            task_no: t(7)?,
-            submit_attempts: n(8)?,
-            poll_attempts: n(9)?,
-            billed_calls: n(10)?,
-            first_seen_at: n(11)?,
-            submitted_at: n(12)?,
-            completed_at: n(13)?,
-            input_file: t(14)?,
-            input_line: n(15)?,
-            purchases: n(16)?,
-            report_version: n(17)?,
-        });
-    }
-    Ok(rows)
-}
+/// The newest report version of each of the first `?2` VINs with a report after VIN id `?1`,
+/// in VIN-id order: a walk of the (VIN id, version) key, no sort.
+const NEWEST_VERSIONS_AFTER: &str = "SELECT vin_id, max(version) FROM reports
+ WHERE vin_id > ?1 GROUP BY vin_id ORDER BY vin_id LIMIT ?2";
 
 /// One vendor call as `calls` shows it.
 #[derive(Debug, Clone, Default)]
@@ -428,11 +437,15 @@ fn call_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallRow> {
 
 /// A text column, with `""` (and blanks) as null like every other text value.
 fn text_col(v: ValueRef<'_>) -> Option<String> {
+    text_ref(v).map(Cow::into_owned)
+}
+
+/// [`text_col`], borrowed from the row where it is UTF-8 text.
+fn text_ref(v: ValueRef<'_>) -> Option<Cow<'_, str>> {
     let s = match v {
-        ValueRef::Text(b) => String::from_utf8_lossy(b).into_owned(),
-        ValueRef::Integer(i) => i.to_string(),
-        ValueRef::Real(f) => f.to_string(),
-        ValueRef::Blob(b) => String::from_utf8_lossy(b).into_owned(),
+        ValueRef::Text(b) | ValueRef::Blob(b) => String::from_utf8_lossy(b),
+        ValueRef::Integer(i) => Cow::Owned(i.to_string()),
+        ValueRef::Real(f) => Cow::Owned(f.to_string()),
         ValueRef::Null => return None,
     };
     (!s.trim().is_empty()).then_some(s)

@@ -36,7 +36,9 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::Instant;
 
-use crate::checkpoint::{CallRow, CheckpointError, RequestRow, Snapshot, StoredReport};
+use crate::checkpoint::{
+    CallRow, CheckpointError, RequestPages, RequestRow, Snapshot, StoredReport,
+};
 use crate::config::{Format, Layout, Settings};
 use flatten::{BadBody, Quality, SourceReport, Want};
 use schema::{CallCols, RequestCols};
@@ -587,17 +589,17 @@ fn send_all(txs: &[SyncSender<RecordBatch>], batch: RecordBatch) -> Result<(), E
 
 /// `requests`, read a page at a time between the reports' slices.
 struct RequestFeed<'s, 'w> {
-    pages: crate::checkpoint::RequestPages<'s>,
+    pages: RequestPages<'s>,
     txs: &'w [SyncSender<RecordBatch>],
 }
 
 impl RequestFeed<'_, '_> {
     /// Reads the next page and hands its batch on; `false` once every row has been read.
     fn next(&mut self, quality: &mut Quality) -> Result<bool, ExportError> {
-        let Some(rows) = self.pages.next_page()? else {
+        let Some(batch) = request_batch(&mut self.pages, quality)? else {
             return Ok(false);
         };
-        send_all(self.txs, request_batch(&rows, quality)?)?;
+        send_all(self.txs, batch)?;
         Ok(true)
     }
 }
@@ -949,22 +951,28 @@ fn write_requests(
     sink: &mut TableSink,
     quality: &mut Quality,
 ) -> Result<(), ExportError> {
-    snap.each_request_page(BATCH_ROWS, |rows| {
-        sink.write(&request_batch(rows, quality)?)
-    })
+    let mut pages = snap.request_pages(BATCH_ROWS)?;
+    while let Some(batch) = request_batch(&mut pages, quality)? {
+        sink.write(&batch)?;
+    }
+    Ok(())
 }
 
-/// A batch of `requests` rows.
-fn request_batch(rows: &[RequestRow], quality: &mut Quality) -> Result<RecordBatch, ArrowError> {
-    let mut c = RequestCols::with_capacity(rows.len());
-    for r in rows {
-        push_request(&mut c, r, quality);
+/// The next page of `requests` as a batch, each row pushed into the columns as it is read;
+/// `None` once every row has been read.
+fn request_batch(
+    pages: &mut RequestPages<'_>,
+    quality: &mut Quality,
+) -> Result<Option<RecordBatch>, ExportError> {
+    let mut c = RequestCols::with_capacity(pages.page_rows());
+    if pages.next_page(|r| push_request(&mut c, r, quality))? == 0 {
+        return Ok(None);
     }
-    c.finish()
+    Ok(Some(c.finish()?))
 }
 
 /// One `requests` row.
-fn push_request(c: &mut RequestCols, r: &RequestRow, q: &mut Quality) {
+fn push_request(c: &mut RequestCols, r: &RequestRow<'_>, q: &mut Quality) {
     c.vin.append_option(r.vin.as_deref());
     c.license_img_url
         .append_option(r.license_img_url.as_deref());
