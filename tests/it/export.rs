@@ -1797,15 +1797,17 @@ proptest! {
 
 /// Export reads the reports a slice at a time with several slices being flattened at once, and
 /// `requests` a page at a time between them: with more reports than fit in flight and more VINs
-/// than one page, every table still holds each row once, in (VIN, version) order.
+/// than one page, every table still holds each row once, in (VIN, version) order, and each
+/// VIN's `report_version` is its newest report's (null for one with none), across pages.
 #[test]
 fn many_slices_and_pages_keep_every_row_once_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (db, mut c) = new_checkpoint(dir.path());
     let n: i64 = 3_000;
-    let bad = 1_501;
+    let bad = 1_502;
     let vin = |i: i64| format!("LSVAB12345C{i:06}");
     let mut expected = Vec::new();
+    let mut newest = Vec::new();
     let mut records = 0;
     let tx = c.transaction().expect("tx");
     for i in 1..=n {
@@ -1822,8 +1824,19 @@ fn many_slices_and_pages_keep_every_row_once_in_order() {
             },
         );
         // Every sixth VIN has two versions; with slices of 400 reports, the two versions of
-        // VIN 2,058 are the last report of one slice and the first of the next.
-        let versions = if i % 6 == 0 { 2 } else { 1 };
+        // VIN 2,058 are the last report of one slice and the first of the next. Every seventh
+        // (from the third) has none yet, VIN 2,048 among them, the last of the first page of
+        // `requests`.
+        let versions = match i {
+            _ if i % 7 == 3 || i == 2_048 => 0,
+            _ if i % 6 == 0 => 2,
+            _ => 1,
+        };
+        newest.push(if versions == 0 {
+            String::new()
+        } else {
+            versions.to_string()
+        });
         for version in 1..=versions {
             if i == bad {
                 add_report(&tx, i, &v, Some(&rid), None, "get", T0, b"{not json");
@@ -1846,10 +1859,15 @@ fn many_slices_and_pages_keep_every_row_once_in_order() {
     let summary = run_export(&db, &opts(&out, &[Format::Parquet]));
     assert_eq!(summary.bad_bodies, 1);
 
-    let (_, requests) = read_parquet(&out.join("requests.parquet"));
+    let (req_schema, requests) = read_parquet(&out.join("requests.parquet"));
     let want: Vec<String> = (1..=n).map(vin).collect();
     let got: Vec<String> = requests.iter().map(|r| r[0].clone()).collect();
     assert_eq!(got, want, "requests: every VIN once, in VIN-id order");
+    let at = req_schema
+        .index_of("report_version")
+        .expect("report_version");
+    let got: Vec<String> = requests.iter().map(|r| r[at].clone()).collect();
+    assert!(got == newest, "requests: each VIN's newest report version");
 
     let (_, reports) = read_parquet(&out.join("reports.parquet"));
     let got: Vec<(String, String, String)> = reports
