@@ -419,7 +419,7 @@ pub(crate) fn parse_amount(s: &str) -> Option<i128> {
         int_part
             .bytes()
             .chain(frac_part.bytes())
-            .map(|b| i128::from(b - b'0'))
+            .map(|b| u64::from(b - b'0'))
     };
     let len = int_part.len() + frac_part.len();
     // value = digits × 10^exp; hundredths = digits × 10^shift.
@@ -436,27 +436,30 @@ pub(crate) fn parse_amount(s: &str) -> Option<i128> {
         };
         (kept, next)
     };
-    let mut units: i128 = 0;
+    // At most AMOUNT_MAX (< 10^18) before each step, so `units * 10 + 9` stays well inside u64.
+    let max = AMOUNT_MAX as u64;
+    let mut units: u64 = 0;
     for d in digits().take(kept) {
-        units = units.checked_mul(10)?.checked_add(d)?;
-        if units > AMOUNT_MAX {
+        units = units * 10 + d;
+        if units > max {
             return None;
         }
     }
     if shift > 0 && units != 0 {
         for _ in 0..shift {
-            units = units.checked_mul(10)?;
-            if units > AMOUNT_MAX {
+            units *= 10;
+            if units > max {
                 return None;
             }
         }
     }
     if next.is_some_and(|d| d >= 5) {
         units += 1;
-        if units > AMOUNT_MAX {
+        if units > max {
             return None;
         }
     }
+    let units = i128::from(units);
     Some(if neg { -units } else { units })
 }
 
@@ -507,12 +510,22 @@ fn amount(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<i128> {
             }
             parse_amount(t)
         }
+        // A whole number (most amounts sent as numbers): hundredths without writing it out.
+        Scalar::I64(v) => whole_amount(v.unsigned_abs(), *v < 0),
+        Scalar::U64(v) => whole_amount(*v, false),
         _ => parse_amount(&counted(f.decimal(), col, q)?),
     };
     if v.is_none() {
         q.coerced(col);
     }
     v
+}
+
+/// The whole amount `abs` (negative when `neg`) in hundredths; `None` when it does not fit
+/// DECIMAL(18,2). What [`parse_amount`] gives for the number written out.
+fn whole_amount(abs: u64, neg: bool) -> Option<i128> {
+    let units = i128::from(abs) * 100;
+    (units <= AMOUNT_MAX).then_some(if neg { -units } else { units })
 }
 
 /// Splits an overview finding at the first ASCII or full-width colon:
@@ -866,6 +879,41 @@ mod tests {
             ("１２", None),
         ] {
             assert_eq!(parse_amount(s), want, "{s:?}");
+        }
+    }
+
+    /// An amount sent as a whole number is read as the same number sent as text would be (and
+    /// as the number written out was before the fast path).
+    #[test]
+    fn whole_amounts_are_parse_amount_of_the_number_written_out() {
+        let edge = 9_999_999_999_999_999_i64;
+        for v in [
+            0,
+            1,
+            -1,
+            350,
+            -350,
+            edge,
+            edge + 1,
+            -edge,
+            -edge - 1,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            assert_eq!(
+                whole_amount(v.unsigned_abs(), v < 0),
+                parse_amount(&v.to_string()),
+                "{v}"
+            );
+        }
+        for v in [0, 350, edge as u64, edge as u64 + 1, u64::MAX] {
+            // serde_json reads any non-negative whole number as u64; above i64's range the
+            // scalar rules wrote it out as a float.
+            let written = match i64::try_from(v) {
+                Ok(i) => i.to_string(),
+                Err(_) => (v as f64).to_string(),
+            };
+            assert_eq!(whole_amount(v, false), parse_amount(&written), "{v}");
         }
     }
 
