@@ -500,25 +500,27 @@ fn decimal_parts(s: &str) -> Option<(bool, &str, &str, i64)> {
 }
 
 fn amount(f: &Scalar<'_>, col: &'static str, q: &mut Quality) -> Option<i128> {
-    let v = match f {
-        // The usual case, read straight into hundredths: whatever parses here is a finite
-        // number, so `Scalar::decimal` would have taken it as it is.
-        Scalar::Str(s) => {
-            let t = crate::api::view::trim(s);
-            if t.is_empty() {
-                return None;
-            }
-            parse_amount(t)
-        }
-        // A whole number (most amounts sent as numbers): hundredths without writing it out.
-        Scalar::I64(v) => whole_amount(v.unsigned_abs(), *v < 0),
-        Scalar::U64(v) => whole_amount(*v, false),
-        _ => parse_amount(&counted(f.decimal(), col, q)?),
-    };
-    if v.is_none() {
-        q.coerced(col);
+    counted(f.to::<Hundredths>(), col, q)
+}
+
+/// An amount in hundredths, read by the scalar rules: text straight into hundredths, a whole
+/// number multiplied by 100 (most amounts sent as numbers), anything else as the number written
+/// out. What `Decimal` takes, in hundredths, without writing a number out and parsing it back.
+struct Hundredths;
+
+impl crate::api::scalar::Kind for Hundredths {
+    type Out = i128;
+    fn from_str(s: &str) -> Option<i128> {
+        parse_amount(s)
     }
-    v
+    fn from_i64(v: i64) -> Option<i128> {
+        whole_amount(v.unsigned_abs(), v < 0)
+    }
+    fn from_f64(v: f64) -> Option<i128> {
+        v.is_finite()
+            .then(|| parse_amount(&v.to_string()))
+            .flatten()
+    }
 }
 
 /// The whole amount `abs` (negative when `neg`) in hundredths; `None` when it does not fit
