@@ -160,7 +160,6 @@ impl Kind for Date {
     }
 }
 
-/// Parses the date forms the vendor uses; a date-time contributes its date part.
 /// The year, month and day of `YYYY-MM-DD` or `YYYY/MM/DD` (exactly ten bytes, digits where
 /// digits go), not yet checked as a date.
 pub(crate) fn ymd_digits(b: &[u8]) -> Option<(i32, u32, u32)> {
@@ -175,6 +174,7 @@ pub(crate) fn ymd_digits(b: &[u8]) -> Option<(i32, u32, u32)> {
     Some((num(&b[0..4])? as i32, num(&b[5..7])?, num(&b[8..10])?))
 }
 
+/// Parses the date forms the vendor uses; a date-time contributes its date part.
 pub(crate) fn parse_date(s: &str) -> Option<NaiveDate> {
     let s = s.trim();
     // The date part is everything before a 'T' or a space, whichever comes first.

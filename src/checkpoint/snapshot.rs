@@ -353,7 +353,7 @@ const NEWER_VERSION: &str =
 
 /// One VIN as `requests` shows it, its text borrowed from the row being read. Text is `None`
 /// when blank; a whole number stored as text is read as a number.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub(crate) struct RequestRow<'r> {
     pub vin: Option<Cow<'r, str>>,
     pub license_img_url: Option<Cow<'r, str>>,
